@@ -1,0 +1,1 @@
+//! Scenario model, workloads, histories and checkers.

@@ -1,0 +1,193 @@
+//! Version vectors and the node clock.
+//!
+//! A [`VersionVector`] maps actors to counters; entry `a -> n` stands for the dots
+//! `(a, 1..=n)`. It is both the per-key causal context inside a [`crate::core::dvv::VersionSet`]
+//! and the session token a client carries ([`crate::core::token`]).
+//!
+//! A [`NodeClock`] records which dots a replica has *applied*: per actor a contiguous base plus
+//! the dots applied out of order above it. Only the contiguous base may be handed to clients:
+//! a token never claims a write its issuer had not applied (SPEC §3).
+
+use super::dot::{Actor, Dot};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Actor -> highest counter; `a -> n` covers dots `(a, 1..=n)`. Invariant: no zero entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VersionVector(BTreeMap<Actor, u64>);
+
+impl VersionVector {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counter recorded for `actor` (0 when absent).
+    pub fn get(&self, actor: Actor) -> u64 {
+        self.0.get(&actor).copied().unwrap_or(0)
+    }
+
+    /// True when `dot` is among the dots this vector stands for.
+    pub fn covers(&self, dot: Dot) -> bool {
+        self.get(dot.actor) >= dot.counter
+    }
+
+    /// Raises the entry of `actor` to at least `counter`.
+    pub fn raise(&mut self, actor: Actor, counter: u64) {
+        if counter > 0 {
+            let e = self.0.entry(actor).or_insert(0);
+            *e = (*e).max(counter);
+        }
+    }
+
+    /// Raises the entry of the dot's actor so that the dot is covered.
+    pub fn add(&mut self, dot: Dot) {
+        self.raise(dot.actor, dot.counter);
+    }
+
+    /// Pointwise maximum (the join of the lattice).
+    pub fn merge(&mut self, other: &VersionVector) {
+        for (&a, &n) in &other.0 {
+            self.raise(a, n);
+        }
+    }
+
+    /// True when every dot of `other` is covered by `self`.
+    pub fn dominates(&self, other: &VersionVector) -> bool {
+        other.0.iter().all(|(&a, &n)| self.get(a) >= n)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Actor, u64)> + '_ {
+        self.0.iter().map(|(&a, &n)| (a, n))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<(Actor, u64)> for VersionVector {
+    fn from_iter<I: IntoIterator<Item = (Actor, u64)>>(iter: I) -> Self {
+        let mut v = VersionVector::new();
+        for (a, n) in iter {
+            v.raise(a, n);
+        }
+        v
+    }
+}
+
+/// Applied dots of one actor. Invariant: every element of `above` is `> base + 1`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Applied {
+    base: u64,
+    above: BTreeSet<u64>,
+}
+
+/// The set of dots a replica has applied, compactly: a contiguous base per actor plus exceptions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeClock(BTreeMap<Actor, Applied>);
+
+impl NodeClock {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `dot` as applied; returns false when it already was.
+    pub fn add(&mut self, dot: Dot) -> bool {
+        let e = self.0.entry(dot.actor).or_default();
+        if dot.counter <= e.base || e.above.contains(&dot.counter) {
+            return false;
+        }
+        if dot.counter == e.base + 1 {
+            e.base += 1;
+            while e.above.remove(&(e.base + 1)) {
+                e.base += 1;
+            }
+        } else {
+            e.above.insert(dot.counter);
+        }
+        true
+    }
+
+    /// Records every dot `(actor, 1..=n)` of `vv` as applied.
+    pub fn add_all(&mut self, vv: &VersionVector) {
+        for (a, n) in vv.iter() {
+            let e = self.0.entry(a).or_default();
+            if n > e.base {
+                e.base = n;
+                e.above = e.above.split_off(&(n + 1));
+                while e.above.remove(&(e.base + 1)) {
+                    e.base += 1;
+                }
+            }
+        }
+    }
+
+    pub fn contains(&self, dot: Dot) -> bool {
+        self.0
+            .get(&dot.actor)
+            .is_some_and(|e| dot.counter <= e.base || e.above.contains(&dot.counter))
+    }
+
+    /// Contiguous applied counter of `actor`: every dot `(actor, 1..=base)` has been applied.
+    pub fn base(&self, actor: Actor) -> u64 {
+        self.0.get(&actor).map_or(0, |e| e.base)
+    }
+
+    /// The contiguous bases of the actors `keep` selects, as a version vector.
+    pub fn bases(&self, mut keep: impl FnMut(Actor) -> bool) -> VersionVector {
+        self.0
+            .iter()
+            .filter(|(a, _)| keep(**a))
+            .map(|(&a, e)| (a, e.base))
+            .collect()
+    }
+
+    /// Highest applied counter of `actor`, gaps included.
+    pub fn max(&self, actor: Actor) -> u64 {
+        self.0
+            .get(&actor)
+            .map_or(0, |e| e.above.last().copied().unwrap_or(e.base).max(e.base))
+    }
+
+    /// Number of dots applied out of order (waiting for a gap below them to fill).
+    pub fn gaps(&self) -> usize {
+        self.0.values().map(|e| e.above.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(n: u64) -> Dot {
+        Dot::new(Actor::new(1, 1), n)
+    }
+
+    #[test]
+    fn node_clock_fills_gaps() {
+        let mut c = NodeClock::new();
+        assert!(c.add(d(2)));
+        assert_eq!(c.base(d(1).actor), 0);
+        assert!(c.add(d(3)));
+        assert!(c.add(d(1)));
+        assert_eq!(c.base(d(1).actor), 3);
+        assert!(!c.add(d(2)), "re-adding an applied dot reports it as old");
+        assert_eq!(c.gaps(), 0);
+    }
+
+    #[test]
+    fn add_all_absorbs_exceptions() {
+        let mut c = NodeClock::new();
+        c.add(d(5));
+        c.add(d(7));
+        c.add_all(&[(d(1).actor, 5)].into_iter().collect());
+        assert_eq!(c.base(d(1).actor), 5);
+        assert!(c.contains(d(7)));
+        c.add(d(6));
+        assert_eq!(c.base(d(1).actor), 7);
+    }
+}

@@ -1,0 +1,134 @@
+//! Configuration of one core node. Durations are plain [`Duration`]s; the core never reads a clock.
+
+use super::ring::View;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// When an acknowledged write is durable (SPEC G5).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Sync before acknowledging (concurrent writes share one sync). Survives `kill -9` and power loss.
+    Always,
+    /// Acknowledge from the write buffer; the driver syncs on a short timer. A crash may lose the
+    /// last moments of acknowledged writes that no other replica holds yet.
+    #[default]
+    Batch,
+    /// Never sync explicitly; leave it to the storage engine.
+    Never,
+}
+
+/// How concurrent writes to one key are resolved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConflictMode {
+    /// Keep concurrent versions as siblings (no write is lost).
+    #[default]
+    Siblings,
+    /// Last writer wins by hybrid timestamp, then actor. Loses concurrent writes, and under clock
+    /// skew loses even writes that happened later in real time.
+    Lww,
+}
+
+/// A planted bug, for proving that the checkers catch what they claim to (SPEC §4). Test-only:
+/// never set in production configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Canary {
+    /// Reads answer at once even when the replica has not applied the context.
+    SkipCausalWait,
+    /// Replication is sent once and never retried.
+    NoReplicationRetry,
+    /// Concurrent writes collapse to the last writer instead of becoming siblings.
+    LwwWithoutSiblings,
+    /// A restarted node reuses its actor and restarts its counter from zero.
+    ForgetCounterOnRestart,
+    /// Tombstones are dropped as soon as they are written.
+    EarlyTombstoneReap,
+    /// Replies return the request's context without the operation's own effects.
+    StaleContext,
+}
+
+impl Canary {
+    pub const ALL: [Canary; 6] = [
+        Canary::SkipCausalWait,
+        Canary::NoReplicationRetry,
+        Canary::LwwWithoutSiblings,
+        Canary::ForgetCounterOnRestart,
+        Canary::EarlyTombstoneReap,
+        Canary::StaleContext,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Canary::SkipCausalWait => "skip-causal-wait",
+            Canary::NoReplicationRetry => "no-replication-retry",
+            Canary::LwwWithoutSiblings => "lww-without-siblings",
+            Canary::ForgetCounterOnRestart => "forget-counter-on-restart",
+            Canary::EarlyTombstoneReap => "early-tombstone-reap",
+            Canary::StaleContext => "stale-context",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Canary> {
+        Canary::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+/// Everything a core node needs to know besides its identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    pub view: View,
+    pub sync: SyncMode,
+    pub conflicts: ConflictMode,
+    /// Longest a read waits for its replica to cover the request's context (SPEC G1).
+    pub causal_wait: Duration,
+    /// Longest a coordinator waits for `w` acknowledgements or `r` answers.
+    pub quorum_timeout: Duration,
+    /// Longest a proxy waits for one replica before failing over to the next.
+    pub forward_timeout: Duration,
+    /// Longest a request may take in all; then it answers 503.
+    pub request_timeout: Duration,
+    /// Unacknowledged replication is re-sent after this long.
+    pub retry_interval: Duration,
+    /// Interval of liveness pings between nodes.
+    pub heartbeat_interval: Duration,
+    /// A peer not heard from for this long is tried last when proxying.
+    pub suspect_after: Duration,
+    /// The driver calls `handle(now, Input::Tick)` at least this often.
+    pub tick_interval: Duration,
+    /// Largest accepted key, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest accepted value, in bytes.
+    pub max_value_bytes: usize,
+    /// Cap on keys awaiting replication acknowledgement per peer; beyond it anti-entropy repairs.
+    pub max_unacked_per_peer: usize,
+    /// Cap on replication messages re-sent per peer per tick.
+    pub retry_batch: usize,
+    /// Planted bug for checker canaries. `None` in every real deployment.
+    pub canary: Option<Canary>,
+}
+
+impl Config {
+    /// Defaults for a cluster with the given view.
+    pub fn new(view: View) -> Self {
+        Config {
+            view,
+            sync: SyncMode::default(),
+            conflicts: ConflictMode::default(),
+            causal_wait: Duration::from_secs(2),
+            quorum_timeout: Duration::from_secs(2),
+            forward_timeout: Duration::from_millis(2500),
+            request_timeout: Duration::from_secs(6),
+            retry_interval: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(250),
+            suspect_after: Duration::from_secs(1),
+            tick_interval: Duration::from_millis(20),
+            max_key_bytes: 1024,
+            max_value_bytes: 8 << 20,
+            max_unacked_per_peer: 200_000,
+            retry_batch: 512,
+            canary: None,
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The version set of one key: concurrent versions (siblings) identified by dots, plus the key's
+//! causal context — a dotted-version-vector set in the sense of Preguiça et al. and Riak 2.0.
+//!
+//! Invariants:
+//! - every version's dot is covered by `context`;
+//! - `context` entry `a -> n` means the set reflects every write to this key by `a` with counter
+//!   `<= n`: such a write is either present as a version or was superseded by one that is. This
+//!   holds because the coordinator of a write owns its actor's counter and has applied all of that
+//!   actor's earlier writes, and because client contexts cover only writes they may supersede.
+//! - versions are sorted by dot and no two share a dot.
+//!
+//! Given those invariants `merge` is the lattice join (commutative, associative, idempotent): a
+//! version survives unless the other side's context covers its dot without holding it.
+
+use super::clock::VersionVector;
+use super::dot::Dot;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// One version of a key: a value, or a tombstone (`value == None`), written as event `dot`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Version {
+    pub dot: Dot,
+    /// `None` marks a deletion (a tombstone).
+    pub value: Option<Bytes>,
+    /// Hybrid timestamp (microseconds) of the write; used only to pick a winner in LWW mode.
+    pub ts: u64,
+}
+
+/// All versions of one key that no other known version supersedes, and what the key has seen.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VersionSet {
+    context: VersionVector,
+    versions: Vec<Version>,
+}
+
+impl VersionSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The key's causal context: every write to the key it covers is present or superseded.
+    pub fn context(&self) -> &VersionVector {
+        &self.context
+    }
+
+    /// The current siblings (values and tombstones), sorted by dot.
+    pub fn versions(&self) -> &[Version] {
+        &self.versions
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.versions.is_empty()
+    }
+
+    /// True when the key has versions and all of them are tombstones.
+    pub fn is_deleted(&self) -> bool {
+        !self.versions.is_empty() && self.versions.iter().all(|v| v.value.is_none())
+    }
+
+    /// True when at least one sibling holds a value.
+    pub fn has_value(&self) -> bool {
+        self.versions.iter().any(|v| v.value.is_some())
+    }
+
+    /// Applies a write issued with client context `context`: removes exactly the versions that
+    /// `context` covers and adds `version`. Versions the context does not cover stay as siblings.
+    pub fn write(&mut self, context: &VersionVector, version: Version) {
+        self.versions.retain(|v| !context.covers(v.dot));
+        self.context.merge(context);
+        self.context.add(version.dot);
+        let pos = self.versions.partition_point(|v| v.dot < version.dot);
+        if self.versions.get(pos).map(|v| v.dot) != Some(version.dot) {
+            self.versions.insert(pos, version);
+        }
+    }
+
+    /// Joins `other` into `self`; returns true when `self` changed.
+    pub fn merge(&mut self, other: &VersionSet) -> bool {
+        if self == other {
+            return false;
+        }
+        let mut out = Vec::with_capacity(self.versions.len() + other.versions.len());
+        let (mut i, mut j) = (0, 0);
+        let (a, b) = (&self.versions, &other.versions);
+        while i < a.len() || j < b.len() {
+            match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) if x.dot == y.dot => {
+                    out.push(x.clone());
+                    i += 1;
+                    j += 1;
+                }
+                (Some(x), y) if y.is_none_or(|y| x.dot < y.dot) => {
+                    if !other.context.covers(x.dot) {
+                        out.push(x.clone());
+                    }
+                    i += 1;
+                }
+                (_, Some(y)) => {
+                    if !self.context.covers(y.dot) {
+                        out.push(y.clone());
+                    }
+                    j += 1;
+                }
+                (_, None) => unreachable!("loop condition keeps one side non-empty"),
+            }
+        }
+        let before = (self.context.clone(), self.versions.len());
+        self.context.merge(&other.context);
+        let changed = before.0 != self.context || before.1 != out.len() || out != self.versions;
+        self.versions = out;
+        changed
+    }
+
+    /// Keeps only the version with the highest `(ts, dot)`: last-writer-wins collapse.
+    pub fn collapse_lww(&mut self) {
+        if let Some(winner) = self.versions.iter().max_by_key(|v| (v.ts, v.dot)).cloned() {
+            self.versions = vec![winner];
+        }
+    }
+
+    /// Removes every version, keeping the context (used when a tombstone is reaped: the context
+    /// still suppresses late copies of the versions it covers).
+    pub fn clear_versions(&mut self) {
+        self.versions.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::dot::Actor;
+    use proptest::prelude::*;
+
+    fn ver(actor: u32, counter: u64, value: Option<&'static str>) -> Version {
+        Version {
+            dot: Dot::new(Actor::new(actor, 1), counter),
+            value: value.map(|s| Bytes::from_static(s.as_bytes())),
+            ts: counter,
+        }
+    }
+
+    /// A history of writes to one key, replayed at two "replicas" that saw different prefixes,
+    /// produces version sets whose merges must obey the lattice laws.
+    fn arb_set() -> impl Strategy<Value = VersionSet> {
+        // Each write: which actor coordinates, and which of the earlier writes its context covers.
+        prop::collection::vec((0u32..3, any::<u64>()), 0..8).prop_map(|writes| {
+            let mut counters = [0u64; 3];
+            let mut issued: Vec<Dot> = Vec::new();
+            let mut set = VersionSet::new();
+            for (actor, mask) in writes {
+                counters[actor as usize] += 1;
+                let mut ctx = VersionVector::new();
+                for (i, d) in issued.iter().enumerate() {
+                    if mask >> (i % 64) & 1 == 1 {
+                        ctx.raise(d.actor, d.counter);
+                    }
+                }
+                let v = ver(actor, counters[actor as usize], Some("x"));
+                issued.push(v.dot);
+                set.write(&ctx, v);
+            }
+            set
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_commutative(a in arb_set(), b in arb_set()) {
+            let mut ab = a.clone();
+            ab.merge(&b);
+            let mut ba = b.clone();
+            ba.merge(&a);
+            prop_assert_eq!(ab, ba);
+        }
+
+        #[test]
+        fn merge_is_associative(a in arb_set(), b in arb_set(), c in arb_set()) {
+            let mut l = a.clone();
+            l.merge(&b);
+            l.merge(&c);
+            let mut bc = b.clone();
+            bc.merge(&c);
+            let mut r = a.clone();
+            r.merge(&bc);
+            prop_assert_eq!(l, r);
+        }
+
+        #[test]
+        fn merge_is_idempotent(a in arb_set()) {
+            let mut aa = a.clone();
+            prop_assert!(!aa.merge(&a));
+            prop_assert_eq!(aa, a);
+        }
+
+        #[test]
+        fn write_supersedes_exactly_covered(a in arb_set(), mask in any::<u64>()) {
+            let mut ctx = VersionVector::new();
+            let mut covered = Vec::new();
+            for (i, v) in a.versions().iter().enumerate() {
+                if mask >> i & 1 == 1 {
+                    ctx.add(v.dot);
+                }
+            }
+            for v in a.versions() {
+                if ctx.covers(v.dot) {
+                    covered.push(v.dot);
+                }
+            }
+            let mut w = a.clone();
+            let new = ver(9, 1, Some("new"));
+            w.write(&ctx, new.clone());
+            for v in a.versions() {
+                let kept = w.versions().iter().any(|x| x.dot == v.dot);
+                prop_assert_eq!(kept, !covered.contains(&v.dot), "version {:?}", v.dot);
+            }
+            prop_assert!(w.versions().contains(&new));
+            prop_assert!(w.context().dominates(a.context()));
+        }
+
+        #[test]
+        fn merge_never_resurrects_superseded(a in arb_set(), mask in any::<u64>()) {
+            // A replica that applied a later write must not get back what that write replaced.
+            let mut ctx = VersionVector::new();
+            for (i, v) in a.versions().iter().enumerate() {
+                if mask >> i & 1 == 1 {
+                    ctx.add(v.dot);
+                }
+            }
+            let mut newer = a.clone();
+            newer.write(&ctx, ver(9, 1, None));
+            let mut m = newer.clone();
+            m.merge(&a);
+            prop_assert_eq!(m, newer);
+        }
+    }
+
+    #[test]
+    fn concurrent_writes_are_siblings_and_merged_context_resolves() {
+        let mut s = VersionSet::new();
+        s.write(&VersionVector::new(), ver(1, 1, Some("a")));
+        s.write(&VersionVector::new(), ver(2, 1, Some("b")));
+        assert_eq!(s.versions().len(), 2);
+        let ctx = s.context().clone();
+        s.write(&ctx, ver(1, 2, Some("c")));
+        assert_eq!(s.versions(), &[ver(1, 2, Some("c"))]);
+    }
+
+    #[test]
+    fn lww_keeps_highest_timestamp() {
+        let mut s = VersionSet::new();
+        s.write(&VersionVector::new(), ver(1, 5, Some("late")));
+        s.write(&VersionVector::new(), ver(2, 3, Some("early")));
+        s.collapse_lww();
+        assert_eq!(s.versions(), &[ver(1, 5, Some("late"))]);
+    }
+}

@@ -1,0 +1,31 @@
+//! The sans-IO node core: a deterministic state machine with no sockets, threads, clocks or
+//! randomness of its own. Time and a random nonce come in as inputs; messages, replies and the
+//! need to sync storage come out in a [`Ready`]. Both drivers — the simulator (`sim/`) and the
+//! production server (`node/src/server`) — run exactly this code.
+//!
+//! Start reading at [`node`]: `Node::handle(now, Input)` and `Node::take_ready()`.
+
+pub mod clock;
+pub mod config;
+pub mod dot;
+pub mod dvv;
+pub mod message;
+pub mod node;
+pub mod outbox;
+pub mod proxy;
+pub mod request;
+pub mod ring;
+pub mod storage;
+pub mod time;
+pub mod token;
+
+pub use clock::{NodeClock, VersionVector};
+pub use config::{Canary, Config, ConflictMode, SyncMode};
+pub use dot::{Actor, Dot};
+pub use dvv::{Version, VersionSet};
+pub use message::PeerMsg;
+pub use node::{Identity, Input, Node, NodeStatus, Ready};
+pub use request::{ListEntry, Op, Quorum, Reply, ReqError, ReqId, Request, Response};
+pub use ring::{NodeId, ShardId, View};
+pub use storage::{MemStorage, Storage};
+pub use time::Time;

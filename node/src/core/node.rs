@@ -1,0 +1,1051 @@
+//! The node state machine: [`Node::handle`] takes an [`Input`] with the current time and
+//! [`Node::take_ready`] hands back what the driver must do.
+//!
+//! A PUT, end to end: the driver turns it into [`Input::Client`]; a node outside the key's shard
+//! forwards it ([`PeerMsg::Forward`], see `proxy.rs`); the coordinating replica assigns a dot,
+//! writes the new version set through [`Storage`], sends [`PeerMsg::Replicate`] to the shard's
+//! other replicas and keeps the dot in its `outbox` until each acknowledges; once `w` replicas
+//! hold the write, the reply goes out in a [`Ready`] — after the driver has synced storage if the
+//! Ready says so.
+//!
+//! Invariants:
+//! - every dot this node issues is above every dot its actor issued before (counters persist with
+//!   the node clock; a node that cannot prove that takes a new incarnation);
+//! - a token this node returns covers only dots it applied (contiguous clock bases) plus the
+//!   caller's own context;
+//! - a read answers only once this replica's clock covers the caller's context for the shard.
+
+use super::clock::{NodeClock, VersionVector};
+use super::config::{Canary, Config, ConflictMode, SyncMode};
+use super::dot::{Actor, Dot};
+use super::dvv::{Version, VersionSet};
+use super::message::{PeerMsg, Rid};
+use super::outbox::Outbox;
+use super::proxy::{Forwarding, Proxy};
+use super::request::{ListEntry, Op, Quorum, Reply, ReqError, ReqId, Request, Response};
+use super::ring::{NodeId, ShardId, View, node_hash};
+use super::storage::Storage;
+use super::time::Time;
+use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
+const META_ACTOR: &str = "actor";
+const META_CLOCK: &str = "clock";
+const META_CLEAN: &str = "clean";
+
+/// Who a node is: its address, and a random nonce from the driver (seeds the choice of a new
+/// incarnation and of jitter; the core draws no randomness of its own).
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub node: NodeId,
+    pub nonce: u64,
+}
+
+/// Something that happened to the node.
+#[derive(Clone, Debug)]
+pub enum Input {
+    Client(Request),
+    Peer {
+        from: NodeId,
+        msg: PeerMsg,
+    },
+    /// Time passed; due at least every [`Config::tick_interval`].
+    Tick,
+}
+
+/// What the driver must do next, in order: if `sync`, make storage durable
+/// ([`Storage::sync`]); then send `messages` and deliver `replies`.
+#[derive(Debug, Default)]
+pub struct Ready {
+    pub sync: bool,
+    pub messages: Vec<(NodeId, PeerMsg)>,
+    pub replies: Vec<Reply>,
+}
+
+impl Ready {
+    pub fn is_empty(&self) -> bool {
+        !self.sync && self.messages.is_empty() && self.replies.is_empty()
+    }
+}
+
+/// Where the answer to an operation this node executes goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Origin {
+    Client(ReqId),
+    Proxy { from: NodeId, rid: Rid },
+}
+
+#[derive(Debug)]
+struct ParkedRead {
+    origin: Origin,
+    key: Bytes,
+    context: VersionVector,
+    r: Quorum,
+    deadline: Time,
+}
+
+#[derive(Debug)]
+struct PendingWrite {
+    origin: Origin,
+    need: usize,
+    acked: BTreeSet<NodeId>,
+    reply: Response,
+    deadline: Time,
+}
+
+#[derive(Debug)]
+struct PendingRead {
+    origin: Origin,
+    key: Bytes,
+    context: VersionVector,
+    need: usize,
+    got: Vec<(NodeId, VersionSet)>,
+    deadline: Time,
+}
+
+#[derive(Debug)]
+struct PendingList {
+    client: ReqId,
+    limit: u32,
+    waiting: BTreeSet<Rid>,
+    entries: Vec<(Bytes, VersionSet)>,
+    more: bool,
+    deadline: Time,
+}
+
+/// Counters and queue depths, for `/v1/cluster` and metrics.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeStatus {
+    pub node: NodeId,
+    pub actor: String,
+    pub shard: Option<ShardId>,
+    pub view: View,
+    pub live_keys: u64,
+    pub unacked: BTreeMap<NodeId, usize>,
+    pub unacked_dropped: u64,
+    pub clock_gaps: usize,
+    pub causal_waits: usize,
+    pub pending_writes: usize,
+    pub forwarded: u64,
+    pub failovers: u64,
+    pub suspects: Vec<NodeId>,
+}
+
+/// One Causeway node's logic. `S` is the storage it writes through.
+pub struct Node<S: Storage> {
+    cfg: Config,
+    me: NodeId,
+    actor: Actor,
+    counter: u64,
+    shard: Option<ShardId>,
+    storage: S,
+    clock: NodeClock,
+    clock_dirty: bool,
+    needs_sync: bool,
+    rng: SmallRng,
+    now: Time,
+    hlc: u64,
+    live_keys: u64,
+    next_rid: Rid,
+    out: Ready,
+    outbox: Outbox,
+    proxy: Proxy,
+    parked: Vec<ParkedRead>,
+    writes: BTreeMap<Dot, PendingWrite>,
+    reads: BTreeMap<Rid, PendingRead>,
+    lists: BTreeMap<ReqId, PendingList>,
+    last_heard: BTreeMap<NodeId, Time>,
+    next_heartbeat: Time,
+}
+
+impl<S: Storage> Node<S> {
+    /// Starts a node over `storage`, recovering its actor and clock from it. A node whose storage
+    /// holds no actor, or may have lost acknowledged dots (not `sync = always` and not shut down
+    /// cleanly), starts a new incarnation so no dot is ever reused (SPEC G7).
+    pub fn new(cfg: Config, id: Identity, mut storage: S, now: Time) -> Self {
+        let mut rng = SmallRng::seed_from_u64(id.nonce);
+        let my_hash = node_hash(&id.node);
+        let clock: NodeClock = storage
+            .meta_get(META_CLOCK)
+            .and_then(|b| decode(&b))
+            .unwrap_or_default();
+        let previous: Option<Actor> = storage.meta_get(META_ACTOR).and_then(|b| decode(&b));
+        let clean = storage.meta_get(META_CLEAN).is_some_and(|b| b == [1]);
+        let trusted = cfg.sync == SyncMode::Always || clean;
+        let (actor, counter) = match previous {
+            Some(a) if cfg.canary == Some(Canary::ForgetCounterOnRestart) => (a, 0),
+            Some(a) if trusted && a.node() == my_hash => (a, clock.base(a)),
+            _ => {
+                let mut inc: u32 = rng.random();
+                while previous.is_some_and(|p| p.incarnation() == inc) {
+                    inc = rng.random();
+                }
+                (Actor::new(my_hash, inc), 0)
+            }
+        };
+        storage.meta_put(META_ACTOR, &encode(&actor));
+        storage.meta_put(META_CLEAN, &[0]);
+        let mut live_keys = 0;
+        storage.for_each(&mut |_, s| live_keys += u64::from(s.has_value()));
+        let shard = cfg.view.shard_of_node(&id.node);
+        Node {
+            me: id.node,
+            actor,
+            counter,
+            shard,
+            storage,
+            clock,
+            clock_dirty: true,
+            needs_sync: true,
+            rng,
+            now,
+            hlc: now.as_micros(),
+            live_keys,
+            next_rid: 1,
+            out: Ready::default(),
+            outbox: Outbox::default(),
+            proxy: Proxy::default(),
+            parked: Vec::new(),
+            writes: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            lists: BTreeMap::new(),
+            last_heard: BTreeMap::new(),
+            next_heartbeat: now,
+            cfg,
+        }
+    }
+
+    pub fn id(&self) -> &NodeId {
+        &self.me
+    }
+
+    pub fn actor(&self) -> Actor {
+        self.actor
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.storage
+    }
+
+    /// Consumes the node, returning its storage (a crash or restart in a test world).
+    pub fn into_storage(self) -> S {
+        self.storage
+    }
+
+    /// Records a clean shutdown: the next start may keep this incarnation. Call after the last
+    /// Ready was delivered; syncs storage.
+    pub fn shutdown(&mut self) {
+        self.persist_clock();
+        self.storage.meta_put(META_CLEAN, &[1]);
+        self.storage.sync();
+    }
+
+    /// Feeds one input at time `now`.
+    pub fn handle(&mut self, now: Time, input: Input) {
+        self.now = self.now.max(now);
+        match input {
+            Input::Client(req) => self.on_client(req),
+            Input::Peer { from, msg } => {
+                self.last_heard.insert(from.clone(), self.now);
+                self.on_peer(from, msg);
+            }
+            Input::Tick => self.on_tick(),
+        }
+    }
+
+    /// Drains what the driver must do (see [`Ready`]).
+    pub fn take_ready(&mut self) -> Ready {
+        if self.clock_dirty {
+            self.persist_clock();
+        }
+        let mut ready = std::mem::take(&mut self.out);
+        ready.sync = std::mem::take(&mut self.needs_sync);
+        ready
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        NodeStatus {
+            node: self.me.clone(),
+            actor: format!("{:?}", self.actor),
+            shard: self.shard,
+            view: self.cfg.view.clone(),
+            live_keys: self.live_keys,
+            unacked: self.outbox.depths(),
+            unacked_dropped: self.outbox.dropped,
+            clock_gaps: self.clock.gaps(),
+            causal_waits: self.parked.len(),
+            pending_writes: self.writes.len(),
+            forwarded: self.proxy.forwarded,
+            failovers: self.proxy.failovers,
+            suspects: self
+                .cfg
+                .view
+                .nodes
+                .iter()
+                .filter(|n| self.is_suspect(n))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The version set this replica holds for `key` (for tests and checkers).
+    pub fn local_state(&self, key: &[u8]) -> Option<VersionSet> {
+        self.storage.get(key)
+    }
+
+    /// The contiguous applied counters this replica can vouch for.
+    pub fn applied(&self) -> VersionVector {
+        self.clock.bases(|_| true)
+    }
+
+    fn persist_clock(&mut self) {
+        self.storage.meta_put(META_CLOCK, &encode(&self.clock));
+        self.clock_dirty = false;
+    }
+
+    fn rid(&mut self) -> Rid {
+        self.next_rid += 1;
+        self.next_rid
+    }
+
+    fn send(&mut self, to: &NodeId, msg: PeerMsg) {
+        self.out.messages.push((to.clone(), msg));
+    }
+
+    fn finish(&mut self, origin: Origin, result: Result<Response, ReqError>) {
+        let served_by = self.me.clone();
+        match origin {
+            Origin::Client(id) => self.out.replies.push(Reply {
+                id,
+                served_by,
+                result,
+            }),
+            Origin::Proxy { from, rid } => self.send(
+                &from,
+                PeerMsg::ForwardReply {
+                    rid,
+                    served_by,
+                    result,
+                },
+            ),
+        }
+    }
+
+    fn is_suspect(&self, node: &str) -> bool {
+        node != self.me
+            && self
+                .last_heard
+                .get(node)
+                .is_some_and(|t| self.now.since(*t) > self.cfg.suspect_after)
+    }
+
+    /// Replicas of `shard`, this node's preferred one first: view order rotated by this node's
+    /// hash (spreading proxies over replicas), unsuspected peers before suspected ones.
+    fn candidates(&self, shard: ShardId) -> Vec<NodeId> {
+        let members = self.cfg.view.shard_members(shard);
+        let start = node_hash(&self.me) as usize % members.len();
+        let mut c: Vec<NodeId> = members[start..]
+            .iter()
+            .chain(&members[..start])
+            .cloned()
+            .collect();
+        c.sort_by_key(|n| self.is_suspect(n));
+        c
+    }
+
+    /// True when this replica has applied every dot of `ctx` that belongs to its shard.
+    fn covers(&self, ctx: &VersionVector) -> bool {
+        let Some(shard) = self.shard else {
+            return false;
+        };
+        ctx.iter()
+            .all(|(a, n)| !self.cfg.view.actor_in_shard(a, shard) || self.clock.base(a) >= n)
+    }
+
+    /// The token to return: the caller's context joined with what this replica has applied.
+    fn reply_context(&self, ctx: &VersionVector) -> VersionVector {
+        if self.cfg.canary == Some(Canary::StaleContext) {
+            return ctx.clone();
+        }
+        let mut out = ctx.clone();
+        if let Some(shard) = self.shard {
+            let view = &self.cfg.view;
+            out.merge(&self.clock.bases(|a| view.actor_in_shard(a, shard)));
+        }
+        out
+    }
+
+    fn validate(&self, op: &Op) -> Result<(), ReqError> {
+        let bad = |m: String| Err(ReqError::BadRequest(m));
+        if let Some(key) = op.key() {
+            if key.is_empty() {
+                return bad("key must not be empty".into());
+            }
+            if key.len() > self.cfg.max_key_bytes {
+                return bad(format!(
+                    "key is longer than {} bytes",
+                    self.cfg.max_key_bytes
+                ));
+            }
+        }
+        let replicas = |key: &[u8]| {
+            let shard = self.cfg.view.shard_of_key(key);
+            self.cfg.view.shard_members(shard).len()
+        };
+        match op {
+            Op::Put { key, value, w, .. } => {
+                if value
+                    .as_ref()
+                    .is_some_and(|v| v.len() > self.cfg.max_value_bytes)
+                {
+                    return bad(format!(
+                        "value is longer than {} bytes",
+                        self.cfg.max_value_bytes
+                    ));
+                }
+                if w.resolve(replicas(key)).is_none() {
+                    return bad(format!(
+                        "w exceeds the {} replicas of the key's shard",
+                        replicas(key)
+                    ));
+                }
+            }
+            Op::Get { key, r, .. } => {
+                if r.resolve(replicas(key)).is_none() {
+                    return bad(format!(
+                        "r exceeds the {} replicas of the key's shard",
+                        replicas(key)
+                    ));
+                }
+            }
+            Op::List { limit, .. } if *limit == 0 => return bad("limit must be at least 1".into()),
+            Op::KeyCount { shard } if *shard >= self.cfg.view.shard_count() => {
+                return bad(format!("no shard {shard}"));
+            }
+            Op::List { .. } | Op::KeyCount { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn target_shard(&self, op: &Op) -> Option<ShardId> {
+        match op {
+            Op::Get { key, .. } | Op::Put { key, .. } => Some(self.cfg.view.shard_of_key(key)),
+            Op::KeyCount { shard } => Some(*shard),
+            Op::List { .. } => None,
+        }
+    }
+
+    fn on_client(&mut self, req: Request) {
+        if let Err(e) = self.validate(&req.op) {
+            return self.finish(Origin::Client(req.id), Err(e));
+        }
+        match self.target_shard(&req.op) {
+            None => self.start_list(req),
+            Some(s) if Some(s) == self.shard => self.execute(Origin::Client(req.id), req.op),
+            Some(s) => {
+                let candidates = self.candidates(s);
+                let f = Forwarding {
+                    client: req.id,
+                    op: req.op,
+                    candidates,
+                    next: 0,
+                    attempt_deadline: self.now,
+                    deadline: self.now + self.cfg.request_timeout,
+                };
+                self.proxy.forwarded += 1;
+                self.attempt(f);
+            }
+        }
+    }
+
+    /// Sends `f` to its next candidate.
+    fn attempt(&mut self, mut f: Forwarding) {
+        let rid = self.rid();
+        let to = f.candidates[f.next].clone();
+        f.next += 1;
+        f.attempt_deadline = (self.now + self.cfg.forward_timeout).min(f.deadline);
+        self.send(
+            &to,
+            PeerMsg::Forward {
+                rid,
+                op: f.op.clone(),
+            },
+        );
+        self.proxy.pending.insert(rid, f);
+    }
+
+    /// Runs an operation this replica is responsible for.
+    fn execute(&mut self, origin: Origin, op: Op) {
+        match op {
+            Op::Get { key, context, r } => {
+                let skip = self.cfg.canary == Some(Canary::SkipCausalWait);
+                if skip || self.covers(&context) {
+                    self.read(origin, key, context, r);
+                } else {
+                    let deadline = self.now + self.cfg.causal_wait;
+                    self.parked.push(ParkedRead {
+                        origin,
+                        key,
+                        context,
+                        r,
+                        deadline,
+                    });
+                }
+            }
+            Op::Put {
+                key,
+                value,
+                context,
+                w,
+            } => self.write(origin, key, value, context, w),
+            Op::KeyCount { shard } => {
+                let count = self.live_keys;
+                self.finish(origin, Ok(Response::KeyCount { shard, count }));
+            }
+            Op::List { .. } => unreachable!("lists are scattered by the receiving node"),
+        }
+    }
+
+    /// The other replicas of this node's shard.
+    fn peers(&self) -> Vec<NodeId> {
+        self.members()
+            .into_iter()
+            .filter(|p| *p != self.me)
+            .collect()
+    }
+
+    fn members(&self) -> Vec<NodeId> {
+        self.shard
+            .map(|s| self.cfg.view.shard_members(s).to_vec())
+            .unwrap_or_default()
+    }
+
+    fn write(
+        &mut self,
+        origin: Origin,
+        key: Bytes,
+        value: Option<Bytes>,
+        ctx: VersionVector,
+        w: Quorum,
+    ) {
+        self.counter += 1;
+        let dot = Dot::new(self.actor, self.counter);
+        self.clock.add(dot);
+        self.clock_dirty = true;
+        self.hlc = (self.hlc + 1).max(self.now.as_micros());
+        let mut set = self.storage.get(&key).unwrap_or_default();
+        let had_value = set.has_value();
+        set.write(
+            &ctx,
+            Version {
+                dot,
+                value,
+                ts: self.hlc,
+            },
+        );
+        self.store(&key, set.clone(), had_value);
+        let members = self.members();
+        let retry_at = self.now + self.cfg.retry_interval;
+        for peer in self.peers() {
+            if self.cfg.canary != Some(Canary::NoReplicationRetry) {
+                let cap = self.cfg.max_unacked_per_peer;
+                self.outbox.push(&peer, &key, dot, cap, retry_at);
+            }
+            let msg = PeerMsg::Replicate {
+                key: key.clone(),
+                set: set.clone(),
+                dots: vec![dot],
+            };
+            self.send(&peer, msg);
+        }
+        let reply = Response::Written {
+            dot,
+            context: self.reply_context(&ctx),
+        };
+        let need = w.resolve(members.len()).unwrap_or(members.len());
+        if need <= 1 {
+            self.finish(origin, Ok(reply));
+        } else {
+            let pending = PendingWrite {
+                origin,
+                need,
+                acked: BTreeSet::from([self.me.clone()]),
+                reply,
+                deadline: self.now + self.cfg.quorum_timeout,
+            };
+            self.writes.insert(dot, pending);
+        }
+        self.wake_parked();
+    }
+
+    /// Stores `set` for `key`, applying the conflict mode and keeping the live-key count.
+    fn store(&mut self, key: &[u8], mut set: VersionSet, had_value: bool) {
+        if self.cfg.conflicts == ConflictMode::Lww
+            || self.cfg.canary == Some(Canary::LwwWithoutSiblings)
+        {
+            set.collapse_lww();
+        }
+        self.live_keys = self.live_keys + u64::from(set.has_value()) - u64::from(had_value);
+        if self.cfg.canary == Some(Canary::EarlyTombstoneReap) && set.is_deleted() {
+            self.storage.remove(key);
+        } else {
+            self.storage.put(key, &set);
+        }
+        if self.cfg.sync == SyncMode::Always {
+            self.needs_sync = true;
+        }
+    }
+
+    /// Merges a version set received from a peer; returns the merged set.
+    fn absorb(&mut self, key: &[u8], incoming: &VersionSet) -> VersionSet {
+        let mut set = self.storage.get(key).unwrap_or_default();
+        let had_value = set.has_value();
+        if set.merge(incoming) {
+            self.store(key, set.clone(), had_value);
+        }
+        set
+    }
+
+    fn owns(&self, key: &[u8]) -> bool {
+        self.shard == Some(self.cfg.view.shard_of_key(key))
+    }
+
+    fn read(&mut self, origin: Origin, key: Bytes, ctx: VersionVector, r: Quorum) {
+        let members = self.members();
+        let need = r.resolve(members.len()).unwrap_or(members.len());
+        let set = self.storage.get(&key).unwrap_or_default();
+        if need <= 1 {
+            let context = self.reply_context(&ctx);
+            let versions = set.versions().to_vec();
+            return self.finish(origin, Ok(Response::Read { versions, context }));
+        }
+        let rid = self.rid();
+        for peer in self.peers() {
+            self.send(
+                &peer,
+                PeerMsg::Fetch {
+                    rid,
+                    key: key.clone(),
+                },
+            );
+        }
+        let pending = PendingRead {
+            origin,
+            key,
+            context: ctx,
+            need,
+            got: vec![(self.me.clone(), set)],
+            deadline: self.now + self.cfg.quorum_timeout,
+        };
+        self.reads.insert(rid, pending);
+    }
+
+    fn complete_read(&mut self, p: PendingRead) {
+        let mut merged = VersionSet::new();
+        for (_, s) in &p.got {
+            merged.merge(s);
+        }
+        for (node, s) in &p.got {
+            if *s == merged {
+                continue;
+            }
+            if *node == self.me {
+                self.absorb(&p.key, &merged);
+            } else {
+                let msg = PeerMsg::Repair {
+                    key: p.key.clone(),
+                    set: merged.clone(),
+                };
+                self.send(node, msg);
+            }
+        }
+        let context = self.reply_context(&p.context);
+        let versions = merged.versions().to_vec();
+        self.finish(p.origin, Ok(Response::Read { versions, context }));
+    }
+
+    /// Answers parked reads whose context is now covered.
+    fn wake_parked(&mut self) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let parked = std::mem::take(&mut self.parked);
+        for p in parked {
+            if self.covers(&p.context) {
+                self.read(p.origin, p.key, p.context, p.r);
+            } else {
+                self.parked.push(p);
+            }
+        }
+    }
+
+    fn on_peer(&mut self, from: NodeId, msg: PeerMsg) {
+        match msg {
+            PeerMsg::Forward { rid, op } => {
+                let origin = Origin::Proxy { from, rid };
+                match self.target_shard(&op) {
+                    Some(s) if Some(s) == self.shard => self.execute(origin, op),
+                    _ => self.finish(
+                        origin,
+                        Err(ReqError::Unavailable(format!(
+                            "{} is not a replica for this request",
+                            self.me
+                        ))),
+                    ),
+                }
+            }
+            PeerMsg::ForwardReply {
+                rid,
+                served_by,
+                result,
+            } => self.on_forward_reply(rid, served_by, result),
+            PeerMsg::Replicate { key, set, dots } => {
+                if !self.owns(&key) {
+                    return;
+                }
+                self.absorb(&key, &set);
+                for d in &dots {
+                    self.clock_dirty |= self.clock.add(*d);
+                }
+                self.send(&from, PeerMsg::ReplicateAck { key, dots });
+                self.wake_parked();
+            }
+            PeerMsg::ReplicateAck { key, dots } => {
+                self.outbox.ack(&from, &key, &dots);
+                for d in dots {
+                    let Some(w) = self.writes.get_mut(&d) else {
+                        continue;
+                    };
+                    w.acked.insert(from.clone());
+                    if w.acked.len() >= w.need {
+                        let w = self.writes.remove(&d).expect("present");
+                        self.finish(w.origin, Ok(w.reply));
+                    }
+                }
+            }
+            PeerMsg::Fetch { rid, key } => {
+                if self.owns(&key) {
+                    let set = self.storage.get(&key).unwrap_or_default();
+                    self.send(&from, PeerMsg::FetchReply { rid, set });
+                }
+            }
+            PeerMsg::FetchReply { rid, set } => {
+                let Some(p) = self.reads.get_mut(&rid) else {
+                    return;
+                };
+                if p.got.iter().all(|(n, _)| *n != from) {
+                    p.got.push((from, set));
+                }
+                if p.got.len() >= p.need {
+                    let p = self.reads.remove(&rid).expect("present");
+                    self.complete_read(p);
+                }
+            }
+            PeerMsg::Repair { key, set } => {
+                if self.owns(&key) {
+                    self.absorb(&key, &set);
+                }
+            }
+            PeerMsg::ListPart {
+                rid,
+                start,
+                end,
+                after,
+                limit,
+            } => {
+                let (entries, more) = self.list_local(&start, &end, &after, limit);
+                self.send(&from, PeerMsg::ListPartReply { rid, entries, more });
+            }
+            PeerMsg::ListPartReply { rid, entries, more } => self.on_list_part(rid, entries, more),
+            PeerMsg::Ping => self.send(&from, PeerMsg::Pong),
+            PeerMsg::Pong => {}
+        }
+    }
+
+    fn on_forward_reply(
+        &mut self,
+        rid: Rid,
+        served_by: NodeId,
+        result: Result<Response, ReqError>,
+    ) {
+        let Some(f) = self.proxy.pending.remove(&rid) else {
+            return;
+        };
+        let retry = matches!(
+            (&f.op, &result),
+            (Op::Get { .. }, Err(ReqError::Unsatisfiable)) | (_, Err(ReqError::Unavailable(_)))
+        ) && !matches!(f.op, Op::Put { .. });
+        if retry && f.can_fail_over(self.now) {
+            self.proxy.failovers += 1;
+            return self.attempt(f);
+        }
+        self.out.replies.push(Reply {
+            id: f.client,
+            served_by,
+            result,
+        });
+    }
+
+    fn start_list(&mut self, req: Request) {
+        let Op::List {
+            start,
+            end,
+            after,
+            limit,
+        } = req.op
+        else {
+            unreachable!("only lists have no target shard")
+        };
+        let mut pending = PendingList {
+            client: req.id,
+            limit,
+            waiting: BTreeSet::new(),
+            entries: Vec::new(),
+            more: false,
+            deadline: self.now + self.cfg.quorum_timeout,
+        };
+        for shard in 0..self.cfg.view.shard_count() {
+            if Some(shard) == self.shard {
+                let (entries, more) = self.list_local(&start, &end, &after, limit);
+                pending.entries.extend(entries);
+                pending.more |= more;
+            } else {
+                let rid = self.rid();
+                let to = self.candidates(shard)[0].clone();
+                let msg = PeerMsg::ListPart {
+                    rid,
+                    start: start.clone(),
+                    end: end.clone(),
+                    after: after.clone(),
+                    limit,
+                };
+                self.send(&to, msg);
+                pending.waiting.insert(rid);
+            }
+        }
+        if pending.waiting.is_empty() {
+            self.complete_list(pending);
+        } else {
+            self.lists.insert(req.id, pending);
+        }
+    }
+
+    fn on_list_part(&mut self, rid: Rid, entries: Vec<(Bytes, VersionSet)>, more: bool) {
+        let Some(id) = self
+            .lists
+            .iter()
+            .find(|(_, l)| l.waiting.contains(&rid))
+            .map(|(id, _)| *id)
+        else {
+            return;
+        };
+        let l = self.lists.get_mut(&id).expect("found above");
+        l.waiting.remove(&rid);
+        l.entries.extend(entries);
+        l.more |= more;
+        if l.waiting.is_empty() {
+            let l = self.lists.remove(&id).expect("found above");
+            self.complete_list(l);
+        }
+    }
+
+    /// Merges shard pages: the first `limit` keys overall. Each shard returned up to `limit`
+    /// keys in order, so no key below the page's last one is missing.
+    fn complete_list(&mut self, mut l: PendingList) {
+        l.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let limit = l.limit as usize;
+        let more = l.more || l.entries.len() > limit;
+        l.entries.truncate(limit);
+        let next = if more {
+            l.entries.last().map(|(k, _)| k.clone())
+        } else {
+            None
+        };
+        let entries = l
+            .entries
+            .into_iter()
+            .map(|(key, s)| ListEntry {
+                key,
+                values: s
+                    .versions()
+                    .iter()
+                    .filter_map(|v| v.value.clone())
+                    .collect(),
+            })
+            .collect();
+        self.out.replies.push(Reply {
+            id: l.client,
+            served_by: self.me.clone(),
+            result: Ok(Response::Listed { entries, next }),
+        });
+    }
+
+    /// Up to `limit` live keys of this replica in `[start, end)` after `after`; `more` when
+    /// the scan stopped at the limit.
+    fn list_local(
+        &self,
+        start: &Option<Bytes>,
+        end: &Option<Bytes>,
+        after: &Option<Bytes>,
+        limit: u32,
+    ) -> (Vec<(Bytes, VersionSet)>, bool) {
+        let limit = limit as usize;
+        let mut lower: Bound<Bytes> = match (start, after) {
+            (Some(s), Some(a)) if a >= s => Bound::Excluded(a.clone()),
+            (_, Some(a)) if start.is_none() => Bound::Excluded(a.clone()),
+            (Some(s), _) => Bound::Included(s.clone()),
+            (None, None) => Bound::Unbounded,
+            (None, Some(_)) => unreachable!("covered by the second arm"),
+        };
+        let upper = end
+            .as_ref()
+            .map_or(Bound::Unbounded, |e| Bound::Excluded(e.as_ref()));
+        let mut out = Vec::new();
+        let chunk = (limit + 1).max(64);
+        loop {
+            let page = self
+                .storage
+                .range(lower.as_ref().map(|b| b.as_ref()), upper, chunk);
+            let exhausted = page.len() < chunk;
+            for (k, s) in page {
+                lower = Bound::Excluded(k.clone());
+                if s.has_value() {
+                    if out.len() == limit {
+                        return (out, true);
+                    }
+                    out.push((k, s));
+                }
+            }
+            if exhausted {
+                return (out, false);
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = self.now;
+        // Causal waits that ran out.
+        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| p.deadline <= now);
+        self.parked = kept;
+        for p in expired {
+            self.finish(p.origin, Err(ReqError::Unsatisfiable));
+        }
+        // Writes still short of `w` acknowledgements: indeterminate.
+        let late: Vec<Dot> = self
+            .writes
+            .iter()
+            .filter(|(_, w)| w.deadline <= now)
+            .map(|(d, _)| *d)
+            .collect();
+        for d in late {
+            let w = self.writes.remove(&d).expect("listed above");
+            let msg = format!(
+                "only {} of {} replicas acknowledged in time; the write may still apply",
+                w.acked.len(),
+                w.need
+            );
+            self.finish(w.origin, Err(ReqError::Unavailable(msg)));
+        }
+        let late: Vec<Rid> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(r, _)| *r)
+            .collect();
+        for rid in late {
+            let r = self.reads.remove(&rid).expect("listed above");
+            let msg = format!(
+                "only {} of {} replicas answered in time",
+                r.got.len(),
+                r.need
+            );
+            self.finish(r.origin, Err(ReqError::Unavailable(msg)));
+        }
+        let late: Vec<ReqId> = self
+            .lists
+            .iter()
+            .filter(|(_, l)| l.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            self.lists.remove(&id);
+            self.out.replies.push(Reply {
+                id,
+                served_by: self.me.clone(),
+                result: Err(ReqError::Unavailable(
+                    "a shard did not answer the listing in time".into(),
+                )),
+            });
+        }
+        // Forwarded requests whose replica is silent: next replica, or give up.
+        for f in self.proxy.expired(now) {
+            self.last_heard
+                .entry(f.current().clone())
+                .or_insert(Time::ZERO);
+            if f.can_fail_over(now) {
+                self.proxy.failovers += 1;
+                self.attempt(f);
+            } else {
+                self.out.replies.push(Reply {
+                    id: f.client,
+                    served_by: self.me.clone(),
+                    result: Err(ReqError::Unavailable(
+                        "no replica of the key's shard answered in time".into(),
+                    )),
+                });
+            }
+        }
+        // Replication retries.
+        for (peer, key, dots) in self
+            .outbox
+            .due(now, self.cfg.retry_interval, self.cfg.retry_batch)
+        {
+            let set = self.storage.get(&key).unwrap_or_default();
+            self.send(&peer, PeerMsg::Replicate { key, set, dots });
+        }
+        // Liveness pings, with jitter so nodes do not beat in lockstep.
+        if now >= self.next_heartbeat {
+            let jitter = self
+                .rng
+                .random_range(0..=self.cfg.heartbeat_interval.as_micros() as u64 / 4);
+            self.next_heartbeat =
+                now + self.cfg.heartbeat_interval + std::time::Duration::from_micros(jitter);
+            let peers: Vec<NodeId> = self
+                .cfg
+                .view
+                .nodes
+                .iter()
+                .filter(|n| **n != self.me)
+                .cloned()
+                .collect();
+            for p in peers {
+                self.send(&p, PeerMsg::Ping);
+            }
+        }
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(v, bincode::config::standard())
+        .expect("in-memory encoding cannot fail")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Option<T> {
+    bincode::serde::decode_from_slice(b, bincode::config::standard())
+        .ok()
+        .map(|(v, _)| v)
+}

@@ -1,0 +1,147 @@
+//! Client-facing requests and replies of the core.
+//!
+//! Drivers translate HTTP (native or compatibility API) into [`Request`]s and the core's
+//! [`Reply`]s back. A reply always names the node that served it.
+
+use super::clock::VersionVector;
+use super::dot::Dot;
+use super::dvv::Version;
+use super::ring::NodeId;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Driver-chosen id that pairs a [`Reply`] with its [`Request`]; unique per node while pending.
+pub type ReqId = u64;
+
+/// How many replicas must take part in a read (`r`) or acknowledge a write (`w`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Quorum {
+    /// Exactly this many (`1..=replication factor`).
+    N(u8),
+    /// A majority of the shard's replicas.
+    Majority,
+    /// Every replica of the shard.
+    All,
+}
+
+impl Default for Quorum {
+    fn default() -> Self {
+        Quorum::N(1)
+    }
+}
+
+impl Quorum {
+    /// Parses `1|2|…|quorum|all`.
+    pub fn parse(s: &str) -> Option<Quorum> {
+        match s {
+            "quorum" => Some(Quorum::Majority),
+            "all" => Some(Quorum::All),
+            n => n.parse::<u8>().ok().filter(|&n| n >= 1).map(Quorum::N),
+        }
+    }
+
+    /// Number of replicas required in a shard of `replicas` nodes, or `None` if more than exist.
+    pub fn resolve(self, replicas: usize) -> Option<usize> {
+        match self {
+            Quorum::N(n) if usize::from(n) <= replicas => Some(usize::from(n)),
+            Quorum::N(_) => None,
+            Quorum::Majority => Some(replicas / 2 + 1),
+            Quorum::All => Some(replicas),
+        }
+    }
+}
+
+/// An operation a client asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Get {
+        key: Bytes,
+        context: VersionVector,
+        r: Quorum,
+    },
+    /// A write; `value: None` is a delete (a tombstone).
+    Put {
+        key: Bytes,
+        value: Option<Bytes>,
+        context: VersionVector,
+        w: Quorum,
+    },
+    /// Keys in `[start, end)` after `after`, in key order, across all shards.
+    List {
+        start: Option<Bytes>,
+        end: Option<Bytes>,
+        after: Option<Bytes>,
+        limit: u32,
+    },
+    /// Number of live keys held by a shard (the compatibility API's key counts).
+    KeyCount { shard: u32 },
+}
+
+impl Op {
+    pub fn key(&self) -> Option<&Bytes> {
+        match self {
+            Op::Get { key, .. } | Op::Put { key, .. } => Some(key),
+            Op::List { .. } | Op::KeyCount { .. } => None,
+        }
+    }
+}
+
+/// A request as the driver hands it to the core.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: ReqId,
+    pub op: Op,
+}
+
+/// One listed key and its live values.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListEntry {
+    pub key: Bytes,
+    pub values: Vec<Bytes>,
+}
+
+/// A successful outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The key's current versions (values and tombstones; empty if never written).
+    Read {
+        versions: Vec<Version>,
+        context: VersionVector,
+    },
+    /// The write was applied as `dot`; `context` covers it.
+    Written {
+        dot: Dot,
+        context: VersionVector,
+    },
+    Listed {
+        entries: Vec<ListEntry>,
+        /// Cursor for the next page (`after=`), when more keys may follow.
+        next: Option<Bytes>,
+    },
+    KeyCount {
+        shard: u32,
+        count: u64,
+    },
+}
+
+/// Why a request failed. `BadRequest` is the caller's fault (4xx); the others are 503s.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ReqError {
+    #[error("{0}")]
+    BadRequest(String),
+    /// No reachable replica covered the request's causal context within `causal_wait`.
+    #[error("unable to satisfy request")]
+    Unsatisfiable,
+    /// Not enough replicas answered in time. For a write this is indeterminate: it may apply.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The core's answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    pub id: ReqId,
+    /// The node that executed the request (differs from the receiving node when proxied).
+    pub served_by: NodeId,
+    pub result: Result<Response, ReqError>,
+}

@@ -1,0 +1,93 @@
+//! The causal-context token clients carry (SPEC §2): a [`VersionVector`] over actors, encoded
+//! as URL-safe base64 of its bincode form. Its size is O(actors in the cluster), never O(keys).
+//!
+//! Tokens from different sessions merge by [`merge`] (pointwise maximum); the merged token names
+//! the union of both causal pasts.
+
+use super::clock::VersionVector;
+use super::dot::Actor;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// Longest token text accepted; bounds decoding work before any allocation is made for it.
+pub const MAX_TOKEN_CHARS: usize = 16 * 1024;
+
+/// Why a token could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("causal context token is longer than {MAX_TOKEN_CHARS} characters")]
+    TooLong,
+    #[error("causal context token is not URL-safe base64")]
+    NotBase64,
+    #[error("causal context token is malformed")]
+    Malformed,
+}
+
+/// Encodes a context as a token. The empty context encodes as the empty string.
+pub fn encode(ctx: &VersionVector) -> String {
+    if ctx.is_empty() {
+        return String::new();
+    }
+    let pairs: Vec<(u64, u64)> = ctx.iter().map(|(a, n)| (a.0, n)).collect();
+    let bytes = bincode::serde::encode_to_vec(&pairs, bincode::config::standard())
+        .expect("encoding a vector of integer pairs cannot fail");
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes a token; the empty string (or only whitespace) is the empty context.
+pub fn decode(token: &str) -> Result<VersionVector, TokenError> {
+    let token = token.trim();
+    if token.is_empty() {
+        return Ok(VersionVector::new());
+    }
+    if token.len() > MAX_TOKEN_CHARS {
+        return Err(TokenError::TooLong);
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .map_err(|_| TokenError::NotBase64)?;
+    let cfg = bincode::config::standard().with_limit::<{ MAX_TOKEN_CHARS }>();
+    let (pairs, used): (Vec<(u64, u64)>, usize) =
+        bincode::serde::decode_from_slice(&bytes, cfg).map_err(|_| TokenError::Malformed)?;
+    if used != bytes.len() {
+        return Err(TokenError::Malformed);
+    }
+    Ok(pairs.into_iter().map(|(a, n)| (Actor(a), n)).collect())
+}
+
+/// Merges tokens from several sessions into one naming all their causal pasts.
+pub fn merge<'a>(tokens: impl IntoIterator<Item = &'a str>) -> Result<String, TokenError> {
+    let mut ctx = VersionVector::new();
+    for t in tokens {
+        ctx.merge(&decode(t)?);
+    }
+    Ok(encode(&ctx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_merge() {
+        let a: VersionVector = [(Actor::new(1, 2), 7), (Actor::new(3, 1), 2)]
+            .into_iter()
+            .collect();
+        let b: VersionVector = [(Actor::new(1, 2), 9)].into_iter().collect();
+        assert_eq!(decode(&encode(&a)).unwrap(), a);
+        let m = decode(&merge([encode(&a).as_str(), encode(&b).as_str()]).unwrap()).unwrap();
+        assert_eq!(m.get(Actor::new(1, 2)), 9);
+        assert_eq!(m.get(Actor::new(3, 1)), 2);
+        assert_eq!(decode("").unwrap(), VersionVector::new());
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert_eq!(decode("!!!"), Err(TokenError::NotBase64));
+        assert_eq!(decode("AAAA"), Err(TokenError::Malformed));
+        assert_eq!(
+            decode(&"A".repeat(MAX_TOKEN_CHARS + 1)),
+            Err(TokenError::TooLong)
+        );
+    }
+}

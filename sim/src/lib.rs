@@ -1,0 +1,1 @@
+//! Deterministic simulation of Causeway nodes (see SPEC §4).
