@@ -1,0 +1,500 @@
+//! Multi-node behaviour of the core in the in-process test world (issue 2 acceptance).
+
+mod world;
+
+use causeway::core::ring::node_hash;
+use causeway::core::{
+    Config, ReqError, Response, SyncMode, Version, VersionSet, VersionVector, View,
+};
+use causeway::core::{Quorum, Reply};
+use std::time::Duration;
+use world::{Faults, World, addr, del, get, put};
+
+/// Six nodes, replication factor 3: two shards {0,1,2} and {3,4,5}.
+fn six() -> World {
+    World::new(6, 3, 7)
+}
+
+fn ctx_of(r: &Reply) -> VersionVector {
+    match r.result.as_ref().expect("request succeeded") {
+        Response::Read { context, .. } | Response::Written { context, .. } => context.clone(),
+        other => panic!("unexpected response {other:?}"),
+    }
+}
+
+fn values(r: &Reply) -> Vec<String> {
+    match r.result.as_ref().expect("read succeeded") {
+        Response::Read { versions, .. } => versions
+            .iter()
+            .filter_map(|v: &Version| v.value.as_ref())
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect(),
+        other => panic!("unexpected response {other:?}"),
+    }
+}
+
+/// A key stored by the shard of `addr(owner_index)`.
+fn key_in_shard_of(w: &World, owner: usize) -> String {
+    let view = &w.config.view;
+    let shard = view.shard_of_node(&addr(owner)).unwrap();
+    (0..)
+        .map(|i| format!("key-{i}"))
+        .find(|k| view.shard_of_key(k.as_bytes()) == shard)
+        .unwrap()
+}
+
+#[test]
+fn put_through_non_owner_is_proxied_and_readable_everywhere() {
+    let mut w = six();
+    let key = key_in_shard_of(&w, 0);
+    let r = w.call(
+        &addr(4),
+        put(&key, "v1", &VersionVector::new(), Quorum::N(1)),
+    );
+    let owners = w.config.view.shard_members(0).to_vec();
+    assert!(
+        owners.contains(&r.served_by),
+        "served by a replica, not the proxy: {}",
+        r.served_by
+    );
+    assert_ne!(r.served_by, addr(4));
+    let ctx = ctx_of(&r);
+    for i in 0..6 {
+        let r = w.call(&addr(i), get(&key, &ctx, Quorum::N(1)));
+        assert_eq!(values(&r), vec!["v1"], "read through {}", addr(i));
+    }
+    w.run_for(Duration::from_secs(1));
+    let states: Vec<VersionSet> = owners
+        .iter()
+        .map(|o| w.nodes[o].local_state(key.as_bytes()).unwrap())
+        .collect();
+    assert!(
+        states.windows(2).all(|p| p[0] == p[1]),
+        "replicas converge: {states:?}"
+    );
+    for n in w.config.view.shard_members(1).to_vec() {
+        assert!(
+            w.nodes[&n].local_state(key.as_bytes()).is_none(),
+            "other shard holds nothing"
+        );
+    }
+}
+
+#[test]
+fn concurrent_writes_become_siblings_and_merged_context_resolves_them() {
+    let mut w = six();
+    let key = key_in_shard_of(&w, 0);
+    let a = w.call(
+        &addr(0),
+        put(&key, "from-a", &VersionVector::new(), Quorum::N(1)),
+    );
+    let b = w.call(
+        &addr(1),
+        put(&key, "from-b", &VersionVector::new(), Quorum::N(1)),
+    );
+    let mut merged = ctx_of(&a);
+    merged.merge(&ctx_of(&b));
+    let r = w.call(&addr(2), get(&key, &merged, Quorum::N(1)));
+    let mut vals = values(&r);
+    vals.sort();
+    assert_eq!(vals, vec!["from-a", "from-b"]);
+    let resolved = w.call(
+        &addr(5),
+        put(&key, "resolved", &ctx_of(&r), Quorum::Majority),
+    );
+    let r = w.call(&addr(1), get(&key, &ctx_of(&resolved), Quorum::All));
+    assert_eq!(values(&r), vec!["resolved"]);
+}
+
+#[test]
+fn write_with_partial_context_keeps_uncovered_sibling() {
+    let mut w = six();
+    let key = key_in_shard_of(&w, 0);
+    let a = w.call(&addr(0), put(&key, "a", &VersionVector::new(), Quorum::All));
+    let _b = w.call(&addr(1), put(&key, "b", &VersionVector::new(), Quorum::All));
+    // Only a's context: b stays as a sibling of the new write.
+    let c = w.call(&addr(0), put(&key, "c", &ctx_of(&a), Quorum::All));
+    let r = w.call(&addr(2), get(&key, &ctx_of(&c), Quorum::N(1)));
+    let mut vals = values(&r);
+    vals.sort();
+    assert!(
+        vals == vec!["b", "c"] || vals == vec!["c"],
+        "a must be gone: {vals:?}"
+    );
+    assert!(!vals.contains(&"a".to_string()));
+}
+
+#[test]
+fn read_waits_for_causal_context_then_succeeds() {
+    let mut w = six();
+    let key = key_in_shard_of(&w, 0);
+    // Replication from node 0 to node 2 is cut: node 2 lags.
+    w.cut(&addr(0), &addr(2), true);
+    let wr = w.call(
+        &addr(0),
+        put(&key, "new", &VersionVector::new(), Quorum::N(1)),
+    );
+    let id = w.submit(&addr(2), get(&key, &ctx_of(&wr), Quorum::N(1)));
+    w.run_for(Duration::from_millis(500));
+    assert!(
+        !w.replies.contains_key(&id),
+        "the lagging replica must wait, not answer stale"
+    );
+    w.cut(&addr(0), &addr(2), false);
+    let r = w
+        .wait(id, Duration::from_secs(1))
+        .expect("answers once replication delivers");
+    assert_eq!(r.served_by, addr(2));
+    assert_eq!(values(&r), vec!["new"]);
+}
+
+#[test]
+fn read_that_cannot_be_satisfied_answers_503_after_causal_wait() {
+    let mut w = six();
+    let key = key_in_shard_of(&w, 0);
+    w.cut(&addr(0), &addr(2), true);
+    let wr = w.call(
+        &addr(0),
+        put(&key, "new", &VersionVector::new(), Quorum::N(1)),
+    );
+    let start = w.now;
+    let r = w.call(&addr(2), get(&key, &ctx_of(&wr), Quorum::N(1)));
+    assert_eq!(r.result, Err(ReqError::Unsatisfiable));
+    let waited = w.now.since(start);
+    assert!(
+        waited >= w.config.causal_wait
+            && waited < w.config.causal_wait + Duration::from_millis(200),
+        "{waited:?}"
+    );
+}
+
+#[test]
+fn proxied_read_fails_over_to_a_replica_that_satisfies_the_context() {
+    let mut w = six();
+    let key = key_in_shard_of(&w, 0);
+    let members = w.config.view.shard_members(0).to_vec();
+    // The replica node 4 tries first lags: the writer's replication to it is cut.
+    let first = members[node_hash(&addr(4)) as usize % members.len()].clone();
+    let writer = members.iter().find(|m| **m != first).unwrap().clone();
+    w.cut(&writer, &first, true);
+    let wr = w.call(&writer, put(&key, "x", &VersionVector::new(), Quorum::N(2)));
+    let r = w.call(&addr(4), get(&key, &ctx_of(&wr), Quorum::N(1)));
+    assert_eq!(values(&r), vec!["x"]);
+    assert_ne!(r.served_by, first, "the lagging replica must not answer");
+    assert_eq!(w.nodes[&addr(4)].status().failovers, 1);
+}
+
+#[test]
+fn write_all_with_a_replica_cut_off_answers_503_in_bounded_time() {
+    let mut w = six();
+    let key = key_in_shard_of(&w, 0);
+    w.isolate(&addr(2), true);
+    let start = w.now;
+    let r = w.call(&addr(0), put(&key, "v", &VersionVector::new(), Quorum::All));
+    assert!(
+        matches!(r.result, Err(ReqError::Unavailable(_))),
+        "{:?}",
+        r.result
+    );
+    assert!(w.now.since(start) <= w.config.quorum_timeout + Duration::from_millis(100));
+    // A quorum is still reachable.
+    let r = w.call(
+        &addr(0),
+        put(&key, "v2", &VersionVector::new(), Quorum::Majority),
+    );
+    assert!(r.result.is_ok());
+    // After healing, retries bring the cut-off replica up to date.
+    w.isolate(&addr(2), false);
+    w.run_for(Duration::from_secs(2));
+    let s0 = w.nodes[&addr(0)].local_state(key.as_bytes());
+    assert_eq!(s0, w.nodes[&addr(2)].local_state(key.as_bytes()));
+}
+
+/// Runs the same client operations with a clean network and with a hostile one; replicas must end
+/// in identical states: duplicated, delayed and reordered messages change nothing.
+#[test]
+fn duplicates_and_reordering_change_nothing() {
+    fn run(faults: Faults) -> Vec<(String, Vec<Option<VersionSet>>)> {
+        let mut w = World::new(6, 3, 11);
+        w.faults = faults;
+        let mut ctx = VersionVector::new();
+        for i in 0..40 {
+            let key = format!("k{}", i % 7);
+            let coordinator = addr(i % 6);
+            let shard = w.config.view.shard_of_key(key.as_bytes());
+            // Send directly to a replica so every run assigns the same dots.
+            let at = if w.config.view.shard_members(shard).contains(&coordinator) {
+                coordinator
+            } else {
+                w.config.view.shard_members(shard)[i % 3].clone()
+            };
+            let op = if i % 5 == 4 {
+                del(&key, &ctx)
+            } else {
+                put(&key, &format!("v{i}"), &ctx, Quorum::N(1))
+            };
+            let r = w.call(&at, op);
+            if i % 3 == 0 {
+                ctx = ctx_of(&r);
+            }
+        }
+        w.faults = Faults::default();
+        w.run_for(Duration::from_secs(5));
+        (0..7)
+            .map(|i| {
+                let key = format!("k{i}");
+                let states = w
+                    .nodes
+                    .values()
+                    .map(|n| n.local_state(key.as_bytes()))
+                    .collect();
+                (key, states)
+            })
+            .collect()
+    }
+    let clean = run(Faults::default());
+    let hostile = run(Faults {
+        drop: 0.0,
+        dup: 0.5,
+        jitter_ms: 40,
+    });
+    assert_eq!(clean, hostile);
+    let lossy = run(Faults {
+        drop: 0.3,
+        dup: 0.3,
+        jitter_ms: 40,
+    });
+    assert_eq!(clean, lossy, "retries make lost messages harmless too");
+}
+
+#[test]
+fn restart_with_synced_disk_keeps_actor_and_amnesia_takes_a_new_one() {
+    let view = View::new((0..3).map(addr).collect(), 3).unwrap();
+    let mut cfg = Config::new(view);
+    cfg.sync = SyncMode::Always;
+    let mut w = World::with_config(cfg, 3);
+    let before = w.nodes[&addr(0)].actor();
+    let r = w.call(&addr(0), put("k", "v1", &VersionVector::new(), Quorum::All));
+    let disk = w.crash(&addr(0));
+    w.start(&addr(0), disk);
+    assert_eq!(
+        w.nodes[&addr(0)].actor(),
+        before,
+        "synced counters survive: same incarnation"
+    );
+    let r2 = w.call(&addr(0), put("k", "v2", &VersionVector::new(), Quorum::All));
+    let (Ok(Response::Written { dot: d1, .. }), Ok(Response::Written { dot: d2, .. })) =
+        (&r.result, &r2.result)
+    else {
+        panic!("writes failed");
+    };
+    assert!(d2.counter > d1.counter, "no dot reuse after restart");
+
+    w.crash(&addr(0));
+    w.start(&addr(0), causeway::core::MemStorage::new());
+    assert_ne!(
+        w.nodes[&addr(0)].actor(),
+        before,
+        "an empty disk means a new incarnation"
+    );
+    let r3 = w.call(&addr(0), put("k", "v3", &VersionVector::new(), Quorum::All));
+    let read = w.call(&addr(1), get("k", &ctx_of(&r3), Quorum::All));
+    let mut vals = values(&read);
+    vals.sort();
+    assert_eq!(
+        vals,
+        vec!["v1", "v2", "v3"],
+        "nothing the amnesiac node wrote shadows older writes"
+    );
+}
+
+#[test]
+fn deletes_are_tombstones_that_replace_covered_versions() {
+    let mut w = six();
+    let key = key_in_shard_of(&w, 3);
+    let a = w.call(&addr(3), put(&key, "v", &VersionVector::new(), Quorum::All));
+    let d = w.call(&addr(0), del(&key, &ctx_of(&a)));
+    let r = w.call(&addr(5), get(&key, &ctx_of(&d), Quorum::All));
+    assert!(values(&r).is_empty());
+    let Ok(Response::Read { versions, .. }) = &r.result else {
+        panic!()
+    };
+    assert_eq!(versions.len(), 1);
+    assert!(versions[0].value.is_none(), "the tombstone is a version");
+}
+
+#[test]
+fn listing_merges_shards_in_key_order_with_pagination() {
+    let mut w = six();
+    let ctx = VersionVector::new();
+    for i in 0..25 {
+        w.call(
+            &addr(i % 6),
+            put(&format!("item-{i:02}"), "x", &ctx, Quorum::N(1)),
+        );
+    }
+    let item3 = w.call(&addr(0), get("item-03", &ctx, Quorum::All));
+    w.call(&addr(0), del("item-03", &ctx_of(&item3)));
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let r = w.call(
+            &addr(2),
+            causeway::core::Op::List {
+                start: Some("item-".into()),
+                end: Some("item-99".into()),
+                after: after.clone(),
+                limit: 7,
+            },
+        );
+        let Ok(Response::Listed { entries, next }) = r.result else {
+            panic!("{:?}", r.result)
+        };
+        assert!(entries.len() <= 7);
+        seen.extend(
+            entries
+                .iter()
+                .map(|e| String::from_utf8(e.key.to_vec()).unwrap()),
+        );
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..25)
+        .filter(|i| *i != 3)
+        .map(|i| format!("item-{i:02}"))
+        .collect();
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn bad_requests_are_rejected_with_a_reason() {
+    let mut w = six();
+    let r = w.call(&addr(0), put("", "v", &VersionVector::new(), Quorum::N(1)));
+    assert!(matches!(r.result, Err(ReqError::BadRequest(_))));
+    let long = "k".repeat(1025);
+    let r = w.call(
+        &addr(0),
+        put(&long, "v", &VersionVector::new(), Quorum::N(1)),
+    );
+    assert!(matches!(r.result, Err(ReqError::BadRequest(m)) if m.contains("1024")));
+    let r = w.call(&addr(0), get("k", &VersionVector::new(), Quorum::N(4)));
+    assert!(matches!(r.result, Err(ReqError::BadRequest(_))));
+}
+
+/// The tests above must catch the bugs they are about: with planted bugs they fail.
+mod canaries {
+    use super::*;
+    use causeway::core::Canary;
+
+    fn six_with(canary: Canary) -> World {
+        let mut cfg = Config::new(View::new((0..6).map(addr).collect(), 3).unwrap());
+        cfg.canary = Some(canary);
+        World::with_config(cfg, 7)
+    }
+
+    #[test]
+    fn skip_causal_wait_answers_stale() {
+        let mut w = six_with(Canary::SkipCausalWait);
+        let key = key_in_shard_of(&w, 0);
+        w.cut(&addr(0), &addr(2), true);
+        let wr = w.call(
+            &addr(0),
+            put(&key, "new", &VersionVector::new(), Quorum::N(1)),
+        );
+        let r = w.call(&addr(2), get(&key, &ctx_of(&wr), Quorum::N(1)));
+        assert!(
+            values(&r).is_empty(),
+            "the planted bug returns a stale (empty) read"
+        );
+    }
+
+    #[test]
+    fn lww_without_siblings_loses_a_concurrent_write() {
+        let mut w = six_with(Canary::LwwWithoutSiblings);
+        let key = key_in_shard_of(&w, 0);
+        w.call(
+            &addr(0),
+            put(&key, "from-a", &VersionVector::new(), Quorum::All),
+        );
+        let b = w.call(
+            &addr(1),
+            put(&key, "from-b", &VersionVector::new(), Quorum::All),
+        );
+        let r = w.call(&addr(2), get(&key, &ctx_of(&b), Quorum::N(1)));
+        assert_eq!(values(&r).len(), 1);
+    }
+
+    #[test]
+    fn no_replication_retry_leaves_replicas_divergent() {
+        let mut w = six_with(Canary::NoReplicationRetry);
+        let key = key_in_shard_of(&w, 0);
+        w.isolate(&addr(2), true);
+        w.call(
+            &addr(0),
+            put(&key, "v", &VersionVector::new(), Quorum::N(1)),
+        );
+        w.isolate(&addr(2), false);
+        w.run_for(Duration::from_secs(3));
+        assert_ne!(
+            w.nodes[&addr(0)].local_state(key.as_bytes()),
+            w.nodes[&addr(2)].local_state(key.as_bytes())
+        );
+    }
+
+    #[test]
+    fn stale_context_does_not_cover_own_write() {
+        let mut w = six_with(Canary::StaleContext);
+        let key = key_in_shard_of(&w, 0);
+        let r = w.call(
+            &addr(0),
+            put(&key, "v", &VersionVector::new(), Quorum::N(1)),
+        );
+        let Ok(Response::Written { dot, context }) = r.result else {
+            panic!()
+        };
+        assert!(!context.covers(dot));
+    }
+}
+
+mod session {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// A session that always passes back its latest token never sees that token shrink, and
+        /// every write's token covers the write, under loss, duplication and reordering.
+        #[test]
+        fn context_never_shrinks_across_a_session(
+            seed in any::<u64>(),
+            ops in prop::collection::vec((0usize..6, 0u8..4, 0u8..3), 1..25),
+        ) {
+            let mut w = World::new(6, 3, seed);
+            w.faults = Faults { drop: 0.1, dup: 0.1, jitter_ms: 20 };
+            let mut ctx = VersionVector::new();
+            for (i, (node, key, kind)) in ops.into_iter().enumerate() {
+                let key = format!("k{key}");
+                let op = match kind {
+                    0 => get(&key, &ctx, Quorum::N(1)),
+                    1 => put(&key, &format!("v{i}"), &ctx, Quorum::N(1)),
+                    _ => del(&key, &ctx),
+                };
+                let r = w.call(&addr(node), op);
+                if let Ok(resp) = &r.result {
+                    let next = match resp {
+                        Response::Read { context, .. } => context.clone(),
+                        Response::Written { dot, context } => {
+                            prop_assert!(context.covers(*dot), "a write's token covers the write");
+                            context.clone()
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    };
+                    prop_assert!(next.dominates(&ctx), "context shrank: {ctx:?} -> {next:?}");
+                    ctx = next;
+                }
+            }
+        }
+    }
+}
