@@ -126,6 +126,16 @@ impl NodeClock {
         }
     }
 
+    /// Adds every dot `other` records as applied (the union of both sets of dots).
+    pub fn join(&mut self, other: &NodeClock) {
+        for (&a, o) in &other.0 {
+            self.add_all(&[(a, o.base)].into_iter().collect());
+            for &n in &o.above {
+                self.add(Dot::new(a, n));
+            }
+        }
+    }
+
     pub fn contains(&self, dot: Dot) -> bool {
         self.0
             .get(&dot.actor)
@@ -177,6 +187,22 @@ mod tests {
         assert_eq!(c.base(d(1).actor), 3);
         assert!(!c.add(d(2)), "re-adding an applied dot reports it as old");
         assert_eq!(c.gaps(), 0);
+    }
+
+    #[test]
+    fn join_is_union() {
+        let a = Actor::new(1, 1);
+        let mut x = NodeClock::new();
+        x.add(d(1));
+        x.add(d(4));
+        let mut y = NodeClock::new();
+        y.add(d(2));
+        y.add(d(3));
+        y.add(Dot::new(Actor::new(2, 1), 1));
+        x.join(&y);
+        assert_eq!(x.base(a), 4);
+        assert_eq!(x.base(Actor::new(2, 1)), 1);
+        assert_eq!(x.gaps(), 0);
     }
 
     #[test]

@@ -37,22 +37,25 @@ pub enum ConflictMode {
 pub enum Canary {
     /// Reads answer at once even when the replica has not applied the context.
     SkipCausalWait,
-    /// Replication is sent once and never retried.
+    /// Replication is sent once, never retried, and anti-entropy is off: lost replication stays lost.
     NoReplicationRetry,
+    /// Anti-entropy never runs (replication retries still do, but die with a crash).
+    NoAntiEntropy,
     /// Concurrent writes collapse to the last writer instead of becoming siblings.
     LwwWithoutSiblings,
     /// A restarted node reuses its actor and restarts its counter from zero.
     ForgetCounterOnRestart,
-    /// Tombstones are dropped as soon as they are written.
+    /// Tombstones are dropped as soon as they are written, without the reaping rule's guards.
     EarlyTombstoneReap,
     /// Replies return the request's context without the operation's own effects.
     StaleContext,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 6] = [
+    pub const ALL: [Canary; 7] = [
         Canary::SkipCausalWait,
         Canary::NoReplicationRetry,
+        Canary::NoAntiEntropy,
         Canary::LwwWithoutSiblings,
         Canary::ForgetCounterOnRestart,
         Canary::EarlyTombstoneReap,
@@ -63,6 +66,7 @@ impl Canary {
         match self {
             Canary::SkipCausalWait => "skip-causal-wait",
             Canary::NoReplicationRetry => "no-replication-retry",
+            Canary::NoAntiEntropy => "no-anti-entropy",
             Canary::LwwWithoutSiblings => "lww-without-siblings",
             Canary::ForgetCounterOnRestart => "forget-counter-on-restart",
             Canary::EarlyTombstoneReap => "early-tombstone-reap",
@@ -105,6 +109,14 @@ pub struct Config {
     pub max_unacked_per_peer: usize,
     /// Cap on replication messages re-sent per peer per tick.
     pub retry_batch: usize,
+    /// Interval between anti-entropy exchanges a node starts (±25% jitter).
+    pub aae_interval: Duration,
+    /// Cap on keys whose digests one exchange compares; the rest waits for the next round.
+    pub aae_max_keys: usize,
+    /// Longest an exchange may take before it is abandoned.
+    pub aae_timeout: Duration,
+    /// A tombstone every replica acknowledged is reaped this long after the last acknowledgement.
+    pub tombstone_grace: Duration,
     /// Planted bug for checker canaries. `None` in every real deployment.
     pub canary: Option<Canary>,
 }
@@ -128,6 +140,10 @@ impl Config {
             max_value_bytes: 8 << 20,
             max_unacked_per_peer: 200_000,
             retry_batch: 512,
+            aae_interval: Duration::from_secs(5),
+            aae_max_keys: 5_000,
+            aae_timeout: Duration::from_secs(10),
+            tombstone_grace: Duration::from_secs(30),
             canary: None,
         }
     }

@@ -112,17 +112,17 @@ impl VersionSet {
         changed
     }
 
+    /// Keeps only the versions `keep` accepts; the context is unchanged, so dropped versions
+    /// stay superseded in every later merge.
+    pub fn retain_versions(&mut self, keep: impl FnMut(&Version) -> bool) {
+        self.versions.retain(keep);
+    }
+
     /// Keeps only the version with the highest `(ts, dot)`: last-writer-wins collapse.
     pub fn collapse_lww(&mut self) {
         if let Some(winner) = self.versions.iter().max_by_key(|v| (v.ts, v.dot)).cloned() {
             self.versions = vec![winner];
         }
-    }
-
-    /// Removes every version, keeping the context (used when a tombstone is reaped: the context
-    /// still suppresses late copies of the versions it covers).
-    pub fn clear_versions(&mut self) {
-        self.versions.clear();
     }
 }
 

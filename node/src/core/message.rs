@@ -2,6 +2,7 @@
 //! change nothing (replication merges version sets; acks and replies are matched by id and
 //! ignored when no longer pending).
 
+use super::clock::NodeClock;
 use super::dot::Dot;
 use super::dvv::VersionSet;
 use super::request::{Op, ReqError, Response};
@@ -63,12 +64,68 @@ pub enum PeerMsg {
         /// True when the replica stopped at `limit` and more keys may follow.
         more: bool,
     },
+    /// Drop `key` if all its versions are tombstones among `dots`: every replica acknowledged
+    /// them and the grace period passed.
+    Reap {
+        key: Bytes,
+        dots: Vec<Dot>,
+    },
+    /// Anti-entropy, step 1 (initiator): the roots of the shard's partition trees.
+    /// Also the initiator's clock as of those roots, adopted by a responder that is in sync.
+    AaeRoots {
+        rid: Rid,
+        roots: Vec<(u32, u64)>,
+        clock: NodeClock,
+    },
+    /// Step 2 (responder): branch hashes of the partitions whose roots differ (none: in sync),
+    /// and the responder's clock as of the trees it compared.
+    AaeBranches {
+        rid: Rid,
+        clock: NodeClock,
+        branches: Vec<(u32, Vec<u64>)>,
+    },
+    /// Step 3 (initiator): which branches differ.
+    AaeSegmentsReq {
+        rid: Rid,
+        want: Vec<(u32, Vec<u8>)>,
+    },
+    /// Step 4 (responder): the segment hashes under those branches.
+    AaeSegments {
+        rid: Rid,
+        segments: Vec<(u32, u8, Vec<u64>)>,
+    },
+    /// Step 5 (initiator): its key digests in the differing segments.
+    AaeKeys {
+        rid: Rid,
+        segments: Vec<(u32, u16)>,
+        keys: Vec<(Bytes, u64)>,
+    },
+    /// Step 6 (responder): its version sets of the keys that differ, and the keys it lacks.
+    /// `truncated` when the per-round key cap held some back.
+    AaeDiff {
+        rid: Rid,
+        sets: Vec<(Bytes, VersionSet)>,
+        want: Vec<Bytes>,
+        truncated: bool,
+    },
+    /// Step 7 (initiator): the wanted sets, and — when the exchange covered every difference —
+    /// the initiator's clock as of step 1, which the responder may now adopt.
+    AaeFinish {
+        rid: Rid,
+        sets: Vec<(Bytes, VersionSet)>,
+        clock: Option<NodeClock>,
+    },
     /// Liveness probe; answered with `Pong`.
     Ping,
     Pong,
 }
 
 impl PeerMsg {
+    /// True for anti-entropy traffic (counted in the exchange's byte total).
+    pub fn is_aae(&self) -> bool {
+        self.kind().starts_with("aae_")
+    }
+
     /// Short name for traces and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -81,6 +138,14 @@ impl PeerMsg {
             PeerMsg::Repair { .. } => "repair",
             PeerMsg::ListPart { .. } => "list_part",
             PeerMsg::ListPartReply { .. } => "list_part_reply",
+            PeerMsg::Reap { .. } => "reap",
+            PeerMsg::AaeRoots { .. } => "aae_roots",
+            PeerMsg::AaeBranches { .. } => "aae_branches",
+            PeerMsg::AaeSegmentsReq { .. } => "aae_segments_req",
+            PeerMsg::AaeSegments { .. } => "aae_segments",
+            PeerMsg::AaeKeys { .. } => "aae_keys",
+            PeerMsg::AaeDiff { .. } => "aae_diff",
+            PeerMsg::AaeFinish { .. } => "aae_finish",
             PeerMsg::Ping => "ping",
             PeerMsg::Pong => "pong",
         }

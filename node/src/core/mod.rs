@@ -5,10 +5,12 @@
 //!
 //! Start reading at [`node`]: `Node::handle(now, Input)` and `Node::take_ready()`.
 
+pub mod aae;
 pub mod clock;
 pub mod config;
 pub mod dot;
 pub mod dvv;
+pub mod merkle;
 pub mod message;
 pub mod node;
 pub mod outbox;

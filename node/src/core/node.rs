@@ -15,15 +15,17 @@
 //!   caller's own context;
 //! - a read answers only once this replica's clock covers the caller's context for the shard.
 
+use super::aae::{AaeStats, Exchange, encoded_len};
 use super::clock::{NodeClock, VersionVector};
 use super::config::{Canary, Config, ConflictMode, SyncMode};
 use super::dot::{Actor, Dot};
 use super::dvv::{Version, VersionSet};
+use super::merkle::{self, BRANCHES, Merkle, SEGMENTS_PER_BRANCH};
 use super::message::{PeerMsg, Rid};
 use super::outbox::Outbox;
 use super::proxy::{Forwarding, Proxy};
 use super::request::{ListEntry, Op, Quorum, Reply, ReqError, ReqId, Request, Response};
-use super::ring::{NodeId, ShardId, View, node_hash};
+use super::ring::{NodeId, ShardId, View, node_hash, partition_of};
 use super::storage::Storage;
 use super::time::Time;
 use bytes::Bytes;
@@ -32,6 +34,8 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
+
+mod anti_entropy;
 
 const META_ACTOR: &str = "actor";
 const META_CLOCK: &str = "clock";
@@ -133,6 +137,8 @@ pub struct NodeStatus {
     pub forwarded: u64,
     pub failovers: u64,
     pub suspects: Vec<NodeId>,
+    pub tombstones_pending: usize,
+    pub aae: AaeStats,
 }
 
 /// One Causeway node's logic. `S` is the storage it writes through.
@@ -160,6 +166,15 @@ pub struct Node<S: Storage> {
     lists: BTreeMap<ReqId, PendingList>,
     last_heard: BTreeMap<NodeId, Time>,
     next_heartbeat: Time,
+    merkle: Merkle,
+    aae: Option<Exchange>,
+    aae_stats: AaeStats,
+    next_aae: Time,
+    aae_turn: usize,
+    /// Tombstones this node wrote, with the peers that acknowledged them so far.
+    tombstones: BTreeMap<Dot, (Bytes, BTreeSet<NodeId>)>,
+    /// Tombstones every replica holds, with the time their grace period ends.
+    reaps: BTreeMap<Dot, (Bytes, Time)>,
 }
 
 impl<S: Storage> Node<S> {
@@ -190,7 +205,12 @@ impl<S: Storage> Node<S> {
         storage.meta_put(META_ACTOR, &encode(&actor));
         storage.meta_put(META_CLEAN, &[0]);
         let mut live_keys = 0;
-        storage.for_each(&mut |_, s| live_keys += u64::from(s.has_value()));
+        let mut merkle = Merkle::default();
+        let partitions = cfg.view.partitions;
+        storage.for_each(&mut |k, s| {
+            live_keys += u64::from(s.has_value());
+            merkle.update(partition_of(k, partitions), k, Some(merkle::digest(s)));
+        });
         let shard = cfg.view.shard_of_node(&id.node);
         Node {
             me: id.node,
@@ -215,6 +235,13 @@ impl<S: Storage> Node<S> {
             lists: BTreeMap::new(),
             last_heard: BTreeMap::new(),
             next_heartbeat: now,
+            merkle,
+            aae: None,
+            aae_stats: AaeStats::default(),
+            next_aae: now + cfg.aae_interval,
+            aae_turn: 0,
+            tombstones: BTreeMap::new(),
+            reaps: BTreeMap::new(),
             cfg,
         }
     }
@@ -297,6 +324,8 @@ impl<S: Storage> Node<S> {
                 .filter(|n| self.is_suspect(n))
                 .cloned()
                 .collect(),
+            tombstones_pending: self.tombstones.len() + self.reaps.len(),
+            aae: self.aae_stats.clone(),
         }
     }
 
@@ -434,7 +463,12 @@ impl<S: Storage> Node<S> {
             Op::KeyCount { shard } if *shard >= self.cfg.view.shard_count() => {
                 return bad(format!("no shard {shard}"));
             }
-            Op::List { .. } | Op::KeyCount { .. } => {}
+            Op::AntiEntropy { peer } if !self.peers().contains(peer) => {
+                return bad(format!(
+                    "{peer} is not another replica of this node's shard"
+                ));
+            }
+            Op::List { .. } | Op::KeyCount { .. } | Op::AntiEntropy { .. } => {}
         }
         Ok(())
     }
@@ -443,13 +477,16 @@ impl<S: Storage> Node<S> {
         match op {
             Op::Get { key, .. } | Op::Put { key, .. } => Some(self.cfg.view.shard_of_key(key)),
             Op::KeyCount { shard } => Some(*shard),
-            Op::List { .. } => None,
+            Op::List { .. } | Op::AntiEntropy { .. } => None,
         }
     }
 
     fn on_client(&mut self, req: Request) {
         if let Err(e) = self.validate(&req.op) {
             return self.finish(Origin::Client(req.id), Err(e));
+        }
+        if let Op::AntiEntropy { peer } = req.op {
+            return self.request_exchange(req.id, peer);
         }
         match self.target_shard(&req.op) {
             None => self.start_list(req),
@@ -514,7 +551,9 @@ impl<S: Storage> Node<S> {
                 let count = self.live_keys;
                 self.finish(origin, Ok(Response::KeyCount { shard, count }));
             }
-            Op::List { .. } => unreachable!("lists are scattered by the receiving node"),
+            Op::List { .. } | Op::AntiEntropy { .. } => {
+                unreachable!("lists and exchanges run at the receiving node")
+            }
         }
     }
 
@@ -547,6 +586,7 @@ impl<S: Storage> Node<S> {
         self.hlc = (self.hlc + 1).max(self.now.as_micros());
         let mut set = self.storage.get(&key).unwrap_or_default();
         let had_value = set.has_value();
+        let tombstone = value.is_none();
         set.write(
             &ctx,
             Version {
@@ -557,6 +597,14 @@ impl<S: Storage> Node<S> {
         );
         self.store(&key, set.clone(), had_value);
         let members = self.members();
+        if tombstone && self.cfg.canary != Some(Canary::EarlyTombstoneReap) {
+            if members.len() == 1 {
+                let due = self.now + self.cfg.tombstone_grace;
+                self.reaps.insert(dot, (key.clone(), due));
+            } else {
+                self.tombstones.insert(dot, (key.clone(), BTreeSet::new()));
+            }
+        }
         let retry_at = self.now + self.cfg.retry_interval;
         for peer in self.peers() {
             if self.cfg.canary != Some(Canary::NoReplicationRetry) {
@@ -599,23 +647,60 @@ impl<S: Storage> Node<S> {
         }
         self.live_keys = self.live_keys + u64::from(set.has_value()) - u64::from(had_value);
         if self.cfg.canary == Some(Canary::EarlyTombstoneReap) && set.is_deleted() {
-            self.storage.remove(key);
-        } else {
-            self.storage.put(key, &set);
+            return self.remove_key(key);
         }
+        self.storage.put(key, &set);
+        let partition = self.cfg.view.partition_of(key);
+        self.merkle
+            .update(partition, key, Some(merkle::digest(&set)));
         if self.cfg.sync == SyncMode::Always {
             self.needs_sync = true;
         }
     }
 
-    /// Merges a version set received from a peer; returns the merged set.
-    fn absorb(&mut self, key: &[u8], incoming: &VersionSet) -> VersionSet {
-        let mut set = self.storage.get(key).unwrap_or_default();
-        let had_value = set.has_value();
-        if set.merge(incoming) {
-            self.store(key, set.clone(), had_value);
+    /// Deletes `key` and its context from storage (tombstone reaping).
+    fn remove_key(&mut self, key: &[u8]) {
+        self.storage.remove(key);
+        let partition = self.cfg.view.partition_of(key);
+        self.merkle.update(partition, key, None);
+        if self.cfg.sync == SyncMode::Always {
+            self.needs_sync = true;
         }
-        set
+    }
+
+    /// Merges a version set received from `from`; returns true when the local state changed.
+    ///
+    /// Versions whose dots this node applied but no longer holds were superseded or reaped here,
+    /// and are dropped before merging: a late copy cannot resurrect a reaped delete. When that
+    /// leaves nothing of a tombstone-only set for an absent key, the sender is told to reap too.
+    fn absorb(&mut self, key: &[u8], incoming: &VersionSet, from: Option<&NodeId>) -> bool {
+        let local = self.storage.get(key);
+        let mut set = local.clone().unwrap_or_default();
+        let had_value = set.has_value();
+        let reaped_here = |v: &Version| {
+            self.clock.contains(v.dot) && set.versions().iter().all(|x| x.dot != v.dot)
+        };
+        let guard = self.cfg.canary != Some(Canary::EarlyTombstoneReap);
+        let changed = if guard && incoming.versions().iter().any(reaped_here) {
+            let mut kept = incoming.clone();
+            kept.retain_versions(|v| !reaped_here(v));
+            let dead = local.is_none() && kept.is_empty() && incoming.is_deleted();
+            if let (true, Some(peer)) = (dead, from) {
+                let dots = incoming.versions().iter().map(|v| v.dot).collect();
+                let msg = PeerMsg::Reap {
+                    key: Bytes::copy_from_slice(key),
+                    dots,
+                };
+                self.send(peer, msg);
+            }
+            set.merge(&kept)
+        } else {
+            set.merge(incoming)
+        };
+        if changed {
+            self.store(key, set, had_value);
+        }
+        changed
     }
 
     fn owns(&self, key: &[u8]) -> bool {
@@ -662,7 +747,7 @@ impl<S: Storage> Node<S> {
                 continue;
             }
             if *node == self.me {
-                self.absorb(&p.key, &merged);
+                self.absorb(&p.key, &merged, None);
             } else {
                 let msg = PeerMsg::Repair {
                     key: p.key.clone(),
@@ -715,7 +800,7 @@ impl<S: Storage> Node<S> {
                 if !self.owns(&key) {
                     return;
                 }
-                self.absorb(&key, &set);
+                self.absorb(&key, &set, Some(&from));
                 for d in &dots {
                     self.clock_dirty |= self.clock.add(*d);
                 }
@@ -724,6 +809,17 @@ impl<S: Storage> Node<S> {
             }
             PeerMsg::ReplicateAck { key, dots } => {
                 self.outbox.ack(&from, &key, &dots);
+                let replicas = self.peers().len();
+                for d in &dots {
+                    if let Some((k, acked)) = self.tombstones.get_mut(d) {
+                        acked.insert(from.clone());
+                        if acked.len() >= replicas {
+                            let due = self.now + self.cfg.tombstone_grace;
+                            self.reaps.insert(*d, (k.clone(), due));
+                            self.tombstones.remove(d);
+                        }
+                    }
+                }
                 for d in dots {
                     let Some(w) = self.writes.get_mut(&d) else {
                         continue;
@@ -755,9 +851,25 @@ impl<S: Storage> Node<S> {
             }
             PeerMsg::Repair { key, set } => {
                 if self.owns(&key) {
-                    self.absorb(&key, &set);
+                    self.absorb(&key, &set, None);
                 }
             }
+            PeerMsg::Reap { key, dots } => {
+                let reapable = self.storage.get(&key).is_some_and(|s| {
+                    s.is_deleted() && s.versions().iter().all(|v| dots.contains(&v.dot))
+                });
+                if reapable {
+                    self.remove_key(&key);
+                    self.aae_stats.tombstones_reaped += 1;
+                }
+            }
+            msg @ (PeerMsg::AaeRoots { .. }
+            | PeerMsg::AaeBranches { .. }
+            | PeerMsg::AaeSegmentsReq { .. }
+            | PeerMsg::AaeSegments { .. }
+            | PeerMsg::AaeKeys { .. }
+            | PeerMsg::AaeDiff { .. }
+            | PeerMsg::AaeFinish { .. }) => self.on_aae(from, msg),
             PeerMsg::ListPart {
                 rid,
                 start,
@@ -1017,6 +1129,8 @@ impl<S: Storage> Node<S> {
             let set = self.storage.get(&key).unwrap_or_default();
             self.send(&peer, PeerMsg::Replicate { key, set, dots });
         }
+        self.reap_due();
+        self.anti_entropy_tick();
         // Liveness pings, with jitter so nodes do not beat in lockstep.
         if now >= self.next_heartbeat {
             let jitter = self

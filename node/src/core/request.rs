@@ -75,13 +75,15 @@ pub enum Op {
     },
     /// Number of live keys held by a shard (the compatibility API's key counts).
     KeyCount { shard: u32 },
+    /// Run one anti-entropy exchange with `peer` now (it must share this node's shard).
+    AntiEntropy { peer: NodeId },
 }
 
 impl Op {
     pub fn key(&self) -> Option<&Bytes> {
         match self {
             Op::Get { key, .. } | Op::Put { key, .. } => Some(key),
-            Op::List { .. } | Op::KeyCount { .. } => None,
+            Op::List { .. } | Op::KeyCount { .. } | Op::AntiEntropy { .. } => None,
         }
     }
 }
@@ -121,6 +123,14 @@ pub enum Response {
     KeyCount {
         shard: u32,
         count: u64,
+    },
+    /// An anti-entropy exchange finished.
+    AntiEntropy {
+        peer: NodeId,
+        keys_repaired: u64,
+        bytes: u64,
+        /// False when the per-round key cap left differences for a later round.
+        complete: bool,
     },
 }
 

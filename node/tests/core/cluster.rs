@@ -1,14 +1,12 @@
 //! Multi-node behaviour of the core in the in-process test world (issue 2 acceptance).
 
-mod world;
-
+use super::world::{Faults, World, addr, del, get, put};
 use causeway::core::ring::node_hash;
 use causeway::core::{
     Config, ReqError, Response, SyncMode, Version, VersionSet, VersionVector, View,
 };
 use causeway::core::{Quorum, Reply};
 use std::time::Duration;
-use world::{Faults, World, addr, del, get, put};
 
 /// Six nodes, replication factor 3: two shards {0,1,2} and {3,4,5}.
 fn six() -> World {

@@ -1,0 +1,5 @@
+//! Multi-node tests of the core in an in-process, deterministic world.
+
+mod anti_entropy;
+mod cluster;
+mod world;
