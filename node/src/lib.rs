@@ -1,1 +1,3 @@
 pub mod core;
+#[cfg(feature = "server")]
+pub mod server;

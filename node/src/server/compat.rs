@@ -1,0 +1,308 @@
+//! The compatibility API of the key-value-store seed (`/kv-store/...`), with that system's status
+//! codes, messages and JSON fields, so its clients and deployments switch over unchanged.
+//!
+//! Mapping onto the core: a key holds one value for these clients; when concurrent writes left
+//! siblings, GET returns the newest by write timestamp (the others stay stored and visible through
+//! `/v1`). PUT and DELETE first read the key to tell "Added" from "Updated" and to answer 404 for
+//! a missing key; the write itself is issued with the client's own `causal-context`, so it never
+//! replaces versions the client has not seen. Replies carry `"causal-context"` (a token string)
+//! and, when another node executed the request, `"address"`.
+
+use super::http::{AppState, MAX_JSON_BYTES, decode_context};
+use super::input::{parse_query, percent_decode, read_body};
+use crate::core::{Op, Quorum, ReqError, Response as CoreResponse, VersionVector, token};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, put};
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+/// Longest key the seed accepts, in bytes.
+pub const MAX_KEY_BYTES: usize = 50;
+const PREFIX: &str = "/kv-store/keys/";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/kv-store/keys/{*key}",
+            get(get_key).put(put_key).delete(delete_key),
+        )
+        .route("/kv-store/key-count", get(key_count))
+        .route("/kv-store/shards", get(shards))
+        .route("/kv-store/shards/{id}", get(shard))
+        .route("/kv-store/view-change", put(view_change))
+}
+
+/// A seed-style reply: `status` with a JSON object.
+fn reply(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+fn seed_error(status: StatusCode, error: &str, verb: &str) -> Response {
+    reply(
+        status,
+        json!({"error": error, "message": format!("Error in {verb}")}),
+    )
+}
+
+fn core_error(e: ReqError, verb: &str) -> Response {
+    match e {
+        ReqError::BadRequest(m) => seed_error(StatusCode::BAD_REQUEST, &m, verb),
+        ReqError::Unsatisfiable | ReqError::Unavailable(_) => seed_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unable to satisfy request",
+            verb,
+        ),
+    }
+}
+
+/// The request's key and parsed JSON body; a seed-style error response otherwise.
+struct Parsed {
+    key: Bytes,
+    body: Map<String, Value>,
+    context: VersionVector,
+}
+
+async fn parse(
+    st: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+    verb: &str,
+) -> Result<Parsed, Response> {
+    let bad = |m: &str| seed_error(StatusCode::BAD_REQUEST, m, verb);
+    parse_query(uri.query(), &[]).map_err(IntoResponse::into_response)?;
+    let raw = uri.path().strip_prefix(PREFIX).unwrap_or("");
+    let key = percent_decode(raw).map_err(IntoResponse::into_response)?;
+    if key.is_empty() {
+        return Err(bad("Key is missing"));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(bad("Key is too long"));
+    }
+    let body = read_body(headers, body, st.node.max_value_bytes + MAX_JSON_BYTES)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let body: Map<String, Value> = if body.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(Value::Object(m)) => m,
+            _ => return Err(bad("Invalid JSON")),
+        }
+    };
+    let context = match body.get("causal-context") {
+        Some(Value::String(t)) => decode_context(t).map_err(IntoResponse::into_response)?,
+        None | Some(Value::Null) => VersionVector::new(),
+        Some(Value::Object(o)) if o.is_empty() => VersionVector::new(),
+        Some(_) => return Err(bad("causal-context must be a token string")),
+    };
+    Ok(Parsed {
+        key: Bytes::from(key),
+        body,
+        context,
+    })
+}
+
+/// Adds `causal-context` and, when proxied, `address` to a reply body.
+fn finish(
+    st: &AppState,
+    status: StatusCode,
+    mut body: Value,
+    served_by: &str,
+    ctx: &VersionVector,
+) -> Response {
+    if let Some(o) = body.as_object_mut() {
+        o.insert("causal-context".into(), Value::String(token::encode(ctx)));
+        if served_by != st.node.me {
+            metrics::counter!("causeway_proxied_requests_total").increment(1);
+            o.insert("address".into(), Value::String(served_by.to_owned()));
+        }
+    }
+    reply(status, body)
+}
+
+/// Reads `key`: its newest live value (if any), the reply's context and the serving node.
+async fn read(
+    st: &AppState,
+    key: &Bytes,
+    context: VersionVector,
+) -> Result<(Option<Bytes>, VersionVector, String), ReqError> {
+    let op = Op::Get {
+        key: key.clone(),
+        context,
+        r: Quorum::default(),
+    };
+    let reply = st.node.call(op).await;
+    match reply.result? {
+        CoreResponse::Read { versions, context } => {
+            let newest = versions
+                .iter()
+                .filter(|v| v.value.is_some())
+                .max_by_key(|v| (v.ts, v.dot))
+                .and_then(|v| v.value.clone());
+            Ok((newest, context, reply.served_by))
+        }
+        _ => Err(ReqError::Unavailable("unexpected response".into())),
+    }
+}
+
+async fn write(
+    st: &AppState,
+    key: Bytes,
+    value: Option<Bytes>,
+    context: VersionVector,
+) -> Result<(VersionVector, String), ReqError> {
+    let op = Op::Put {
+        key,
+        value,
+        context,
+        w: Quorum::default(),
+    };
+    let reply = st.node.call(op).await;
+    match reply.result? {
+        CoreResponse::Written { context, .. } => Ok((context, reply.served_by)),
+        _ => Err(ReqError::Unavailable("unexpected response".into())),
+    }
+}
+
+async fn get_key(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let p = match parse(&st, &uri, &headers, body, "GET").await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match read(&st, &p.key, p.context).await {
+        Ok((Some(v), ctx, by)) => {
+            let body = json!({
+                "doesExist": true,
+                "message": "Retrieved successfully",
+                "value": String::from_utf8_lossy(&v),
+            });
+            finish(&st, StatusCode::OK, body, &by, &ctx)
+        }
+        Ok((None, ctx, by)) => {
+            let body = json!({"doesExist": false, "error": "Key does not exist", "message": "Error in GET"});
+            finish(&st, StatusCode::NOT_FOUND, body, &by, &ctx)
+        }
+        Err(e) => core_error(e, "GET"),
+    }
+}
+
+async fn put_key(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let p = match parse(&st, &uri, &headers, body, "PUT").await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let value = match p.body.get("value") {
+        None | Some(Value::Null) => {
+            return seed_error(StatusCode::BAD_REQUEST, "Value is missing", "PUT");
+        }
+        Some(Value::String(s)) => Bytes::copy_from_slice(s.as_bytes()),
+        Some(other) => Bytes::from(other.to_string()),
+    };
+    let existed = match read(&st, &p.key, p.context.clone()).await {
+        Ok((v, _, _)) => v.is_some(),
+        Err(e) => return core_error(e, "PUT"),
+    };
+    match write(&st, p.key, Some(value), p.context).await {
+        Ok((ctx, by)) if existed => {
+            let body = json!({"message": "Updated successfully", "replaced": true});
+            finish(&st, StatusCode::OK, body, &by, &ctx)
+        }
+        Ok((ctx, by)) => {
+            let body = json!({"message": "Added successfully", "replaced": false});
+            finish(&st, StatusCode::CREATED, body, &by, &ctx)
+        }
+        Err(e) => core_error(e, "PUT"),
+    }
+}
+
+async fn delete_key(
+    State(st): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let p = match parse(&st, &uri, &headers, body, "DELETE").await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match read(&st, &p.key, p.context.clone()).await {
+        Ok((None, ctx, by)) => {
+            let body = json!({"doesExist": false, "error": "Key does not exist", "message": "Error in DELETE"});
+            finish(&st, StatusCode::NOT_FOUND, body, &by, &ctx)
+        }
+        Ok((Some(_), _, _)) => match write(&st, p.key, None, p.context).await {
+            Ok((ctx, by)) => {
+                let body = json!({"doesExist": true, "message": "Deleted successfully"});
+                finish(&st, StatusCode::OK, body, &by, &ctx)
+            }
+            Err(e) => core_error(e, "DELETE"),
+        },
+        Err(e) => core_error(e, "DELETE"),
+    }
+}
+
+async fn count(st: &AppState, shard: u32) -> Result<u64, ReqError> {
+    match st.node.call(Op::KeyCount { shard }).await.result? {
+        CoreResponse::KeyCount { count, .. } => Ok(count),
+        _ => Err(ReqError::Unavailable("unexpected response".into())),
+    }
+}
+
+async fn key_count(State(st): State<AppState>, uri: Uri) -> Response {
+    if let Err(e) = parse_query(uri.query(), &[]) {
+        return e.into_response();
+    }
+    let shard = st.node.view.shard_of_node(&st.node.me).unwrap_or(0);
+    match count(&st, shard).await {
+        Ok(n) => reply(
+            StatusCode::OK,
+            json!({"message": "Key count retrieved successfully", "key-count": n, "shard-id": shard.to_string()}),
+        ),
+        Err(e) => core_error(e, "GET"),
+    }
+}
+
+async fn shards(State(st): State<AppState>) -> Response {
+    let ids: Vec<String> = (0..st.node.view.shard_count())
+        .map(|s| s.to_string())
+        .collect();
+    reply(
+        StatusCode::OK,
+        json!({"message": "Shard membership retrieved successfully", "shards": ids}),
+    )
+}
+
+async fn shard(State(st): State<AppState>, Path(id): Path<String>) -> Response {
+    let view = &st.node.view;
+    let Some(shard) = id.parse::<u32>().ok().filter(|s| *s < view.shard_count()) else {
+        return seed_error(StatusCode::NOT_FOUND, "Shard does not exist", "GET");
+    };
+    match count(&st, shard).await {
+        Ok(n) => reply(
+            StatusCode::OK,
+            json!({
+                "message": "Shard information retrieved successfully",
+                "shard-id": id,
+                "key-count": n,
+                "replicas": view.shard_members(shard),
+            }),
+        ),
+        Err(e) => core_error(e, "GET"),
+    }
+}
+
+async fn view_change() -> Response {
+    reply(
+        StatusCode::NOT_IMPLEMENTED,
+        json!({
+            "error": "View change is not supported yet",
+            "message": "Error in PUT",
+            "detail": "membership changes are not implemented in this version; restart every node with the new VIEW",
+        }),
+    )
+}

@@ -1,0 +1,248 @@
+//! Configuration of `causeway serve`. Precedence, lowest first: built-in defaults < TOML file
+//! (`--config`) < the seed's `ADDRESS`/`PORT`/`VIEW`/`REPL_FACTOR` < `CAUSEWAY_*` environment <
+//! command-line flags. clap merges the last two; [`ServeArgs::resolve`] applies the rest.
+
+use crate::core::{Config, SyncMode, View};
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Address of the single-node dev store (`causeway serve` with no flags).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "causeway-data";
+pub const DEFAULT_BATCH_SYNC_MS: u64 = 50;
+/// Replication factor when only a view is given: every node up to three.
+pub const DEFAULT_MAX_REPL: usize = 3;
+
+/// When acknowledged writes are durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncArg {
+    /// fsync before acknowledging; concurrent writes share one fsync (group commit).
+    Always,
+    /// acknowledge at once; fsync every --batch-sync-ms.
+    Batch,
+    /// never fsync explicitly (the OS decides).
+    Never,
+}
+
+impl From<SyncArg> for SyncMode {
+    fn from(s: SyncArg) -> SyncMode {
+        match s {
+            SyncArg::Always => SyncMode::Always,
+            SyncArg::Batch => SyncMode::Batch,
+            SyncArg::Never => SyncMode::Never,
+        }
+    }
+}
+
+/// Flags of `causeway serve`; each also reads `CAUSEWAY_<NAME>` and a key of the config file.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// Address to listen on for clients and peers [default: 127.0.0.1:8080, or 0.0.0.0:$PORT]
+    #[arg(long, env = "CAUSEWAY_LISTEN")]
+    pub listen: Option<String>,
+    /// Address peers and clients reach this node at; must appear in the view [default: ADDRESS, else the listen address]
+    #[arg(long, env = "CAUSEWAY_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Every node of the cluster, comma-separated, in shard order [default: VIEW, else this node alone]
+    #[arg(long, env = "CAUSEWAY_VIEW", value_delimiter = ',')]
+    pub view: Option<Vec<String>>,
+    /// Replicas per shard [default: REPL_FACTOR, else min(3, nodes in the view)]
+    #[arg(long, env = "CAUSEWAY_REPL_FACTOR")]
+    pub repl_factor: Option<usize>,
+    /// Directory of this node's data [default: ./causeway-data]
+    #[arg(long, env = "CAUSEWAY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Durability of acknowledged writes [default: batch]
+    #[arg(long, env = "CAUSEWAY_SYNC", value_enum)]
+    pub sync: Option<SyncArg>,
+    /// Milliseconds between fsyncs with --sync batch [default: 50]
+    #[arg(long, env = "CAUSEWAY_BATCH_SYNC_MS")]
+    pub batch_sync_ms: Option<u64>,
+    /// Largest accepted value in bytes [default: 8388608]
+    #[arg(long, env = "CAUSEWAY_MAX_VALUE_BYTES")]
+    pub max_value_bytes: Option<usize>,
+    /// TOML file with any of the keys above (listen, advertise, view, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes)
+    #[arg(long, env = "CAUSEWAY_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The config file's keys (all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    advertise: Option<String>,
+    view: Option<Vec<String>>,
+    repl_factor: Option<usize>,
+    data_dir: Option<PathBuf>,
+    sync: Option<SyncArg>,
+    batch_sync_ms: Option<u64>,
+    max_value_bytes: Option<usize>,
+}
+
+/// Everything `serve` runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: String,
+    pub advertise: String,
+    pub data_dir: PathBuf,
+    pub batch_sync: Duration,
+    pub core: Config,
+}
+
+/// The seed system's environment (`ADDRESS`, `PORT`, `VIEW`, `REPL_FACTOR`).
+#[derive(Debug, Default)]
+pub struct SeedEnv {
+    pub address: Option<String>,
+    pub port: Option<u16>,
+    pub view: Option<Vec<String>>,
+    pub repl_factor: Option<usize>,
+}
+
+impl SeedEnv {
+    pub fn from_env() -> anyhow::Result<SeedEnv> {
+        let var = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
+        Ok(SeedEnv {
+            address: var("ADDRESS"),
+            port: var("PORT")
+                .map(|p| p.trim().parse().context("PORT must be a port number"))
+                .transpose()?,
+            view: var("VIEW").map(|v| split_list(&v)),
+            repl_factor: var("REPL_FACTOR")
+                .map(|r| r.trim().parse().context("REPL_FACTOR must be a number"))
+                .transpose()?,
+        })
+    }
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+}
+
+impl ServeArgs {
+    /// Applies the precedence rules and checks the result.
+    pub fn resolve(&self, seed: SeedEnv) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        let seed_listen = seed
+            .address
+            .as_deref()
+            .and_then(|a| a.rsplit_once(':').map(|(_, p)| p.to_owned()))
+            .or(seed.port.map(|p| p.to_string()))
+            .map(|p| format!("0.0.0.0:{p}"));
+        let listen = self
+            .listen
+            .clone()
+            .or(seed_listen)
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let advertise = self
+            .advertise
+            .clone()
+            .or(seed.address)
+            .or(file.advertise)
+            .unwrap_or_else(|| listen.clone());
+        if advertise.starts_with("0.0.0.0:") || advertise.starts_with("[::]:") {
+            bail!("--advertise must name a reachable address when listening on {listen}");
+        }
+        let nodes = self
+            .view
+            .clone()
+            .map(|v| v.iter().flat_map(|s| split_list(s)).collect())
+            .or(seed.view)
+            .or(file.view)
+            .unwrap_or_else(|| vec![advertise.clone()]);
+        if !nodes.contains(&advertise) {
+            bail!("the view {nodes:?} does not list this node's address {advertise}");
+        }
+        let repl = self
+            .repl_factor
+            .or(seed.repl_factor)
+            .or(file.repl_factor)
+            .unwrap_or_else(|| nodes.len().min(DEFAULT_MAX_REPL));
+        let view = View::new(nodes, repl).context("invalid view")?;
+        let mut core = Config::new(view);
+        core.sync = self.sync.or(file.sync).unwrap_or(SyncArg::Batch).into();
+        if let Some(m) = self.max_value_bytes.or(file.max_value_bytes) {
+            core.max_value_bytes = m;
+        }
+        let batch_ms = self
+            .batch_sync_ms
+            .or(file.batch_sync_ms)
+            .unwrap_or(DEFAULT_BATCH_SYNC_MS)
+            .max(1);
+        Ok(Settings {
+            listen,
+            advertise,
+            data_dir: self
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            batch_sync: Duration::from_millis(batch_ms),
+            core,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_flags_is_a_single_node_dev_store() {
+        let s = ServeArgs::default()
+            .resolve(SeedEnv::default())
+            .expect("defaults");
+        assert_eq!(s.listen, DEFAULT_LISTEN);
+        assert_eq!(s.advertise, DEFAULT_LISTEN);
+        assert_eq!(s.core.view.nodes, vec![DEFAULT_LISTEN.to_owned()]);
+        assert_eq!(s.core.view.repl_factor, 1);
+        assert_eq!(s.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn seed_environment_and_precedence() {
+        let seed = SeedEnv {
+            address: Some("10.0.0.2:13800".into()),
+            port: None,
+            view: Some(split_list("10.0.0.2:13800,10.0.0.3:13800")),
+            repl_factor: Some(2),
+        };
+        let s = ServeArgs::default().resolve(seed).expect("seed env");
+        assert_eq!(s.listen, "0.0.0.0:13800");
+        assert_eq!(s.advertise, "10.0.0.2:13800");
+        assert_eq!(s.core.view.repl_factor, 2);
+        let flags = ServeArgs {
+            repl_factor: Some(1),
+            ..ServeArgs::default()
+        };
+        let seed = SeedEnv {
+            address: Some("10.0.0.2:13800".into()),
+            view: Some(split_list("10.0.0.2:13800,10.0.0.3:13800")),
+            repl_factor: Some(2),
+            ..SeedEnv::default()
+        };
+        assert_eq!(flags.resolve(seed).expect("flags").core.view.repl_factor, 1);
+        let bad = ServeArgs {
+            view: Some(vec!["10.0.0.9:1".into()]),
+            ..ServeArgs::default()
+        };
+        assert!(bad.resolve(SeedEnv::default()).is_err());
+    }
+}

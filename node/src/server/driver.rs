@@ -1,0 +1,279 @@
+//! The driver: one thread owns the core [`Node`] and runs its event loop.
+//!
+//! Handlers and peer links send [`Event`]s over a bounded queue (back-pressure). Each turn the
+//! loop handles one event, then everything else already queued (up to [`MAX_TURN`]), takes one
+//! [`crate::core::Ready`], syncs storage once if it asks (group commit: every write of the turn
+//! shares that fsync), and only then sends its messages and replies. Ticks come every
+//! `tick_interval`; with `sync = "batch"` storage is also synced on a timer.
+//!
+//! The loop runs on its own single-threaded runtime so blocking storage calls (fsync) stall only
+//! the node, never the HTTP server; connection tasks run on the main runtime.
+
+use super::storage::FjallStorage;
+use super::transport::Transport;
+use crate::core::{
+    Config, Identity, Input, Node, NodeId, NodeStatus, Op, PeerMsg, Reply, ReqError, ReqId,
+    Request, Storage, SyncMode, Time, View,
+};
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most queued events handled before the loop syncs and delivers.
+pub const MAX_TURN: usize = 4096;
+/// Capacity of the driver's input queue.
+pub const QUEUE: usize = 8192;
+const METRICS_EVERY: Duration = Duration::from_secs(1);
+
+/// Something for the node to handle.
+pub enum Event {
+    Client {
+        op: Op,
+        reply: oneshot::Sender<Reply>,
+    },
+    Peer {
+        from: NodeId,
+        msg: PeerMsg,
+    },
+    Status(oneshot::Sender<NodeStatus>),
+}
+
+/// Wall-clock time as the core wants it; the server is the only place that reads clocks.
+pub fn now() -> Time {
+    let us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros().min(u128::from(u64::MAX)) as u64);
+    Time::from_micros(us)
+}
+
+/// A cheap, cloneable way to talk to the driver.
+#[derive(Clone)]
+pub struct NodeHandle {
+    tx: mpsc::Sender<Event>,
+    /// This node's address.
+    pub me: NodeId,
+    /// The cluster view the node runs with.
+    pub view: View,
+    /// Largest accepted key and value, in bytes.
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    timeout: Duration,
+}
+
+impl NodeHandle {
+    /// Runs `op` on the node. A driver that is gone or silent past the request timeout gives
+    /// `Unavailable` (for a write: indeterminate).
+    pub async fn call(&self, op: Op) -> Reply {
+        let (reply, rx) = oneshot::channel();
+        let unavailable = |why: &str| Reply {
+            id: 0,
+            served_by: self.me.clone(),
+            result: Err(ReqError::Unavailable(why.to_owned())),
+        };
+        if self.tx.send(Event::Client { op, reply }).await.is_err() {
+            return unavailable("the node is shutting down");
+        }
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => unavailable("the node is shutting down"),
+            Err(_) => unavailable("the request timed out"),
+        }
+    }
+
+    /// The node's counters and queue depths, if it is running.
+    pub async fn status(&self) -> Option<NodeStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Event::Status(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// The sender peer links feed.
+    pub fn inbox(&self) -> mpsc::Sender<Event> {
+        self.tx.clone()
+    }
+}
+
+/// Starts the driver thread. It runs until `stop` fires, then delivers what is pending and
+/// records a clean shutdown in storage.
+pub fn spawn(
+    cfg: Config,
+    me: NodeId,
+    storage: FjallStorage,
+    batch_sync: Duration,
+    stop: oneshot::Receiver<()>,
+) -> std::io::Result<(NodeHandle, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let handle = NodeHandle {
+        tx,
+        me: me.clone(),
+        view: cfg.view.clone(),
+        max_key_bytes: cfg.max_key_bytes,
+        max_value_bytes: cfg.max_value_bytes,
+        timeout: cfg.request_timeout + Duration::from_secs(2),
+    };
+    let nonce = random_nonce();
+    let transport = Transport::new(me.clone(), tokio::runtime::Handle::current());
+    let thread = std::thread::Builder::new()
+        .name("causeway-node".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("cannot start the node runtime: {e}");
+                    return;
+                }
+            };
+            let tick = cfg.tick_interval;
+            let sync = cfg.sync;
+            let node = Node::new(cfg, Identity { node: me, nonce }, storage, now());
+            tracing::info!(actor = ?node.actor(), "node started");
+            let driver = Driver {
+                node,
+                rx,
+                transport,
+                pending: HashMap::new(),
+                next_id: 0,
+                loopback: VecDeque::new(),
+                unsynced: false,
+            };
+            rt.block_on(driver.run(tick, sync, batch_sync, stop));
+        })?;
+    Ok((handle, thread))
+}
+
+/// A random seed for the node's incarnation choice, from the std hasher's random keys.
+fn random_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now().as_micros());
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+struct Driver {
+    node: Node<FjallStorage>,
+    rx: mpsc::Receiver<Event>,
+    transport: Transport,
+    /// Client requests awaiting their reply, by request id.
+    pending: HashMap<ReqId, oneshot::Sender<Reply>>,
+    next_id: ReqId,
+    /// Messages the node addressed to itself, handled in the next turn.
+    loopback: VecDeque<PeerMsg>,
+    /// True when writes may have reached storage since the last sync (batch mode).
+    unsynced: bool,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        tick: Duration,
+        sync: SyncMode,
+        batch_sync: Duration,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        let mut ticks = tokio::time::interval(tick);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = tokio::time::interval(batch_sync);
+        batch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut metrics = tokio::time::interval(METRICS_EVERY);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                _ = ticks.tick() => self.node.handle(now(), Input::Tick),
+                _ = batch.tick(), if sync == SyncMode::Batch && self.unsynced => {
+                    self.node.storage_mut().sync();
+                    self.unsynced = false;
+                }
+                _ = metrics.tick() => self.export_metrics(),
+                ev = self.rx.recv() => match ev {
+                    Some(ev) => self.on_event(ev),
+                    None => break,
+                },
+            }
+            for _ in 1..MAX_TURN {
+                match self.rx.try_recv() {
+                    Ok(ev) => self.on_event(ev),
+                    Err(_) => break,
+                }
+            }
+            self.flush();
+        }
+        self.flush();
+        self.node.shutdown();
+        tracing::info!("node stopped cleanly");
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        let now = now();
+        match ev {
+            Event::Client { op, reply } => {
+                self.next_id += 1;
+                let id = self.next_id;
+                self.pending.insert(id, reply);
+                self.unsynced = true;
+                self.node.handle(now, Input::Client(Request { id, op }));
+            }
+            Event::Peer { from, msg } => {
+                self.unsynced = true;
+                self.node.handle(now, Input::Peer { from, msg });
+            }
+            Event::Status(tx) => {
+                let _ = tx.send(self.node.status());
+            }
+        }
+    }
+
+    /// Takes the node's Ready, syncs if asked, then delivers; repeats while the node keeps
+    /// messaging itself.
+    fn flush(&mut self) {
+        loop {
+            let ready = self.node.take_ready();
+            if ready.sync {
+                self.node.storage_mut().sync();
+                self.unsynced = false;
+            }
+            for (to, msg) in ready.messages {
+                if to == *self.node.id() {
+                    self.loopback.push_back(msg);
+                } else {
+                    self.transport.send(&to, msg);
+                }
+            }
+            for reply in ready.replies {
+                if let Some(tx) = self.pending.remove(&reply.id) {
+                    let _ = tx.send(reply);
+                }
+            }
+            if self.loopback.is_empty() {
+                return;
+            }
+            let me = self.node.id().clone();
+            while let Some(msg) = self.loopback.pop_front() {
+                let from = me.clone();
+                self.node.handle(now(), Input::Peer { from, msg });
+            }
+        }
+    }
+
+    fn export_metrics(&self) {
+        let s = self.node.status();
+        for (peer, depth) in &s.unacked {
+            metrics::gauge!("causeway_replication_unacked", "peer" => peer.clone())
+                .set(*depth as f64);
+        }
+        for (peer, depth) in self.transport.depths() {
+            metrics::gauge!("causeway_peer_queue_depth", "peer" => peer.clone()).set(depth as f64);
+        }
+        metrics::gauge!("causeway_causal_waits").set(s.causal_waits as f64);
+        metrics::gauge!("causeway_pending_writes").set(s.pending_writes as f64);
+        metrics::gauge!("causeway_live_keys").set(s.live_keys as f64);
+        metrics::gauge!("causeway_pending_client_requests").set(self.pending.len() as f64);
+        metrics::counter!("causeway_forwarded_total").absolute(s.forwarded);
+        metrics::counter!("causeway_failovers_total").absolute(s.failovers);
+        metrics::counter!("causeway_replication_dropped_total").absolute(s.unacked_dropped);
+    }
+}

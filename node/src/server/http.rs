@@ -1,0 +1,459 @@
+//! The native HTTP API (`/v1`, SPEC §2), `/healthz`, `/metrics`, and the router that joins them
+//! with the compatibility API.
+//!
+//! Keys are taken from the raw request path and percent-decoded strictly, so any byte string is a
+//! key and malformed escapes are 400s. Every reply from the core carries `X-Served-By` (the node
+//! that executed it; it differs from this node when the request was proxied) and, for key
+//! operations, `X-Causal-Context`.
+
+use super::compat;
+use super::driver::NodeHandle;
+use super::input::{ApiError, parse_query, percent_decode, read_body, text};
+use crate::core::{Op, Quorum, ReqError, Response as CoreResponse, Version, VersionVector, token};
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::time::Instant;
+
+/// Header carrying the causal-context token, in both directions.
+pub const CONTEXT_HEADER: &str = "x-causal-context";
+/// Reply header naming the node that executed the request.
+pub const SERVED_BY_HEADER: &str = "x-served-by";
+/// Default and largest page size of `GET /v1/kv`.
+pub const DEFAULT_LIST_LIMIT: u32 = 100;
+pub const MAX_LIST_LIMIT: u32 = 1000;
+/// Largest body of a small JSON request (token merge, compatibility API overhead).
+pub const MAX_JSON_BYTES: usize = 1 << 20;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub node: NodeHandle,
+    pub prometheus: PrometheusHandle,
+}
+
+/// The whole HTTP surface of a node.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
+        .route("/v1/kv", get(kv_list))
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/context/merge", post(merge_contexts))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .merge(compat::routes())
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not found", "no such route") })
+        .method_not_allowed_fallback(|method: Method| async move {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed",
+                format!("{method} is not supported on this route"),
+            )
+        })
+        .layer(axum::middleware::from_fn(track))
+        .with_state(state)
+}
+
+/// Counts requests and records latency by route, method and status.
+async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("causeway_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("causeway_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// The key named by the path after `prefix`, percent-decoded and checked against `max` bytes.
+pub fn key_from_path(uri: &Uri, prefix: &str, max: usize) -> Result<Bytes, ApiError> {
+    let raw = uri.path().strip_prefix(prefix).unwrap_or("");
+    let key = percent_decode(raw)?;
+    if key.is_empty() {
+        return Err(ApiError::bad_request("the key must not be empty"));
+    }
+    if key.len() > max {
+        return Err(ApiError::bad_request(format!(
+            "the key is {} bytes long; the limit is {max}",
+            key.len()
+        )));
+    }
+    Ok(Bytes::from(key))
+}
+
+/// Decodes a causal-context token; malformed tokens are 400s.
+pub fn decode_context(token_text: &str) -> Result<VersionVector, ApiError> {
+    token::decode(token_text).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn context_header(headers: &HeaderMap) -> Result<VersionVector, ApiError> {
+    match headers.get(CONTEXT_HEADER) {
+        None => Ok(VersionVector::new()),
+        Some(v) => decode_context(
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("X-Causal-Context is not ASCII"))?,
+        ),
+    }
+}
+
+fn quorum(q: Option<&Vec<u8>>, name: &str) -> Result<Quorum, ApiError> {
+    match q {
+        None => Ok(Quorum::default()),
+        Some(v) => {
+            let t = text(name, v)?;
+            Quorum::parse(&t).ok_or_else(|| {
+                ApiError::bad_request(format!("{name} must be a number, quorum or all; got {t:?}"))
+            })
+        }
+    }
+}
+
+/// Maps a core error to its HTTP form.
+pub fn req_error(e: ReqError) -> ApiError {
+    match e {
+        ReqError::BadRequest(m) => ApiError::bad_request(m),
+        ReqError::Unsatisfiable => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unable to satisfy request",
+            "no reachable replica covered the causal context in time",
+        ),
+        ReqError::Unavailable(m) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+        }
+    }
+}
+
+fn unexpected() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error",
+        "the node answered with an unexpected response",
+    )
+}
+
+/// Adds `X-Served-By` (and counts proxied requests) and, when given, `X-Causal-Context`.
+fn with_headers(
+    node: &NodeHandle,
+    mut resp: Response,
+    served_by: &str,
+    ctx: Option<&VersionVector>,
+) -> Response {
+    if served_by != node.me {
+        metrics::counter!("causeway_proxied_requests_total").increment(1);
+    }
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(served_by) {
+        h.insert(SERVED_BY_HEADER, v);
+    }
+    if let Some(Ok(v)) = ctx.map(|c| HeaderValue::from_str(&token::encode(c))) {
+        h.insert(CONTEXT_HEADER, v);
+    }
+    resp
+}
+
+/// The distinct live values among `versions`, in dot order.
+pub fn live_values(versions: &[Version]) -> Vec<Bytes> {
+    let mut out: Vec<Bytes> = Vec::new();
+    for v in versions.iter().filter_map(|v| v.value.as_ref()) {
+        if !out.contains(v) {
+            out.push(v.clone());
+        }
+    }
+    out
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"))
+}
+
+async fn kv_get(
+    State(st): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = key_from_path(&uri, "/v1/kv/", st.node.max_key_bytes)?;
+    let q = parse_query(uri.query(), &["r"])?;
+    let r = quorum(q.get("r"), "r")?;
+    let context = context_header(&headers)?;
+    let reply = st.node.call(Op::Get { key, context, r }).await;
+    let (resp, ctx) = match reply.result {
+        Ok(CoreResponse::Read { versions, context }) => (
+            render_read(&versions, &context, wants_json(&headers)),
+            context,
+        ),
+        Ok(_) => return Err(unexpected()),
+        Err(e) => {
+            return Ok(with_headers(
+                &st.node,
+                req_error(e).into_response(),
+                &reply.served_by,
+                None,
+            ));
+        }
+    };
+    Ok(with_headers(&st.node, resp, &reply.served_by, Some(&ctx)))
+}
+
+/// 200 with the value, 300 with `multipart/mixed` siblings, or 404; or the JSON form.
+fn render_read(versions: &[Version], ctx: &VersionVector, json: bool) -> Response {
+    let values = live_values(versions);
+    let deleted = !versions.is_empty() && values.is_empty();
+    let status = match values.len() {
+        0 => StatusCode::NOT_FOUND,
+        1 => StatusCode::OK,
+        _ => StatusCode::MULTIPLE_CHOICES,
+    };
+    if json {
+        let body = serde_json::json!({
+            "values": values.iter().map(|v| B64.encode(v)).collect::<Vec<_>>(),
+            "deleted": deleted,
+            "context": token::encode(ctx),
+        });
+        return (status, Json(body)).into_response();
+    }
+    match values.as_slice() {
+        [] => {
+            let detail = if deleted {
+                "the key was deleted"
+            } else {
+                "the key does not exist"
+            };
+            ApiError::new(StatusCode::NOT_FOUND, "not found", detail).into_response()
+        }
+        [one] => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            one.clone(),
+        )
+            .into_response(),
+        many => {
+            let (boundary, body) = multipart(many);
+            (
+                StatusCode::MULTIPLE_CHOICES,
+                [(
+                    header::CONTENT_TYPE,
+                    format!("multipart/mixed; boundary={boundary}"),
+                )],
+                body,
+            )
+                .into_response()
+        }
+    }
+}
+
+/// A `multipart/mixed` body with one part per value, and its boundary (which occurs in no value).
+fn multipart(values: &[Bytes]) -> (String, Vec<u8>) {
+    let mut n: u64 = 0x9e37_79b9_7f4a_7c15;
+    let boundary = loop {
+        let b = format!("causeway-{n:016x}");
+        if !values
+            .iter()
+            .any(|v| v.windows(b.len()).any(|w| w == b.as_bytes()))
+        {
+            break b;
+        }
+        n = n.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    };
+    let mut body = Vec::new();
+    for v in values {
+        body.extend_from_slice(format!("--{boundary}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n", v.len()).as_bytes());
+        body.extend_from_slice(v);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (boundary, body)
+}
+
+async fn kv_put(
+    State(st): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let key = key_from_path(&uri, "/v1/kv/", st.node.max_key_bytes)?;
+    let q = parse_query(uri.query(), &["w"])?;
+    let w = quorum(q.get("w"), "w")?;
+    let context = context_header(&headers)?;
+    let value = read_body(&headers, body, st.node.max_value_bytes).await?;
+    write(&st, key, Some(value), context, w).await
+}
+
+async fn kv_delete(
+    State(st): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = key_from_path(&uri, "/v1/kv/", st.node.max_key_bytes)?;
+    let q = parse_query(uri.query(), &["w"])?;
+    let w = quorum(q.get("w"), "w")?;
+    let context = context_header(&headers)?;
+    write(&st, key, None, context, w).await
+}
+
+async fn write(
+    st: &AppState,
+    key: Bytes,
+    value: Option<Bytes>,
+    context: VersionVector,
+    w: Quorum,
+) -> Result<Response, ApiError> {
+    let reply = st
+        .node
+        .call(Op::Put {
+            key,
+            value,
+            context,
+            w,
+        })
+        .await;
+    match reply.result {
+        Ok(CoreResponse::Written { context, .. }) => Ok(with_headers(
+            &st.node,
+            StatusCode::NO_CONTENT.into_response(),
+            &reply.served_by,
+            Some(&context),
+        )),
+        Ok(_) => Err(unexpected()),
+        Err(e) => Ok(with_headers(
+            &st.node,
+            req_error(e).into_response(),
+            &reply.served_by,
+            None,
+        )),
+    }
+}
+
+/// Percent-encodes bytes for use as a query value (`after=`).
+pub fn encode_component(b: &[u8]) -> String {
+    percent_encoding::percent_encode(b, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+async fn kv_list(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    let q = parse_query(uri.query(), &["start", "end", "after", "limit"])?;
+    let limit = match q.get("limit") {
+        None => DEFAULT_LIST_LIMIT,
+        Some(v) => text("limit", v)?
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=MAX_LIST_LIMIT).contains(l))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("limit must be a number in 1..={MAX_LIST_LIMIT}"))
+            })?,
+    };
+    let get = |n: &str| q.get(n).map(|v| Bytes::copy_from_slice(v));
+    let op = Op::List {
+        start: get("start"),
+        end: get("end"),
+        after: get("after"),
+        limit,
+    };
+    let reply = st.node.call(op).await;
+    match reply.result {
+        Ok(CoreResponse::Listed { entries, next }) => {
+            let entries: Vec<_> = entries
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "key": String::from_utf8_lossy(&e.key),
+                        "key_base64": B64.encode(&e.key),
+                        "values": e.values.iter().map(|v| B64.encode(v)).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            let body = serde_json::json!({
+                "entries": entries,
+                "next": next.map(|n| encode_component(&n)),
+            });
+            Ok(with_headers(
+                &st.node,
+                Json(body).into_response(),
+                &reply.served_by,
+                None,
+            ))
+        }
+        Ok(_) => Err(unexpected()),
+        Err(e) => Err(req_error(e)),
+    }
+}
+
+async fn cluster(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let status = st.node.status().await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the node is shutting down",
+        )
+    })?;
+    let view = &st.node.view;
+    let shards: Vec<_> = (0..view.shard_count())
+        .map(|s| serde_json::json!({"id": s, "replicas": view.shard_members(s)}))
+        .collect();
+    let members: Vec<_> = view
+        .nodes
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "node": n,
+                "shard": view.shard_of_node(n),
+                "suspect": status.suspects.contains(n),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "node": st.node.me,
+        "members": members,
+        "shards": shards,
+        "partitions": view.partitions,
+        "repl_factor": view.repl_factor,
+        "anti_entropy": "not available in this version",
+        "status": status,
+    });
+    Ok(Json(body).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MergeRequest {
+    contexts: Vec<String>,
+}
+
+/// `POST /v1/context/merge` `{"contexts": [token, …]}` → `{"context": merged}`: the token naming
+/// the union of several sessions' causal pasts.
+async fn merge_contexts(uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    parse_query(uri.query(), &[])?;
+    let body = read_body(&headers, body, MAX_JSON_BYTES).await?;
+    let req: MergeRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    let merged = token::merge(req.contexts.iter().map(String::as_str))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(Json(serde_json::json!({"context": merged})).into_response())
+}
+
+async fn healthz(State(st): State<AppState>) -> Response {
+    Json(serde_json::json!({"status": "ok", "node": st.node.me})).into_response()
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.prometheus.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,139 @@
+//! Strict parsing of client input shared by the native and compatibility APIs: percent-decoding,
+//! query strings with a fixed set of parameters, bounded body reads, and JSON errors.
+//!
+//! Every function here turns malformed input into an [`ApiError`] (a 4xx); none panics.
+
+use axum::Json;
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use std::collections::HashMap;
+
+/// An error answered as JSON `{"error": ..., "detail": ...}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub detail: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad request", detail)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": self.error, "detail": self.detail});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Decodes `%XX` escapes; a `%` not followed by two hex digits is an error. Other bytes are
+/// taken as they are (`+` stays `+`).
+pub fn percent_decode(s: &str) -> Result<Vec<u8>, ApiError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = |b: u8| (b as char).to_digit(16);
+            match (
+                bytes.get(i + 1).and_then(|&b| hex(b)),
+                bytes.get(i + 2).and_then(|&b| hex(b)),
+            ) {
+                (Some(h), Some(l)) => out.push((h * 16 + l) as u8),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid percent-encoding at byte {i} of {s:?}"
+                    )));
+                }
+            }
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Parses a query string whose parameter names must all be in `allowed`, each at most once.
+pub fn parse_query(
+    raw: Option<&str>,
+    allowed: &[&'static str],
+) -> Result<HashMap<&'static str, Vec<u8>>, ApiError> {
+    let mut out = HashMap::new();
+    for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = percent_decode(name)?;
+        let Some(&known) = allowed.iter().find(|a| a.as_bytes() == name.as_slice()) else {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter {:?}; allowed: {}",
+                String::from_utf8_lossy(&name),
+                if allowed.is_empty() {
+                    "none".to_owned()
+                } else {
+                    allowed.join(", ")
+                }
+            )));
+        };
+        if out.insert(known, percent_decode(value)?).is_some() {
+            return Err(ApiError::bad_request(format!(
+                "query parameter {known} given twice"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// A query value as UTF-8 text.
+pub fn text(name: &str, v: &[u8]) -> Result<String, ApiError> {
+    String::from_utf8(v.to_vec())
+        .map_err(|_| ApiError::bad_request(format!("query parameter {name} is not UTF-8")))
+}
+
+/// Reads a body of at most `max` bytes. A declared `Content-Length` above `max` is refused
+/// before anything is read; a body that grows past `max` is cut off; a body the client did not
+/// finish is a 400.
+pub async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload too large",
+            format!("the body is longer than {max} bytes"),
+        )
+    };
+    if let Some(len) = headers.get(header::CONTENT_LENGTH) {
+        let len: u64 = len
+            .to_str()
+            .ok()
+            .and_then(|l| l.parse().ok())
+            .ok_or_else(|| ApiError::bad_request("invalid Content-Length"))?;
+        if len > max as u64 {
+            return Err(too_large());
+        }
+    }
+    match axum::body::to_bytes(body, max).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            if e.into_inner().is::<http_body_util::LengthLimitError>() {
+                Err(too_large())
+            } else {
+                Err(ApiError::bad_request(
+                    "the body ended before its declared length or could not be read",
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The production node: a tokio driver around the sans-IO core, fjall storage, the peer
+//! transport, the HTTP APIs (native `/v1` and the seed-compatible `/kv-store`), configuration,
+//! metrics, and the `causeway` command line.
+//!
+//! Start reading at [`serve`]: it opens storage, starts the driver thread ([`driver`]), and serves
+//! HTTP and peer links on one listening socket ([`transport::SplitListener`]).
+
+pub mod cli;
+pub mod compat;
+pub mod config;
+pub mod driver;
+pub mod http;
+pub mod input;
+pub mod metrics;
+pub mod storage;
+pub mod transport;
+
+use anyhow::Context;
+use config::Settings;
+use tokio::sync::oneshot;
+
+/// Runs one node until SIGTERM or Ctrl-C, then drains in-flight requests, stops the driver
+/// (which delivers what is pending and records a clean shutdown) and returns.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let prometheus = metrics::install()?;
+    let storage = storage::FjallStorage::open(&settings.data_dir)?;
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let (node, thread) = driver::spawn(
+        settings.core.clone(),
+        settings.advertise.clone(),
+        storage,
+        settings.batch_sync,
+        stop_rx,
+    )?;
+    let listener = transport::SplitListener::new(listener, node.inbox())?;
+    tracing::info!(
+        listen = %settings.listen,
+        advertise = %settings.advertise,
+        view = ?settings.core.view.nodes,
+        repl_factor = settings.core.view.repl_factor,
+        sync = ?settings.core.sync,
+        data = %settings.data_dir.display(),
+        "serving"
+    );
+    let app = http::router(http::AppState { node, prometheus });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("HTTP drained; stopping the node");
+    let _ = stop_tx.send(());
+    tokio::task::spawn_blocking(move || thread.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the node thread panicked"))?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,184 @@
+//! [`Storage`] over fjall: a `data` keyspace of bincode-encoded [`VersionSet`]s and a `meta`
+//! keyspace of the core's named records.
+//!
+//! Writes are plain inserts (they reach fjall's journal buffer at once and survive a process kill,
+//! see TOOLCHAIN-NOTES); [`Storage::sync`] makes them durable against power loss with
+//! `PersistMode::SyncAll`. The journal is ordered, so the surviving writes are always a prefix of
+//! the issued ones (the core's prefix-durability requirement). Any I/O or decoding failure stops
+//! the process (fail-stop): the core never sees a partial failure.
+
+use crate::core::{Storage, VersionSet};
+use anyhow::Context;
+use bytes::Bytes;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::ops::Bound;
+use std::path::Path;
+use std::time::Instant;
+
+/// The node's on-disk state.
+pub struct FjallStorage {
+    db: Database,
+    data: Keyspace,
+    meta: Keyspace,
+}
+
+/// Logs `what` and aborts: storage that cannot complete an operation must stop the node.
+fn fail_stop(what: &str, err: impl std::fmt::Display) -> ! {
+    tracing::error!("storage failure ({what}): {err}; stopping the node");
+    eprintln!("causeway: storage failure ({what}): {err}");
+    std::process::abort()
+}
+
+fn encode(set: &VersionSet) -> Vec<u8> {
+    bincode::serde::encode_to_vec(set, bincode::config::standard())
+        .unwrap_or_else(|e| fail_stop("encode", e))
+}
+
+fn decode(key: &[u8], bytes: &[u8]) -> VersionSet {
+    match bincode::serde::decode_from_slice(bytes, bincode::config::standard()) {
+        Ok((set, _)) => set,
+        Err(e) => fail_stop(&format!("decode key {key:?}"), e),
+    }
+}
+
+impl FjallStorage {
+    /// Opens (or creates) the database in `dir`, replaying its journal.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating data directory {}", dir.display()))?;
+        let db = Database::builder(dir)
+            .open()
+            .with_context(|| format!("opening database in {}", dir.display()))?;
+        let data = db.keyspace("data", KeyspaceCreateOptions::default)?;
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        Ok(FjallStorage { db, data, meta })
+    }
+}
+
+impl Storage for FjallStorage {
+    fn get(&self, key: &[u8]) -> Option<VersionSet> {
+        match self.data.get(key) {
+            Ok(v) => v.map(|v| decode(key, &v)),
+            Err(e) => fail_stop("get", e),
+        }
+    }
+
+    fn put(&mut self, key: &[u8], set: &VersionSet) {
+        if let Err(e) = self.data.insert(key, encode(set)) {
+            fail_stop("put", e)
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        if let Err(e) = self.data.remove(key) {
+            fail_stop("remove", e)
+        }
+    }
+
+    fn range(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        limit: usize,
+    ) -> Vec<(Bytes, VersionSet)> {
+        if let (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) =
+            (start, end)
+            && (s > e
+                || (s == e && !matches!((start, end), (Bound::Included(_), Bound::Included(_)))))
+        {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for guard in self.data.range::<&[u8], _>((start, end)).take(limit) {
+            match guard.into_inner() {
+                Ok((k, v)) => {
+                    let set = decode(&k, &v);
+                    out.push((Bytes::copy_from_slice(&k), set));
+                }
+                Err(e) => fail_stop("range", e),
+            }
+        }
+        out
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(&[u8], &VersionSet)) {
+        for guard in self.data.iter() {
+            match guard.into_inner() {
+                Ok((k, v)) => f(&k, &decode(&k, &v)),
+                Err(e) => fail_stop("scan", e),
+            }
+        }
+    }
+
+    fn meta_get(&self, name: &str) -> Option<Vec<u8>> {
+        match self.meta.get(name) {
+            Ok(v) => v.map(|v| v.to_vec()),
+            Err(e) => fail_stop("meta get", e),
+        }
+    }
+
+    fn meta_put(&mut self, name: &str, value: &[u8]) {
+        if let Err(e) = self.meta.insert(name, value) {
+            fail_stop("meta put", e)
+        }
+    }
+
+    fn sync(&mut self) {
+        let started = Instant::now();
+        if let Err(e) = self.db.persist(PersistMode::SyncAll) {
+            fail_stop("sync", e)
+        }
+        metrics::histogram!("causeway_storage_sync_seconds")
+            .record(started.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Actor, Dot, Version, VersionVector};
+
+    fn set(v: &str) -> VersionSet {
+        let mut s = VersionSet::new();
+        let version = Version {
+            dot: Dot::new(Actor::new(1, 1), 1),
+            value: Some(Bytes::copy_from_slice(v.as_bytes())),
+            ts: 0,
+        };
+        s.write(&VersionVector::new(), version);
+        s
+    }
+
+    #[test]
+    fn round_trips_and_ranges() {
+        let dir = std::env::temp_dir().join(format!("causeway-storage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let mut s = FjallStorage::open(&dir).expect("open");
+            for k in ["a", "b", "c", "d"] {
+                s.put(k.as_bytes(), &set(k));
+            }
+            s.remove(b"c");
+            s.meta_put("m", b"1");
+            s.sync();
+            let keys: Vec<Bytes> = s
+                .range(Bound::Excluded(b"a"), Bound::Unbounded, 10)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(keys, vec![Bytes::from("b"), Bytes::from("d")]);
+            assert!(
+                s.range(Bound::Included(b"d"), Bound::Excluded(b"a"), 10)
+                    .is_empty()
+            );
+        }
+        let s = FjallStorage::open(&dir).expect("reopen");
+        assert_eq!(s.get(b"a"), Some(set("a")));
+        assert_eq!(s.get(b"c"), None);
+        assert_eq!(s.meta_get("m"), Some(b"1".to_vec()));
+        let mut n = 0;
+        s.for_each(&mut |_, _| n += 1);
+        assert_eq!(n, 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,233 @@
+//! Peer transport: persistent TCP connections carrying length-prefixed bincode frames.
+//!
+//! Peers reach each other on the same address clients use: a connection whose first byte is NUL
+//! (never the first byte of an HTTP request) and that opens with [`PEER_MAGIC`] is a peer link;
+//! every other connection goes to the HTTP server ([`SplitListener`]).
+//!
+//! A frame is a big-endian `u32` length followed by `bincode((from, PeerMsg))`. Each peer has
+//! one outbound connection fed by a bounded queue ([`PEER_QUEUE`] messages); when it is full,
+//! messages are dropped and counted — the core retries replication and fails forwards over, so
+//! a slow or dead peer costs bounded memory. Connections are re-established with exponential
+//! backoff (up to [`MAX_BACKOFF`]). Inbound links push messages into the driver's bounded queue
+//! and so exert back-pressure on the sender through TCP.
+
+use super::driver::Event;
+use crate::core::{NodeId, PeerMsg};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+/// First bytes a peer sends on a new connection.
+pub const PEER_MAGIC: &[u8; 8] = b"\0CWPEER1";
+/// Largest frame accepted or sent.
+pub const MAX_FRAME: usize = 256 << 20;
+/// Messages queued per peer before new ones are dropped.
+pub const PEER_QUEUE: usize = 8192;
+/// Longest pause between reconnection attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
+const MIN_BACKOFF: Duration = Duration::from_millis(20);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an accepted connection may stay silent before it is classified as HTTP.
+const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Outbound side: one queue and one connection task per peer, created on first use.
+pub struct Transport {
+    me: NodeId,
+    runtime: Handle,
+    peers: HashMap<NodeId, mpsc::Sender<PeerMsg>>,
+}
+
+impl Transport {
+    /// `runtime` runs the connection tasks (the driver itself lives on another thread).
+    pub fn new(me: NodeId, runtime: Handle) -> Self {
+        Transport {
+            me,
+            runtime,
+            peers: HashMap::new(),
+        }
+    }
+
+    /// Queues `msg` for `to` without waiting; drops it when that peer's queue is full.
+    pub fn send(&mut self, to: &NodeId, msg: PeerMsg) {
+        let queue = self.peers.entry(to.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            self.runtime
+                .spawn(run_link(self.me.clone(), to.clone(), rx));
+            tx
+        });
+        if queue.try_send(msg).is_err() {
+            metrics::counter!("causeway_peer_messages_dropped_total", "peer" => to.clone())
+                .increment(1);
+        }
+    }
+
+    /// Messages waiting in each peer's queue.
+    pub fn depths(&self) -> impl Iterator<Item = (&NodeId, usize)> {
+        self.peers
+            .iter()
+            .map(|(p, q)| (p, q.max_capacity() - q.capacity()))
+    }
+}
+
+/// Keeps a connection to `to` open and writes every queued message to it.
+async fn run_link(me: NodeId, to: NodeId, mut rx: mpsc::Receiver<PeerMsg>) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&to)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %to, "connect failed: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %to, "connect timed out");
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        backoff = MIN_BACKOFF;
+        tracing::debug!(peer = %to, "connected");
+        match write_frames(&me, stream, &mut rx).await {
+            Ok(()) => return,
+            Err(e) => tracing::debug!(peer = %to, "link lost: {e}"),
+        }
+    }
+}
+
+/// Writes queued messages until the queue closes (`Ok`) or the connection fails (`Err`).
+async fn write_frames(
+    me: &str,
+    stream: TcpStream,
+    rx: &mut mpsc::Receiver<PeerMsg>,
+) -> std::io::Result<()> {
+    let mut w = BufWriter::with_capacity(64 << 10, stream);
+    w.write_all(PEER_MAGIC).await?;
+    w.flush().await?;
+    let mut buf = Vec::new();
+    while let Some(msg) = rx.recv().await {
+        write_frame(&mut w, &mut buf, me, &msg).await?;
+        while let Ok(msg) = rx.try_recv() {
+            write_frame(&mut w, &mut buf, me, &msg).await?;
+        }
+        w.flush().await?;
+    }
+    Ok(())
+}
+
+async fn write_frame(
+    w: &mut BufWriter<TcpStream>,
+    buf: &mut Vec<u8>,
+    me: &str,
+    msg: &PeerMsg,
+) -> std::io::Result<()> {
+    buf.clear();
+    buf.extend_from_slice(&[0; 4]);
+    bincode::serde::encode_into_std_write((me, msg), buf, bincode::config::standard())
+        .map_err(std::io::Error::other)?;
+    let len = buf.len() - 4;
+    if len > MAX_FRAME {
+        tracing::warn!(kind = msg.kind(), len, "dropping an oversized peer message");
+        return Ok(());
+    }
+    buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    w.write_all(buf).await
+}
+
+/// Reads frames from an accepted peer link and hands them to the driver.
+async fn read_frames(mut stream: TcpStream, inbox: mpsc::Sender<Event>) -> std::io::Result<()> {
+    let mut magic = [0u8; PEER_MAGIC.len()];
+    stream.read_exact(&mut magic).await?;
+    if &magic != PEER_MAGIC {
+        return Err(std::io::Error::other("bad peer preamble"));
+    }
+    let _ = stream.set_nodelay(true);
+    let mut r = tokio::io::BufReader::with_capacity(64 << 10, stream);
+    let mut buf = Vec::new();
+    loop {
+        let len = r.read_u32().await? as usize;
+        if len > MAX_FRAME {
+            return Err(std::io::Error::other(format!("frame of {len} bytes")));
+        }
+        buf.resize(len, 0);
+        r.read_exact(&mut buf).await?;
+        let cfg = bincode::config::standard().with_limit::<{ MAX_FRAME }>();
+        let ((from, msg), _): ((NodeId, PeerMsg), usize) =
+            bincode::serde::decode_from_slice(&buf, cfg).map_err(std::io::Error::other)?;
+        if inbox.send(Event::Peer { from, msg }).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// The HTTP half of a listener whose peer connections are diverted to the driver.
+pub struct SplitListener {
+    http: mpsc::Receiver<(TcpStream, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl SplitListener {
+    /// Accepts on `listener`, classifying each connection by its first byte.
+    pub fn new(listener: TcpListener, inbox: mpsc::Sender<Event>) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        let (tx, http) = mpsc::channel(1024);
+        tokio::spawn(accept_loop(listener, tx, inbox));
+        Ok(SplitListener { http, local })
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    http: mpsc::Sender<(TcpStream, SocketAddr)>,
+    inbox: mpsc::Sender<Event>,
+) {
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let http = http.clone();
+        let inbox = inbox.clone();
+        tokio::spawn(async move {
+            let mut first = [0u8; 1];
+            let peeked = tokio::time::timeout(SNIFF_TIMEOUT, stream.peek(&mut first)).await;
+            match peeked {
+                Ok(Ok(1)) if first[0] == PEER_MAGIC[0] => {
+                    if let Err(e) = read_frames(stream, inbox).await {
+                        tracing::debug!(%addr, "peer link closed: {e}");
+                    }
+                }
+                Ok(Ok(n)) if n > 0 => {
+                    let _ = http.send((stream, addr)).await;
+                }
+                _ => {}
+            }
+        });
+    }
+}
+
+impl axum::serve::Listener for SplitListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.http.recv().await {
+            Some(c) => c,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
