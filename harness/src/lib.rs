@@ -1,1 +1,14 @@
-//! Scenario model, workloads, histories and checkers.
+//! Scenario model, seeded workload and fault plans, history recording and the consistency
+//! checkers of SPEC §3, plus delta-debugging. Pure Rust: the simulator and real-cluster tests
+//! both use it.
+
+pub mod check;
+pub mod history;
+pub mod plan;
+pub mod scenario;
+pub mod shrink;
+
+pub use check::{Violation, check};
+pub use history::{History, OpRecord, Outcome, WriteRecord};
+pub use plan::{Fault, OpKind, Plan, PlannedOp, SessionPlan, TimedFault, generate};
+pub use scenario::{Checker, Scenario};

@@ -1,0 +1,697 @@
+//! The checkers of SPEC §3, run on a [`History`].
+//!
+//! Supersession is derived from recorded contexts only: write `x` supersedes write `w` when
+//! `x`'s request context covers `w`'s dot, and transitively. [`closure`] computes everything a
+//! set of writes supersedes. No checker trusts a context or a version set the system reports
+//! about itself beyond what it returned to a client or holds as its final state.
+
+use crate::history::{History, OpRecord, Outcome, WriteRecord};
+use crate::plan::OpKind;
+use crate::scenario::Checker;
+use bytes::Bytes;
+use causeway::core::{Actor, Dot, Response, Version, VersionSet, VersionVector};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// One broken guarantee.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub checker: Checker,
+    /// The key involved (empty when none).
+    pub key: String,
+    /// Ids of the client operations involved.
+    pub ops: Vec<u64>,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} key={} ops={:?}: {}",
+            self.checker, self.key, self.ops, self.detail
+        )
+    }
+}
+
+/// The registry indexed by key and by dot.
+struct Index<'a> {
+    by_key: BTreeMap<&'a Bytes, Vec<&'a WriteRecord>>,
+    by_dot: BTreeMap<Dot, Vec<&'a WriteRecord>>,
+    max_counter: BTreeMap<Actor, u64>,
+}
+
+impl<'a> Index<'a> {
+    fn new(h: &'a History) -> Self {
+        let mut ix = Index {
+            by_key: BTreeMap::new(),
+            by_dot: BTreeMap::new(),
+            max_counter: BTreeMap::new(),
+        };
+        for w in &h.writes {
+            ix.by_key.entry(&w.key).or_default().push(w);
+            ix.by_dot.entry(w.dot).or_default().push(w);
+            let m = ix.max_counter.entry(w.dot.actor).or_insert(0);
+            *m = (*m).max(w.dot.counter);
+        }
+        ix
+    }
+
+    fn key_writes(&self, key: &Bytes) -> &[&'a WriteRecord] {
+        self.by_key.get(key).map_or(&[], |v| v.as_slice())
+    }
+
+    /// Executions of `dot` on `key`.
+    fn at(&self, key: &Bytes, dot: Dot) -> impl Iterator<Item = &'a WriteRecord> + '_ {
+        let key = key.clone();
+        self.by_dot
+            .get(&dot)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(move |w| w.key == key)
+    }
+
+    /// Joined request contexts of the writes that produced `versions`.
+    fn contexts_of(&self, key: &Bytes, versions: &[Version]) -> VersionVector {
+        let mut vv = VersionVector::new();
+        for v in versions {
+            for w in self.at(key, v.dot) {
+                vv.merge(&w.context);
+            }
+        }
+        vv
+    }
+}
+
+/// Everything `start` supersedes, transitively through the contexts of the writes it covers.
+pub fn closure(writes: &[&WriteRecord], start: VersionVector) -> VersionVector {
+    let mut u = start;
+    loop {
+        let mut changed = false;
+        for w in writes {
+            if u.covers(w.dot) && !u.dominates(&w.context) {
+                u.merge(&w.context);
+                changed = true;
+            }
+        }
+        if !changed {
+            return u;
+        }
+    }
+}
+
+fn show(key: &Bytes) -> String {
+    String::from_utf8_lossy(key).into_owned()
+}
+
+/// Runs the `enabled` checkers. `complete_registry`: the history lists every executed write
+/// (true in the simulator), so a token naming an unlisted dot claims a write that never happened.
+pub fn check(h: &History, enabled: &[Checker], complete_registry: bool) -> Vec<Violation> {
+    let ix = Index::new(h);
+    let mut out = Vec::new();
+    let on = |c: Checker| enabled.contains(&c);
+    if on(Checker::G1) {
+        g1(h, &ix, complete_registry, &mut out);
+    }
+    let merged: BTreeMap<&Bytes, VersionSet> = h
+        .finals
+        .iter()
+        .map(|(k, reps)| {
+            let mut m = VersionSet::new();
+            for (_, s) in reps {
+                m.merge(s);
+            }
+            (k, m)
+        })
+        .collect();
+    if on(Checker::G2) {
+        g2(h, &ix, &merged, &mut out);
+    }
+    if on(Checker::G3) {
+        g3(h, &mut out);
+    }
+    if on(Checker::G4) {
+        for op in h.ops.iter().filter(|o| o.probe) {
+            if !matches!(op.outcome, Outcome::Ok(_)) {
+                out.push(Violation {
+                    checker: Checker::G4,
+                    key: show(&op.key),
+                    ops: vec![op.id],
+                    detail: format!("request after heal did not succeed: {op}"),
+                });
+            }
+        }
+    }
+    if on(Checker::G6) {
+        g6(h, &ix, &merged, &mut out);
+    }
+    if on(Checker::G7) {
+        for (dot, ws) in &ix.by_dot {
+            let first = ws[0];
+            if let Some(other) = ws[1..].iter().find(|w| !w.same_write(first)) {
+                out.push(Violation {
+                    checker: Checker::G7,
+                    key: show(&first.key),
+                    ops: vec![first.op, other.op],
+                    detail: format!(
+                        "dot {dot:?} issued for two different writes (node {} at {}ms and node {} at {}ms)",
+                        first.node,
+                        first.at_us / 1000,
+                        other.node,
+                        other.at_us / 1000
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn g1(h: &History, ix: &Index, complete: bool, out: &mut Vec<Violation>) {
+    let mut v = |key: &Bytes, ops: Vec<u64>, detail: String| {
+        out.push(Violation {
+            checker: Checker::G1,
+            key: show(key),
+            ops,
+            detail,
+        })
+    };
+    let mut last_ctx: BTreeMap<usize, VersionVector> = BTreeMap::new();
+    for op in &h.ops {
+        let key = &op.key;
+        if let Some(prev) = last_ctx.get(&op.session)
+            && !op.context.dominates(prev)
+        {
+            v(
+                key,
+                vec![op.id],
+                format!("session context went backwards: {op}"),
+            );
+        }
+        let mut seen = op.context.clone();
+        let reply_ctx = match &op.outcome {
+            Outcome::Ok(Response::Read { context, .. } | Response::Written { context, .. }) => {
+                context
+            }
+            _ => {
+                last_ctx.insert(op.session, seen);
+                continue;
+            }
+        };
+        seen.merge(reply_ctx);
+        last_ctx.insert(op.session, seen);
+        if !reply_ctx.dominates(&op.context) {
+            v(
+                key,
+                vec![op.id],
+                format!("reply context drops part of the request context: {op}"),
+            );
+        }
+        if complete
+            && let Some((a, n)) = reply_ctx
+                .iter()
+                .find(|(a, n)| ix.max_counter.get(a).is_none_or(|m| m < n))
+        {
+            v(
+                key,
+                vec![op.id],
+                format!("reply context claims {a:?}:{n}, a dot never issued: {op}"),
+            );
+        }
+        match &op.outcome {
+            Outcome::Ok(Response::Written { dot, context }) => {
+                if !context.covers(*dot) {
+                    v(
+                        key,
+                        vec![op.id],
+                        format!("write reply context does not cover its own dot: {op}"),
+                    );
+                }
+                if complete && ix.at(key, *dot).all(|w| !w.serves(op)) {
+                    v(
+                        key,
+                        vec![op.id],
+                        format!("acknowledged dot {dot:?} was not issued for this write: {op}"),
+                    );
+                }
+            }
+            Outcome::Ok(Response::Read { versions, .. }) => g1_read(op, versions, ix, &mut v),
+            _ => {}
+        }
+    }
+}
+
+fn g1_read(
+    op: &OpRecord,
+    versions: &[Version],
+    ix: &Index,
+    v: &mut impl FnMut(&Bytes, Vec<u64>, String),
+) {
+    let key = &op.key;
+    let writes = ix.key_writes(key);
+    for ver in versions {
+        let mut execs = ix.at(key, ver.dot).peekable();
+        if execs.peek().is_none() {
+            v(
+                key,
+                vec![op.id],
+                format!(
+                    "returned {:?}, which no write to this key issued: {op}",
+                    ver.dot
+                ),
+            );
+        } else if execs.all(|w| w.value != ver.value) {
+            v(
+                key,
+                vec![op.id],
+                format!(
+                    "returned {:?} with a value its write did not write: {op}",
+                    ver.dot
+                ),
+            );
+        }
+    }
+    let returned: BTreeSet<Dot> = versions.iter().map(|x| x.dot).collect();
+    let by_versions = closure(writes, ix.contexts_of(key, versions));
+    let reaped = reapable(writes, |w| op.context.covers(w.dot));
+    let mut by_all = by_versions.clone();
+    for w in writes.iter().filter(|w| op.context.covers(w.dot)) {
+        let gone = w.value.is_none() || reaped.covers(w.dot);
+        if !returned.contains(&w.dot) && !by_versions.covers(w.dot) && !gone {
+            v(
+                key,
+                vec![op.id, w.op],
+                format!(
+                    "read misses {:?} (op#{}) that its context covers: {op}",
+                    w.dot, w.op
+                ),
+            );
+        }
+        by_all.merge(&w.context);
+    }
+    let by_all = closure(writes, by_all);
+    for ver in versions {
+        if by_all.covers(ver.dot) {
+            let by: Vec<u64> = writes
+                .iter()
+                .filter(|w| {
+                    w.context.covers(ver.dot) && (by_all.covers(w.dot) || returned.contains(&w.dot))
+                })
+                .map(|w| w.op)
+                .collect();
+            let mut ops = vec![op.id];
+            ops.extend(by.iter().take(3));
+            v(
+                key,
+                ops,
+                format!(
+                    "returned {:?}, superseded by a returned or covered write: {op}",
+                    ver.dot
+                ),
+            );
+        }
+    }
+}
+
+/// What deletes selected by `pick` supersede: once every replica holds a tombstone it may be
+/// reaped (SPEC G6), and then neither it nor what it superseded is anywhere.
+fn reapable(writes: &[&WriteRecord], pick: impl Fn(&WriteRecord) -> bool) -> VersionVector {
+    let mut start = VersionVector::new();
+    for w in writes.iter().filter(|w| w.value.is_none() && pick(w)) {
+        start.merge(&w.context);
+    }
+    closure(writes, start)
+}
+
+fn g2(h: &History, ix: &Index, merged: &BTreeMap<&Bytes, VersionSet>, out: &mut Vec<Violation>) {
+    let empty = VersionSet::new();
+    let mut closures: BTreeMap<&Bytes, VersionVector> = BTreeMap::new();
+    for op in h.ops.iter().filter(|o| o.kind == OpKind::Put) {
+        let Some(dot) = op.acked_dot() else { continue };
+        let m = merged.get(&op.key).unwrap_or(&empty);
+        if m.versions().iter().any(|x| x.dot == dot) {
+            continue;
+        }
+        let u = closures.entry(&op.key).or_insert_with(|| {
+            let writes = ix.key_writes(&op.key);
+            let mut u = closure(writes, ix.contexts_of(&op.key, m.versions()));
+            u.merge(&reapable(writes, |_| true));
+            u
+        });
+        if !u.covers(dot) {
+            out.push(Violation {
+                checker: Checker::G2,
+                key: show(&op.key),
+                ops: vec![op.id],
+                detail: format!(
+                    "acknowledged write {dot:?} is neither on any replica nor superseded by one that is: {op}"
+                ),
+            });
+        }
+    }
+}
+
+fn g3(h: &History, out: &mut Vec<Violation>) {
+    for (key, reps) in &h.finals {
+        let Some((_, first)) = reps.first() else {
+            continue;
+        };
+        if reps.iter().any(|(_, s)| s.versions() != first.versions()) {
+            let states: Vec<String> = reps
+                .iter()
+                .map(|(n, s)| {
+                    let dots: Vec<String> = s
+                        .versions()
+                        .iter()
+                        .map(|x| format!("{:?}", x.dot))
+                        .collect();
+                    format!("n{n}=[{}]", dots.join(" "))
+                })
+                .collect();
+            out.push(Violation {
+                checker: Checker::G3,
+                key: show(key),
+                ops: Vec::new(),
+                detail: format!(
+                    "replicas differ after heal and quiesce: {}",
+                    states.join(" ")
+                ),
+            });
+        }
+    }
+}
+
+fn g6(h: &History, ix: &Index, merged: &BTreeMap<&Bytes, VersionSet>, out: &mut Vec<Violation>) {
+    let mut acked: BTreeMap<&Bytes, Vec<(u64, Dot)>> = BTreeMap::new();
+    for op in &h.ops {
+        if let Some(dot) = op.acked_dot() {
+            acked.entry(&op.key).or_default().push((op.id, dot));
+        }
+    }
+    for (key, list) in acked {
+        let Some(m) = merged.get(key) else { continue };
+        let writes = ix.key_writes(key);
+        for (id, dot) in list {
+            let Some(w) = ix.at(key, dot).next() else {
+                continue;
+            };
+            let u = closure(writes, w.context.clone());
+            for ver in m
+                .versions()
+                .iter()
+                .filter(|x| x.dot != dot && u.covers(x.dot))
+            {
+                let what = if w.value.is_none() { "delete" } else { "write" };
+                out.push(Violation {
+                    checker: Checker::G6,
+                    key: show(key),
+                    ops: vec![id],
+                    detail: format!(
+                        "{:?} is back in the final state although acknowledged {what} {dot:?} superseded it",
+                        ver.dot
+                    ),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::WriteRecord;
+
+    fn actor(n: u32) -> Actor {
+        Actor::new(n, 1)
+    }
+    fn dot(a: u32, c: u64) -> Dot {
+        Dot::new(actor(a), c)
+    }
+    fn vv(dots: &[Dot]) -> VersionVector {
+        let mut v = VersionVector::new();
+        for d in dots {
+            v.add(*d);
+        }
+        v
+    }
+    fn key() -> Bytes {
+        Bytes::from_static(b"k0")
+    }
+    fn val(s: &str) -> Option<Bytes> {
+        Some(Bytes::copy_from_slice(s.as_bytes()))
+    }
+    fn write(op: u64, d: Dot, value: Option<Bytes>, ctx: VersionVector) -> WriteRecord {
+        WriteRecord {
+            dot: d,
+            key: key(),
+            value,
+            context: ctx,
+            node: 0,
+            at_us: op * 1000,
+            op,
+        }
+    }
+    fn put_op(id: u64, session: usize, value: &str, ctx: VersionVector, d: Dot) -> OpRecord {
+        let mut reply = ctx.clone();
+        reply.add(d);
+        OpRecord {
+            id,
+            session,
+            node: 0,
+            kind: OpKind::Put,
+            key: key(),
+            value: val(value),
+            context: ctx,
+            invoked_us: id * 1000,
+            completed_us: Some(id * 1000 + 1),
+            outcome: Outcome::Ok(Response::Written {
+                dot: d,
+                context: reply,
+            }),
+            probe: false,
+        }
+    }
+    fn get_op(
+        id: u64,
+        session: usize,
+        ctx: VersionVector,
+        versions: Vec<Version>,
+        reply: VersionVector,
+    ) -> OpRecord {
+        OpRecord {
+            id,
+            session,
+            node: 1,
+            kind: OpKind::Get,
+            key: key(),
+            value: None,
+            context: ctx,
+            invoked_us: id * 1000,
+            completed_us: Some(id * 1000 + 1),
+            outcome: Outcome::Ok(Response::Read {
+                versions,
+                context: reply,
+            }),
+            probe: false,
+        }
+    }
+    fn ver(d: Dot, v: &str) -> Version {
+        Version {
+            dot: d,
+            value: val(v),
+            ts: 0,
+        }
+    }
+    fn set_of(writes: &[(&VersionVector, Version)]) -> VersionSet {
+        let mut s = VersionSet::new();
+        for (ctx, v) in writes {
+            s.write(ctx, v.clone());
+        }
+        s
+    }
+    fn checkers(h: &History, c: Checker) -> Vec<Violation> {
+        check(h, &[c], true)
+    }
+
+    /// Two sequential writes a -> b (b's context covers a); a read after both returns b.
+    fn good() -> History {
+        let a = dot(1, 1);
+        let b = dot(1, 2);
+        let ctx_b = vv(&[a]);
+        let final_set = set_of(&[(&VersionVector::new(), ver(a, "a")), (&ctx_b, ver(b, "b"))]);
+        History {
+            ops: vec![
+                put_op(1, 0, "a", VersionVector::new(), a),
+                put_op(2, 0, "b", ctx_b.clone(), b),
+                get_op(3, 1, vv(&[b]), vec![ver(b, "b")], vv(&[b])),
+            ],
+            writes: vec![
+                write(1, a, val("a"), VersionVector::new()),
+                write(2, b, val("b"), ctx_b),
+            ],
+            finals: BTreeMap::from([(key(), vec![(0, final_set.clone()), (1, final_set)])]),
+        }
+    }
+
+    #[test]
+    fn good_history_passes_every_checker() {
+        assert_eq!(check(&good(), &Checker::ALL, true), Vec::new());
+    }
+
+    #[test]
+    fn g1_catches_stale_read_superseded_version_and_thin_air() {
+        let (a, b) = (dot(1, 1), dot(1, 2));
+        let mut h = good();
+        // Context covers b, but only a comes back: misses b, and a is superseded by b.
+        h.ops[2] = get_op(3, 1, vv(&[b]), vec![ver(a, "a")], vv(&[b]));
+        let v = checkers(&h, Checker::G1);
+        assert!(v.iter().any(|x| x.detail.contains("misses")), "{v:?}");
+        assert!(v.iter().any(|x| x.detail.contains("superseded")), "{v:?}");
+        // A value nobody wrote.
+        h.ops[2] = get_op(3, 1, VersionVector::new(), vec![ver(b, "zzz")], vv(&[b]));
+        let v = checkers(&h, Checker::G1);
+        assert!(
+            v.iter().any(|x| x.detail.contains("did not write")),
+            "{v:?}"
+        );
+        h.ops[2] = get_op(
+            3,
+            1,
+            VersionVector::new(),
+            vec![ver(dot(7, 1), "b")],
+            vv(&[b]),
+        );
+        assert!(
+            checkers(&h, Checker::G1)
+                .iter()
+                .any(|x| x.detail.contains("no write"))
+        );
+    }
+
+    #[test]
+    fn g1_catches_bad_reply_contexts() {
+        let mut h = good();
+        let Outcome::Ok(Response::Written { context, .. }) = &mut h.ops[1].outcome else {
+            unreachable!()
+        };
+        *context = vv(&[dot(1, 1)]);
+        let v = checkers(&h, Checker::G1);
+        assert!(v.iter().any(|x| x.detail.contains("own dot")), "{v:?}");
+        let mut h = good();
+        h.ops[2] = get_op(
+            3,
+            1,
+            vv(&[dot(1, 2)]),
+            vec![ver(dot(1, 2), "b")],
+            vv(&[dot(1, 9)]),
+        );
+        let v = checkers(&h, Checker::G1);
+        assert!(v.iter().any(|x| x.detail.contains("never issued")), "{v:?}");
+        let mut h = good();
+        h.ops[1].context = VersionVector::new();
+        h.ops[1].session = 0;
+        h.ops[0].context = vv(&[dot(1, 1)]);
+        let v = checkers(&h, Checker::G1);
+        assert!(v.iter().any(|x| x.detail.contains("backwards")), "{v:?}");
+    }
+
+    #[test]
+    fn g2_catches_lost_acknowledged_write() {
+        let mut h = good();
+        // Only a survives: b (acked) is lost.
+        let only_a = set_of(&[(&VersionVector::new(), ver(dot(1, 1), "a"))]);
+        h.finals
+            .insert(key(), vec![(0, only_a.clone()), (1, only_a)]);
+        let v = checkers(&h, Checker::G2);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].ops, vec![2]);
+    }
+
+    #[test]
+    fn g2_accepts_concurrent_siblings_and_rejects_lww_loss() {
+        let (a, c) = (dot(1, 1), dot(2, 1));
+        let both = set_of(&[
+            (&VersionVector::new(), ver(a, "a")),
+            (&VersionVector::new(), ver(c, "c")),
+        ]);
+        let mut h = History {
+            ops: vec![
+                put_op(1, 0, "a", VersionVector::new(), a),
+                put_op(2, 1, "c", VersionVector::new(), c),
+            ],
+            writes: vec![
+                write(1, a, val("a"), VersionVector::new()),
+                write(2, c, val("c"), VersionVector::new()),
+            ],
+            finals: BTreeMap::from([(key(), vec![(0, both)])]),
+        };
+        assert!(checkers(&h, Checker::G2).is_empty());
+        let mut lww = VersionSet::new();
+        lww.write(&VersionVector::new(), ver(c, "c"));
+        h.finals.insert(key(), vec![(0, lww)]);
+        assert_eq!(checkers(&h, Checker::G2).len(), 1);
+    }
+
+    #[test]
+    fn g3_catches_divergent_replicas() {
+        let mut h = good();
+        let only_a = set_of(&[(&VersionVector::new(), ver(dot(1, 1), "a"))]);
+        h.finals.get_mut(&key()).unwrap()[1].1 = only_a;
+        assert_eq!(checkers(&h, Checker::G3).len(), 1);
+    }
+
+    #[test]
+    fn g4_catches_failed_probe() {
+        let mut h = good();
+        assert!(checkers(&h, Checker::G4).is_empty());
+        h.ops[2].probe = true;
+        h.ops[2].outcome = Outcome::Failed("unable to satisfy request".into());
+        assert_eq!(checkers(&h, Checker::G4).len(), 1);
+    }
+
+    #[test]
+    fn g6_catches_resurrection_after_delete() {
+        let (a, d) = (dot(1, 1), dot(1, 2));
+        let ctx_d = vv(&[a]);
+        let mut del = put_op(2, 0, "", ctx_d.clone(), d);
+        del.kind = OpKind::Delete;
+        del.value = None;
+        let resurrected = set_of(&[(&VersionVector::new(), ver(a, "a"))]);
+        let h = History {
+            ops: vec![put_op(1, 0, "a", VersionVector::new(), a), del],
+            writes: vec![
+                write(1, a, val("a"), VersionVector::new()),
+                write(2, d, None, ctx_d),
+            ],
+            finals: BTreeMap::from([(key(), vec![(0, resurrected)])]),
+        };
+        let v = checkers(&h, Checker::G6);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].detail.contains("delete"));
+        assert!(checkers(&good(), Checker::G6).is_empty());
+    }
+
+    #[test]
+    fn g7_catches_reused_dot() {
+        let mut h = good();
+        h.writes
+            .push(write(9, dot(1, 1), val("other"), VersionVector::new()));
+        let v = checkers(&h, Checker::G7);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].ops, vec![1, 9]);
+    }
+
+    #[test]
+    fn closure_is_transitive() {
+        let (a, b, c) = (dot(1, 1), dot(2, 1), dot(3, 1));
+        let ws = [
+            write(1, a, val("a"), VersionVector::new()),
+            write(2, b, val("b"), vv(&[a])),
+            write(3, c, val("c"), vv(&[b])),
+        ];
+        let refs: Vec<&WriteRecord> = ws.iter().collect();
+        let u = closure(&refs, vv(&[b]));
+        assert!(u.covers(a) && u.covers(b) && !u.covers(c));
+    }
+}

@@ -1,0 +1,388 @@
+//! A run's workload and fault schedule as data: generated from (scenario, seed), executed by the
+//! simulator, and reduced by the shrinker. Generation is a pure function of its inputs.
+
+use crate::scenario::{Clients, FaultKind, Scenario};
+use causeway::core::View;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// What an operation does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpKind {
+    Get,
+    Put,
+    Delete,
+}
+
+/// One client operation of a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedOp {
+    /// Index of the node the request is sent to.
+    pub node: usize,
+    pub kind: OpKind,
+    /// Index into the key space (`k<index>`).
+    pub key: u32,
+    /// Pause before issuing, ms.
+    pub think_ms: u64,
+    /// Merge this other session's context into ours first (context passing between sessions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_from: Option<usize>,
+}
+
+/// A session: sequential chaos operations, then probe operations after heal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionPlan {
+    pub ops: Vec<PlannedOp>,
+    pub probe: Vec<PlannedOp>,
+}
+
+/// One fault, applied by the simulator at a moment of simulated time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Fault {
+    /// Nodes in different groups cannot reach each other (both directions).
+    Partition {
+        groups: Vec<Vec<usize>>,
+    },
+    /// Messages from `from` to `to` are dropped (one direction).
+    Clog {
+        from: usize,
+        to: usize,
+    },
+    /// Every link to and from `node` is clogged.
+    Isolate {
+        node: usize,
+    },
+    /// Every link to and from `node` is unclogged.
+    Rejoin {
+        node: usize,
+    },
+    /// Every link is unclogged.
+    HealNet,
+    /// The node stops; unsynced disk writes are lost (a random prefix survives, maybe torn).
+    Crash {
+        node: usize,
+    },
+    /// The node stops and loses its whole disk (amnesia under the same address).
+    Wipe {
+        node: usize,
+    },
+    /// A stopped node starts again.
+    Restart {
+        node: usize,
+    },
+    /// The node freezes: inputs queue up until `Resume`.
+    Pause {
+        node: usize,
+    },
+    Resume {
+        node: usize,
+    },
+    /// The node's clock steps by `ms` (negative: backwards).
+    Jump {
+        node: usize,
+        ms: i64,
+    },
+    /// Packet loss rate from now on.
+    Loss {
+        rate: f64,
+    },
+    /// Packet duplication rate from now on.
+    Dup {
+        rate: f64,
+    },
+}
+
+impl Fault {
+    /// The nodes a fault names.
+    pub fn nodes(&self) -> Vec<usize> {
+        match self {
+            Fault::Partition { groups } => groups.iter().flatten().copied().collect(),
+            Fault::Clog { from, to } => vec![*from, *to],
+            Fault::Isolate { node }
+            | Fault::Rejoin { node }
+            | Fault::Crash { node }
+            | Fault::Wipe { node }
+            | Fault::Restart { node }
+            | Fault::Pause { node }
+            | Fault::Resume { node }
+            | Fault::Jump { node, .. } => vec![*node],
+            Fault::HealNet | Fault::Loss { .. } | Fault::Dup { .. } => Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimedFault {
+    pub at_ms: u64,
+    pub fault: Fault,
+}
+
+/// A node's clock: initial offset and drift.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeClockPlan {
+    pub offset_ms: i64,
+    pub drift_ppm: i64,
+}
+
+/// Everything a run does that is not network randomness.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub clocks: Vec<NodeClockPlan>,
+    /// Sorted by `at_ms` (stable: equal times keep their order).
+    pub faults: Vec<TimedFault>,
+    pub sessions: Vec<SessionPlan>,
+}
+
+impl Plan {
+    /// Total number of fault events and operations: the size the shrinker reduces.
+    pub fn size(&self) -> usize {
+        self.faults.len()
+            + self
+                .sessions
+                .iter()
+                .map(|s| s.ops.len() + s.probe.len())
+                .sum::<usize>()
+    }
+}
+
+/// The key bytes of key index `k`.
+pub fn key_name(k: u32) -> String {
+    format!("k{k}")
+}
+
+/// The cluster's view (addresses `10.0.<i>.1:7000`).
+pub fn view_of(s: &Scenario) -> View {
+    let nodes = (0..s.cluster.nodes)
+        .map(|i| format!("10.0.{i}.1:7000"))
+        .collect();
+    View::with_partitions(nodes, s.cluster.rf, s.cluster.partitions)
+        .expect("generated addresses form a valid view")
+}
+
+/// Generates the plan of `(scenario, seed)`; a scenario with an embedded plan returns it.
+pub fn generate(s: &Scenario, seed: u64) -> Plan {
+    if let Some(p) = &s.plan {
+        return p.clone();
+    }
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0x5ca1_ab1e_c0ff_ee00);
+    let n = s.cluster.nodes;
+    let clocks = (0..n)
+        .map(|_| NodeClockPlan {
+            offset_ms: signed(&mut rng, s.clocks.offset_ms),
+            drift_ppm: signed(&mut rng, s.clocks.drift_ppm),
+        })
+        .collect();
+    let faults = gen_faults(s, &mut rng);
+    let view = view_of(s);
+    let sessions = (0..s.workload.sessions)
+        .map(|i| SessionPlan {
+            ops: (0..s.workload.ops_per_session)
+                .map(|_| gen_op(s, &view, i, &mut rng, false))
+                .collect(),
+            probe: (0..s.phases.probe_ops)
+                .map(|_| gen_op(s, &view, i, &mut rng, true))
+                .collect(),
+        })
+        .collect();
+    Plan {
+        clocks,
+        faults,
+        sessions,
+    }
+}
+
+fn signed(rng: &mut SmallRng, max: u64) -> i64 {
+    if max == 0 {
+        0
+    } else {
+        rng.random_range(-(max as i64)..=max as i64)
+    }
+}
+
+fn gen_op(s: &Scenario, view: &View, session: usize, rng: &mut SmallRng, probe: bool) -> PlannedOp {
+    let w = &s.workload;
+    let key = rng.random_range(0..w.keys);
+    let total = w.read + w.write + w.delete;
+    let x = rng.random::<f64>() * total;
+    let kind = if x < w.read {
+        OpKind::Get
+    } else if x < w.read + w.write {
+        OpKind::Put
+    } else {
+        OpKind::Delete
+    };
+    let n = s.cluster.nodes;
+    let node = match w.clients {
+        Clients::Sticky => session % n,
+        Clients::Roaming => rng.random_range(0..n),
+        Clients::NonOwner => {
+            let shard = view.shard_of_key(key_name(key).as_bytes());
+            let others: Vec<usize> = (0..n)
+                .filter(|&i| view.shard_of_node(&view.nodes[i]) != Some(shard))
+                .collect();
+            others[rng.random_range(0..others.len())]
+        }
+    };
+    let merge_from =
+        (!probe && w.sessions > 1 && rng.random_bool(w.merge_contexts.clamp(0.0, 1.0)))
+            .then(|| (session + rng.random_range(1..w.sessions)) % w.sessions);
+    PlannedOp {
+        node,
+        kind,
+        key,
+        think_ms: rng.random_range(w.think_ms[0]..=w.think_ms[1]),
+        merge_from,
+    }
+}
+
+fn secs(rng: &mut SmallRng, range: [f64; 2]) -> u64 {
+    let (lo, hi) = (range[0].min(range[1]), range[0].max(range[1]));
+    ((lo + rng.random::<f64>() * (hi - lo)) * 1000.0) as u64
+}
+
+/// Random faults during chaos, each followed by its repair; then the explicit events.
+fn gen_faults(s: &Scenario, rng: &mut SmallRng) -> Vec<TimedFault> {
+    let f = &s.faults;
+    let n = s.cluster.nodes;
+    let chaos_ms = (s.phases.chaos_s * 1000.0) as u64;
+    let mut out: Vec<TimedFault> = f.events.clone();
+    // Per node: until when it is down (crashed, wiped or paused).
+    let mut down_until = vec![0u64; n];
+    let mut wipes = 0;
+    let mut t = secs(rng, f.every_s);
+    while !f.kinds.is_empty() && t < chaos_ms {
+        let kind = f.kinds[rng.random_range(0..f.kinds.len())];
+        let end = (t + secs(rng, f.lasts_s).max(1)).min(chaos_ms);
+        let at = |at_ms, fault| TimedFault { at_ms, fault };
+        match kind {
+            FaultKind::Partition if n > 1 => {
+                let mut nodes: Vec<usize> = (0..n).collect();
+                shuffle(&mut nodes, rng);
+                let cut = rng.random_range(1..n);
+                let groups = vec![nodes[..cut].to_vec(), nodes[cut..].to_vec()];
+                out.push(at(t, Fault::Partition { groups }));
+                out.push(at(end, Fault::HealNet));
+            }
+            FaultKind::Asymmetric if n > 1 => {
+                for _ in 0..rng.random_range(1..=n) {
+                    let from = rng.random_range(0..n);
+                    let to = (from + rng.random_range(1..n)) % n;
+                    out.push(at(t, Fault::Clog { from, to }));
+                }
+                out.push(at(end, Fault::HealNet));
+            }
+            FaultKind::Swizzle => {
+                let mut order: Vec<usize> = (0..n).collect();
+                shuffle(&mut order, rng);
+                let k = rng.random_range(1..=n.div_ceil(2));
+                let step = (end - t) / (2 * k as u64).max(1);
+                for (i, &node) in order[..k].iter().enumerate() {
+                    out.push(at(t + step * i as u64, Fault::Isolate { node }));
+                }
+                let mut heal = order[..k].to_vec();
+                shuffle(&mut heal, rng);
+                for (i, &node) in heal.iter().enumerate() {
+                    out.push(at(t + step * (k + i) as u64, Fault::Rejoin { node }));
+                }
+            }
+            FaultKind::Crash | FaultKind::Wipe | FaultKind::Pause => {
+                let down = down_until.iter().filter(|&&u| u > t).count();
+                let free: Vec<usize> = (0..n).filter(|&i| down_until[i] <= t).collect();
+                let wipe_ok = kind != FaultKind::Wipe || wipes < f.max_wipes;
+                if down < f.max_down && !free.is_empty() && wipe_ok {
+                    let node = free[rng.random_range(0..free.len())];
+                    down_until[node] = end + 1;
+                    let (stop, start) = match kind {
+                        FaultKind::Crash => (Fault::Crash { node }, Fault::Restart { node }),
+                        FaultKind::Wipe => {
+                            wipes += 1;
+                            (Fault::Wipe { node }, Fault::Restart { node })
+                        }
+                        _ => (Fault::Pause { node }, Fault::Resume { node }),
+                    };
+                    out.push(at(t, stop));
+                    out.push(at(end, start));
+                }
+            }
+            FaultKind::Jump => {
+                let node = rng.random_range(0..n);
+                let ms = signed(rng, s.clocks.jump_ms.max(1));
+                out.push(at(t, Fault::Jump { node, ms }));
+            }
+            FaultKind::Loss => {
+                out.push(at(t, Fault::Loss { rate: 0.3 }));
+                out.push(at(end, Fault::Loss { rate: s.net.loss }));
+            }
+            FaultKind::Dup => {
+                out.push(at(t, Fault::Dup { rate: 0.3 }));
+                out.push(at(end, Fault::Dup { rate: s.net.dup }));
+            }
+            FaultKind::Partition | FaultKind::Asymmetric => {}
+        }
+        t += secs(rng, f.every_s).max(1);
+    }
+    out.sort_by_key(|e| e.at_ms);
+    out
+}
+
+fn shuffle<T>(v: &mut [T], rng: &mut SmallRng) {
+    for i in (1..v.len()).rev() {
+        v.swap(i, rng.random_range(0..=i));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario() -> Scenario {
+        Scenario::from_toml(
+            r#"
+            name = "t"
+            [cluster]
+            nodes = 6
+            rf = 3
+            [workload]
+            sessions = 4
+            keys = 8
+            ops_per_session = 20
+            read = 1.0
+            write = 1.0
+            delete = 0.5
+            merge_contexts = 0.2
+            clients = "non-owner"
+            [faults]
+            kinds = ["partition", "crash", "swizzle", "jump", "wipe"]
+            "#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn generation_is_a_function_of_the_seed() {
+        let s = scenario();
+        assert_eq!(generate(&s, 7), generate(&s, 7));
+        assert_ne!(generate(&s, 7), generate(&s, 8));
+    }
+
+    #[test]
+    fn non_owner_clients_never_hit_a_replica_and_faults_are_sorted() {
+        let s = scenario();
+        let view = view_of(&s);
+        let p = generate(&s, 3);
+        for op in p.sessions.iter().flat_map(|s| &s.ops) {
+            let shard = view.shard_of_key(key_name(op.key).as_bytes());
+            assert_ne!(view.shard_of_node(&view.nodes[op.node]), Some(shard));
+        }
+        assert!(p.faults.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+        assert!(!p.faults.is_empty());
+    }
+}

@@ -1,0 +1,432 @@
+//! The scenario model, loaded from `scenarios/*.toml`.
+//!
+//! A scenario describes a cluster, a workload, network conditions, clock skew and a fault
+//! schedule (explicit events and/or seeded random faults), the phases of a run, and which
+//! guarantees must hold. A scenario may embed a fully recorded [`Plan`] (a shrunk failure): then
+//! the seed no longer generates the workload and faults, it only drives network randomness.
+
+use crate::plan::{Fault, Plan, TimedFault};
+use causeway::core::{ConflictMode, Quorum, SyncMode};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::Path;
+
+/// A guarantee of SPEC §3 that a checker verifies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Checker {
+    /// Causal consistency of every read and every reply context.
+    G1,
+    /// No lost acknowledged writes, judged on the final replica states.
+    G2,
+    /// Convergence: every replica of a key holds the same versions after heal and quiesce.
+    G3,
+    /// Liveness after heal: probe requests succeed.
+    G4,
+    /// No resurrection: no final version is superseded by an acknowledged write.
+    G6,
+    /// Identity: no dot is ever issued for two different writes.
+    G7,
+}
+
+impl Checker {
+    pub const ALL: [Checker; 6] = [
+        Checker::G1,
+        Checker::G2,
+        Checker::G3,
+        Checker::G4,
+        Checker::G6,
+        Checker::G7,
+    ];
+}
+
+impl fmt::Display for Checker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+/// One whole scenario file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub cluster: Cluster,
+    #[serde(default)]
+    pub phases: Phases,
+    pub workload: Workload,
+    #[serde(default)]
+    pub net: Net,
+    #[serde(default)]
+    pub clocks: Clocks,
+    #[serde(default)]
+    pub faults: Faults,
+    #[serde(default)]
+    pub expect: Expect,
+    /// A recorded workload and fault schedule; when present it replaces generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+}
+
+/// Cluster shape and node configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub nodes: usize,
+    pub rf: usize,
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+    #[serde(default)]
+    pub sync: SyncMode,
+    #[serde(default)]
+    pub conflicts: ConflictMode,
+}
+
+fn default_partitions() -> u32 {
+    64
+}
+
+/// Phase lengths. A run is: chaos (workload + faults), heal everything, settle, probe
+/// (each session's probe operations must all succeed: G4), quiesce, then final states.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Phases {
+    pub chaos_s: f64,
+    pub settle_s: f64,
+    pub probe_ops: usize,
+    pub quiesce_s: f64,
+}
+
+impl Default for Phases {
+    fn default() -> Self {
+        Phases {
+            chaos_s: 20.0,
+            settle_s: 5.0,
+            probe_ops: 3,
+            quiesce_s: 3.0,
+        }
+    }
+}
+
+/// Where a session sends each operation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Clients {
+    /// Each session sticks to one node (sessions spread round-robin).
+    #[default]
+    Sticky,
+    /// Each operation goes to a random node.
+    Roaming,
+    /// Each operation goes to a random node outside the key's shard (proxying).
+    NonOwner,
+}
+
+/// The seeded workload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    pub sessions: usize,
+    pub keys: u32,
+    /// Operations each session issues during chaos (fewer if chaos ends first).
+    pub ops_per_session: usize,
+    /// Think time between a reply and the session's next operation, `[min, max]` ms.
+    #[serde(default = "default_think")]
+    pub think_ms: [u64; 2],
+    /// Relative weights of reads, writes and deletes.
+    pub read: f64,
+    pub write: f64,
+    #[serde(default)]
+    pub delete: f64,
+    /// Read quorum: `1|2|…|quorum|all`.
+    #[serde(default = "one")]
+    pub r: String,
+    /// Write quorum.
+    #[serde(default = "one")]
+    pub w: String,
+    /// Probability that a session merges another session's context before an operation.
+    #[serde(default)]
+    pub merge_contexts: f64,
+    #[serde(default)]
+    pub clients: Clients,
+}
+
+fn default_think() -> [u64; 2] {
+    [5, 60]
+}
+
+fn one() -> String {
+    "1".into()
+}
+
+impl Workload {
+    pub fn r(&self) -> Result<Quorum, String> {
+        Quorum::parse(&self.r).ok_or_else(|| format!("bad r {:?}", self.r))
+    }
+
+    pub fn w(&self) -> Result<Quorum, String> {
+        Quorum::parse(&self.w).ok_or_else(|| format!("bad w {:?}", self.w))
+    }
+}
+
+/// Network conditions during chaos (after heal: no loss, no duplication).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Net {
+    /// One-way delay, `[min, max]` µs; random delays reorder messages.
+    pub delay_us: [u64; 2],
+    pub loss: f64,
+    pub dup: f64,
+}
+
+impl Default for Net {
+    fn default() -> Self {
+        Net {
+            delay_us: [200, 3000],
+            loss: 0.0,
+            dup: 0.0,
+        }
+    }
+}
+
+/// Per-node clock skew injected into the time each core sees.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Clocks {
+    /// Largest absolute initial offset, ms.
+    pub offset_ms: u64,
+    /// Largest absolute drift, parts per million.
+    pub drift_ppm: u64,
+    /// Largest absolute step of a `jump` fault, ms.
+    pub jump_ms: u64,
+}
+
+/// A kind of random fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// Symmetric partition into two sides.
+    Partition,
+    /// A few one-way link clogs.
+    Asymmetric,
+    /// Isolate nodes one by one, heal them in another order.
+    Swizzle,
+    /// Crash (losing unsynced writes), restart later.
+    Crash,
+    /// Crash and lose the whole disk, restart under the same address.
+    Wipe,
+    /// Freeze a node, resume later.
+    Pause,
+    /// Step one node's clock.
+    Jump,
+    /// Heavy packet loss for a while.
+    Loss,
+    /// Heavy duplication for a while.
+    Dup,
+}
+
+/// The fault schedule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    /// Random faults start at intervals drawn from `[min, max]` seconds; empty `kinds` = none.
+    pub every_s: [f64; 2],
+    pub kinds: Vec<FaultKind>,
+    /// How long a random fault lasts before its repair, `[min, max]` seconds.
+    pub lasts_s: [f64; 2],
+    /// Most nodes down (crashed, wiped or paused) at once.
+    pub max_down: usize,
+    /// Most disk wipes per run.
+    pub max_wipes: usize,
+    /// Explicit events, in addition to the random ones.
+    pub events: Vec<TimedFault>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            every_s: [2.0, 5.0],
+            kinds: Vec::new(),
+            lasts_s: [1.0, 4.0],
+            max_down: 1,
+            max_wipes: 1,
+            events: Vec::new(),
+        }
+    }
+}
+
+/// Whether a seed must pass, and what is checked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    #[default]
+    Pass,
+    /// The scenario demonstrates a documented loss: some seed of every sweep must fail.
+    Fail,
+}
+
+/// The expected outcome and the checkers that apply.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Expect {
+    pub outcome: Outcome,
+    pub checks: Vec<Checker>,
+    /// Checkers whose failures are reported as known gaps of the core, not as failures.
+    pub known_gaps: Vec<Checker>,
+    /// Why the known gaps exist (shown with every known-gap line).
+    pub reason: String,
+    /// Canaries this scenario is designed to catch (`ci/sweep --canary`).
+    pub canaries: Vec<String>,
+}
+
+impl Default for Expect {
+    fn default() -> Self {
+        Expect {
+            outcome: Outcome::Pass,
+            checks: Checker::ALL.to_vec(),
+            known_gaps: Vec::new(),
+            reason: String::new(),
+            canaries: Vec::new(),
+        }
+    }
+}
+
+impl Scenario {
+    /// Parses and validates a scenario.
+    pub fn from_toml(text: &str) -> Result<Scenario, String> {
+        let s: Scenario = toml::from_str(text).map_err(|e| e.to_string())?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Loads `path` and checks that its `name` matches the file stem.
+    pub fn load(path: &Path) -> Result<Scenario, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let s = Scenario::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        if s.name != stem {
+            return Err(format!(
+                "{}: name {:?} differs from the file name",
+                path.display(),
+                s.name
+            ));
+        }
+        Ok(s)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a scenario always serialises")
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let c = &self.cluster;
+        if c.nodes == 0 || c.rf == 0 {
+            return Err("cluster needs nodes >= 1 and rf >= 1".into());
+        }
+        let w = &self.workload;
+        if w.sessions == 0 || w.keys == 0 {
+            return Err("workload needs sessions >= 1 and keys >= 1".into());
+        }
+        if w.read + w.write + w.delete <= 0.0 {
+            return Err("workload weights must not all be zero".into());
+        }
+        w.r()?;
+        w.w()?;
+        if w.think_ms[0] > w.think_ms[1] || self.net.delay_us[0] > self.net.delay_us[1] {
+            return Err("ranges must be [min, max]".into());
+        }
+        if w.clients == Clients::NonOwner && c.nodes / c.rf < 2 {
+            return Err("clients = \"non-owner\" needs at least two shards".into());
+        }
+        let node_ok = |n: usize| n < c.nodes;
+        for e in self
+            .faults
+            .events
+            .iter()
+            .chain(self.plan.iter().flat_map(|p| p.faults.iter()))
+        {
+            if !e.fault.nodes().into_iter().all(node_ok) {
+                return Err(format!(
+                    "fault {:?} names a node outside the cluster",
+                    e.fault
+                ));
+            }
+        }
+        if let Some(p) = &self.plan {
+            if p.clocks.len() != c.nodes {
+                return Err("plan.clocks needs one entry per node".into());
+            }
+            for s in &p.sessions {
+                for op in s.ops.iter().chain(&s.probe) {
+                    if !node_ok(op.node) || op.key >= w.keys {
+                        return Err(format!(
+                            "plan op {op:?} is outside the cluster or key space"
+                        ));
+                    }
+                }
+            }
+        }
+        if self
+            .faults
+            .events
+            .iter()
+            .any(|e| matches!(e.fault, Fault::Loss { rate } | Fault::Dup { rate } if !(0.0..=1.0).contains(&rate)))
+        {
+            return Err("loss and dup rates must be within [0, 1]".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_minimal_and_round_trips() {
+        let s = Scenario::from_toml(
+            r#"
+            name = "t"
+            [cluster]
+            nodes = 3
+            rf = 3
+            [workload]
+            sessions = 2
+            keys = 4
+            ops_per_session = 10
+            read = 1.0
+            write = 1.0
+            [[faults.events]]
+            at_ms = 1000
+            fault = { kind = "crash", node = 1 }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.expect.checks, Checker::ALL.to_vec());
+        let again = Scenario::from_toml(&s.to_toml()).unwrap();
+        assert_eq!(again, s);
+    }
+
+    #[test]
+    fn rejects_out_of_range_nodes() {
+        let err = Scenario::from_toml(
+            r#"
+            name = "t"
+            [cluster]
+            nodes = 3
+            rf = 3
+            [workload]
+            sessions = 1
+            keys = 1
+            ops_per_session = 1
+            read = 1.0
+            write = 0.0
+            [[faults.events]]
+            at_ms = 1
+            fault = { kind = "crash", node = 7 }
+            "#,
+        )
+        .unwrap_err();
+        assert!(err.contains("outside the cluster"), "{err}");
+    }
+}

@@ -1,0 +1,370 @@
+//! The simulator's command line (wrapped by `ci/sweep`):
+//!
+//! ```text
+//! sweep [--scenario NAME|all] [--seeds N] [--first-seed S] [--jobs J]
+//! sweep --replay NAME SEED [--trace FILE] [--canary C]
+//! sweep --determinism NAME SEED
+//! sweep --shrink NAME SEED [--canary C]
+//! sweep --canary C [--seeds N] [--first-seed S]
+//! ```
+//! A sweep ends with `sweep: <seeds> seeds, <scenarios> scenarios, <failures> failures,
+//! <sim_s> simulated s in <wall_s> wall s` and exits non-zero on any failure. With `--jobs J`
+//! the sweep runs in J worker processes (no threads: madsim forbids them) and sums their lines.
+//! Wall-clock time is read only here, outside every simulation.
+
+use causeway::core::Canary;
+use causeway_harness::scenario::{Outcome, Scenario};
+use causeway_sim::run::{SeedResult, load_scenarios, run_seed, shrink};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
+
+/// Violations printed per failing seed; the rest are counted.
+const SHOWN: usize = 4;
+
+struct Args {
+    dir: PathBuf,
+    scenario: String,
+    seeds: u64,
+    first_seed: u64,
+    jobs: usize,
+    worker: Option<(usize, usize)>,
+    replay: Option<(String, u64)>,
+    determinism: Option<(String, u64)>,
+    shrink: Option<(String, u64)>,
+    canary: Option<Canary>,
+    trace: Option<PathBuf>,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        dir: PathBuf::from("scenarios"),
+        scenario: "all".into(),
+        seeds: 20,
+        first_seed: 1,
+        jobs: 1,
+        worker: None,
+        replay: None,
+        determinism: None,
+        shrink: None,
+        canary: None,
+        trace: None,
+    };
+    let mut it = std::env::args().skip(1);
+    let val = |it: &mut dyn Iterator<Item = String>, f: &str| {
+        it.next().ok_or_else(|| format!("{f} needs a value"))
+    };
+    let num = |s: String, f: &str| {
+        s.parse::<u64>()
+            .map_err(|_| format!("{f}: not a number: {s}"))
+    };
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--dir" => a.dir = val(&mut it, &flag)?.into(),
+            "--scenario" => a.scenario = val(&mut it, &flag)?,
+            "--seeds" => a.seeds = num(val(&mut it, &flag)?, &flag)?,
+            "--first-seed" => a.first_seed = num(val(&mut it, &flag)?, &flag)?,
+            "--jobs" => a.jobs = num(val(&mut it, &flag)?, &flag)?.max(1) as usize,
+            "--trace" => a.trace = Some(val(&mut it, &flag)?.into()),
+            "--canary" => {
+                let c = val(&mut it, &flag)?;
+                a.canary =
+                    Some(Canary::from_name(&c).ok_or_else(|| format!("unknown canary {c}"))?);
+            }
+            "--worker" => {
+                let w = val(&mut it, &flag)?;
+                let (i, n) = w.split_once('/').ok_or("--worker I/N")?;
+                a.worker = Some((
+                    num(i.into(), &flag)? as usize,
+                    num(n.into(), &flag)? as usize,
+                ));
+            }
+            "--replay" | "--determinism" | "--shrink" => {
+                let name = val(&mut it, &flag)?;
+                let seed = num(val(&mut it, &flag)?, &flag)?;
+                let slot = match flag.as_str() {
+                    "--replay" => &mut a.replay,
+                    "--determinism" => &mut a.determinism,
+                    _ => &mut a.shrink,
+                };
+                *slot = Some((name, seed));
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(a)
+}
+
+fn replay_cmd(name: &str, seed: u64, canary: Option<Canary>) -> String {
+    let c = canary
+        .map(|c| format!(" --canary {}", c.name()))
+        .unwrap_or_default();
+    format!("ci/sweep --replay {name} {seed}{c}")
+}
+
+fn report(s: &Scenario, r: &SeedResult, canary: Option<Canary>) -> Vec<String> {
+    let mut lines = Vec::new();
+    let tag = if s.expect.outcome == Outcome::Fail {
+        "expected-fail"
+    } else {
+        "FAIL"
+    };
+    for v in r.violations.iter().take(SHOWN) {
+        lines.push(format!("{tag} {} seed {}: {v}", s.name, r.seed));
+    }
+    for v in r.known.iter().take(SHOWN) {
+        lines.push(format!(
+            "known-gap {} seed {}: {v} [{}]",
+            s.name, r.seed, s.expect.reason
+        ));
+    }
+    let more = r.violations.len().saturating_sub(SHOWN) + r.known.len().saturating_sub(SHOWN);
+    if more > 0 {
+        lines.push(format!(
+            "  … {more} more violations on {} seed {}",
+            s.name, r.seed
+        ));
+    }
+    if !r.violations.is_empty() || !r.known.is_empty() {
+        lines.push(format!("  replay: {}", replay_cmd(&s.name, r.seed, canary)));
+    }
+    lines
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("sweep: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !cfg!(madsim) {
+        eprintln!("sweep: built without --cfg madsim; run it through ci/sweep or `cargo sim`");
+        return ExitCode::from(2);
+    }
+    match dispatch(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("sweep: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn one(args: &Args, name: &str) -> Result<Scenario, String> {
+    let mut v = load_scenarios(&args.dir, name)?;
+    Ok(v.remove(0))
+}
+
+fn dispatch(args: &Args) -> Result<bool, String> {
+    if let Some((name, seed)) = &args.replay {
+        let s = one(args, name)?;
+        let r = run_seed(&s, *seed, args.canary, args.trace.is_some(), None);
+        if let Some(path) = &args.trace {
+            let mut text = r.trace.join("\n");
+            text.push('\n');
+            std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+            println!(
+                "trace: {} lines written to {}",
+                r.trace.len(),
+                path.display()
+            );
+        }
+        for l in report(&s, &r, args.canary) {
+            println!("{l}");
+        }
+        println!(
+            "replay {name} seed {seed}: trace hash {:016x}, {} violations, {} known gaps, {:.1} simulated s, {} messages",
+            r.trace_hash,
+            r.violations.len(),
+            r.known.len(),
+            r.sim_us as f64 / 1e6,
+            r.stats.messages
+        );
+        return Ok(!r.failed(&s));
+    }
+    if let Some((name, seed)) = &args.determinism {
+        let s = one(args, name)?;
+        let a = run_seed(&s, *seed, args.canary, false, None);
+        let b = run_seed(&s, *seed, args.canary, false, None);
+        let same = a.trace_hash == b.trace_hash;
+        println!(
+            "determinism {name} seed {seed}: {:016x} vs {:016x}: {}",
+            a.trace_hash,
+            b.trace_hash,
+            if same { "match" } else { "MISMATCH" }
+        );
+        return Ok(same);
+    }
+    if let Some((name, seed)) = &args.shrink {
+        let s = one(args, name)?;
+        let out = shrink(&s, *seed, args.canary)?;
+        let dir = args.dir.join("regressions");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let path = dir.join(format!("{}.toml", out.name));
+        let size = out.plan.as_ref().map_or(0, |p| p.size());
+        std::fs::write(&path, out.to_toml()).map_err(|e| format!("{}: {e}", path.display()))?;
+        println!(
+            "shrunk {name} seed {seed} to {size} events: {}",
+            path.display()
+        );
+        println!("  replay: {}", replay_cmd(&out.name, *seed, args.canary));
+        return Ok(true);
+    }
+    if let Some(c) = args.canary {
+        return canary(args, c);
+    }
+    sweep(args)
+}
+
+/// Runs seeds of the scenarios designed for canary `c` until a checker catches it.
+fn canary(args: &Args, c: Canary) -> Result<bool, String> {
+    let all = load_scenarios(&args.dir, "all")?;
+    let tagged: Vec<&Scenario> = all
+        .iter()
+        .filter(|s| s.expect.canaries.iter().any(|n| n == c.name()))
+        .collect();
+    if tagged.is_empty() {
+        return Err(format!("no scenario lists canary {}", c.name()));
+    }
+    for seed in args.first_seed..args.first_seed + args.seeds {
+        for s in &tagged {
+            let r = run_seed(s, seed, Some(c), false, None);
+            if let Some(v) = r.violations.first() {
+                println!(
+                    "canary {}: caught by {} on {} seed {seed}: {v}",
+                    c.name(),
+                    v.checker,
+                    s.name
+                );
+                println!("  replay: {}", replay_cmd(&s.name, seed, Some(c)));
+                return Ok(true);
+            }
+        }
+    }
+    println!(
+        "canary {}: NOT caught in {} seeds of {:?}",
+        c.name(),
+        args.seeds,
+        tagged.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    Ok(false)
+}
+
+/// Totals over (part of) a sweep.
+#[derive(Default)]
+struct Totals {
+    seeds: u64,
+    failures: u64,
+    sim_us: u64,
+    /// Per expected-to-fail scenario: whether some seed failed.
+    xfail: BTreeMap<String, bool>,
+}
+
+fn sweep(args: &Args) -> Result<bool, String> {
+    let scenarios = load_scenarios(&args.dir, &args.scenario)?;
+    let wall = Instant::now();
+    let mut t = Totals::default();
+    if args.jobs > 1 && args.worker.is_none() {
+        run_workers(args, &mut t)?;
+    } else {
+        let (me, of) = args.worker.unwrap_or((0, 1));
+        let out = std::io::stdout();
+        let mut out = out.lock();
+        let mut k = 0usize;
+        for seed in args.first_seed..args.first_seed + args.seeds {
+            for s in &scenarios {
+                k += 1;
+                if (k - 1) % of != me {
+                    continue;
+                }
+                let r = run_seed(s, seed, None, false, None);
+                let failed = r.failed(s);
+                for l in report(s, &r, None) {
+                    writeln!(out, "{l}").map_err(|e| e.to_string())?;
+                }
+                if args.worker.is_some() {
+                    let xf = s.expect.outcome == Outcome::Fail;
+                    writeln!(
+                        out,
+                        "@seed {} {} {} {} {}",
+                        s.name,
+                        u8::from(failed),
+                        r.sim_us,
+                        u8::from(xf),
+                        u8::from(!r.violations.is_empty())
+                    )
+                    .map_err(|e| e.to_string())?;
+                }
+                t.seeds += 1;
+                t.failures += u64::from(failed);
+                t.sim_us += r.sim_us;
+                if s.expect.outcome == Outcome::Fail {
+                    *t.xfail.entry(s.name.clone()).or_default() |= !r.violations.is_empty();
+                }
+            }
+        }
+        if args.worker.is_some() {
+            return Ok(t.failures == 0);
+        }
+    }
+    for (name, seen) in &t.xfail {
+        if !seen {
+            println!("FAIL {name}: expected to fail, but no seed of this sweep failed");
+            t.failures += 1;
+        }
+    }
+    let wall_s = wall.elapsed().as_secs_f64();
+    println!(
+        "sweep: {} seeds, {} scenarios, {} failures, {:.1} simulated s in {:.1} wall s",
+        t.seeds,
+        scenarios.len(),
+        t.failures,
+        t.sim_us as f64 / 1e6,
+        wall_s
+    );
+    Ok(t.failures == 0)
+}
+
+fn run_workers(args: &Args, t: &mut Totals) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let children: Vec<_> = (0..args.jobs)
+        .map(|i| {
+            Command::new(&exe)
+                .args(std::env::args().skip(1))
+                .arg("--worker")
+                .arg(format!("{i}/{}", args.jobs))
+                .stdout(Stdio::piped())
+                .spawn()
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    for child in children {
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("@seed ") else {
+                println!("{line}");
+                continue;
+            };
+            let f: Vec<&str> = rest.split(' ').collect();
+            let [name, failed, sim_us, xf, violated] = f[..] else {
+                return Err(format!("bad worker line {line:?}"));
+            };
+            t.seeds += 1;
+            t.failures += u64::from(failed == "1");
+            t.sim_us += sim_us.parse::<u64>().map_err(|e| e.to_string())?;
+            if xf == "1" {
+                *t.xfail.entry(name.to_string()).or_default() |= violated == "1";
+            }
+        }
+        if !out.status.success() && out.status.code() != Some(1) {
+            return Err(format!("a worker died: {}", out.status));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,811 @@
+//! The simulated world: every core node, the network between them, their disks and clocks, the
+//! client sessions and the fault schedule, run as one discrete-event loop.
+//!
+//! Invariants:
+//! - events run in `(time, sequence)` order; the only randomness is [`Entropy`], and every draw
+//!   is folded into the trace hash, so equal seeds give equal traces;
+//! - a node's outputs are released only after its disk synced when its `Ready` asked for it;
+//! - the core sees `now + offset + drift + jumps` (per node), never the simulator's clock;
+//! - only `BTreeMap`/`BTreeSet`/`Vec` orders reach any output.
+
+use crate::disk::SimDisk;
+use bytes::Bytes;
+use causeway::core::{
+    Canary, Config, Identity, Input, Node, NodeId, Op, PeerMsg, Quorum, Reply, Request, Response,
+    SyncMode, Time, VersionSet, VersionVector, View,
+};
+use causeway_harness::history::{History, OpRecord, Outcome, WriteRecord};
+use causeway_harness::plan::{Fault, OpKind, Plan, PlannedOp, key_name, view_of};
+use causeway_harness::scenario::Scenario;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::time::Duration;
+
+/// The source of every random decision of a run.
+pub trait Entropy {
+    fn next_u64(&mut self) -> u64;
+}
+
+/// Microseconds of the simulated wall clock at time zero (2022-01-01T00:00:00Z).
+const EPOCH_US: i128 = 1_640_995_200_000_000;
+
+/// A driver-side sync of `sync = "batch"` disks happens every this many ticks.
+const BATCH_SYNC_TICKS: u64 = 5;
+
+/// What a client waits beyond the core's request timeout before giving up on a reply.
+const CLIENT_GRACE: Duration = Duration::from_secs(2);
+
+enum Event {
+    Deliver {
+        from: usize,
+        to: usize,
+        msg: PeerMsg,
+    },
+    Tick {
+        node: usize,
+        generation: u64,
+    },
+    Fault(usize),
+    Session(usize),
+    ClientTimeout {
+        session: usize,
+        op: u64,
+    },
+    Heal,
+    Probe,
+    End,
+}
+
+struct Scheduled {
+    at: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scheduled {
+    /// Reversed: the heap pops the earliest event, ties in scheduling order.
+    fn cmp(&self, o: &Self) -> Ordering {
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// One node: its core while up, its disk while down.
+struct Slot {
+    id: NodeId,
+    node: Option<Node<SimDisk>>,
+    disk: Option<SimDisk>,
+    paused: bool,
+    /// Inputs that arrived while paused, delivered in order on resume.
+    held: Vec<Input>,
+    /// Bumped on every stop and start; ticks of an older generation are dropped.
+    generation: u64,
+    offset_us: i64,
+    drift_ppm: i64,
+    ticks: u64,
+    /// Client requests this node has not answered: request id -> session.
+    pending: BTreeMap<u64, usize>,
+}
+
+#[derive(Default)]
+struct Session {
+    ctx: VersionVector,
+    next: usize,
+    next_probe: usize,
+    current: Option<u64>,
+    done: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    Chaos,
+    Settle,
+    Probe,
+    Done,
+}
+
+/// Counters of one run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub messages: u64,
+    pub dropped: u64,
+    pub events: u64,
+    pub crashes: u64,
+}
+
+/// Everything a run produced.
+pub struct RunOutput {
+    pub history: History,
+    pub trace_hash: u64,
+    pub trace: Vec<String>,
+    pub sim_us: u64,
+    pub stats: Stats,
+}
+
+/// A write the input being handled will execute, to find its dot in the resulting `Ready`.
+struct ExpectWrite {
+    key: Bytes,
+    value: Option<Bytes>,
+    context: VersionVector,
+    op: u64,
+    /// The request id (client) or rid (forward) its reply carries.
+    reply_id: u64,
+    forwarded: bool,
+}
+
+pub struct World<'a, E: Entropy, A: FnMut(u64)> {
+    scenario: &'a Scenario,
+    plan: &'a Plan,
+    view: View,
+    config: Config,
+    index: BTreeMap<NodeId, usize>,
+    rng: E,
+    /// Called with the simulated time before each event (keeps madsim's clock in step).
+    advance: A,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Scheduled>,
+    slots: Vec<Slot>,
+    sessions: Vec<Session>,
+    clogged: BTreeSet<(usize, usize)>,
+    loss: f64,
+    dup: f64,
+    phase: Phase,
+    chaos_end: u64,
+    r: Quorum,
+    w: Quorum,
+    history: History,
+    /// Ops by (node they were sent to, key), for attributing forwarded writes.
+    sent: BTreeMap<(usize, Bytes), Vec<u64>>,
+    hash: u64,
+    trace: Option<Vec<String>>,
+    stats: Stats,
+}
+
+impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
+    pub fn new(
+        scenario: &'a Scenario,
+        plan: &'a Plan,
+        canary: Option<Canary>,
+        rng: E,
+        advance: A,
+        trace: bool,
+    ) -> Self {
+        let view = view_of(scenario);
+        let mut config = Config::new(view.clone());
+        config.sync = scenario.cluster.sync;
+        config.conflicts = scenario.cluster.conflicts;
+        config.canary = canary;
+        let slots = view
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let c = plan.clocks.get(i).copied().unwrap_or_default();
+                Slot {
+                    id: id.clone(),
+                    node: None,
+                    disk: Some(SimDisk::new()),
+                    paused: false,
+                    held: Vec::new(),
+                    generation: 0,
+                    offset_us: c.offset_ms * 1000,
+                    drift_ppm: c.drift_ppm,
+                    ticks: 0,
+                    pending: BTreeMap::new(),
+                }
+            })
+            .collect();
+        World {
+            index: view.nodes.iter().cloned().zip(0..).collect(),
+            view,
+            config,
+            rng,
+            advance,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            slots,
+            sessions: plan.sessions.iter().map(|_| Session::default()).collect(),
+            clogged: BTreeSet::new(),
+            loss: scenario.net.loss,
+            dup: scenario.net.dup,
+            phase: Phase::Chaos,
+            chaos_end: (scenario.phases.chaos_s * 1e6) as u64,
+            r: scenario.workload.r().expect("validated on load"),
+            w: scenario.workload.w().expect("validated on load"),
+            history: History::default(),
+            sent: BTreeMap::new(),
+            hash: 0xcbf2_9ce4_8422_2325,
+            trace: trace.then(Vec::new),
+            stats: Stats::default(),
+            scenario,
+            plan,
+        }
+    }
+
+    /// Runs chaos, heal, settle, probe and quiesce; returns the history and final states.
+    pub fn run(mut self) -> RunOutput {
+        for n in 0..self.slots.len() {
+            self.start(n);
+        }
+        for (i, f) in self.plan.faults.iter().enumerate() {
+            let at = f.at_ms * 1000;
+            if at < self.chaos_end {
+                self.schedule(at, Event::Fault(i));
+            }
+        }
+        for s in 0..self.sessions.len() {
+            let think = self.plan.sessions[s].ops.first().map_or(0, |o| o.think_ms);
+            self.schedule(think * 1000, Event::Session(s));
+        }
+        self.schedule(self.chaos_end, Event::Heal);
+        while let Some(Scheduled { at, event, .. }) = self.queue.pop() {
+            self.now = at;
+            (self.advance)(at);
+            self.stats.events += 1;
+            if self.dispatch(event) {
+                break;
+            }
+        }
+        self.capture_finals();
+        for op in &self.history.ops {
+            let h = xxhash_rust::xxh3::xxh3_64(op.to_string().as_bytes());
+            self.hash = mix(self.hash, h);
+        }
+        for (k, reps) in &self.history.finals {
+            for (n, s) in reps {
+                let h = xxhash_rust::xxh3::xxh3_64(format!("{k:?}{n}{s:?}").as_bytes());
+                self.hash = mix(self.hash, h);
+            }
+        }
+        RunOutput {
+            history: self.history,
+            trace_hash: self.hash,
+            trace: self.trace.unwrap_or_default(),
+            sim_us: self.now,
+            stats: self.stats,
+        }
+    }
+
+    fn schedule(&mut self, at: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Scheduled {
+            at,
+            seq: self.seq,
+            event,
+        });
+    }
+
+    fn rand(&mut self) -> u64 {
+        let x = self.rng.next_u64();
+        self.hash = mix(self.hash, x);
+        x
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && ((self.rand() >> 11) as f64) / ((1u64 << 53) as f64) < p
+    }
+
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.rand() % (hi - lo + 1)
+    }
+
+    /// Folds an event into the trace hash and, when tracing, records a line describing it.
+    fn note(&mut self, code: u64, what: impl FnOnce(&Self) -> String) {
+        self.hash = mix(self.hash, self.now ^ (code << 56));
+        if self.trace.is_some() {
+            let line = format!("{:>12} {}", self.now, what(self));
+            self.trace.as_mut().expect("checked above").push(line);
+        }
+    }
+
+    /// The time node `n`'s core sees.
+    fn local(&self, n: usize) -> Time {
+        let s = &self.slots[n];
+        let now = i128::from(self.now);
+        let t =
+            EPOCH_US + now + i128::from(s.offset_us) + now * i128::from(s.drift_ppm) / 1_000_000;
+        Time::from_micros(t.max(0) as u64)
+    }
+
+    /// Returns true when the run is over.
+    fn dispatch(&mut self, event: Event) -> bool {
+        match event {
+            Event::Deliver { from, to, msg } => self.deliver(from, to, msg),
+            Event::Tick { node, generation } => self.tick(node, generation),
+            Event::Fault(i) => self.fault(self.plan.faults[i].fault.clone()),
+            Event::Session(s) => self.session_next(s),
+            Event::ClientTimeout { session, op } => {
+                if self.sessions[session].current == Some(op) {
+                    let node = self.history.ops[op as usize].node;
+                    self.slots[node].pending.remove(&op);
+                    let o = self.history.ops[op as usize].unavailable("client timeout".into());
+                    self.complete(session, op, o);
+                }
+            }
+            Event::Heal => self.heal(),
+            Event::Probe => {
+                self.phase = Phase::Probe;
+                self.note(4, |_| "probe".into());
+                for s in 0..self.sessions.len() {
+                    self.session_next(s);
+                }
+            }
+            Event::End => {
+                self.note(5, |_| "end".into());
+                return true;
+            }
+        }
+        false
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, msg: PeerMsg) {
+        let slot = &self.slots[to];
+        if slot.node.is_none() {
+            self.stats.dropped += 1;
+            return;
+        }
+        self.note(1, |_| format!("deliver n{from}->n{to} {:?}", msg));
+        let input = Input::Peer {
+            from: self.slots[from].id.clone(),
+            msg,
+        };
+        if self.slots[to].paused {
+            self.slots[to].held.push(input);
+        } else {
+            self.feed(to, input);
+        }
+    }
+
+    fn tick(&mut self, n: usize, generation: u64) {
+        if self.slots[n].generation != generation || self.slots[n].node.is_none() {
+            return;
+        }
+        let interval = self.config.tick_interval.as_micros() as u64;
+        self.schedule(
+            self.now + interval,
+            Event::Tick {
+                node: n,
+                generation,
+            },
+        );
+        if self.slots[n].paused {
+            return;
+        }
+        self.feed(n, Input::Tick);
+        let slot = &mut self.slots[n];
+        slot.ticks += 1;
+        if self.config.sync == SyncMode::Batch
+            && slot.ticks % BATCH_SYNC_TICKS == 0
+            && let Some(node) = &mut slot.node
+        {
+            causeway::core::Storage::sync(node.storage_mut());
+        }
+    }
+
+    /// Hands `input` to node `n` and carries out the resulting `Ready`.
+    fn feed(&mut self, n: usize, input: Input) {
+        let expect = self.expect_write(n, &input);
+        let now = self.local(n);
+        let Some(node) = self.slots[n].node.as_mut() else {
+            return;
+        };
+        node.handle(now, input);
+        self.flush(n, expect);
+    }
+
+    /// The write `input` will execute at node `n`, if any.
+    fn expect_write(&self, n: usize, input: &Input) -> Option<ExpectWrite> {
+        let (op, reply_id, forwarded, client_op) = match input {
+            Input::Client(Request { id, op }) => (op, *id, false, Some(*id)),
+            Input::Peer {
+                from,
+                msg: PeerMsg::Forward { rid, op },
+            } => (op, *rid, true, self.forwarded_op(from, op)),
+            _ => return None,
+        };
+        let Op::Put {
+            key,
+            value,
+            context,
+            ..
+        } = op
+        else {
+            return None;
+        };
+        let shard = self.view.shard_of_key(key);
+        if self.view.shard_of_node(&self.slots[n].id) != Some(shard) {
+            return None;
+        }
+        Some(ExpectWrite {
+            key: key.clone(),
+            value: value.clone(),
+            context: context.clone(),
+            op: client_op?,
+            reply_id,
+            forwarded,
+        })
+    }
+
+    /// The client operation a forwarded write serves: the latest one sent to the proxy with
+    /// the same key, value and context.
+    fn forwarded_op(&self, proxy: &NodeId, op: &Op) -> Option<u64> {
+        let Op::Put {
+            key,
+            value,
+            context,
+            ..
+        } = op
+        else {
+            return None;
+        };
+        let p = *self.index.get(proxy)?;
+        self.sent
+            .get(&(p, key.clone()))?
+            .iter()
+            .rev()
+            .copied()
+            .find(|&id| {
+                let r = &self.history.ops[id as usize];
+                r.kind != OpKind::Get && r.value == *value && r.context == *context
+            })
+    }
+
+    fn flush(&mut self, n: usize, expect: Option<ExpectWrite>) {
+        let Some(node) = self.slots[n].node.as_mut() else {
+            return;
+        };
+        let ready = node.take_ready();
+        if ready.sync {
+            causeway::core::Storage::sync(node.storage_mut());
+        }
+        if let Some(e) = expect
+            && let Some(dot) = find_dot(&e, &ready.messages, &ready.replies)
+        {
+            self.note(6, |_| format!("n{n} executes {dot:?} for op#{}", e.op));
+            self.history.writes.push(WriteRecord {
+                dot,
+                key: e.key,
+                value: e.value,
+                context: e.context,
+                node: n,
+                at_us: self.now,
+                op: e.op,
+            });
+        }
+        for (to, msg) in ready.messages {
+            match self.index.get(&to) {
+                Some(&t) => self.send(n, t, msg),
+                None => self.stats.dropped += 1,
+            }
+        }
+        for reply in ready.replies {
+            if let Some(s) = self.slots[n].pending.remove(&reply.id) {
+                let o = self.history.ops[reply.id as usize].outcome_of(reply.result);
+                self.complete(s, reply.id, o);
+            }
+        }
+    }
+
+    fn send(&mut self, from: usize, to: usize, msg: PeerMsg) {
+        self.stats.messages += 1;
+        if self.clogged.contains(&(from, to)) || self.chance(self.loss) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let [lo, hi] = self.scenario.net.delay_us;
+        if self.chance(self.dup) {
+            let d = self.range(lo, hi);
+            self.schedule(
+                self.now + d,
+                Event::Deliver {
+                    from,
+                    to,
+                    msg: msg.clone(),
+                },
+            );
+        }
+        let d = self.range(lo, hi);
+        self.schedule(self.now + d, Event::Deliver { from, to, msg });
+    }
+
+    fn start(&mut self, n: usize) {
+        let nonce = self.rand();
+        let now = self.local(n);
+        let slot = &mut self.slots[n];
+        let disk = slot.disk.take().unwrap_or_default();
+        let id = Identity {
+            node: slot.id.clone(),
+            nonce,
+        };
+        slot.node = Some(Node::new(self.config.clone(), id, disk, now));
+        slot.generation += 1;
+        slot.paused = false;
+        let generation = slot.generation;
+        self.note(7, |_| format!("start n{n}"));
+        let interval = self.config.tick_interval.as_micros() as u64;
+        self.schedule(
+            self.now + interval,
+            Event::Tick {
+                node: n,
+                generation,
+            },
+        );
+        self.flush(n, None);
+    }
+
+    fn stop(&mut self, n: usize, wipe: bool) {
+        let Some(node) = self.slots[n].node.take() else {
+            return;
+        };
+        self.stats.crashes += 1;
+        let mut disk = node.into_storage();
+        let (kept, torn) = (
+            self.range(0, disk.unsynced() as u64) as usize,
+            self.chance(0.5),
+        );
+        if wipe {
+            disk = SimDisk::new();
+            self.note(8, |_| format!("wipe n{n}"));
+        } else {
+            let loss = disk.crash(kept, torn);
+            self.note(9, |_| format!("crash n{n} {loss:?}"));
+        }
+        let slot = &mut self.slots[n];
+        slot.disk = Some(disk);
+        slot.generation += 1;
+        slot.paused = false;
+        slot.held.clear();
+        for (op, s) in std::mem::take(&mut slot.pending) {
+            let o =
+                self.history.ops[op as usize].unavailable("connection reset: node crashed".into());
+            self.complete(s, op, o);
+        }
+    }
+
+    fn resume(&mut self, n: usize) {
+        if !self.slots[n].paused {
+            return;
+        }
+        self.slots[n].paused = false;
+        for input in std::mem::take(&mut self.slots[n].held) {
+            self.feed(n, input);
+        }
+    }
+
+    fn fault(&mut self, f: Fault) {
+        self.note(10, |_| format!("fault {f:?}"));
+        let n = self.slots.len();
+        match f {
+            Fault::Partition { groups } => {
+                for (i, a) in groups.iter().enumerate() {
+                    for b in groups.iter().skip(i + 1) {
+                        for &x in a {
+                            for &y in b {
+                                self.clogged.insert((x, y));
+                                self.clogged.insert((y, x));
+                            }
+                        }
+                    }
+                }
+            }
+            Fault::Clog { from, to } => {
+                self.clogged.insert((from, to));
+            }
+            Fault::Isolate { node } => {
+                for m in (0..n).filter(|&m| m != node) {
+                    self.clogged.insert((node, m));
+                    self.clogged.insert((m, node));
+                }
+            }
+            Fault::Rejoin { node } => self.clogged.retain(|&(a, b)| a != node && b != node),
+            Fault::HealNet => self.clogged.clear(),
+            Fault::Crash { node } => self.stop(node, false),
+            Fault::Wipe { node } => self.stop(node, true),
+            Fault::Restart { node } => {
+                if self.slots[node].node.is_none() {
+                    self.start(node);
+                }
+            }
+            Fault::Pause { node } => {
+                if self.slots[node].node.is_some() {
+                    self.slots[node].paused = true;
+                }
+            }
+            Fault::Resume { node } => self.resume(node),
+            Fault::Jump { node, ms } => self.slots[node].offset_us += ms * 1000,
+            Fault::Loss { rate } => self.loss = rate,
+            Fault::Dup { rate } => self.dup = rate,
+        }
+    }
+
+    fn heal(&mut self) {
+        self.phase = Phase::Settle;
+        self.note(11, |_| "heal".into());
+        self.clogged.clear();
+        self.loss = 0.0;
+        self.dup = 0.0;
+        for n in 0..self.slots.len() {
+            if self.slots[n].node.is_none() {
+                self.start(n);
+            }
+            self.resume(n);
+        }
+        let settle = (self.scenario.phases.settle_s * 1e6) as u64;
+        self.schedule(self.now + settle, Event::Probe);
+    }
+
+    fn session_next(&mut self, s: usize) {
+        if self.sessions[s].current.is_some() || self.sessions[s].done {
+            return;
+        }
+        let plan = &self.plan.sessions[s];
+        match self.phase {
+            Phase::Chaos if self.now < self.chaos_end && self.sessions[s].next < plan.ops.len() => {
+                let op = plan.ops[self.sessions[s].next].clone();
+                let value = format!("s{s}.{}", self.sessions[s].next);
+                self.sessions[s].next += 1;
+                self.issue(s, &op, value, false);
+            }
+            Phase::Probe if self.sessions[s].next_probe < plan.probe.len() => {
+                let op = plan.probe[self.sessions[s].next_probe].clone();
+                let value = format!("s{s}.p{}", self.sessions[s].next_probe);
+                self.sessions[s].next_probe += 1;
+                self.issue(s, &op, value, true);
+            }
+            Phase::Probe => {
+                self.sessions[s].done = true;
+                if self.sessions.iter().all(|x| x.done) {
+                    self.phase = Phase::Done;
+                    let quiesce = (self.scenario.phases.quiesce_s * 1e6) as u64;
+                    self.schedule(self.now + quiesce, Event::End);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn issue(&mut self, s: usize, p: &PlannedOp, value: String, probe: bool) {
+        if let Some(m) = p.merge_from.filter(|&m| m < self.sessions.len()) {
+            let other = self.sessions[m].ctx.clone();
+            self.sessions[s].ctx.merge(&other);
+        }
+        let id = self.history.ops.len() as u64;
+        let key = Bytes::from(key_name(p.key));
+        let value = (p.kind == OpKind::Put).then(|| Bytes::from(value));
+        let context = self.sessions[s].ctx.clone();
+        let op = match p.kind {
+            OpKind::Get => Op::Get {
+                key: key.clone(),
+                context: context.clone(),
+                r: self.r,
+            },
+            OpKind::Put | OpKind::Delete => Op::Put {
+                key: key.clone(),
+                value: value.clone(),
+                context: context.clone(),
+                w: self.w,
+            },
+        };
+        self.history.ops.push(OpRecord {
+            id,
+            session: s,
+            node: p.node,
+            kind: p.kind,
+            key: key.clone(),
+            value,
+            context,
+            invoked_us: self.now,
+            completed_us: None,
+            outcome: Outcome::Pending,
+            probe,
+        });
+        self.sent.entry((p.node, key)).or_default().push(id);
+        self.sessions[s].current = Some(id);
+        self.note(12, |w| format!("invoke {}", w.history.ops[id as usize]));
+        if self.slots[p.node].node.is_none() {
+            let o = Outcome::Failed("connection refused: node down".into());
+            return self.complete(s, id, o);
+        }
+        self.slots[p.node].pending.insert(id, s);
+        let timeout = (self.config.request_timeout + CLIENT_GRACE).as_micros() as u64;
+        self.schedule(
+            self.now + timeout,
+            Event::ClientTimeout { session: s, op: id },
+        );
+        let input = Input::Client(Request { id, op });
+        if self.slots[p.node].paused {
+            self.slots[p.node].held.push(input);
+        } else {
+            self.feed(p.node, input);
+        }
+    }
+
+    fn complete(&mut self, s: usize, id: u64, outcome: Outcome) {
+        let rec = &mut self.history.ops[id as usize];
+        if rec.outcome != Outcome::Pending {
+            return;
+        }
+        if let Outcome::Ok(Response::Read { context, .. } | Response::Written { context, .. }) =
+            &outcome
+        {
+            self.sessions[s].ctx.merge(context);
+        }
+        rec.outcome = outcome;
+        rec.completed_us = Some(self.now);
+        self.note(13, |w| format!("complete {}", w.history.ops[id as usize]));
+        self.sessions[s].current = None;
+        let sp = &self.plan.sessions[s];
+        let next = match self.phase {
+            Phase::Chaos => sp.ops.get(self.sessions[s].next),
+            _ => sp.probe.get(self.sessions[s].next_probe),
+        };
+        let think = next.map_or(0, |o| o.think_ms * 1000);
+        self.schedule(self.now + think, Event::Session(s));
+    }
+
+    fn capture_finals(&mut self) {
+        for k in 0..self.scenario.workload.keys {
+            let key = Bytes::from(key_name(k));
+            let shard = self.view.shard_of_key(&key);
+            let reps = self
+                .view
+                .shard_members(shard)
+                .iter()
+                .map(|id| {
+                    let n = self.index[id];
+                    let slot = &self.slots[n];
+                    let set = match (&slot.node, &slot.disk) {
+                        (Some(node), _) => node.local_state(&key),
+                        (None, Some(d)) => causeway::core::Storage::get(d, &key),
+                        (None, None) => None,
+                    };
+                    (n, set.unwrap_or_else(VersionSet::new))
+                })
+                .collect();
+            self.history.finals.insert(key, reps);
+        }
+    }
+}
+
+/// The dot a write executed with: from its reply (w = 1) or from the replication it sent.
+fn find_dot(
+    e: &ExpectWrite,
+    messages: &[(NodeId, PeerMsg)],
+    replies: &[Reply],
+) -> Option<causeway::core::Dot> {
+    let from_reply = |r: &Result<Response, causeway::core::ReqError>| match r {
+        Ok(Response::Written { dot, .. }) => Some(*dot),
+        _ => None,
+    };
+    if !e.forwarded
+        && let Some(d) = replies
+            .iter()
+            .find(|r| r.id == e.reply_id)
+            .and_then(|r| from_reply(&r.result))
+    {
+        return Some(d);
+    }
+    messages.iter().find_map(|(_, m)| match m {
+        PeerMsg::ForwardReply { rid, result, .. } if e.forwarded && *rid == e.reply_id => {
+            from_reply(result)
+        }
+        PeerMsg::Replicate { key, dots, .. } if *key == e.key && dots.len() == 1 => Some(dots[0]),
+        _ => None,
+    })
+}
+
+fn mix(h: u64, x: u64) -> u64 {
+    (h.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95)
+}
