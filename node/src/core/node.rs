@@ -148,6 +148,8 @@ pub struct Node<S: Storage> {
     actor: Actor,
     counter: u64,
     shard: Option<ShardId>,
+    /// Address hashes of this node's shard's replicas (the nodes whose actors it tracks).
+    shard_hashes: Vec<u32>,
     storage: S,
     clock: NodeClock,
     clock_dirty: bool,
@@ -212,11 +214,19 @@ impl<S: Storage> Node<S> {
             merkle.update(partition_of(k, partitions), k, Some(merkle::digest(s)));
         });
         let shard = cfg.view.shard_of_node(&id.node);
+        let shard_hashes = shard.map_or_else(Vec::new, |s| {
+            cfg.view
+                .shard_members(s)
+                .iter()
+                .map(|n| node_hash(n))
+                .collect()
+        });
         Node {
             me: id.node,
             actor,
             counter,
             shard,
+            shard_hashes,
             storage,
             clock,
             clock_dirty: true,
@@ -394,13 +404,17 @@ impl<S: Storage> Node<S> {
         c
     }
 
+    /// True when `actor` belongs to a replica of this node's shard.
+    fn shard_actor(&self, actor: Actor) -> bool {
+        self.shard_hashes.contains(&actor.node())
+    }
+
     /// True when this replica has applied every dot of `ctx` that belongs to its shard.
     fn covers(&self, ctx: &VersionVector) -> bool {
-        let Some(shard) = self.shard else {
-            return false;
-        };
-        ctx.iter()
-            .all(|(a, n)| !self.cfg.view.actor_in_shard(a, shard) || self.clock.base(a) >= n)
+        self.shard.is_some()
+            && ctx
+                .iter()
+                .all(|(a, n)| !self.shard_actor(a) || self.clock.base(a) >= n)
     }
 
     /// The token to return: the caller's context joined with what this replica has applied.
@@ -409,10 +423,7 @@ impl<S: Storage> Node<S> {
             return ctx.clone();
         }
         let mut out = ctx.clone();
-        if let Some(shard) = self.shard {
-            let view = &self.cfg.view;
-            out.merge(&self.clock.bases(|a| view.actor_in_shard(a, shard)));
-        }
+        out.merge(&self.clock.bases(|a| self.shard_actor(a)));
         out
     }
 

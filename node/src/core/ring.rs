@@ -9,7 +9,6 @@
 //! Everything here is a pure function of the [`View`], so every node that holds the same view
 //! places every key identically.
 
-use super::dot::Actor;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -125,13 +124,6 @@ impl View {
 
     pub fn shard_of_key(&self, key: &[u8]) -> ShardId {
         self.shard_of_partition(self.partition_of(key))
-    }
-
-    /// True when `actor` belongs to a replica of `shard`.
-    pub fn actor_in_shard(&self, actor: Actor, shard: ShardId) -> bool {
-        self.shard_members(shard)
-            .iter()
-            .any(|n| node_hash(n) == actor.node())
     }
 }
 
