@@ -1,1 +1,265 @@
-//! End-to-end tests of the `causeway` binary live in `tests/`.
+//! Support for end-to-end tests of the real `causeway` binary: loopback clusters of child
+//! processes (killed on drop), `kill -9` and restart, and a small blocking HTTP client.
+//!
+//! The binary is `$CAUSEWAY_BIN`, else `$CARGO_TARGET_DIR/release/causeway`, else
+//! `target/release/causeway` in the workspace (`ci/test` builds it before the tests run).
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub use reqwest::blocking::{Client, Response};
+
+/// Ports handed out in this process, so parallel tests never share one.
+static USED_PORTS: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// The `causeway` binary under test.
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("CAUSEWAY_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives in the workspace");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("release").join("causeway");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --release -p causeway --bin causeway` first",
+        bin.display()
+    );
+    bin
+}
+
+/// A free 127.0.0.1 port not yet handed out by this process.
+pub fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("binding an ephemeral port")
+            .port();
+        if USED_PORTS.lock().expect("port registry").insert(port) {
+            return port;
+        }
+    }
+}
+
+/// A blocking HTTP client with a bounded timeout.
+pub fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("building the HTTP client")
+}
+
+/// A local cluster of `causeway serve` processes. Dropping it kills every node and removes its
+/// data (kept, with the logs, when the test failed).
+pub struct Cluster {
+    pub addrs: Vec<String>,
+    pub repl: usize,
+    dir: PathBuf,
+    extra: Vec<String>,
+    nodes: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes with `repl` replicas per shard and extra `serve` flags, and waits until
+    /// every node answers `/healthz`.
+    pub fn start(name: &str, n: usize, repl: usize, extra: &[&str]) -> Cluster {
+        let addrs: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let dir = std::env::temp_dir().join(format!(
+            "causeway-e2e-{name}-{}-{}",
+            std::process::id(),
+            addrs[0].rsplit(':').next().unwrap_or("0")
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating the test directory");
+        let mut c = Cluster {
+            addrs,
+            repl,
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            nodes: (0..n).map(|_| None).collect(),
+        };
+        for i in 0..n {
+            c.spawn(i);
+        }
+        for i in 0..n {
+            c.wait_healthy(i);
+        }
+        c
+    }
+
+    pub fn url(&self, i: usize) -> String {
+        format!("http://{}", self.addrs[i])
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("node{i}.log")))
+            .expect("opening the node log");
+        let child = Command::new(binary())
+            .arg("serve")
+            .args(["--listen", &self.addrs[i], "--view", &self.addrs.join(",")])
+            .args(["--repl-factor", &self.repl.to_string()])
+            .arg("--data-dir")
+            .arg(self.dir.join(format!("node{i}")))
+            .args(&self.extra)
+            .env("RUST_LOG", "info,fjall=warn,lsm_tree=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting causeway serve");
+        self.nodes[i] = Some(child);
+    }
+
+    /// Waits (bounded) until node `i` answers `/healthz`.
+    pub fn wait_healthy(&self, i: usize) {
+        let c = client();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if c.get(format!("{}/healthz", self.url(i)))
+                .send()
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "node {i} ({}) did not become healthy; logs in {}",
+            self.addrs[i],
+            self.dir.display()
+        );
+    }
+
+    /// `kill -9` of node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts node `i` again on its data directory and waits until it is healthy.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+        self.wait_healthy(i);
+    }
+
+    /// True while node `i`'s process runs.
+    pub fn is_running(&mut self, i: usize) -> bool {
+        self.nodes[i]
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+        if std::thread::panicking() {
+            eprintln!("node logs kept in {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The causal-context token of a reply (empty if none).
+pub fn context_of(r: &Response) -> String {
+    r.headers()
+        .get("x-causal-context")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The node that served a reply.
+pub fn served_by(r: &Response) -> String {
+    r.headers()
+        .get("x-served-by")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Merges causal-context tokens as a client of several sessions would.
+pub fn merge(tokens: &[&str]) -> String {
+    causeway::core::token::merge(tokens.iter().copied()).expect("tokens from the server decode")
+}
+
+/// The sibling values of a `multipart/mixed` body, in order.
+pub fn multipart_values(content_type: &str, body: &[u8]) -> Vec<Vec<u8>> {
+    let boundary = content_type
+        .split("boundary=")
+        .nth(1)
+        .expect("multipart reply names its boundary");
+    let delim = format!("--{boundary}");
+    let text = body;
+    let mut out = Vec::new();
+    let mut parts = split_bytes(text, delim.as_bytes());
+    parts.remove(0);
+    for p in parts {
+        if p.starts_with(b"--") {
+            break;
+        }
+        let start = find(p, b"\r\n\r\n").expect("part headers end") + 4;
+        let end = p.len() - 2;
+        out.push(p[start..end].to_vec());
+    }
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn split_bytes<'a>(mut hay: &'a [u8], delim: &[u8]) -> Vec<&'a [u8]> {
+    let mut out = Vec::new();
+    while let Some(i) = find(hay, delim) {
+        out.push(&hay[..i]);
+        hay = &hay[i + delim.len()..];
+    }
+    out.push(hay);
+    out
+}
+
+/// Sends raw bytes over a fresh connection and returns the reply's status code (0 when the
+/// connection closed without a status line).
+pub fn raw_status(addr: &str, request: &[u8], half_close: bool) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connecting");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(request).expect("sending");
+    if half_close {
+        s.shutdown(std::net::Shutdown::Write).expect("half-closing");
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(2).any(|w| w == b"\r\n") {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&buf);
+    line.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}

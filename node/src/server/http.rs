@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/kv", get(kv_list))
         .route("/v1/cluster", get(cluster))
         .route("/v1/context/merge", post(merge_contexts))
+        .route("/v1/admin/aae/pull", post(aae_pull))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(compat::routes())
@@ -422,7 +423,6 @@ async fn cluster(State(st): State<AppState>) -> Result<Response, ApiError> {
         "shards": shards,
         "partitions": view.partitions,
         "repl_factor": view.repl_factor,
-        "anti_entropy": "not available in this version",
         "status": status,
     });
     Ok(Json(body).into_response())
@@ -444,6 +444,43 @@ async fn merge_contexts(uri: Uri, headers: HeaderMap, body: Body) -> Result<Resp
     let merged = token::merge(req.contexts.iter().map(String::as_str))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(Json(serde_json::json!({"context": merged})).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PullRequest {
+    peer: String,
+}
+
+/// `POST /v1/admin/aae/pull` `{"peer": "host:port"}`: one anti-entropy exchange with a replica of
+/// this node's shard, now.
+async fn aae_pull(
+    State(st): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    parse_query(uri.query(), &[])?;
+    let body = read_body(&headers, body, MAX_JSON_BYTES).await?;
+    let req: PullRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    let reply = st.node.call(Op::AntiEntropy { peer: req.peer }).await;
+    match reply.result {
+        Ok(CoreResponse::AntiEntropy {
+            peer,
+            keys_repaired,
+            bytes,
+            complete,
+        }) => Ok(Json(serde_json::json!({
+            "peer": peer,
+            "keys_repaired": keys_repaired,
+            "bytes": bytes,
+            "complete": complete,
+        }))
+        .into_response()),
+        Ok(_) => Err(unexpected()),
+        Err(e) => Err(req_error(e)),
+    }
 }
 
 async fn healthz(State(st): State<AppState>) -> Response {
