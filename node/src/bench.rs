@@ -1,0 +1,356 @@
+//! `causeway bench`: a closed-loop HTTP load generator with HdrHistogram latencies, and the bare
+//! axum "ceiling" server it is compared against (SPEC §5: figures are ratios measured in one run).
+//!
+//! `--concurrency` tasks each hold one keep-alive connection (targets assigned round-robin) and
+//! issue requests back to back until `--duration` ends. Three APIs can be driven with the same
+//! loop, so their figures compare like for like:
+//! - `causeway`: `PUT`/`GET /v1/kv/{key}` with `w`/`r`;
+//! - `etcd`: etcd's v3 JSON gateway, `POST /v3/kv/put` `{"key","value"}` (base64) and
+//!   `POST /v3/kv/range` `{"key","serializable":true}` — a serializable get is served locally by
+//!   the member, the closest etcd read to a causeway `r=1` read;
+//! - `ceiling`: any request to the ceiling server, which answers 200 without doing any work.
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Which HTTP API the targets speak.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    Causeway,
+    Etcd,
+    Ceiling,
+}
+
+/// What the load consists of.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// Reads of keys written by a load phase first.
+    Get,
+    /// Overwrites of random keys.
+    Put,
+    /// Reads and writes, `--read-ratio` of them reads.
+    Mixed,
+    /// Writes every key exactly once, then stops (bulk load; ignores --duration).
+    Load,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Base URLs to load, comma separated (e.g. http://127.0.0.1:8080)
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub target: Vec<String>,
+    #[arg(long, value_enum, default_value = "causeway")]
+    pub api: Api,
+    #[arg(long, value_enum, default_value = "mixed")]
+    pub workload: Workload,
+    /// Number of distinct keys
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// Bytes per value
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Concurrent closed-loop clients (one connection each)
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Seconds of measured load
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Fraction of reads in the mixed workload
+    #[arg(long, default_value_t = 0.5)]
+    pub read_ratio: f64,
+    /// Write quorum for causeway (1, 2, …, quorum, all)
+    #[arg(long)]
+    pub w: Option<String>,
+    /// Read quorum for causeway
+    #[arg(long)]
+    pub r: Option<String>,
+    /// Print the summary as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Seed of the key choice
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub api: Api,
+    pub workload: Workload,
+    pub concurrency: usize,
+    pub ops: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub ops_per_sec: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    /// First error seen, if any, to tell a misconfiguration from overload.
+    pub first_error: Option<String>,
+}
+
+/// One request the loop can issue.
+enum Call {
+    Get(u64),
+    Put(u64),
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    api: Api,
+    value: bytes::Bytes,
+    w: Option<String>,
+    r: Option<String>,
+}
+
+fn key_name(i: u64) -> String {
+    format!("bench-{i:010}")
+}
+
+impl Client {
+    async fn call(&self, call: &Call) -> anyhow::Result<()> {
+        let resp = match (self.api, call) {
+            (Api::Ceiling, Call::Get(_)) => self.http.get(format!("{}/", self.base)).send().await?,
+            (Api::Ceiling, Call::Put(_)) => {
+                let url = format!("{}/", self.base);
+                self.http.put(url).body(self.value.clone()).send().await?
+            }
+            (Api::Causeway, Call::Get(i)) => {
+                let mut req = self
+                    .http
+                    .get(format!("{}/v1/kv/{}", self.base, key_name(*i)));
+                if let Some(r) = &self.r {
+                    req = req.query(&[("r", r)]);
+                }
+                req.send().await?
+            }
+            (Api::Causeway, Call::Put(i)) => {
+                let mut req = self
+                    .http
+                    .put(format!("{}/v1/kv/{}", self.base, key_name(*i)))
+                    .body(self.value.clone());
+                if let Some(w) = &self.w {
+                    req = req.query(&[("w", w)]);
+                }
+                req.send().await?
+            }
+            (Api::Etcd, Call::Get(i)) => {
+                let body = serde_json::json!({
+                    "key": B64.encode(key_name(*i)),
+                    "serializable": true,
+                });
+                let url = format!("{}/v3/kv/range", self.base);
+                self.http.post(url).json(&body).send().await?
+            }
+            (Api::Etcd, Call::Put(i)) => {
+                let body = serde_json::json!({
+                    "key": B64.encode(key_name(*i)),
+                    "value": B64.encode(&self.value),
+                });
+                let url = format!("{}/v3/kv/put", self.base);
+                self.http.post(url).json(&body).send().await?
+            }
+        };
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        // A causeway read of a key nobody wrote yet (404) or with siblings (300) is a success.
+        if status.is_success() || status.as_u16() == 404 || status.as_u16() == 300 {
+            Ok(())
+        } else {
+            bail!(
+                "{status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            )
+        }
+    }
+}
+
+/// Runs the benchmark described by `args` and returns its summary (also printed).
+pub async fn run(args: BenchArgs) -> anyhow::Result<Summary> {
+    if args.concurrency == 0 || args.keys == 0 || args.target.is_empty() {
+        bail!("--concurrency, --keys and --target must be non-empty");
+    }
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")?;
+    let value = bytes::Bytes::from(vec![b'x'; args.value_size]);
+    let clients: Vec<Arc<Client>> = args
+        .target
+        .iter()
+        .map(|t| {
+            Arc::new(Client {
+                http: http.clone(),
+                base: t.trim_end_matches('/').to_owned(),
+                api: args.api,
+                value: value.clone(),
+                w: args.w.clone(),
+                r: args.r.clone(),
+            })
+        })
+        .collect();
+    if args.workload == Workload::Get && args.api != Api::Ceiling {
+        let mut load = args.clone();
+        load.workload = Workload::Load;
+        load.json = false;
+        eprintln!("loading {} keys before the read phase…", args.keys);
+        drive(&load, &clients).await?;
+    }
+    let summary = drive(&args, &clients).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "{:?} {:?} c={}: {:.0} ops/s, {} ops, {} errors, p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms",
+            summary.api,
+            summary.workload,
+            summary.concurrency,
+            summary.ops_per_sec,
+            summary.ops,
+            summary.errors,
+            summary.p50_us as f64 / 1000.0,
+            summary.p99_us as f64 / 1000.0,
+            summary.p999_us as f64 / 1000.0,
+        );
+        if let Some(e) = &summary.first_error {
+            println!("first error: {e}");
+        }
+    }
+    Ok(summary)
+}
+
+/// One measured phase: `concurrency` closed loops until the deadline (or the key space, for
+/// `Load`), latencies merged into one histogram.
+async fn drive(args: &BenchArgs, clients: &[Arc<Client>]) -> anyhow::Result<Summary> {
+    let duration = Duration::from_secs_f64(args.duration);
+    let done = Arc::new(AtomicU64::new(0));
+    let bar = progress(args, done.clone());
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::with_capacity(args.concurrency);
+    for t in 0..args.concurrency {
+        let client = clients[t % clients.len()].clone();
+        let done = done.clone();
+        let (workload, keys, read_ratio, c) = (
+            args.workload,
+            args.keys,
+            args.read_ratio,
+            args.concurrency as u64,
+        );
+        let mut rng = SmallRng::seed_from_u64(args.seed.wrapping_mul(1_000_003) + t as u64);
+        tasks.push(tokio::spawn(async move {
+            let mut hist =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let (mut errors, mut first_error) = (0u64, None);
+            let mut next_load = t as u64;
+            loop {
+                let call = match workload {
+                    Workload::Load if next_load >= keys => break,
+                    Workload::Load => {
+                        next_load += c;
+                        Call::Put(next_load - c)
+                    }
+                    _ if Instant::now() >= deadline => break,
+                    Workload::Get => Call::Get(rng.random_range(0..keys)),
+                    Workload::Put => Call::Put(rng.random_range(0..keys)),
+                    Workload::Mixed if rng.random_bool(read_ratio) => {
+                        Call::Get(rng.random_range(0..keys))
+                    }
+                    Workload::Mixed => Call::Put(rng.random_range(0..keys)),
+                };
+                let began = Instant::now();
+                match client.call(&call).await {
+                    Ok(()) => {
+                        let us = began.elapsed().as_micros() as u64;
+                        hist.saturating_record(us.max(1));
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
+                    }
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            (hist, errors, first_error)
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let (mut errors, mut first_error) = (0, None);
+    for task in tasks {
+        let (h, e, f) = task.await?;
+        hist.add(h).expect("same bounds");
+        errors += e;
+        if first_error.is_none() {
+            first_error = f;
+        }
+    }
+    bar.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+    let ops = hist.len();
+    Ok(Summary {
+        api: args.api,
+        workload: args.workload,
+        concurrency: args.concurrency,
+        ops,
+        errors,
+        seconds,
+        ops_per_sec: ops as f64 / seconds,
+        p50_us: hist.value_at_quantile(0.50),
+        p99_us: hist.value_at_quantile(0.99),
+        p999_us: hist.value_at_quantile(0.999),
+        max_us: hist.max(),
+        first_error,
+    })
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal.
+fn progress(args: &BenchArgs, done: Arc<AtomicU64>) -> indicatif::ProgressBar {
+    let bar = if args.workload == Workload::Load {
+        indicatif::ProgressBar::new(args.keys)
+    } else {
+        indicatif::ProgressBar::new((args.duration * 10.0) as u64)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {msg}")
+            .expect("valid template"),
+    );
+    let (b, load) = (bar.clone(), args.workload == Workload::Load);
+    tokio::spawn(async move {
+        let mut last = 0;
+        while !b.is_finished() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = done.load(Ordering::Relaxed);
+            if load {
+                b.set_position(now);
+            } else {
+                b.inc(1);
+            }
+            b.set_message(format!("{} ops/s", (now - last) * 10));
+            last = now;
+        }
+    });
+    bar
+}
+
+/// Serves the HTTP ceiling: every request gets an empty 200 from a handler that does no work.
+pub async fn serve_ceiling(listen: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let app = axum::Router::new().fallback(|| async { axum::http::StatusCode::OK });
+    axum::serve(listener, app).await?;
+    Ok(())
+}
