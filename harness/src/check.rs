@@ -111,6 +111,26 @@ pub fn check(h: &History, enabled: &[Checker], complete_registry: bool) -> Vec<V
     let ix = Index::new(h);
     let mut out = Vec::new();
     let on = |c: Checker| enabled.contains(&c);
+    // First: a reused dot breaks the premise of every other checker (one dot, one write).
+    if on(Checker::G7) {
+        for (dot, ws) in &ix.by_dot {
+            let first = ws[0];
+            if let Some(other) = ws[1..].iter().find(|w| !w.same_write(first)) {
+                out.push(Violation {
+                    checker: Checker::G7,
+                    key: show(&first.key),
+                    ops: vec![first.op, other.op],
+                    detail: format!(
+                        "dot {dot:?} issued for two different writes (node {} at {}ms and node {} at {}ms)",
+                        first.node,
+                        first.at_us / 1000,
+                        other.node,
+                        other.at_us / 1000
+                    ),
+                });
+            }
+        }
+    }
     if on(Checker::G1) {
         g1(h, &ix, complete_registry, &mut out);
     }
@@ -145,25 +165,6 @@ pub fn check(h: &History, enabled: &[Checker], complete_registry: bool) -> Vec<V
     }
     if on(Checker::G6) {
         g6(h, &ix, &merged, &mut out);
-    }
-    if on(Checker::G7) {
-        for (dot, ws) in &ix.by_dot {
-            let first = ws[0];
-            if let Some(other) = ws[1..].iter().find(|w| !w.same_write(first)) {
-                out.push(Violation {
-                    checker: Checker::G7,
-                    key: show(&first.key),
-                    ops: vec![first.op, other.op],
-                    detail: format!(
-                        "dot {dot:?} issued for two different writes (node {} at {}ms and node {} at {}ms)",
-                        first.node,
-                        first.at_us / 1000,
-                        other.node,
-                        other.at_us / 1000
-                    ),
-                });
-            }
-        }
     }
     out
 }
@@ -274,7 +275,8 @@ fn g1_read(
     }
     let returned: BTreeSet<Dot> = versions.iter().map(|x| x.dot).collect();
     let by_versions = closure(writes, ix.contexts_of(key, versions));
-    let reaped = reapable(writes, |w| op.context.covers(w.dot));
+    let done = op.completed_us.unwrap_or(u64::MAX);
+    let reaped = reapable(writes, |w| w.at_us <= done);
     let mut by_all = by_versions.clone();
     for w in writes.iter().filter(|w| op.context.covers(w.dot)) {
         let gone = w.value.is_none() || reaped.covers(w.dot);

@@ -6,9 +6,11 @@
 
 use crate::world::{Entropy, RunOutput, Stats, World};
 use causeway::core::Canary;
+use causeway_harness::history::OpRecord;
 use causeway_harness::plan::{Plan, generate};
 use causeway_harness::scenario::{Checker, Outcome, Scenario};
-use causeway_harness::{Violation, check};
+use causeway_harness::shrink::ddmin;
+use causeway_harness::{History, Violation, check};
 use std::path::{Path, PathBuf};
 
 /// The verdict on one seed.
@@ -23,6 +25,7 @@ pub struct SeedResult {
     pub sim_us: u64,
     pub stats: Stats,
     pub plan: Plan,
+    pub history: History,
 }
 
 impl SeedResult {
@@ -61,6 +64,7 @@ pub fn run_seed(
         sim_us: out.sim_us,
         stats: out.stats,
         plan,
+        history: out.history,
     }
 }
 
@@ -164,27 +168,76 @@ pub fn load_scenarios(dir: &Path, name: &str) -> Result<Vec<Scenario>, String> {
     Ok(found)
 }
 
-/// The checker a shrink must keep failing: the first violation's.
-pub fn first_checker(r: &SeedResult) -> Option<Checker> {
-    r.violations.first().map(|v| v.checker)
+/// A shrunk failure: a scenario with an embedded plan, and the seed that makes it fail.
+pub struct Shrunk {
+    pub scenario: Scenario,
+    pub seed: u64,
 }
 
-/// Reduces a failing seed's plan (fault events, then whole sessions, then single operations)
-/// while the same checker keeps failing; returns the shrunk scenario.
-pub fn shrink(scenario: &Scenario, seed: u64, canary: Option<Canary>) -> Result<Scenario, String> {
+/// Seeds tried per shrink step: removing events shifts the network's random draws, so a step
+/// is kept when the reduced plan fails on any of these seeds (the one that did is recorded).
+const SHRINK_SEEDS: u64 = 4;
+/// Tests per delta-debugging pass.
+const SHRINK_BUDGET: usize = 2000;
+
+/// Reduces a failing seed to a small scenario that fails the same checker:
+/// 1. (exact) a G1 violation depends only on what happened before its operations completed, so
+///    later operations and faults are cut and chaos ends right after;
+/// 2. delta debugging over fault events, whole sessions, then single operations.
+pub fn shrink(scenario: &Scenario, seed: u64, canary: Option<Canary>) -> Result<Shrunk, String> {
     let first = run_seed(scenario, seed, canary, false, None);
-    let Some(checker) = first_checker(&first) else {
+    let Some(v) = first.violations.first().cloned() else {
         return Err(format!("{} seed {seed} does not fail", scenario.name));
     };
-    let fails = |p: &Plan| {
-        run_seed(scenario, seed, canary, false, Some(p))
-            .violations
-            .iter()
-            .any(|v| v.checker == checker)
-    };
-    let budget = 400;
+    let checker = v.checker;
+    let mut base = scenario.clone();
     let mut plan = first.plan.clone();
-    let faults = causeway_harness::shrink::ddmin(plan.faults.clone(), budget, |f| {
+    let ops: Vec<&OpRecord> = v
+        .ops
+        .iter()
+        .filter_map(|&id| first.history.op(id))
+        .collect();
+    let chaos_us = (scenario.phases.chaos_s * 1e6) as u64;
+    let end = ops.iter().filter_map(|o| o.completed_us).max();
+    if let Some(t) =
+        end.filter(|&t| checker == Checker::G1 && t < chaos_us && !ops.iter().any(|o| o.probe))
+    {
+        let mut cut = plan.clone();
+        cut.faults.retain(|f| f.at_ms * 1000 <= t);
+        for (s, sp) in cut.sessions.iter_mut().enumerate() {
+            let issued = first
+                .history
+                .ops
+                .iter()
+                .filter(|o| o.session == s && !o.probe && o.invoked_us <= t)
+                .count();
+            sp.ops.truncate(issued);
+            sp.probe.clear();
+        }
+        let mut short = base.clone();
+        short.phases.chaos_s = (t + 1000) as f64 / 1e6;
+        short.phases.settle_s = 0.5;
+        short.phases.quiesce_s = 0.5;
+        short.phases.probe_ops = 0;
+        let again = run_seed(&short, seed, canary, false, Some(&cut));
+        if again.violations.iter().any(|x| x.checker == checker) {
+            base = short;
+            plan = cut;
+        }
+    }
+    let mut best = seed;
+    let mut fails = |p: &Plan| {
+        let tries = std::iter::once(best).chain((seed..seed + SHRINK_SEEDS).filter(|&x| x != best));
+        for s in tries.collect::<Vec<_>>() {
+            let r = run_seed(&base, s, canary, false, Some(p));
+            if r.violations.iter().any(|x| x.checker == checker) {
+                best = s;
+                return true;
+            }
+        }
+        false
+    };
+    let faults = ddmin(plan.faults.clone(), SHRINK_BUDGET, |f| {
         fails(&Plan {
             faults: f.to_vec(),
             ..plan.clone()
@@ -192,14 +245,14 @@ pub fn shrink(scenario: &Scenario, seed: u64, canary: Option<Canary>) -> Result<
     });
     plan.faults = faults;
     let keep: Vec<usize> = (0..plan.sessions.len()).collect();
-    let keep = causeway_harness::shrink::ddmin(keep, budget, |k| {
+    let keep = ddmin(keep, SHRINK_BUDGET, |k| {
         fails(&Plan {
             sessions: mask_sessions(&plan, k),
             ..plan.clone()
         })
     });
     plan.sessions = mask_sessions(&plan, &keep);
-    let ops: Vec<(usize, bool, usize)> = plan
+    let items: Vec<(usize, bool, usize)> = plan
         .sessions
         .iter()
         .enumerate()
@@ -209,15 +262,17 @@ pub fn shrink(scenario: &Scenario, seed: u64, canary: Option<Canary>) -> Result<
                 .chain((0..sp.probe.len()).map(move |i| (s, true, i)))
         })
         .collect();
-    let ops = causeway_harness::shrink::ddmin(ops, budget, |o| fails(&keep_ops(&plan, o)));
-    let plan = keep_ops(&plan, &ops);
-    let mut out = scenario.clone();
+    let items = ddmin(items, SHRINK_BUDGET, |o| fails(&keep_ops(&plan, o)));
+    let plan = keep_ops(&plan, &items);
+    // The recorded seed must fail the final plan (the last accepted step set it).
+    let seed_used = best;
+    let mut out = base;
     out.name = format!("{}-s{seed}", scenario.name);
     out.description = format!(
-        "Shrunk from {} seed {seed}{}: fails {checker} with {} events. {}",
+        "Shrunk from {} seed {seed}{} (fails {checker} with seed {seed_used}, {} events). {}",
         scenario.name,
         canary
-            .map(|c| format!(" (canary {})", c.name()))
+            .map(|c| format!(" with canary {}", c.name()))
             .unwrap_or_default(),
         plan.size(),
         scenario.description
@@ -225,7 +280,10 @@ pub fn shrink(scenario: &Scenario, seed: u64, canary: Option<Canary>) -> Result<
     out.faults.events.clear();
     out.faults.kinds.clear();
     out.plan = Some(plan);
-    Ok(out)
+    Ok(Shrunk {
+        scenario: out,
+        seed: seed_used,
+    })
 }
 
 /// Sessions not in `keep` issue nothing (indices stay stable for `merge_from`).

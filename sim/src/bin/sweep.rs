@@ -205,14 +205,18 @@ fn dispatch(args: &Args) -> Result<bool, String> {
         let out = shrink(&s, *seed, args.canary)?;
         let dir = args.dir.join("regressions");
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let path = dir.join(format!("{}.toml", out.name));
-        let size = out.plan.as_ref().map_or(0, |p| p.size());
-        std::fs::write(&path, out.to_toml()).map_err(|e| format!("{}: {e}", path.display()))?;
+        let path = dir.join(format!("{}.toml", out.scenario.name));
+        let size = out.scenario.plan.as_ref().map_or(0, |p| p.size());
+        std::fs::write(&path, out.scenario.to_toml())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         println!(
             "shrunk {name} seed {seed} to {size} events: {}",
             path.display()
         );
-        println!("  replay: {}", replay_cmd(&out.name, *seed, args.canary));
+        println!(
+            "  replay: {}",
+            replay_cmd(&out.scenario.name, out.seed, args.canary)
+        );
         return Ok(true);
     }
     if let Some(c) = args.canary {
