@@ -1,5 +1,5 @@
-//! The `causeway` binary: `serve` runs a node, `cluster` a local cluster, and `get`, `put`,
-//! `delete`, `list`, `status` talk to a running one.
+//! The `causeway` binary: `serve` runs a node, `cluster` a local cluster, `bench` loads one, and
+//! `get`, `put`, `delete`, `list`, `status` talk to a running one.
 
 use causeway::server::cli::{ClientCommand, ClientOpts, ClusterArgs};
 use causeway::server::config::{SeedEnv, ServeArgs};
@@ -33,6 +33,14 @@ enum Command {
     Serve(ServeArgs),
     /// Run a local cluster of N nodes on loopback until Ctrl-C
     Cluster(ClusterArgs),
+    /// Load a cluster (or etcd, or the bare HTTP ceiling) and report throughput and latencies
+    Bench(causeway::bench::BenchArgs),
+    /// Serve the HTTP ceiling for benchmarks: an axum handler that answers 200 and does nothing
+    #[command(hide = true)]
+    Ceiling {
+        #[arg(long, default_value = "127.0.0.1:9990")]
+        listen: String,
+    },
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -54,6 +62,8 @@ fn main() -> anyhow::Result<()> {
                 causeway::server::serve(settings).await
             }
             Command::Cluster(args) => causeway::server::cli::cluster(args).await,
+            Command::Bench(args) => causeway::bench::run(args).await.map(drop),
+            Command::Ceiling { listen } => causeway::bench::serve_ceiling(&listen).await,
             Command::Client(cmd) => causeway::server::cli::run(&cli.client, cmd).await,
         }
     })
