@@ -316,3 +316,56 @@ fn keep_ops(plan: &Plan, keep: &[(usize, bool, usize)]) -> Plan {
     }
     p
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(name: &str) -> Scenario {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        load_scenarios(&dir, name)
+            .expect("scenario loads")
+            .remove(0)
+    }
+
+    fn short(name: &str) -> Scenario {
+        let mut s = scenario(name);
+        s.phases.chaos_s = 4.0;
+        s.workload.ops_per_session = 40;
+        s
+    }
+
+    #[test]
+    fn same_seed_same_trace_and_no_violation() {
+        let s = short("partition-heal");
+        let a = run_seed(&s, 3, None, false, None);
+        let b = run_seed(&s, 3, None, false, None);
+        assert_eq!(a.trace_hash, b.trace_hash);
+        assert!(a.violations.is_empty(), "{:?}", a.violations);
+        assert!(a.history.ops.len() > 100 && !a.history.writes.is_empty());
+        assert_ne!(a.trace_hash, run_seed(&s, 4, None, false, None).trace_hash);
+    }
+
+    #[test]
+    fn a_planted_bug_is_caught() {
+        let s = short("steady");
+        let r = run_seed(&s, 1, Some(Canary::StaleContext), false, None);
+        assert!(r.violations.iter().any(|v| v.checker == Checker::G1));
+    }
+
+    #[test]
+    fn shrinking_keeps_the_failure_and_reduces_the_plan() {
+        let s = short("lww-skew");
+        let seed = (1..20)
+            .find(|&seed| !run_seed(&s, seed, None, false, None).violations.is_empty())
+            .expect("lww-skew loses writes on some seed");
+        let before = generate(&s, seed).size();
+        let shrunk = shrink(&s, seed, None).expect("fails, so it shrinks");
+        let plan = shrunk.scenario.plan.clone().expect("embedded plan");
+        assert!(plan.size() < before / 4, "{} of {before}", plan.size());
+        let again = run_seed(&shrunk.scenario, shrunk.seed, None, false, None);
+        assert!(!again.violations.is_empty());
+        let reparsed = Scenario::from_toml(&shrunk.scenario.to_toml()).expect("round-trips");
+        assert_eq!(reparsed.plan, Some(plan));
+    }
+}

@@ -306,7 +306,9 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         self.hash = mix(self.hash, self.now ^ (code << 56));
         if self.trace.is_some() {
             let line = format!("{:>12} {}", self.now, what(self));
-            self.trace.as_mut().expect("checked above").push(line);
+            if let Some(t) = &mut self.trace {
+                t.push(line);
+            }
         }
     }
 
@@ -387,7 +389,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         let slot = &mut self.slots[n];
         slot.ticks += 1;
         if self.config.sync == SyncMode::Batch
-            && slot.ticks % BATCH_SYNC_TICKS == 0
+            && slot.ticks.is_multiple_of(BATCH_SYNC_TICKS)
             && let Some(node) = &mut slot.node
         {
             causeway::core::Storage::sync(node.storage_mut());
