@@ -6,6 +6,10 @@ use causeway::server::config::{SeedEnv, ServeArgs};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+/// glibc malloc showed up as ~10% of request handling in profiles; mimalloc is cheaper per call.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "causeway",
