@@ -55,11 +55,19 @@ fn acknowledged_writes_survive_kill_9() {
     }
     let http = client();
     let mut missing = Vec::new();
+    // Peers may still be starting: a 503 (not a wrong answer) is retried within a bound.
+    let deadline = Instant::now() + Duration::from_secs(30);
     for (n, (key, value)) in acked.iter().enumerate() {
-        let r = http
-            .get(format!("{}/v1/kv/{key}?r=all", c.url(n % 3)))
-            .send()
-            .expect("read after restart");
+        let read = || {
+            http.get(format!("{}/v1/kv/{key}?r=all", c.url(n % 3)))
+                .send()
+                .expect("read after restart")
+        };
+        let mut r = read();
+        while r.status() == 503 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            r = read();
+        }
         if r.status() != 200 || r.text().expect("body") != *value {
             missing.push(key.clone());
         }
