@@ -1,9 +1,10 @@
 //! The checkers of SPEC §3, run on a [`History`].
 //!
 //! Supersession is derived from recorded contexts only: write `x` supersedes write `w` when
-//! `x`'s request context covers `w`'s dot, and transitively. [`closure`] computes everything a
-//! set of writes supersedes. No checker trusts a context or a version set the system reports
-//! about itself beyond what it returned to a client or holds as its final state.
+//! `x`'s request context covers `w`'s dot, and transitively. For every write the index holds its
+//! *ancestry*: the version vector of everything it supersedes, transitively. No checker trusts a
+//! context or a version set the system reports about itself beyond what it returned to a client
+//! or holds as its final state.
 
 use crate::history::{History, OpRecord, Outcome, WriteRecord};
 use crate::plan::OpKind;
@@ -34,77 +35,110 @@ impl fmt::Display for Violation {
     }
 }
 
-/// The registry indexed by key and by dot.
-struct Index<'a> {
-    by_key: BTreeMap<&'a Bytes, Vec<&'a WriteRecord>>,
-    by_dot: BTreeMap<Dot, Vec<&'a WriteRecord>>,
-    max_counter: BTreeMap<Actor, u64>,
+/// The writes to one key, in execution order, with their ancestries.
+#[derive(Default)]
+struct KeyWrites<'a> {
+    writes: Vec<&'a WriteRecord>,
+    /// `anc[i]`: everything `writes[i]` supersedes, transitively (closed: it covers the context
+    /// of every write it covers).
+    anc: Vec<VersionVector>,
+    by_dot: BTreeMap<Dot, Vec<usize>>,
 }
 
-impl<'a> Index<'a> {
-    fn new(h: &'a History) -> Self {
-        let mut ix = Index {
-            by_key: BTreeMap::new(),
-            by_dot: BTreeMap::new(),
-            max_counter: BTreeMap::new(),
-        };
-        for w in &h.writes {
-            ix.by_key.entry(&w.key).or_default().push(w);
-            ix.by_dot.entry(w.dot).or_default().push(w);
-            let m = ix.max_counter.entry(w.dot.actor).or_insert(0);
-            *m = (*m).max(w.dot.counter);
+impl<'a> KeyWrites<'a> {
+    /// Computes ancestries in one pass. A context covers only writes executed before it (tokens
+    /// cover applied dots), so the ancestry of a write is its context joined with the ancestries
+    /// of the earlier writes it covers; a write already covered by a merged (closed) ancestry
+    /// adds nothing and is skipped.
+    fn new(mut writes: Vec<&'a WriteRecord>) -> Self {
+        writes.sort_by_key(|w| (w.at_us, w.dot));
+        let mut anc: Vec<VersionVector> = Vec::with_capacity(writes.len());
+        let mut by_dot: BTreeMap<Dot, Vec<usize>> = BTreeMap::new();
+        for (i, w) in writes.iter().enumerate() {
+            let mut acc = w.context.clone();
+            let mut merged = VersionVector::new();
+            for j in (0..i).rev() {
+                let x = writes[j];
+                if !merged.covers(x.dot) && acc.covers(x.dot) {
+                    merged.merge(&anc[j]);
+                    acc.merge(&anc[j]);
+                }
+            }
+            anc.push(acc);
+            by_dot.entry(w.dot).or_default().push(i);
         }
-        ix
+        KeyWrites {
+            writes,
+            anc,
+            by_dot,
+        }
     }
 
-    fn key_writes(&self, key: &Bytes) -> &[&'a WriteRecord] {
-        self.by_key.get(key).map_or(&[], |v| v.as_slice())
+    /// Indices of the executions of `dot`.
+    fn at(&self, dot: Dot) -> &[usize] {
+        self.by_dot.get(&dot).map_or(&[], |v| v.as_slice())
     }
 
-    /// Executions of `dot` on `key`.
-    fn at(&self, key: &Bytes, dot: Dot) -> impl Iterator<Item = &'a WriteRecord> + '_ {
-        let key = key.clone();
-        self.by_dot
-            .get(&dot)
-            .into_iter()
-            .flatten()
-            .copied()
-            .filter(move |w| w.key == key)
-    }
-
-    /// Joined request contexts of the writes that produced `versions`.
-    fn contexts_of(&self, key: &Bytes, versions: &[Version]) -> VersionVector {
+    /// Everything the writes of `versions` supersede.
+    fn superseded_by(&self, versions: &[Version]) -> VersionVector {
         let mut vv = VersionVector::new();
         for v in versions {
-            for w in self.at(key, v.dot) {
-                vv.merge(&w.context);
+            for &i in self.at(v.dot) {
+                vv.merge(&self.anc[i]);
             }
         }
         vv
     }
+
+    /// Whether a delete executed by `before` supersedes `dot`: once every replica holds a
+    /// tombstone it may be reaped (SPEC G6), and then neither it nor what it superseded is
+    /// anywhere.
+    fn reapable(&self, dot: Dot, before: u64) -> bool {
+        self.writes
+            .iter()
+            .zip(&self.anc)
+            .any(|(w, a)| w.value.is_none() && w.at_us <= before && a.covers(dot))
+    }
 }
 
-/// Everything `start` supersedes, transitively through the contexts of the writes it covers.
-pub fn closure(writes: &[&WriteRecord], start: VersionVector) -> VersionVector {
-    let mut u = start;
-    loop {
-        let mut changed = false;
-        for w in writes {
-            if u.covers(w.dot) && !u.dominates(&w.context) {
-                u.merge(&w.context);
-                changed = true;
-            }
+/// The registry indexed by key and by dot.
+struct Index<'a> {
+    by_key: BTreeMap<&'a Bytes, KeyWrites<'a>>,
+    by_dot: BTreeMap<Dot, Vec<&'a WriteRecord>>,
+    max_counter: BTreeMap<Actor, u64>,
+    empty: KeyWrites<'a>,
+}
+
+impl<'a> Index<'a> {
+    fn new(h: &'a History) -> Self {
+        let mut keys: BTreeMap<&'a Bytes, Vec<&'a WriteRecord>> = BTreeMap::new();
+        let mut by_dot: BTreeMap<Dot, Vec<&'a WriteRecord>> = BTreeMap::new();
+        let mut max_counter: BTreeMap<Actor, u64> = BTreeMap::new();
+        for w in &h.writes {
+            keys.entry(&w.key).or_default().push(w);
+            by_dot.entry(w.dot).or_default().push(w);
+            let m = max_counter.entry(w.dot.actor).or_insert(0);
+            *m = (*m).max(w.dot.counter);
         }
-        if !changed {
-            return u;
+        Index {
+            by_key: keys
+                .into_iter()
+                .map(|(k, v)| (k, KeyWrites::new(v)))
+                .collect(),
+            by_dot,
+            max_counter,
+            empty: KeyWrites::default(),
         }
+    }
+
+    fn key(&self, key: &Bytes) -> &KeyWrites<'a> {
+        self.by_key.get(key).unwrap_or(&self.empty)
     }
 }
 
 fn show(key: &Bytes) -> String {
     String::from_utf8_lossy(key).into_owned()
 }
-
 /// Runs the `enabled` checkers. `complete_registry`: the history lists every executed write
 /// (true in the simulator), so a token naming an unlisted dot claims a write that never happened.
 pub fn check(h: &History, enabled: &[Checker], complete_registry: bool) -> Vec<Violation> {
@@ -229,7 +263,13 @@ fn g1(h: &History, ix: &Index, complete: bool, out: &mut Vec<Violation>) {
                         format!("write reply context does not cover its own dot: {op}"),
                     );
                 }
-                if complete && ix.at(key, *dot).all(|w| !w.serves(op)) {
+                if complete
+                    && ix
+                        .key(key)
+                        .at(*dot)
+                        .iter()
+                        .all(|&i| !ix.key(key).writes[i].serves(op))
+                {
                     v(
                         key,
                         vec![op.id],
@@ -250,10 +290,10 @@ fn g1_read(
     v: &mut impl FnMut(&Bytes, Vec<u64>, String),
 ) {
     let key = &op.key;
-    let writes = ix.key_writes(key);
+    let kw = ix.key(key);
     for ver in versions {
-        let mut execs = ix.at(key, ver.dot).peekable();
-        if execs.peek().is_none() {
+        let execs = kw.at(ver.dot);
+        if execs.is_empty() {
             v(
                 key,
                 vec![op.id],
@@ -262,7 +302,7 @@ fn g1_read(
                     ver.dot
                 ),
             );
-        } else if execs.all(|w| w.value != ver.value) {
+        } else if execs.iter().all(|&i| kw.writes[i].value != ver.value) {
             v(
                 key,
                 vec![op.id],
@@ -274,36 +314,42 @@ fn g1_read(
         }
     }
     let returned: BTreeSet<Dot> = versions.iter().map(|x| x.dot).collect();
-    let by_versions = closure(writes, ix.contexts_of(key, versions));
+    let by_versions = kw.superseded_by(versions);
     let done = op.completed_us.unwrap_or(u64::MAX);
-    let reaped = reapable(writes, |w| w.at_us <= done);
-    let mut by_all = by_versions.clone();
-    for w in writes.iter().filter(|w| op.context.covers(w.dot)) {
-        let gone = w.value.is_none() || reaped.covers(w.dot);
-        if !returned.contains(&w.dot) && !by_versions.covers(w.dot) && !gone {
-            v(
-                key,
-                vec![op.id, w.op],
-                format!(
-                    "read misses {:?} (op#{}) that its context covers: {op}",
-                    w.dot, w.op
-                ),
-            );
+    let covered: Vec<usize> = (0..kw.writes.len())
+        .filter(|&i| op.context.covers(kw.writes[i].dot))
+        .collect();
+    for &i in &covered {
+        let w = kw.writes[i];
+        if returned.contains(&w.dot)
+            || by_versions.covers(w.dot)
+            || w.value.is_none()
+            || kw.reapable(w.dot, done)
+        {
+            continue;
         }
-        by_all.merge(&w.context);
+        v(
+            key,
+            vec![op.id, w.op],
+            format!(
+                "read misses {:?} (op#{}) that its context covers: {op}",
+                w.dot, w.op
+            ),
+        );
     }
-    let by_all = closure(writes, by_all);
     for ver in versions {
-        if by_all.covers(ver.dot) {
-            let by: Vec<u64> = writes
+        let by_covered = covered.iter().find(|&&i| kw.anc[i].covers(ver.dot));
+        if by_versions.covers(ver.dot) || by_covered.is_some() {
+            let by: Vec<u64> = versions
                 .iter()
-                .filter(|w| {
-                    w.context.covers(ver.dot) && (by_all.covers(w.dot) || returned.contains(&w.dot))
-                })
-                .map(|w| w.op)
+                .flat_map(|x| kw.at(x.dot))
+                .chain(by_covered)
+                .filter(|&&i| kw.anc[i].covers(ver.dot))
+                .map(|&i| kw.writes[i].op)
+                .take(3)
                 .collect();
             let mut ops = vec![op.id];
-            ops.extend(by.iter().take(3));
+            ops.extend(by);
             v(
                 key,
                 ops,
@@ -316,32 +362,16 @@ fn g1_read(
     }
 }
 
-/// What deletes selected by `pick` supersede: once every replica holds a tombstone it may be
-/// reaped (SPEC G6), and then neither it nor what it superseded is anywhere.
-fn reapable(writes: &[&WriteRecord], pick: impl Fn(&WriteRecord) -> bool) -> VersionVector {
-    let mut start = VersionVector::new();
-    for w in writes.iter().filter(|w| w.value.is_none() && pick(w)) {
-        start.merge(&w.context);
-    }
-    closure(writes, start)
-}
-
 fn g2(h: &History, ix: &Index, merged: &BTreeMap<&Bytes, VersionSet>, out: &mut Vec<Violation>) {
     let empty = VersionSet::new();
-    let mut closures: BTreeMap<&Bytes, VersionVector> = BTreeMap::new();
     for op in h.ops.iter().filter(|o| o.kind == OpKind::Put) {
         let Some(dot) = op.acked_dot() else { continue };
         let m = merged.get(&op.key).unwrap_or(&empty);
         if m.versions().iter().any(|x| x.dot == dot) {
             continue;
         }
-        let u = closures.entry(&op.key).or_insert_with(|| {
-            let writes = ix.key_writes(&op.key);
-            let mut u = closure(writes, ix.contexts_of(&op.key, m.versions()));
-            u.merge(&reapable(writes, |_| true));
-            u
-        });
-        if !u.covers(dot) {
+        let kw = ix.key(&op.key);
+        if !kw.superseded_by(m.versions()).covers(dot) && !kw.reapable(dot, u64::MAX) {
             out.push(Violation {
                 checker: Checker::G2,
                 key: show(&op.key),
@@ -385,36 +415,34 @@ fn g3(h: &History, out: &mut Vec<Violation>) {
 }
 
 fn g6(h: &History, ix: &Index, merged: &BTreeMap<&Bytes, VersionSet>, out: &mut Vec<Violation>) {
-    let mut acked: BTreeMap<&Bytes, Vec<(u64, Dot)>> = BTreeMap::new();
     for op in &h.ops {
-        if let Some(dot) = op.acked_dot() {
-            acked.entry(&op.key).or_default().push((op.id, dot));
-        }
-    }
-    for (key, list) in acked {
-        let Some(m) = merged.get(key) else { continue };
-        let writes = ix.key_writes(key);
-        for (id, dot) in list {
-            let Some(w) = ix.at(key, dot).next() else {
-                continue;
+        let Some(dot) = op.acked_dot() else { continue };
+        let Some(m) = merged.get(&op.key) else {
+            continue;
+        };
+        let kw = ix.key(&op.key);
+        let Some(&i) = kw.at(dot).first() else {
+            continue;
+        };
+        for ver in m
+            .versions()
+            .iter()
+            .filter(|x| x.dot != dot && kw.anc[i].covers(x.dot))
+        {
+            let what = if kw.writes[i].value.is_none() {
+                "delete"
+            } else {
+                "write"
             };
-            let u = closure(writes, w.context.clone());
-            for ver in m
-                .versions()
-                .iter()
-                .filter(|x| x.dot != dot && u.covers(x.dot))
-            {
-                let what = if w.value.is_none() { "delete" } else { "write" };
-                out.push(Violation {
-                    checker: Checker::G6,
-                    key: show(key),
-                    ops: vec![id],
-                    detail: format!(
-                        "{:?} is back in the final state although acknowledged {what} {dot:?} superseded it",
-                        ver.dot
-                    ),
-                });
-            }
+            out.push(Violation {
+                checker: Checker::G6,
+                key: show(&op.key),
+                ops: vec![op.id],
+                detail: format!(
+                    "{:?} is back in the final state although acknowledged {what} {dot:?} superseded it",
+                    ver.dot
+                ),
+            });
         }
     }
 }
@@ -685,15 +713,17 @@ mod tests {
     }
 
     #[test]
-    fn closure_is_transitive() {
-        let (a, b, c) = (dot(1, 1), dot(2, 1), dot(3, 1));
+    fn ancestry_is_transitive() {
+        let (a, b, c, d) = (dot(1, 1), dot(2, 1), dot(3, 1), dot(4, 1));
         let ws = [
             write(1, a, val("a"), VersionVector::new()),
             write(2, b, val("b"), vv(&[a])),
             write(3, c, val("c"), vv(&[b])),
+            write(4, d, val("d"), VersionVector::new()),
         ];
-        let refs: Vec<&WriteRecord> = ws.iter().collect();
-        let u = closure(&refs, vv(&[b]));
-        assert!(u.covers(a) && u.covers(b) && !u.covers(c));
+        let kw = KeyWrites::new(ws.iter().collect());
+        let anc_c = &kw.anc[2];
+        assert!(anc_c.covers(a) && anc_c.covers(b) && !anc_c.covers(c) && !anc_c.covers(d));
+        assert!(kw.anc[3].is_empty());
     }
 }

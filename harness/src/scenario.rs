@@ -152,7 +152,7 @@ pub struct Workload {
 }
 
 fn default_think() -> [u64; 2] {
-    [5, 60]
+    [20, 120]
 }
 
 fn one() -> String {

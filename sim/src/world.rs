@@ -36,10 +36,11 @@ const BATCH_SYNC_TICKS: u64 = 5;
 const CLIENT_GRACE: Duration = Duration::from_secs(2);
 
 enum Event {
+    /// Boxed: events move inside the heap, and messages are large.
     Deliver {
         from: usize,
         to: usize,
-        msg: PeerMsg,
+        msg: Box<PeerMsg>,
     },
     Tick {
         node: usize,
@@ -324,7 +325,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
     /// Returns true when the run is over.
     fn dispatch(&mut self, event: Event) -> bool {
         match event {
-            Event::Deliver { from, to, msg } => self.deliver(from, to, msg),
+            Event::Deliver { from, to, msg } => self.deliver(from, to, *msg),
             Event::Tick { node, generation } => self.tick(node, generation),
             Event::Fault(i) => self.fault(self.plan.faults[i].fault.clone()),
             Event::Session(s) => self.session_next(s),
@@ -514,12 +515,19 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
                 Event::Deliver {
                     from,
                     to,
-                    msg: msg.clone(),
+                    msg: Box::new(msg.clone()),
                 },
             );
         }
         let d = self.range(lo, hi);
-        self.schedule(self.now + d, Event::Deliver { from, to, msg });
+        self.schedule(
+            self.now + d,
+            Event::Deliver {
+                from,
+                to,
+                msg: Box::new(msg),
+            },
+        );
     }
 
     fn start(&mut self, n: usize) {

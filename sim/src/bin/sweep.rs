@@ -15,7 +15,7 @@
 use causeway::core::Canary;
 use causeway_harness::scenario::{Outcome, Scenario};
 use causeway_sim::run::{SeedResult, load_scenarios, run_seed, shrink};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
@@ -267,6 +267,23 @@ struct Totals {
     sim_us: u64,
     /// Per expected-to-fail scenario: whether some seed failed.
     xfail: BTreeMap<String, bool>,
+    /// Per scenario: the first seed with expected or known-gap violations, and how many seeds had
+    /// them. Only the first seed's lines are printed; the rest are counted.
+    quiet: BTreeMap<String, (u64, BTreeSet<u64>)>,
+}
+
+impl Totals {
+    /// An expected-failure or known-gap line: printed for one seed per scenario, else counted.
+    fn quiet(&mut self, scenario: &str, seed: u64, line: &str) {
+        let e = self
+            .quiet
+            .entry(scenario.to_string())
+            .or_insert((seed, BTreeSet::new()));
+        e.1.insert(seed);
+        if e.0 == seed {
+            println!("{line}");
+        }
+    }
 }
 
 fn sweep(args: &Args) -> Result<bool, String> {
@@ -288,8 +305,15 @@ fn sweep(args: &Args) -> Result<bool, String> {
                 }
                 let r = run_seed(s, seed, None, false, None);
                 let failed = r.failed(s);
+                let quiet = !failed;
                 for l in report(s, &r, None) {
-                    writeln!(out, "{l}").map_err(|e| e.to_string())?;
+                    if args.worker.is_some() && quiet {
+                        writeln!(out, "@quiet {} {seed} {l}", s.name).map_err(|e| e.to_string())?;
+                    } else if quiet {
+                        t.quiet(&s.name, seed, &l);
+                    } else {
+                        writeln!(out, "{l}").map_err(|e| e.to_string())?;
+                    }
                 }
                 if args.worker.is_some() {
                     let xf = s.expect.outcome == Outcome::Fail;
@@ -314,6 +338,14 @@ fn sweep(args: &Args) -> Result<bool, String> {
         }
         if args.worker.is_some() {
             return Ok(t.failures == 0);
+        }
+    }
+    for (name, (_, seeds)) in &t.quiet {
+        if seeds.len() > 1 {
+            println!(
+                "  ({name}: expected or known-gap violations on {} seeds in all)",
+                seeds.len()
+            );
         }
     }
     for (name, seen) in &t.xfail {
@@ -351,6 +383,19 @@ fn run_workers(args: &Args, t: &mut Totals) -> Result<(), String> {
         let out = child.wait_with_output().map_err(|e| e.to_string())?;
         let text = String::from_utf8_lossy(&out.stdout);
         for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("@quiet ") {
+                let mut f = rest.splitn(3, ' ');
+                let (Some(name), Some(seed), Some(text)) = (f.next(), f.next(), f.next()) else {
+                    return Err(format!("bad worker line {line:?}"));
+                };
+                t.quiet(
+                    name,
+                    seed.parse()
+                        .map_err(|_| format!("bad worker line {line:?}"))?,
+                    text,
+                );
+                continue;
+            }
             let Some(rest) = line.strip_prefix("@seed ") else {
                 println!("{line}");
                 continue;
