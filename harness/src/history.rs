@@ -38,7 +38,8 @@ pub struct OpRecord {
     pub invoked_us: u64,
     pub completed_us: Option<u64>,
     pub outcome: Outcome,
-    /// Issued after heal, when it must succeed (G4).
+    /// Issued after heal, when it must succeed (G4). A failed probe that is retried within the
+    /// liveness bound is recorded as an ordinary operation (`false`); its retry is the probe.
     pub probe: bool,
 }
 

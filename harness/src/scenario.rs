@@ -87,14 +87,18 @@ fn default_partitions() -> u32 {
     64
 }
 
-/// Phase lengths. A run is: chaos (workload + faults), heal everything, settle, probe
-/// (each session's probe operations must all succeed: G4), quiesce, then final states.
+/// Phase lengths. A run is: chaos (workload + faults), heal everything, settle, probe (each
+/// session's probe operations must succeed within `liveness_s` of heal: G4), quiesce, then
+/// final states.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Phases {
     pub chaos_s: f64,
     pub settle_s: f64,
     pub probe_ops: usize,
+    /// The liveness bound after heal (a few anti-entropy rounds): a failed probe is retried until
+    /// then (G4), and the run waits until then at most for all replicas to agree (G3).
+    pub liveness_s: f64,
     pub quiesce_s: f64,
 }
 
@@ -104,6 +108,7 @@ impl Default for Phases {
             chaos_s: 20.0,
             settle_s: 5.0,
             probe_ops: 3,
+            liveness_s: 20.0,
             quiesce_s: 3.0,
         }
     }

@@ -32,6 +32,12 @@ const EPOCH_US: i128 = 1_640_995_200_000_000;
 /// A driver-side sync of `sync = "batch"` disks happens every this many ticks.
 const BATCH_SYNC_TICKS: u64 = 5;
 
+/// How often a quiesced world checks whether its replicas agree yet.
+const CONVERGENCE_POLL: Duration = Duration::from_millis(250);
+
+/// Pause before a failed probe is retried.
+const PROBE_RETRY: Duration = Duration::from_millis(500);
+
 /// What a client waits beyond the core's request timeout before giving up on a reply.
 const CLIENT_GRACE: Duration = Duration::from_secs(2);
 
@@ -54,7 +60,8 @@ enum Event {
     },
     Heal,
     Probe,
-    End,
+    /// Quiesced: end now if every key's replicas agree (or the G3 bound is reached), else later.
+    Settled,
 }
 
 struct Scheduled {
@@ -163,6 +170,9 @@ pub struct World<'a, E: Entropy, A: FnMut(u64)> {
     dup: f64,
     phase: Phase,
     chaos_end: u64,
+    /// Heal + `liveness_s`: probes failing before it are retried (G4), and the run waits until
+    /// then at most for replicas to agree (G3).
+    liveness_end: u64,
     r: Quorum,
     w: Quorum,
     history: History,
@@ -223,6 +233,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             dup: scenario.net.dup,
             phase: Phase::Chaos,
             chaos_end: (scenario.phases.chaos_s * 1e6) as u64,
+            liveness_end: ((scenario.phases.chaos_s + scenario.phases.liveness_s) * 1e6) as u64,
             r: scenario.workload.r().expect("validated on load"),
             w: scenario.workload.w().expect("validated on load"),
             history: History::default(),
@@ -235,7 +246,8 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         }
     }
 
-    /// Runs chaos, heal, settle, probe and quiesce; returns the history and final states.
+    /// Runs chaos, heal, settle, probe and quiesce, then waits until every key's replicas agree
+    /// or `liveness_s` after heal has passed (the G3 bound); returns the history and final states.
     pub fn run(mut self) -> RunOutput {
         for n in 0..self.slots.len() {
             self.start(n);
@@ -345,9 +357,15 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
                     self.session_next(s);
                 }
             }
-            Event::End => {
-                self.note(5, |_| "end".into());
-                return true;
+            Event::Settled => {
+                if self.converged() || self.now >= self.liveness_end {
+                    self.note(5, |_| "end".into());
+                    return true;
+                }
+                self.schedule(
+                    self.now + CONVERGENCE_POLL.as_micros() as u64,
+                    Event::Settled,
+                );
             }
         }
         false
@@ -679,7 +697,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
                 if self.sessions.iter().all(|x| x.done) {
                     self.phase = Phase::Done;
                     let quiesce = (self.scenario.phases.quiesce_s * 1e6) as u64;
-                    self.schedule(self.now + quiesce, Event::End);
+                    self.schedule(self.now + quiesce, Event::Settled);
                 }
             }
             _ => {}
@@ -752,6 +770,11 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         {
             self.sessions[s].ctx.merge(context);
         }
+        let retry = rec.probe && !matches!(outcome, Outcome::Ok(_)) && self.now < self.liveness_end;
+        if retry {
+            rec.probe = false;
+            self.sessions[s].next_probe -= 1;
+        }
         rec.outcome = outcome;
         rec.completed_us = Some(self.now);
         self.note(13, |w| format!("complete {}", w.history.ops[id as usize]));
@@ -761,8 +784,32 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             Phase::Chaos => sp.ops.get(self.sessions[s].next),
             _ => sp.probe.get(self.sessions[s].next_probe),
         };
-        let think = next.map_or(0, |o| o.think_ms * 1000);
+        let think = if retry {
+            PROBE_RETRY.as_micros() as u64
+        } else {
+            next.map_or(0, |o| o.think_ms * 1000)
+        };
         self.schedule(self.now + think, Event::Session(s));
+    }
+
+    /// Whether every replica of every key holds the same versions (the run may end).
+    fn converged(&self) -> bool {
+        (0..self.scenario.workload.keys).all(|k| {
+            let key = Bytes::from(key_name(k));
+            let mut states = self
+                .view
+                .shard_members(self.view.shard_of_key(&key))
+                .iter()
+                .map(|id| {
+                    self.slots[self.index[id]]
+                        .node
+                        .as_ref()
+                        .and_then(|n| n.local_state(&key))
+                        .unwrap_or_default()
+                });
+            let first = states.next().unwrap_or_default();
+            states.all(|s| s.versions() == first.versions())
+        })
     }
 
     fn capture_finals(&mut self) {
