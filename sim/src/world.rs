@@ -523,6 +523,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         self.stats.messages += 1;
         if self.clogged.contains(&(from, to)) || self.chance(self.loss) {
             self.stats.dropped += 1;
+            self.note(14, |_| format!("drop n{from}->n{to} {}", msg.kind()));
             return;
         }
         let [lo, hi] = self.scenario.net.delay_us;
