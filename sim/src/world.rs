@@ -11,8 +11,8 @@
 use crate::disk::SimDisk;
 use bytes::Bytes;
 use causeway::core::{
-    Canary, Config, Identity, Input, Node, NodeId, Op, PeerMsg, Quorum, Reply, Request, Response,
-    SyncMode, Time, VersionSet, VersionVector, View,
+    Canary, Config, Dot, Identity, Input, Node, NodeId, Op, PeerMsg, Quorum, Ready, Request,
+    Response, SyncMode, Time, VersionSet, VersionVector, View,
 };
 use causeway_harness::history::{History, OpRecord, Outcome, WriteRecord};
 use causeway_harness::plan::{Fault, OpKind, Plan, PlannedOp, key_name, view_of};
@@ -103,6 +103,10 @@ struct Slot {
     ticks: u64,
     /// Client requests this node has not answered: request id -> session.
     pending: BTreeMap<u64, usize>,
+    /// Writes this node was asked to execute whose dot has not been seen yet.
+    awaited: Vec<AwaitedWrite>,
+    /// Dots of this incarnation already in the registry.
+    recorded: BTreeSet<Dot>,
 }
 
 #[derive(Default)]
@@ -140,16 +144,32 @@ pub struct RunOutput {
     pub stats: Stats,
 }
 
-/// A write the input being handled will execute, to find its dot in the resulting `Ready`.
-struct ExpectWrite {
+/// A write a replica was asked to execute and whose dot is not known yet. The core may execute
+/// it at once or later (after waiting for its context), so every `Ready` of that replica is
+/// searched for it: first by reply id (a `Written` reply or forward reply), then by a fresh dot of
+/// the replica's own actor in the replication it sends, matched by key and value.
+struct AwaitedWrite {
     key: Bytes,
     value: Option<Bytes>,
     context: VersionVector,
+    /// The client operation it serves (`UNATTRIBUTED` when no sent operation matches).
     op: u64,
-    /// The request id (client) or rid (forward) its reply carries.
-    reply_id: u64,
-    forwarded: bool,
+    reply: ReplyTo,
 }
+
+/// Where the outcome of an awaited write is reported.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReplyTo {
+    Client(u64),
+    /// A forward reply to proxy `from` with this rid.
+    Forward {
+        from: usize,
+        rid: u64,
+    },
+}
+
+/// `WriteRecord::op` of an execution no sent operation matches.
+const UNATTRIBUTED: u64 = u64::MAX;
 
 pub struct World<'a, E: Entropy, A: FnMut(u64)> {
     scenario: &'a Scenario,
@@ -214,6 +234,8 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
                     drift_ppm: c.drift_ppm,
                     ticks: 0,
                     pending: BTreeMap::new(),
+                    awaited: Vec::new(),
+                    recorded: BTreeSet::new(),
                 }
             })
             .collect();
@@ -417,23 +439,29 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
 
     /// Hands `input` to node `n` and carries out the resulting `Ready`.
     fn feed(&mut self, n: usize, input: Input) {
-        let expect = self.expect_write(n, &input);
+        if let Some(w) = self.awaited_write(n, &input) {
+            self.slots[n].awaited.push(w);
+        }
         let now = self.local(n);
         let Some(node) = self.slots[n].node.as_mut() else {
             return;
         };
         node.handle(now, input);
-        self.flush(n, expect);
+        self.flush(n);
     }
 
-    /// The write `input` will execute at node `n`, if any.
-    fn expect_write(&self, n: usize, input: &Input) -> Option<ExpectWrite> {
-        let (op, reply_id, forwarded, client_op) = match input {
-            Input::Client(Request { id, op }) => (op, *id, false, Some(*id)),
+    /// The write `input` asks replica `n` to execute, if any.
+    fn awaited_write(&self, n: usize, input: &Input) -> Option<AwaitedWrite> {
+        let (op, reply, client_op) = match input {
+            Input::Client(Request { id, op }) => (op, ReplyTo::Client(*id), Some(*id)),
             Input::Peer {
                 from,
                 msg: PeerMsg::Forward { rid, op },
-            } => (op, *rid, true, self.forwarded_op(from, op)),
+            } => {
+                let from = *self.index.get(from)?;
+                let reply = ReplyTo::Forward { from, rid: *rid };
+                (op, reply, self.forwarded_op(from, op))
+            }
             _ => return None,
         };
         let Op::Put {
@@ -449,19 +477,18 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         if self.view.shard_of_node(&self.slots[n].id) != Some(shard) {
             return None;
         }
-        Some(ExpectWrite {
+        Some(AwaitedWrite {
             key: key.clone(),
             value: value.clone(),
             context: context.clone(),
-            op: client_op?,
-            reply_id,
-            forwarded,
+            op: client_op.unwrap_or(UNATTRIBUTED),
+            reply,
         })
     }
 
     /// The client operation a forwarded write serves: the latest one sent to the proxy with
     /// the same key, value and context.
-    fn forwarded_op(&self, proxy: &NodeId, op: &Op) -> Option<u64> {
+    fn forwarded_op(&self, proxy: usize, op: &Op) -> Option<u64> {
         let Op::Put {
             key,
             value,
@@ -471,9 +498,8 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         else {
             return None;
         };
-        let p = *self.index.get(proxy)?;
         self.sent
-            .get(&(p, key.clone()))?
+            .get(&(proxy, key.clone()))?
             .iter()
             .rev()
             .copied()
@@ -483,7 +509,77 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             })
     }
 
-    fn flush(&mut self, n: usize, expect: Option<ExpectWrite>) {
+    /// Records the executions `ready` reveals (see [`AwaitedWrite`]).
+    fn observe_writes(&mut self, n: usize, ready: &Ready) {
+        if self.slots[n].awaited.is_empty() {
+            return;
+        }
+        let Some(actor) = self.slots[n].node.as_ref().map(|x| x.actor()) else {
+            return;
+        };
+        let me = self.slots[n].id.clone();
+        let replies = ready
+            .replies
+            .iter()
+            .map(|r| (ReplyTo::Client(r.id), &r.result));
+        let forwards = ready.messages.iter().filter_map(|(to, m)| match m {
+            PeerMsg::ForwardReply { rid, result, .. } => {
+                let from = *self.index.get(to)?;
+                Some((ReplyTo::Forward { from, rid: *rid }, result))
+            }
+            _ => None,
+        });
+        let mut found = Vec::new();
+        for (to, result) in replies.chain(forwards) {
+            if let Some(i) = self.slots[n].awaited.iter().position(|a| a.reply == to) {
+                let a = self.slots[n].awaited.remove(i);
+                if let Ok(Response::Written { dot, .. }) = result {
+                    found.push((a, *dot));
+                }
+            }
+        }
+        for (_, m) in &ready.messages {
+            let PeerMsg::Replicate { key, set, dots } = m else {
+                continue;
+            };
+            for d in dots.iter().filter(|d| d.actor == actor) {
+                let done = |f: &[(AwaitedWrite, Dot)]| f.iter().any(|(_, x)| x == d);
+                if self.slots[n].recorded.contains(d) || done(&found) {
+                    continue;
+                }
+                let value = set
+                    .versions()
+                    .iter()
+                    .find(|v| v.dot == *d)
+                    .map(|v| &v.value);
+                let awaited = &self.slots[n].awaited;
+                let i = awaited
+                    .iter()
+                    .position(|a| a.key == *key && value.is_none_or(|v| *v == a.value))
+                    .or_else(|| awaited.iter().position(|a| a.key == *key));
+                if let Some(i) = i {
+                    found.push((self.slots[n].awaited.remove(i), *d));
+                }
+            }
+        }
+        for (a, dot) in found {
+            if !self.slots[n].recorded.insert(dot) {
+                continue;
+            }
+            self.note(6, |_| format!("{me} executes {dot:?} for op#{}", a.op));
+            self.history.writes.push(WriteRecord {
+                dot,
+                key: a.key,
+                value: a.value,
+                context: a.context,
+                node: n,
+                at_us: self.now,
+                op: a.op,
+            });
+        }
+    }
+
+    fn flush(&mut self, n: usize) {
         let Some(node) = self.slots[n].node.as_mut() else {
             return;
         };
@@ -491,20 +587,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         if ready.sync {
             causeway::core::Storage::sync(node.storage_mut());
         }
-        if let Some(e) = expect
-            && let Some(dot) = find_dot(&e, &ready.messages, &ready.replies)
-        {
-            self.note(6, |_| format!("n{n} executes {dot:?} for op#{}", e.op));
-            self.history.writes.push(WriteRecord {
-                dot,
-                key: e.key,
-                value: e.value,
-                context: e.context,
-                node: n,
-                at_us: self.now,
-                op: e.op,
-            });
-        }
+        self.observe_writes(n, &ready);
         for (to, msg) in ready.messages {
             match self.index.get(&to) {
                 Some(&t) => self.send(n, t, msg),
@@ -559,6 +642,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             nonce,
         };
         slot.node = Some(Node::new(self.config.clone(), id, disk, now));
+        slot.recorded.clear();
         slot.generation += 1;
         slot.paused = false;
         let generation = slot.generation;
@@ -571,7 +655,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
                 generation,
             },
         );
-        self.flush(n, None);
+        self.flush(n);
     }
 
     fn stop(&mut self, n: usize, wipe: bool) {
@@ -596,6 +680,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         slot.generation += 1;
         slot.paused = false;
         slot.held.clear();
+        slot.awaited.clear();
         for (op, s) in std::mem::take(&mut slot.pending) {
             let o =
                 self.history.ops[op as usize].unavailable("connection reset: node crashed".into());
@@ -835,33 +920,6 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             self.history.finals.insert(key, reps);
         }
     }
-}
-
-/// The dot a write executed with: from its reply (w = 1) or from the replication it sent.
-fn find_dot(
-    e: &ExpectWrite,
-    messages: &[(NodeId, PeerMsg)],
-    replies: &[Reply],
-) -> Option<causeway::core::Dot> {
-    let from_reply = |r: &Result<Response, causeway::core::ReqError>| match r {
-        Ok(Response::Written { dot, .. }) => Some(*dot),
-        _ => None,
-    };
-    if !e.forwarded
-        && let Some(d) = replies
-            .iter()
-            .find(|r| r.id == e.reply_id)
-            .and_then(|r| from_reply(&r.result))
-    {
-        return Some(d);
-    }
-    messages.iter().find_map(|(_, m)| match m {
-        PeerMsg::ForwardReply { rid, result, .. } if e.forwarded && *rid == e.reply_id => {
-            from_reply(result)
-        }
-        PeerMsg::Replicate { key, dots, .. } if *key == e.key && dots.len() == 1 => Some(dots[0]),
-        _ => None,
-    })
 }
 
 fn mix(h: u64, x: u64) -> u64 {
