@@ -6,6 +6,7 @@
 //! sweep --determinism NAME SEED
 //! sweep --shrink NAME SEED [--canary C]
 //! sweep --canary C [--seeds N] [--first-seed S]
+//! sweep --list-canaries
 //! ```
 //! A sweep ends with `sweep: <seeds> seeds, <scenarios> scenarios, <failures> failures,
 //! <sim_s> simulated s in <wall_s> wall s` and exits non-zero on any failure. With `--jobs J`
@@ -53,6 +54,12 @@ fn parse() -> Result<Args, String> {
         trace: None,
     };
     let mut it = std::env::args().skip(1);
+    if std::env::args().nth(1).as_deref() == Some("--list-canaries") {
+        for c in Canary::ALL {
+            println!("{}", c.name());
+        }
+        std::process::exit(0);
+    }
     let val = |it: &mut dyn Iterator<Item = String>, f: &str| {
         it.next().ok_or_else(|| format!("{f} needs a value"))
     };
