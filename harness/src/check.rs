@@ -627,6 +627,36 @@ mod tests {
     }
 
     #[test]
+    fn g1_allows_reaped_deletes_but_not_missing_puts() {
+        // a -> delete d (covers a); then the tombstone is reaped: an empty read is right.
+        let (a, d) = (dot(1, 1), dot(1, 2));
+        let mut del = put_op(2, 0, "", vv(&[a]), d);
+        del.kind = OpKind::Delete;
+        del.value = None;
+        let mut h = History {
+            ops: vec![put_op(1, 0, "a", VersionVector::new(), a), del],
+            writes: vec![
+                write(1, a, val("a"), VersionVector::new()),
+                write(2, d, None, vv(&[a])),
+            ],
+            finals: BTreeMap::new(),
+        };
+        h.ops.push(get_op(3, 1, vv(&[d]), vec![], vv(&[d])));
+        assert!(checkers(&h, Checker::G1).is_empty());
+        // A later put covered by the context must still be there.
+        let b = dot(1, 3);
+        h.ops.insert(2, put_op(3, 0, "b", vv(&[d]), b));
+        h.writes.push(write(3, b, val("b"), vv(&[d])));
+        h.ops[3] = get_op(4, 1, vv(&[b]), vec![], vv(&[b]));
+        let v = checkers(&h, Checker::G1);
+        assert!(
+            v.iter()
+                .any(|x| x.detail.contains("misses") && x.ops == vec![4, 3]),
+            "{v:?}"
+        );
+    }
+
+    #[test]
     fn g2_catches_lost_acknowledged_write() {
         let mut h = good();
         // Only a survives: b (acked) is lost.

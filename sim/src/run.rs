@@ -176,8 +176,9 @@ const SHRINK_SEEDS: u64 = 4;
 const SHRINK_BUDGET: usize = 2000;
 
 /// Reduces a failing seed to a small scenario that fails the same checker:
-/// 1. (exact) a G1 violation depends only on what happened before its operations completed, so
-///    later operations and faults are cut and chaos ends right after;
+/// 1. (exact) a G1 violation depends only on what happened before its operations completed (a
+///    G7 one on what happened before its second execution), so later operations and faults are
+///    cut and chaos ends right after;
 /// 2. delta debugging over fault events, whole sessions, then single operations.
 pub fn shrink(scenario: &Scenario, seed: u64, canary: Option<Canary>) -> Result<Shrunk, String> {
     let first = run_seed(scenario, seed, canary, false, None);
@@ -193,10 +194,18 @@ pub fn shrink(scenario: &Scenario, seed: u64, canary: Option<Canary>) -> Result<
         .filter_map(|&id| first.history.op(id))
         .collect();
     let chaos_us = (scenario.phases.chaos_s * 1e6) as u64;
-    let end = ops.iter().filter_map(|o| o.completed_us).max();
-    if let Some(t) =
-        end.filter(|&t| checker == Checker::G1 && t < chaos_us && !ops.iter().any(|o| o.probe))
-    {
+    let end = match checker {
+        Checker::G1 => ops.iter().filter_map(|o| o.completed_us).max(),
+        Checker::G7 => first
+            .history
+            .writes
+            .iter()
+            .filter(|w| v.ops.contains(&w.op))
+            .map(|w| w.at_us)
+            .max(),
+        _ => None,
+    };
+    if let Some(t) = end.filter(|&t| t < chaos_us && !ops.iter().any(|o| o.probe)) {
         let mut cut = plan.clone();
         cut.faults.retain(|f| f.at_ms * 1000 <= t);
         for (s, sp) in cut.sessions.iter_mut().enumerate() {
