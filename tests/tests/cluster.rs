@@ -325,4 +325,9 @@ fn compatibility_api_codes_and_messages() {
             .as_str()
             .is_some_and(|e| e.contains("not supported"))
     );
+    // Native membership endpoints say why they refuse, instead of a bare 404.
+    let (s, j) = call(http.put(format!("{}/v1/cluster/view", c.url(0))));
+    assert_eq!((s, j["error"].as_str()), (501, Some("not implemented")));
+    let (s, _) = call(http.post(format!("{}/v1/cluster/join", c.url(0))));
+    assert_eq!(s, 501);
 }

@@ -302,7 +302,7 @@ async fn view_change() -> Response {
         json!({
             "error": "View change is not supported yet",
             "message": "Error in PUT",
-            "detail": "membership changes are not implemented in this version; restart every node with the new VIEW",
+            "detail": super::membership::NOT_YET,
         }),
     )
 }

@@ -11,9 +11,11 @@ pub mod config;
 pub mod driver;
 pub mod http;
 pub mod input;
+pub mod membership;
 pub mod metrics;
 pub mod storage;
 pub mod transport;
+pub mod ui;
 
 use anyhow::Context;
 use config::Settings;
@@ -45,7 +47,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         data = %settings.data_dir.display(),
         "serving"
     );
-    let app = http::router(http::AppState { node, prometheus });
+    let app = http::router(http::AppState { node, prometheus })
+        .merge(ui::routes())
+        .merge(membership::routes());
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
