@@ -111,31 +111,32 @@ fn replay_cmd(name: &str, seed: u64, canary: Option<Canary>) -> String {
     format!("ci/sweep --replay {name} {seed}{c}")
 }
 
+/// One line per violation (at most [`SHOWN`] per seed), each naming the command that replays it.
 fn report(s: &Scenario, r: &SeedResult, canary: Option<Canary>) -> Vec<String> {
-    let mut lines = Vec::new();
     let tag = if s.expect.outcome == Outcome::Fail {
         "expected-fail"
     } else {
         "FAIL"
     };
-    for v in r.violations.iter().take(SHOWN) {
-        lines.push(format!("{tag} {} seed {}: {v}", s.name, r.seed));
-    }
-    for v in r.known.iter().take(SHOWN) {
-        lines.push(format!(
-            "known-gap {} seed {}: {v} [{}]",
+    let replay = replay_cmd(&s.name, r.seed, canary);
+    let mut lines: Vec<String> = r
+        .violations
+        .iter()
+        .take(SHOWN)
+        .map(|v| format!("{tag} {} seed {} [{replay}]: {v}", s.name, r.seed))
+        .collect();
+    lines.extend(r.known.iter().take(SHOWN).map(|v| {
+        format!(
+            "known-gap {} seed {} [{replay}]: {v} ({})",
             s.name, r.seed, s.expect.reason
-        ));
-    }
+        )
+    }));
     let more = r.violations.len().saturating_sub(SHOWN) + r.known.len().saturating_sub(SHOWN);
     if more > 0 {
         lines.push(format!(
             "  … {more} more violations on {} seed {}",
             s.name, r.seed
         ));
-    }
-    if !r.violations.is_empty() || !r.known.is_empty() {
-        lines.push(format!("  replay: {}", replay_cmd(&s.name, r.seed, canary)));
     }
     lines
 }
