@@ -2,7 +2,7 @@
 //! (`--config`) < the seed's `ADDRESS`/`PORT`/`VIEW`/`REPL_FACTOR` < `CAUSEWAY_*` environment <
 //! command-line flags. clap merges the last two; [`ServeArgs::resolve`] applies the rest.
 
-use crate::core::{Config, SyncMode, View};
+use crate::core::{Config, ConflictMode, SyncMode, View};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -37,6 +37,26 @@ impl From<SyncArg> for SyncMode {
     }
 }
 
+/// How concurrent writes to one key are resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConflictsArg {
+    /// keep concurrent writes as siblings: nothing is lost.
+    Siblings,
+    /// last writer wins by hybrid timestamp: loses concurrent writes, and under clock skew even
+    /// writes that came later in real time.
+    Lww,
+}
+
+impl From<ConflictsArg> for ConflictMode {
+    fn from(c: ConflictsArg) -> ConflictMode {
+        match c {
+            ConflictsArg::Siblings => ConflictMode::Siblings,
+            ConflictsArg::Lww => ConflictMode::Lww,
+        }
+    }
+}
+
 /// Flags of `causeway serve`; each also reads `CAUSEWAY_<NAME>` and a key of the config file.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ServeArgs {
@@ -64,7 +84,10 @@ pub struct ServeArgs {
     /// Largest accepted value in bytes [default: 8388608]
     #[arg(long, env = "CAUSEWAY_MAX_VALUE_BYTES")]
     pub max_value_bytes: Option<usize>,
-    /// TOML file with any of the keys above (listen, advertise, view, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes)
+    /// Resolution of concurrent writes; lww loses writes (see README) [default: siblings]
+    #[arg(long, env = "CAUSEWAY_CONFLICTS", value_enum)]
+    pub conflicts: Option<ConflictsArg>,
+    /// TOML file with any of the keys above (listen, advertise, view, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, conflicts)
     #[arg(long, env = "CAUSEWAY_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -81,6 +104,7 @@ struct FileConfig {
     sync: Option<SyncArg>,
     batch_sync_ms: Option<u64>,
     max_value_bytes: Option<usize>,
+    conflicts: Option<ConflictsArg>,
 }
 
 /// Everything `serve` runs with.
@@ -178,6 +202,11 @@ impl ServeArgs {
         let view = View::new(nodes, repl).context("invalid view")?;
         let mut core = Config::new(view);
         core.sync = self.sync.or(file.sync).unwrap_or(SyncArg::Batch).into();
+        core.conflicts = self
+            .conflicts
+            .or(file.conflicts)
+            .unwrap_or(ConflictsArg::Siblings)
+            .into();
         if let Some(m) = self.max_value_bytes.or(file.max_value_bytes) {
             core.max_value_bytes = m;
         }
@@ -244,5 +273,35 @@ mod tests {
             ..ServeArgs::default()
         };
         assert!(bad.resolve(SeedEnv::default()).is_err());
+    }
+
+    #[test]
+    fn file_keys_yield_to_flags() {
+        let path =
+            std::env::temp_dir().join(format!("causeway-config-{}.toml", std::process::id()));
+        std::fs::write(&path, "conflicts = \"lww\"\nsync = \"always\"\n").expect("writing");
+        let from_file = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let s = from_file.resolve(SeedEnv::default()).expect("file");
+        assert_eq!(s.core.conflicts, ConflictMode::Lww);
+        assert_eq!(s.core.sync, SyncMode::Always);
+        let flagged = ServeArgs {
+            conflicts: Some(ConflictsArg::Siblings),
+            ..from_file
+        };
+        let s = flagged.resolve(SeedEnv::default()).expect("flags");
+        assert_eq!(s.core.conflicts, ConflictMode::Siblings);
+        std::fs::write(&path, "conflict = \"lww\"\n").expect("writing");
+        let typo = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        assert!(
+            typo.resolve(SeedEnv::default()).is_err(),
+            "unknown keys are rejected"
+        );
+        let _ = std::fs::remove_file(path);
     }
 }
