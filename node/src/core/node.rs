@@ -83,12 +83,11 @@ enum Origin {
     Proxy { from: NodeId, rid: Rid },
 }
 
+/// A read or write waiting for this replica to apply the writes its context names.
 #[derive(Debug)]
-struct ParkedRead {
+struct Parked {
     origin: Origin,
-    key: Bytes,
-    context: VersionVector,
-    r: Quorum,
+    op: Op,
     deadline: Time,
 }
 
@@ -155,14 +154,18 @@ pub struct Node<S: Storage> {
     clock_dirty: bool,
     needs_sync: bool,
     rng: SmallRng,
+    /// Elapsed time: advanced by each input's forward step of the driver's clock, never moved
+    /// back, so a clock stepped backwards delays no timer. All deadlines use it.
     now: Time,
+    /// The driver's clock as last seen (wall time, possibly skewed); feeds only the HLC.
+    wall: Time,
     hlc: u64,
     live_keys: u64,
     next_rid: Rid,
     out: Ready,
     outbox: Outbox,
     proxy: Proxy,
-    parked: Vec<ParkedRead>,
+    parked: Vec<Parked>,
     writes: BTreeMap<Dot, PendingWrite>,
     reads: BTreeMap<Rid, PendingRead>,
     lists: BTreeMap<ReqId, PendingList>,
@@ -233,6 +236,7 @@ impl<S: Storage> Node<S> {
             needs_sync: true,
             rng,
             now,
+            wall: now,
             hlc: now.as_micros(),
             live_keys,
             next_rid: 1,
@@ -291,7 +295,8 @@ impl<S: Storage> Node<S> {
 
     /// Feeds one input at time `now`.
     pub fn handle(&mut self, now: Time, input: Input) {
-        self.now = self.now.max(now);
+        self.now = self.now + now.since(self.wall);
+        self.wall = now;
         match input {
             Input::Client(req) => self.on_client(req),
             Input::Peer { from, msg } => {
@@ -534,36 +539,46 @@ impl<S: Storage> Node<S> {
         self.proxy.pending.insert(rid, f);
     }
 
-    /// Runs an operation this replica is responsible for.
+    /// Runs an operation this replica is responsible for. Reads and writes first wait (up to
+    /// `causal_wait`) until this replica has applied every write their context names: a read
+    /// must not miss them, and a write must supersede what they superseded, transitively.
     fn execute(&mut self, origin: Origin, op: Op) {
         match op {
-            Op::Get { key, context, r } => {
+            Op::Get { .. } | Op::Put { .. } => {
                 let skip = self.cfg.canary == Some(Canary::SkipCausalWait);
-                if skip || self.covers(&context) {
-                    self.read(origin, key, context, r);
+                if skip || op.context().is_some_and(|c| self.covers(c)) {
+                    self.run(origin, op);
                 } else {
                     let deadline = self.now + self.cfg.causal_wait;
-                    self.parked.push(ParkedRead {
+                    self.parked.push(Parked {
                         origin,
-                        key,
-                        context,
-                        r,
+                        op,
                         deadline,
                     });
                 }
             }
-            Op::Put {
-                key,
-                value,
-                context,
-                w,
-            } => self.write(origin, key, value, context, w),
             Op::KeyCount { shard } => {
                 let count = self.live_keys;
                 self.finish(origin, Ok(Response::KeyCount { shard, count }));
             }
             Op::List { .. } | Op::AntiEntropy { .. } => {
                 unreachable!("lists and exchanges run at the receiving node")
+            }
+        }
+    }
+
+    /// Executes a read or write whose context this replica covers.
+    fn run(&mut self, origin: Origin, op: Op) {
+        match op {
+            Op::Get { key, context, r } => self.read(origin, key, context, r),
+            Op::Put {
+                key,
+                value,
+                context,
+                w,
+            } => self.write(origin, key, value, context, w),
+            Op::List { .. } | Op::KeyCount { .. } | Op::AntiEntropy { .. } => {
+                unreachable!("only reads and writes wait for their context")
             }
         }
     }
@@ -594,7 +609,7 @@ impl<S: Storage> Node<S> {
         let dot = Dot::new(self.actor, self.counter);
         self.clock.add(dot);
         self.clock_dirty = true;
-        self.hlc = (self.hlc + 1).max(self.now.as_micros());
+        self.hlc = (self.hlc + 1).max(self.wall.as_micros());
         let mut set = self.storage.get(&key).unwrap_or_default();
         let had_value = set.has_value();
         let tombstone = value.is_none();
@@ -772,15 +787,15 @@ impl<S: Storage> Node<S> {
         self.finish(p.origin, Ok(Response::Read { versions, context }));
     }
 
-    /// Answers parked reads whose context is now covered.
+    /// Runs parked operations whose context is now covered.
     fn wake_parked(&mut self) {
         if self.parked.is_empty() {
             return;
         }
         let parked = std::mem::take(&mut self.parked);
         for p in parked {
-            if self.covers(&p.context) {
-                self.read(p.origin, p.key, p.context, p.r);
+            if p.op.context().is_some_and(|c| self.covers(c)) {
+                self.run(p.origin, p.op);
             } else {
                 self.parked.push(p);
             }
@@ -906,10 +921,14 @@ impl<S: Storage> Node<S> {
         let Some(f) = self.proxy.pending.remove(&rid) else {
             return;
         };
-        let retry = matches!(
-            (&f.op, &result),
-            (Op::Get { .. }, Err(ReqError::Unsatisfiable)) | (_, Err(ReqError::Unavailable(_)))
-        ) && !matches!(f.op, Op::Put { .. });
+        // Another replica may satisfy the context; a write refused for it never applied. A write
+        // that was Unavailable may have applied, so it is not sent elsewhere.
+        let retry = match (&f.op, &result) {
+            (_, Err(ReqError::Unsatisfiable)) => true,
+            (Op::Put { .. }, _) => false,
+            (_, Err(ReqError::Unavailable(_))) => true,
+            _ => false,
+        };
         if retry && f.can_fail_over(self.now) {
             self.proxy.failovers += 1;
             return self.attempt(f);

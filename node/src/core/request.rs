@@ -80,6 +80,14 @@ pub enum Op {
 }
 
 impl Op {
+    /// The causal context a read or write was issued with.
+    pub fn context(&self) -> Option<&VersionVector> {
+        match self {
+            Op::Get { context, .. } | Op::Put { context, .. } => Some(context),
+            Op::List { .. } | Op::KeyCount { .. } | Op::AntiEntropy { .. } => None,
+        }
+    }
+
     pub fn key(&self) -> Option<&Bytes> {
         match self {
             Op::Get { key, .. } | Op::Put { key, .. } => Some(key),

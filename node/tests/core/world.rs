@@ -30,6 +30,8 @@ pub struct World {
     pub faults: Faults,
     cut: BTreeSet<(NodeId, NodeId)>,
     down: BTreeSet<NodeId>,
+    /// Per-node clock offset in microseconds (negative: behind), added to the time it is given.
+    pub skew: BTreeMap<NodeId, i64>,
     pub replies: BTreeMap<ReqId, Reply>,
     next_req: ReqId,
     next_tick: Time,
@@ -53,11 +55,12 @@ impl World {
             config: config.clone(),
             queue: BTreeMap::new(),
             seq: 0,
-            now: Time::from_millis(1_000),
+            now: Time::from_millis(1_000_000_000),
             rng: SmallRng::seed_from_u64(seed),
             faults: Faults::default(),
             cut: BTreeSet::new(),
             down: BTreeSet::new(),
+            skew: BTreeMap::new(),
             replies: BTreeMap::new(),
             next_req: 1,
             next_tick: Time::ZERO,
@@ -69,6 +72,12 @@ impl World {
         w
     }
 
+    /// The time node `id` reads: the world's time plus its skew.
+    pub fn clock(&self, id: &NodeId) -> Time {
+        let off = self.skew.get(id).copied().unwrap_or(0);
+        Time::from_micros(self.now.as_micros().saturating_add_signed(off))
+    }
+
     /// (Re)starts `id` over `storage`.
     pub fn start(&mut self, id: &NodeId, storage: MemStorage) {
         let nonce = self.rng.random();
@@ -76,7 +85,7 @@ impl World {
             node: id.clone(),
             nonce,
         };
-        let node = Node::new(self.config.clone(), ident, storage, self.now);
+        let node = Node::new(self.config.clone(), ident, storage, self.clock(id));
         self.nodes.insert(id.clone(), node);
         self.down.remove(id);
         self.flush(id);
@@ -111,7 +120,7 @@ impl World {
     pub fn submit(&mut self, at: &NodeId, op: Op) -> ReqId {
         let id = self.next_req;
         self.next_req += 1;
-        let now = self.now;
+        let now = self.clock(at);
         let node = self.nodes.get_mut(at).expect("node is up");
         node.handle(now, Input::Client(Request { id, op }));
         self.flush(at);
@@ -148,9 +157,10 @@ impl World {
             let key = *self.queue.keys().next().unwrap();
             let (from, to, msg) = self.queue.remove(&key).unwrap();
             self.now = self.now.max(t);
+            let now = self.clock(&to);
             if let Some(node) = self.nodes.get_mut(&to) {
                 self.delivered += 1;
-                node.handle(self.now, Input::Peer { from, msg });
+                node.handle(now, Input::Peer { from, msg });
                 self.flush(&to);
             }
         } else {
@@ -158,7 +168,7 @@ impl World {
             self.next_tick = self.now + self.config.tick_interval;
             let ids: Vec<NodeId> = self.nodes.keys().cloned().collect();
             for id in ids {
-                let now = self.now;
+                let now = self.clock(&id);
                 self.nodes.get_mut(&id).unwrap().handle(now, Input::Tick);
                 self.flush(&id);
             }

@@ -332,7 +332,7 @@ impl<S: Storage> Node<S> {
                 .partitions
                 .entry(p)
                 .or_default()
-                .last_exchange_us = self.now.as_micros();
+                .last_exchange_us = self.wall.as_micros();
         }
         if let Some(id) = ex.requested_by {
             let resp = Response::AntiEntropy {
