@@ -21,6 +21,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use metrics_exporter_prometheus::PrometheusHandle;
+use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Header carrying the causal-context token, in both directions.
@@ -33,11 +35,25 @@ pub const MAX_LIST_LIMIT: u32 = 1000;
 /// Largest body of a small JSON request (token merge, compatibility API overhead).
 pub const MAX_JSON_BYTES: usize = 1 << 20;
 
-/// What every handler can reach.
+/// What every handler can reach. axum clones it for every request, so it is two reference
+/// counts, not a copy of the node's view and names.
 #[derive(Clone)]
 pub struct AppState {
-    pub node: NodeHandle,
+    pub node: Arc<NodeHandle>,
     pub prometheus: PrometheusHandle,
+    /// `X-Served-By` for requests this node executed itself, built once.
+    me_header: Option<HeaderValue>,
+}
+
+impl AppState {
+    pub fn new(node: NodeHandle, prometheus: PrometheusHandle) -> Self {
+        let me_header = HeaderValue::from_str(&node.me).ok();
+        AppState {
+            node: Arc::new(node),
+            prometheus,
+            me_header,
+        }
+    }
 }
 
 /// The whole HTTP surface of a node.
@@ -63,20 +79,61 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The request counter and latency histogram of one (route, method, status).
+struct RouteMetrics {
+    route: Box<str>,
+    method: Method,
+    status: u16,
+    requests: metrics::Counter,
+    latency: metrics::Histogram,
+}
+
+thread_local! {
+    /// Handles already registered by this worker thread: a handful of entries, searched linearly,
+    /// so a request costs no label allocation and no registry lookup once its labels were seen.
+    static ROUTE_METRICS: RefCell<Vec<RouteMetrics>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Counts requests and records latency by route, method and status.
 async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().to_string();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
     let started = Instant::now();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    metrics::counter!("causeway_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("causeway_http_request_duration_seconds", "route" => route, "method" => method)
-        .record(started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed().as_secs_f64();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let status = resp.status().as_u16();
+    ROUTE_METRICS.with_borrow_mut(|cache| {
+        let i = match cache
+            .iter()
+            .position(|m| m.status == status && m.method == method && *m.route == *route)
+        {
+            Some(i) => i,
+            None => {
+                let labels = [("route", route.to_owned()), ("method", method.to_string())];
+                let requests = metrics::counter!(
+                    "causeway_http_requests_total",
+                    &[
+                        labels[0].clone(),
+                        labels[1].clone(),
+                        ("status", status.to_string()),
+                    ]
+                );
+                let latency =
+                    metrics::histogram!("causeway_http_request_duration_seconds", &labels);
+                cache.push(RouteMetrics {
+                    route: route.into(),
+                    method: method.clone(),
+                    status,
+                    requests,
+                    latency,
+                });
+                cache.len() - 1
+            }
+        };
+        cache[i].requests.increment(1);
+        cache[i].latency.record(elapsed);
+    });
     resp
 }
 
@@ -148,19 +205,23 @@ fn unexpected() -> ApiError {
 
 /// Adds `X-Served-By` (and counts proxied requests) and, when given, `X-Causal-Context`.
 fn with_headers(
-    node: &NodeHandle,
+    st: &AppState,
     mut resp: Response,
     served_by: &str,
     ctx: Option<&VersionVector>,
 ) -> Response {
-    if served_by != node.me {
+    let served = if served_by == st.node.me {
+        st.me_header.clone()
+    } else {
         metrics::counter!("causeway_proxied_requests_total").increment(1);
-    }
+        HeaderValue::from_str(served_by).ok()
+    };
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(served_by) {
+    if let Some(v) = served {
         h.insert(SERVED_BY_HEADER, v);
     }
-    if let Some(Ok(v)) = ctx.map(|c| HeaderValue::from_str(&token::encode(c))) {
+    if let Some(Ok(v)) = ctx.map(|c| HeaderValue::from_maybe_shared(Bytes::from(token::encode(c))))
+    {
         h.insert(CONTEXT_HEADER, v);
     }
     resp
@@ -202,14 +263,14 @@ async fn kv_get(
         Ok(_) => return Err(unexpected()),
         Err(e) => {
             return Ok(with_headers(
-                &st.node,
+                &st,
                 req_error(e).into_response(),
                 &reply.served_by,
                 None,
             ));
         }
     };
-    Ok(with_headers(&st.node, resp, &reply.served_by, Some(&ctx)))
+    Ok(with_headers(&st, resp, &reply.served_by, Some(&ctx)))
 }
 
 /// 200 with the value, 300 with `multipart/mixed` siblings, or 404; or the JSON form.
@@ -326,14 +387,14 @@ async fn write(
         .await;
     match reply.result {
         Ok(CoreResponse::Written { context, .. }) => Ok(with_headers(
-            &st.node,
+            st,
             StatusCode::NO_CONTENT.into_response(),
             &reply.served_by,
             Some(&context),
         )),
         Ok(_) => Err(unexpected()),
         Err(e) => Ok(with_headers(
-            &st.node,
+            st,
             req_error(e).into_response(),
             &reply.served_by,
             None,
@@ -383,7 +444,7 @@ async fn kv_list(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiEr
                 "next": next.map(|n| encode_component(&n)),
             });
             Ok(with_headers(
-                &st.node,
+                &st,
                 Json(body).into_response(),
                 &reply.served_by,
                 None,

@@ -47,7 +47,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         data = %settings.data_dir.display(),
         "serving"
     );
-    let app = http::router(http::AppState { node, prometheus })
+    let app = http::router(http::AppState::new(node, prometheus))
         .merge(ui::routes())
         .merge(membership::routes());
     axum::serve(listener, app)
