@@ -255,7 +255,7 @@ fn g1(h: &History, ix: &Index, complete: bool, out: &mut Vec<Violation>) {
             );
         }
         match &op.outcome {
-            Outcome::Ok(Response::Written { dot, context }) => {
+            Outcome::Ok(Response::Written { dot, context, .. }) => {
                 if !context.covers(*dot) {
                     v(
                         key,
@@ -498,6 +498,7 @@ mod tests {
             outcome: Outcome::Ok(Response::Written {
                 dot: d,
                 context: reply,
+                replaced: false,
             }),
             probe: false,
         }

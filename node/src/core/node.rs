@@ -647,6 +647,7 @@ impl<S: Storage> Node<S> {
         let reply = Response::Written {
             dot,
             context: self.reply_context(&ctx),
+            replaced: had_value,
         };
         let need = w.resolve(members.len()).unwrap_or(members.len());
         if need <= 1 {

@@ -118,10 +118,12 @@ pub enum Response {
         versions: Vec<Version>,
         context: VersionVector,
     },
-    /// The write was applied as `dot`; `context` covers it.
+    /// The write was applied as `dot`; `context` covers it. `replaced`: the key held a live
+    /// value at the coordinator just before (the compatibility API's "Updated" vs "Added").
     Written {
         dot: Dot,
         context: VersionVector,
+        replaced: bool,
     },
     Listed {
         entries: Vec<ListEntry>,

@@ -3,9 +3,10 @@
 //!
 //! Mapping onto the core: a key holds one value for these clients; when concurrent writes left
 //! siblings, GET returns the newest by write timestamp (the others stay stored and visible through
-//! `/v1`). PUT and DELETE first read the key to tell "Added" from "Updated" and to answer 404 for
-//! a missing key; the write itself is issued with the client's own `causal-context`, so it never
-//! replaces versions the client has not seen. Replies carry `"causal-context"` (a token string)
+//! `/v1`). PUT answers "Added" or "Updated" from the coordinator's own report of whether the key
+//! held a live value, so there is no read-before-write race; DELETE likewise answers 404 when the
+//! key held none (its tombstone is then harmless and reaped later). Writes are issued with the
+//! client's own `causal-context`, so they never replace versions the client has not seen. Replies carry `"causal-context"` (a token string)
 //! and, when another node executed the request, `"address"`.
 
 use super::http::{AppState, MAX_JSON_BYTES, decode_context};
@@ -155,7 +156,7 @@ async fn write(
     key: Bytes,
     value: Option<Bytes>,
     context: VersionVector,
-) -> Result<(VersionVector, String), ReqError> {
+) -> Result<(VersionVector, String, bool), ReqError> {
     let op = Op::Put {
         key,
         value,
@@ -164,7 +165,9 @@ async fn write(
     };
     let reply = st.node.call(op).await;
     match reply.result? {
-        CoreResponse::Written { context, .. } => Ok((context, reply.served_by)),
+        CoreResponse::Written {
+            context, replaced, ..
+        } => Ok((context, reply.served_by, replaced)),
         _ => Err(ReqError::Unavailable("unexpected response".into())),
     }
 }
@@ -203,16 +206,12 @@ async fn put_key(State(st): State<AppState>, uri: Uri, headers: HeaderMap, body:
         Some(Value::String(s)) => Bytes::copy_from_slice(s.as_bytes()),
         Some(other) => Bytes::from(other.to_string()),
     };
-    let existed = match read(&st, &p.key, p.context.clone()).await {
-        Ok((v, _, _)) => v.is_some(),
-        Err(e) => return core_error(e, "PUT"),
-    };
     match write(&st, p.key, Some(value), p.context).await {
-        Ok((ctx, by)) if existed => {
+        Ok((ctx, by, true)) => {
             let body = json!({"message": "Updated successfully", "replaced": true});
             finish(&st, StatusCode::OK, body, &by, &ctx)
         }
-        Ok((ctx, by)) => {
+        Ok((ctx, by, false)) => {
             let body = json!({"message": "Added successfully", "replaced": false});
             finish(&st, StatusCode::CREATED, body, &by, &ctx)
         }
@@ -230,18 +229,15 @@ async fn delete_key(
         Ok(p) => p,
         Err(r) => return r,
     };
-    match read(&st, &p.key, p.context.clone()).await {
-        Ok((None, ctx, by)) => {
+    match write(&st, p.key, None, p.context).await {
+        Ok((ctx, by, false)) => {
             let body = json!({"doesExist": false, "error": "Key does not exist", "message": "Error in DELETE"});
             finish(&st, StatusCode::NOT_FOUND, body, &by, &ctx)
         }
-        Ok((Some(_), _, _)) => match write(&st, p.key, None, p.context).await {
-            Ok((ctx, by)) => {
-                let body = json!({"doesExist": true, "message": "Deleted successfully"});
-                finish(&st, StatusCode::OK, body, &by, &ctx)
-            }
-            Err(e) => core_error(e, "DELETE"),
-        },
+        Ok((ctx, by, true)) => {
+            let body = json!({"doesExist": true, "message": "Deleted successfully"});
+            finish(&st, StatusCode::OK, body, &by, &ctx)
+        }
         Err(e) => core_error(e, "DELETE"),
     }
 }

@@ -516,7 +516,7 @@ mod canaries {
             &addr(0),
             put(&key, "v", &VersionVector::new(), Quorum::N(1)),
         );
-        let Ok(Response::Written { dot, context }) = r.result else {
+        let Ok(Response::Written { dot, context, .. }) = r.result else {
             panic!()
         };
         assert!(!context.covers(dot));
@@ -550,7 +550,7 @@ mod session {
                 if let Ok(resp) = &r.result {
                     let next = match resp {
                         Response::Read { context, .. } => context.clone(),
-                        Response::Written { dot, context } => {
+                        Response::Written { dot, context, .. } => {
                             prop_assert!(context.covers(*dot), "a write's token covers the write");
                             context.clone()
                         }
