@@ -6,8 +6,7 @@
 //! surfaces. A wipe loses everything (amnesia).
 
 use bytes::Bytes;
-use causeway::core::{Storage, VersionSet};
-use std::collections::BTreeMap;
+use causeway::core::{MemStorage, Storage, VersionSet};
 use std::ops::Bound;
 
 #[derive(Clone, Debug)]
@@ -17,33 +16,21 @@ enum DiskWrite {
     Meta(String, Vec<u8>),
 }
 
-#[derive(Clone, Debug, Default)]
-struct State {
-    data: BTreeMap<Bytes, VersionSet>,
-    meta: BTreeMap<String, Vec<u8>>,
-}
-
-impl State {
-    fn apply(&mut self, w: DiskWrite) {
-        match w {
-            DiskWrite::Put(k, s) => {
-                self.data.insert(k, s);
-            }
-            DiskWrite::Remove(k) => {
-                self.data.remove(&k);
-            }
-            DiskWrite::Meta(k, v) => {
-                self.meta.insert(k, v);
-            }
-        }
+fn apply(state: &mut MemStorage, w: DiskWrite) {
+    match w {
+        DiskWrite::Put(k, s) => state.put(&k, &s),
+        DiskWrite::Remove(k) => state.remove(&k),
+        DiskWrite::Meta(k, v) => state.meta_put(&k, &v),
     }
 }
 
 /// One node's disk.
 #[derive(Clone, Debug, Default)]
 pub struct SimDisk {
-    current: State,
-    durable: State,
+    /// What reads see: every write issued.
+    current: MemStorage,
+    /// What survives power loss: the writes up to the last sync.
+    durable: MemStorage,
     /// Writes issued since the last sync, oldest first.
     unsynced: Vec<DiskWrite>,
     pub syncs: u64,
@@ -73,7 +60,7 @@ impl SimDisk {
         let total = self.unsynced.len();
         let kept = kept.min(total);
         for w in self.unsynced.drain(..).take(kept) {
-            self.durable.apply(w);
+            apply(&mut self.durable, w);
         }
         self.current = self.durable.clone();
         CrashLoss {
@@ -86,19 +73,19 @@ impl SimDisk {
 
 impl Storage for SimDisk {
     fn get(&self, key: &[u8]) -> Option<VersionSet> {
-        self.current.data.get(key).cloned()
+        self.current.get(key)
     }
 
     fn put(&mut self, key: &[u8], set: &VersionSet) {
-        let k = Bytes::copy_from_slice(key);
-        self.current.data.insert(k.clone(), set.clone());
-        self.unsynced.push(DiskWrite::Put(k, set.clone()));
+        self.current.put(key, set);
+        let w = DiskWrite::Put(Bytes::copy_from_slice(key), set.clone());
+        self.unsynced.push(w);
     }
 
     fn remove(&mut self, key: &[u8]) {
-        self.current.data.remove(key);
-        self.unsynced
-            .push(DiskWrite::Remove(Bytes::copy_from_slice(key)));
+        self.current.remove(key);
+        let w = DiskWrite::Remove(Bytes::copy_from_slice(key));
+        self.unsynced.push(w);
     }
 
     fn range(
@@ -107,41 +94,27 @@ impl Storage for SimDisk {
         end: Bound<&[u8]>,
         limit: usize,
     ) -> Vec<(Bytes, VersionSet)> {
-        let owned = |b: Bound<&[u8]>| b.map(Bytes::copy_from_slice);
-        if let (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) =
-            (start, end)
-            && s > e
-        {
-            return Vec::new();
-        }
-        self.current
-            .data
-            .range((owned(start), owned(end)))
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+        self.current.range(start, end, limit)
     }
 
     fn for_each(&self, f: &mut dyn FnMut(&[u8], &VersionSet)) {
-        for (k, v) in &self.current.data {
-            f(k, v);
-        }
+        self.current.for_each(f)
     }
 
     fn meta_get(&self, name: &str) -> Option<Vec<u8>> {
-        self.current.meta.get(name).cloned()
+        self.current.meta_get(name)
     }
 
     fn meta_put(&mut self, name: &str, value: &[u8]) {
-        self.current.meta.insert(name.to_owned(), value.to_vec());
-        self.unsynced
-            .push(DiskWrite::Meta(name.to_owned(), value.to_vec()));
+        self.current.meta_put(name, value);
+        let w = DiskWrite::Meta(name.to_owned(), value.to_vec());
+        self.unsynced.push(w);
     }
 
     fn sync(&mut self) {
         self.syncs += 1;
         for w in self.unsynced.drain(..) {
-            self.durable.apply(w);
+            apply(&mut self.durable, w);
         }
     }
 }
