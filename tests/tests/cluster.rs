@@ -124,6 +124,36 @@ fn two_shards_proxy_list_and_compat() {
     let view = View::new(c.addrs.clone(), 2).expect("view");
     assert_eq!(view.shard_count(), 2);
     let http = client();
+    // /v1/cluster names every shard's replicas and the partitions it owns, as placement does.
+    let cluster: serde_json::Value = http
+        .get(format!("{}/v1/cluster", c.url(3)))
+        .send()
+        .expect("cluster")
+        .json()
+        .expect("json");
+    let mut owned = Vec::new();
+    for (s, shard) in cluster["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(
+            shard["replicas"],
+            serde_json::json!(view.shard_members(s as u32))
+        );
+        for p in shard["partitions"].as_array().expect("partitions") {
+            let p = p.as_u64().expect("a partition number") as u32;
+            assert_eq!(view.shard_of_partition(p), s as u32);
+            owned.push(p);
+        }
+    }
+    owned.sort();
+    assert_eq!(
+        owned,
+        (0..view.partitions).collect::<Vec<_>>(),
+        "every partition owned once"
+    );
     let mut ctx = String::new();
     let keys: Vec<String> = (0..20).map(|i| format!("key-{i:02}")).collect();
     for k in &keys {

@@ -465,7 +465,12 @@ async fn cluster(State(st): State<AppState>) -> Result<Response, ApiError> {
     })?;
     let view = &st.node.view;
     let shards: Vec<_> = (0..view.shard_count())
-        .map(|s| serde_json::json!({"id": s, "replicas": view.shard_members(s)}))
+        .map(|s| {
+            let partitions: Vec<u32> = (0..view.partitions)
+                .filter(|p| view.shard_of_partition(*p) == s)
+                .collect();
+            serde_json::json!({"id": s, "replicas": view.shard_members(s), "partitions": partitions})
+        })
         .collect();
     let members: Vec<_> = view
         .nodes
