@@ -227,14 +227,17 @@ impl Driver {
         }
     }
 
-    /// Takes the node's Ready, syncs if asked, then delivers; repeats while the node keeps
-    /// messaging itself.
+    /// Takes the node's Ready, syncs if asked (else hands the turn's writes to fjall as one
+    /// batch: they must be in the OS before anything that depends on them leaves), then
+    /// delivers; repeats while the node keeps messaging itself.
     fn flush(&mut self) {
         loop {
             let ready = self.node.take_ready();
             if ready.sync {
                 self.node.storage_mut().sync();
                 self.unsynced = false;
+            } else {
+                self.node.storage().commit();
             }
             for (to, msg) in ready.messages {
                 if to == *self.node.id() {

@@ -1,9 +1,13 @@
 //! [`Storage`] over fjall: a `data` keyspace of bincode-encoded [`VersionSet`]s and a `meta`
 //! keyspace of the core's named records.
 //!
-//! Writes are plain inserts (they reach fjall's journal buffer at once and survive a process kill,
-//! see TOOLCHAIN-NOTES); [`Storage::sync`] makes them durable against power loss with
-//! `PersistMode::SyncAll`. The journal is ordered, so the surviving writes are always a prefix of
+//! Writes of one driver turn are staged in memory (reads see them) and reach fjall as one batch
+//! when the driver calls [`FjallStorage::commit`] — before it releases any message or reply of the
+//! turn — or at [`Storage::sync`]. The batch is committed with `PersistMode::Buffer`, so like a
+//! plain insert it is in the OS before anything depending on it leaves the node and survives a
+//! process kill (see TOOLCHAIN-NOTES), but a turn of N writes costs one journal write instead of
+//! N. [`Storage::sync`] makes everything durable against power loss with `PersistMode::SyncAll`.
+//! The journal is ordered and a batch is atomic, so the surviving writes are always a prefix of
 //! the issued ones (the core's prefix-durability requirement). Any I/O or decoding failure stops
 //! the process (fail-stop): the core never sees a partial failure.
 
@@ -11,6 +15,8 @@ use crate::core::{Storage, VersionSet};
 use anyhow::Context;
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
 use std::time::Instant;
@@ -20,6 +26,16 @@ pub struct FjallStorage {
     db: Database,
     data: Keyspace,
     meta: Keyspace,
+    /// Writes not yet handed to fjall (see the module docs). Interior mutability because the
+    /// range reads of [`Storage`] take `&self` and commit the staged writes first.
+    staged: RefCell<Staged>,
+}
+
+/// The latest staged state of each key written since the last commit (`None`: removed).
+#[derive(Default)]
+struct Staged {
+    data: HashMap<Box<[u8]>, Option<VersionSet>>,
+    meta: HashMap<Box<str>, Box<[u8]>>,
 }
 
 /// Logs `what` and aborts: storage that cannot complete an operation must stop the node.
@@ -51,12 +67,48 @@ impl FjallStorage {
             .with_context(|| format!("opening database in {}", dir.display()))?;
         let data = db.keyspace("data", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
-        Ok(FjallStorage { db, data, meta })
+        Ok(FjallStorage {
+            db,
+            data,
+            meta,
+            staged: RefCell::default(),
+        })
+    }
+
+    /// Hands the staged writes to fjall as one atomic batch that reaches the OS (survives a
+    /// process kill). The driver calls it before releasing a turn's messages and replies.
+    pub fn commit(&self) {
+        let mut staged = self.staged.borrow_mut();
+        if staged.data.is_empty() && staged.meta.is_empty() {
+            return;
+        }
+        let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
+        for (key, set) in staged.data.drain() {
+            match set {
+                Some(set) => batch.insert(&self.data, &*key, encode(&set)),
+                None => batch.remove(&self.data, &*key),
+            }
+        }
+        for (name, value) in staged.meta.drain() {
+            batch.insert(&self.meta, name.as_bytes(), &*value);
+        }
+        if let Err(e) = batch.commit() {
+            fail_stop("commit", e)
+        }
+    }
+}
+
+impl Drop for FjallStorage {
+    fn drop(&mut self) {
+        self.commit();
     }
 }
 
 impl Storage for FjallStorage {
     fn get(&self, key: &[u8]) -> Option<VersionSet> {
+        if let Some(staged) = self.staged.borrow().data.get(key) {
+            return staged.clone();
+        }
         match self.data.get(key) {
             Ok(v) => v.map(|v| decode(key, &v)),
             Err(e) => fail_stop("get", e),
@@ -64,15 +116,17 @@ impl Storage for FjallStorage {
     }
 
     fn put(&mut self, key: &[u8], set: &VersionSet) {
-        if let Err(e) = self.data.insert(key, encode(set)) {
-            fail_stop("put", e)
+        let staged = &mut self.staged.get_mut().data;
+        match staged.get_mut(key) {
+            Some(slot) => *slot = Some(set.clone()),
+            None => {
+                staged.insert(key.into(), Some(set.clone()));
+            }
         }
     }
 
     fn remove(&mut self, key: &[u8]) {
-        if let Err(e) = self.data.remove(key) {
-            fail_stop("remove", e)
-        }
+        self.staged.get_mut().data.insert(key.into(), None);
     }
 
     fn range(
@@ -88,6 +142,7 @@ impl Storage for FjallStorage {
         {
             return Vec::new();
         }
+        self.commit();
         let mut out = Vec::new();
         for guard in self.data.range::<&[u8], _>((start, end)).take(limit) {
             match guard.into_inner() {
@@ -102,6 +157,7 @@ impl Storage for FjallStorage {
     }
 
     fn for_each(&self, f: &mut dyn FnMut(&[u8], &VersionSet)) {
+        self.commit();
         for guard in self.data.iter() {
             match guard.into_inner() {
                 Ok((k, v)) => f(&k, &decode(&k, &v)),
@@ -111,6 +167,9 @@ impl Storage for FjallStorage {
     }
 
     fn meta_get(&self, name: &str) -> Option<Vec<u8>> {
+        if let Some(value) = self.staged.borrow().meta.get(name) {
+            return Some(value.to_vec());
+        }
         match self.meta.get(name) {
             Ok(v) => v.map(|v| v.to_vec()),
             Err(e) => fail_stop("meta get", e),
@@ -118,13 +177,12 @@ impl Storage for FjallStorage {
     }
 
     fn meta_put(&mut self, name: &str, value: &[u8]) {
-        if let Err(e) = self.meta.insert(name, value) {
-            fail_stop("meta put", e)
-        }
+        self.staged.get_mut().meta.insert(name.into(), value.into());
     }
 
     fn sync(&mut self) {
         let started = Instant::now();
+        self.commit();
         if let Err(e) = self.db.persist(PersistMode::SyncAll) {
             fail_stop("sync", e)
         }
@@ -174,11 +232,28 @@ mod tests {
         }
         let s = FjallStorage::open(&dir).expect("reopen");
         assert_eq!(s.get(b"a"), Some(set("a")));
+        drop(s);
+        {
+            // Staged writes are visible before they reach fjall, and range reads commit them.
+            let mut s = FjallStorage::open(&dir).expect("reopen");
+            s.put(b"e", &set("e"));
+            s.remove(b"a");
+            s.meta_put("m", b"2");
+            assert_eq!(s.get(b"e"), Some(set("e")));
+            assert_eq!(s.get(b"a"), None);
+            assert_eq!(s.meta_get("m"), Some(b"2".to_vec()));
+            assert_eq!(s.range(Bound::Unbounded, Bound::Unbounded, 10).len(), 3);
+            s.put(b"a", &set("a"));
+            s.meta_put("m", b"1");
+            s.commit();
+        }
+        let s = FjallStorage::open(&dir).expect("reopen");
+        assert_eq!(s.get(b"a"), Some(set("a")));
         assert_eq!(s.get(b"c"), None);
         assert_eq!(s.meta_get("m"), Some(b"1".to_vec()));
         let mut n = 0;
         s.for_each(&mut |_, _| n += 1);
-        assert_eq!(n, 3);
+        assert_eq!(n, 4);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
