@@ -121,11 +121,6 @@ pub enum PeerMsg {
 }
 
 impl PeerMsg {
-    /// True for anti-entropy traffic (counted in the exchange's byte total).
-    pub fn is_aae(&self) -> bool {
-        self.kind().starts_with("aae_")
-    }
-
     /// Short name for traces and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
