@@ -120,7 +120,14 @@ fn key_name(i: u64) -> String {
 }
 
 impl Client {
-    async fn call(&self, call: &Call) -> anyhow::Result<()> {
+    /// Issues `call`. For causeway, `session` is the task's causal context: sent with every
+    /// request and replaced by each reply's, as a client session does, so a put overwrites what
+    /// the session has seen instead of piling up siblings.
+    async fn call(&self, call: &Call, session: &mut Option<String>) -> anyhow::Result<()> {
+        let with_session = |req: reqwest::RequestBuilder| match session.as_deref() {
+            Some(token) => req.header("x-causal-context", token),
+            None => req,
+        };
         let resp = match (self.api, call) {
             (Api::Ceiling, Call::Get(_)) => self.http.get(format!("{}/", self.base)).send().await?,
             (Api::Ceiling, Call::Put(_)) => {
@@ -134,7 +141,7 @@ impl Client {
                 if let Some(r) = &self.r {
                     req = req.query(&[("r", r)]);
                 }
-                req.send().await?
+                with_session(req).send().await?
             }
             (Api::Causeway, Call::Put(i)) => {
                 let mut req = self
@@ -144,7 +151,7 @@ impl Client {
                 if let Some(w) = &self.w {
                     req = req.query(&[("w", w)]);
                 }
-                req.send().await?
+                with_session(req).send().await?
             }
             (Api::Etcd, Call::Get(i)) => {
                 let body = serde_json::json!({
@@ -164,6 +171,11 @@ impl Client {
             }
         };
         let status = resp.status();
+        if let Some(token) = resp.headers().get("x-causal-context")
+            && let Ok(token) = token.to_str()
+        {
+            *session = Some(token.to_owned());
+        }
         let body = resp.bytes().await?;
         // A causeway read of a key nobody wrote yet (404) or with siblings (300) is a success.
         if status.is_success() || status.as_u16() == 404 || status.as_u16() == 300 {
@@ -256,6 +268,7 @@ async fn drive(args: &BenchArgs, clients: &[Arc<Client>]) -> anyhow::Result<Summ
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
             let (mut errors, mut first_error) = (0u64, None);
             let mut next_load = t as u64;
+            let mut session = None;
             loop {
                 let call = match workload {
                     Workload::Load if next_load >= keys => break,
@@ -272,7 +285,7 @@ async fn drive(args: &BenchArgs, clients: &[Arc<Client>]) -> anyhow::Result<Summ
                     Workload::Mixed => Call::Put(rng.random_range(0..keys)),
                 };
                 let began = Instant::now();
-                match client.call(&call).await {
+                match client.call(&call, &mut session).await {
                     Ok(()) => {
                         let us = began.elapsed().as_micros() as u64;
                         hist.saturating_record(us.max(1));

@@ -10,7 +10,7 @@
 use super::dvv::VersionSet;
 use bytes::Bytes;
 use std::collections::BTreeMap;
-use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+use xxhash_rust::xxh3::{Xxh3, xxh3_64, xxh3_64_with_seed};
 
 /// Segments per partition tree.
 pub const SEGMENTS: usize = 1024;
@@ -19,11 +19,30 @@ pub const SEGMENTS_PER_BRANCH: usize = 32;
 /// Branches per partition tree.
 pub const BRANCHES: usize = SEGMENTS / SEGMENTS_PER_BRANCH;
 
-/// Digest of a version set: covers every version's dot, value bytes, timestamp and the context.
+/// Digest of a version set: covers the context and every version's dot, timestamp and value
+/// bytes, fed field by field (little-endian, length-prefixed) into one streaming xxh3, so equal
+/// sets hash equally on every node and no encoding is allocated.
 pub fn digest(set: &VersionSet) -> u64 {
-    let bytes = bincode::serde::encode_to_vec(set, bincode::config::standard())
-        .expect("in-memory encoding cannot fail");
-    xxh3_64(&bytes)
+    let mut h = Xxh3::new();
+    h.update(&(set.context().len() as u64).to_le_bytes());
+    for (actor, n) in set.context().iter() {
+        h.update(&actor.0.to_le_bytes());
+        h.update(&n.to_le_bytes());
+    }
+    for v in set.versions() {
+        h.update(&v.dot.actor.0.to_le_bytes());
+        h.update(&v.dot.counter.to_le_bytes());
+        h.update(&v.ts.to_le_bytes());
+        match &v.value {
+            Some(b) => {
+                h.update(&[1]);
+                h.update(&(b.len() as u64).to_le_bytes());
+                h.update(b);
+            }
+            None => h.update(&[0]),
+        }
+    }
+    h.digest()
 }
 
 /// Segment of `key` within its partition tree (bits independent of the partition choice).
@@ -169,6 +188,34 @@ mod tests {
             let xor = inc.branches().iter().fold(0, |a, b| a ^ b);
             prop_assert_eq!(xor, inc.root());
         }
+    }
+
+    #[test]
+    fn digest_sees_values_versions_and_context() {
+        use crate::core::{Actor, Dot, Version, VersionVector};
+        let version = |counter, value: Option<&'static [u8]>| Version {
+            dot: Dot::new(Actor::new(1, 1), counter),
+            value: value.map(Bytes::from_static),
+            ts: 7,
+        };
+        let mut a = VersionSet::new();
+        a.write(&VersionVector::new(), version(1, Some(b"x")));
+        let mut b = VersionSet::new();
+        b.write(&VersionVector::new(), version(1, Some(b"y")));
+        let mut c = VersionSet::new();
+        c.write(&VersionVector::new(), version(1, None));
+        let mut d = a.clone();
+        d.write(
+            &[(Actor::new(2, 1), 3)].into_iter().collect(),
+            version(2, Some(b"x")),
+        );
+        let digests = [digest(&a), digest(&b), digest(&c), digest(&d)];
+        for i in 0..4 {
+            for j in 0..i {
+                assert_ne!(digests[i], digests[j], "sets {i} and {j}");
+            }
+        }
+        assert_eq!(digest(&a), digest(&a.clone()));
     }
 
     #[test]
