@@ -11,6 +11,7 @@
 //! the issued ones (the core's prefix-durability requirement). Any I/O or decoding failure stops
 //! the process (fail-stop): the core never sees a partial failure.
 
+use crate::core::storage::empty_range;
 use crate::core::{Storage, VersionSet};
 use anyhow::Context;
 use bytes::Bytes;
@@ -135,11 +136,7 @@ impl Storage for FjallStorage {
         end: Bound<&[u8]>,
         limit: usize,
     ) -> Vec<(Bytes, VersionSet)> {
-        if let (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) =
-            (start, end)
-            && (s > e
-                || (s == e && !matches!((start, end), (Bound::Included(_), Bound::Included(_)))))
-        {
+        if empty_range(start, end) {
             return Vec::new();
         }
         self.commit();
