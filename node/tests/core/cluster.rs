@@ -41,6 +41,18 @@ fn key_in_shard_of(w: &World, owner: usize) -> String {
         .unwrap()
 }
 
+/// Cuts replication from node 0 to node 2 (both replicas of shard 0), writes "new" through node 0
+/// and returns the key and the write's token: node 2 lags behind that token.
+fn write_node_2_misses(w: &mut World) -> (String, VersionVector) {
+    let key = key_in_shard_of(w, 0);
+    w.cut(&addr(0), &addr(2), true);
+    let wr = w.call(
+        &addr(0),
+        put(&key, "new", &VersionVector::new(), Quorum::N(1)),
+    );
+    (key, ctx_of(&wr))
+}
+
 #[test]
 fn put_through_non_owner_is_proxied_and_readable_everywhere() {
     let mut w = six();
@@ -125,14 +137,8 @@ fn write_with_partial_context_keeps_uncovered_sibling() {
 #[test]
 fn read_waits_for_causal_context_then_succeeds() {
     let mut w = six();
-    let key = key_in_shard_of(&w, 0);
-    // Replication from node 0 to node 2 is cut: node 2 lags.
-    w.cut(&addr(0), &addr(2), true);
-    let wr = w.call(
-        &addr(0),
-        put(&key, "new", &VersionVector::new(), Quorum::N(1)),
-    );
-    let id = w.submit(&addr(2), get(&key, &ctx_of(&wr), Quorum::N(1)));
+    let (key, ctx) = write_node_2_misses(&mut w);
+    let id = w.submit(&addr(2), get(&key, &ctx, Quorum::N(1)));
     w.run_for(Duration::from_millis(500));
     assert!(
         !w.replies.contains_key(&id),
@@ -149,14 +155,9 @@ fn read_waits_for_causal_context_then_succeeds() {
 #[test]
 fn read_that_cannot_be_satisfied_answers_503_after_causal_wait() {
     let mut w = six();
-    let key = key_in_shard_of(&w, 0);
-    w.cut(&addr(0), &addr(2), true);
-    let wr = w.call(
-        &addr(0),
-        put(&key, "new", &VersionVector::new(), Quorum::N(1)),
-    );
+    let (key, ctx) = write_node_2_misses(&mut w);
     let start = w.now;
-    let r = w.call(&addr(2), get(&key, &ctx_of(&wr), Quorum::N(1)));
+    let r = w.call(&addr(2), get(&key, &ctx, Quorum::N(1)));
     assert_eq!(r.result, Err(ReqError::Unsatisfiable));
     let waited = w.now.since(start);
     assert!(
@@ -199,13 +200,8 @@ fn write_waits_for_the_writes_its_context_names() {
 #[test]
 fn clock_stepping_back_does_not_stall_timers() {
     let mut w = six();
-    let key = key_in_shard_of(&w, 0);
-    w.cut(&addr(0), &addr(2), true);
-    let wr = w.call(
-        &addr(0),
-        put(&key, "new", &VersionVector::new(), Quorum::N(1)),
-    );
-    let id = w.submit(&addr(2), get(&key, &ctx_of(&wr), Quorum::N(1)));
+    let (key, ctx) = write_node_2_misses(&mut w);
+    let id = w.submit(&addr(2), get(&key, &ctx, Quorum::N(1)));
     w.run_for(Duration::from_millis(100));
     w.skew.insert(addr(2), -60_000_000);
     let start = w.now;
@@ -462,13 +458,8 @@ mod canaries {
     #[test]
     fn skip_causal_wait_answers_stale() {
         let mut w = six_with(Canary::SkipCausalWait);
-        let key = key_in_shard_of(&w, 0);
-        w.cut(&addr(0), &addr(2), true);
-        let wr = w.call(
-            &addr(0),
-            put(&key, "new", &VersionVector::new(), Quorum::N(1)),
-        );
-        let r = w.call(&addr(2), get(&key, &ctx_of(&wr), Quorum::N(1)));
+        let (key, ctx) = write_node_2_misses(&mut w);
+        let r = w.call(&addr(2), get(&key, &ctx, Quorum::N(1)));
         assert!(
             values(&r).is_empty(),
             "the planted bug returns a stale (empty) read"
