@@ -453,7 +453,7 @@ mod tests {
     use crate::history::WriteRecord;
 
     fn actor(n: u32) -> Actor {
-        Actor::new(n, 1)
+        Actor::new(n, 1, 1)
     }
     fn dot(a: u32, c: u64) -> Dot {
         Dot::new(actor(a), c)

@@ -32,8 +32,8 @@ fn main() {
         .map_or(100, |a| a.parse().expect("DIFF is a number"));
     let nodes = vec!["10.0.0.1:7000".to_string(), "10.0.0.2:7000".to_string()];
     let view = View::new(nodes.clone(), 2).expect("valid view");
-    let writer = Actor::new(causeway::core::ring::node_hash(&nodes[0]), 1);
-    let other = Actor::new(causeway::core::ring::node_hash(&nodes[1]), 1);
+    let writer = Actor::new(causeway::core::ring::node_hash(&nodes[0]), view.epoch, 1);
+    let other = Actor::new(causeway::core::ring::node_hash(&nodes[1]), view.epoch, 1);
 
     let mut a = MemStorage::new();
     let mut naive_bytes = 0u64;

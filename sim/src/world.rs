@@ -456,7 +456,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             Input::Client(Request { id, op }) => (op, ReplyTo::Client(*id), Some(*id)),
             Input::Peer {
                 from,
-                msg: PeerMsg::Forward { rid, op },
+                msg: PeerMsg::Forward { rid, op, .. },
             } => {
                 let from = *self.index.get(from)?;
                 let reply = ReplyTo::Forward { from, rid: *rid };

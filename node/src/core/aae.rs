@@ -12,13 +12,25 @@
 //! its own clock. This fills clock gaps left by lost replication (e.g. a coordinator that crashed
 //! with acknowledged writes not yet sent), so causal waits end.
 
-use super::clock::NodeClock;
+use super::clock::{NodeClock, VersionVector};
 use super::message::Rid;
 use super::request::ReqId;
 use super::ring::NodeId;
 use super::time::Time;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// What one replica vouches for, as exchanged in anti-entropy: its node clock, restricted to
+/// actors it vouches for on every partition of the shard they concern (see
+/// [`crate::core::history`]), and its handoff clocks of the shard's partitions. After a complete
+/// exchange the other side reflects all of it for the shard's partitions, and joins it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The view epoch the claims were made under; claims from another epoch are not adopted.
+    pub epoch: super::ring::Epoch,
+    pub clock: NodeClock,
+    pub handoff: BTreeMap<u32, VersionVector>,
+}
 
 /// The initiator's state of its one running exchange.
 #[derive(Debug)]
@@ -26,10 +38,10 @@ pub struct Exchange {
     pub rid: Rid,
     pub peer: NodeId,
     pub deadline: Time,
-    /// This node's clock when it sent its roots.
-    pub clock: NodeClock,
-    /// The responder's clock as of its branch hashes.
-    pub peer_clock: Option<NodeClock>,
+    /// This node's claims when it sent its roots.
+    pub clock: Claims,
+    /// The responder's claims as of its branch hashes.
+    pub peer_clock: Option<Claims>,
     /// Partitions whose roots differed.
     pub partitions: Vec<u32>,
     /// Some differing segments were left for a later round (per-round key cap).

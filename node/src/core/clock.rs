@@ -156,6 +156,17 @@ impl NodeClock {
             .collect()
     }
 
+    /// The applied dots of the actors `keep` selects.
+    pub fn restricted(&self, mut keep: impl FnMut(Actor) -> bool) -> NodeClock {
+        NodeClock(
+            self.0
+                .iter()
+                .filter(|(a, _)| keep(**a))
+                .map(|(a, e)| (*a, e.clone()))
+                .collect(),
+        )
+    }
+
     /// Highest applied counter of `actor`, gaps included.
     pub fn max(&self, actor: Actor) -> u64 {
         self.0
@@ -174,7 +185,7 @@ mod tests {
     use super::*;
 
     fn d(n: u64) -> Dot {
-        Dot::new(Actor::new(1, 1), n)
+        Dot::new(Actor::new(1, 1, 1), n)
     }
 
     #[test]
@@ -191,17 +202,17 @@ mod tests {
 
     #[test]
     fn join_is_union() {
-        let a = Actor::new(1, 1);
+        let a = Actor::new(1, 1, 1);
         let mut x = NodeClock::new();
         x.add(d(1));
         x.add(d(4));
         let mut y = NodeClock::new();
         y.add(d(2));
         y.add(d(3));
-        y.add(Dot::new(Actor::new(2, 1), 1));
+        y.add(Dot::new(Actor::new(2, 1, 1), 1));
         x.join(&y);
         assert_eq!(x.base(a), 4);
-        assert_eq!(x.base(Actor::new(2, 1)), 1);
+        assert_eq!(x.base(Actor::new(2, 1, 1)), 1);
         assert_eq!(x.gaps(), 0);
     }
 

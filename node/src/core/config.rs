@@ -49,10 +49,13 @@ pub enum Canary {
     EarlyTombstoneReap,
     /// Replies return the request's context without the operation's own effects.
     StaleContext,
+    /// A node that loses a partition in a view change drops it as soon as it has sent it, without
+    /// waiting for the new replicas to acknowledge holding it durably.
+    DropBeforeSynced,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 7] = [
+    pub const ALL: [Canary; 8] = [
         Canary::SkipCausalWait,
         Canary::NoReplicationRetry,
         Canary::NoAntiEntropy,
@@ -60,6 +63,7 @@ impl Canary {
         Canary::ForgetCounterOnRestart,
         Canary::EarlyTombstoneReap,
         Canary::StaleContext,
+        Canary::DropBeforeSynced,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +75,7 @@ impl Canary {
             Canary::ForgetCounterOnRestart => "forget-counter-on-restart",
             Canary::EarlyTombstoneReap => "early-tombstone-reap",
             Canary::StaleContext => "stale-context",
+            Canary::DropBeforeSynced => "drop-partition-before-synced",
         }
     }
 
@@ -82,7 +87,11 @@ impl Canary {
 /// Everything a core node needs to know besides its identity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
+    /// The view to start from. A node restarting over storage that recorded a newer view uses
+    /// that one; a node joining a running cluster starts from [`View::joining`].
     pub view: View,
+    /// A member to ask for admission while this node is in no view (`serve --join`).
+    pub join: Option<super::ring::NodeId>,
     pub sync: SyncMode,
     pub conflicts: ConflictMode,
     /// Longest a read waits for its replica to cover the request's context (SPEC G1).
@@ -117,6 +126,8 @@ pub struct Config {
     pub aae_timeout: Duration,
     /// A tombstone every replica acknowledged is reaped this long after the last acknowledgement.
     pub tombstone_grace: Duration,
+    /// Keys per handoff batch when a partition moves to new replicas.
+    pub handoff_batch: usize,
     /// Planted bug for checker canaries. `None` in every real deployment.
     pub canary: Option<Canary>,
 }
@@ -126,6 +137,7 @@ impl Config {
     pub fn new(view: View) -> Self {
         Config {
             view,
+            join: None,
             sync: SyncMode::default(),
             conflicts: ConflictMode::default(),
             causal_wait: Duration::from_secs(2),
@@ -144,6 +156,7 @@ impl Config {
             aae_max_keys: 5_000,
             aae_timeout: Duration::from_secs(10),
             tombstone_grace: Duration::from_secs(30),
+            handoff_batch: 500,
             canary: None,
         }
     }

@@ -1,38 +1,62 @@
 //! Actors and dots: the identities of writes.
 //!
-//! An [`Actor`] is one incarnation of one node: the high 32 bits are the node's address hash
-//! ([`crate::core::ring::node_hash`]), the low 32 bits its incarnation. A node that loses its disk,
-//! or cannot prove its counter survived a crash, takes a fresh incarnation, so a dot is never
-//! issued twice (SPEC G7). A [`Dot`] `(actor, counter)` names exactly one write; counters of one
-//! actor start at 1 and are issued without gaps by that actor.
+//! An [`Actor`] is one incarnation of one node within one view epoch: the node's address hash
+//! ([`crate::core::ring::node_hash`]), the [`Epoch`] of the view it coordinated writes under,
+//! and a random incarnation. A node takes a fresh actor whenever it installs a new view, and
+//! whenever it loses its disk or cannot prove its counter survived a crash, so a dot is never
+//! issued twice (SPEC G7) and every dot of an actor is a write to a partition the actor's node
+//! owned in that one epoch's view. A [`Dot`] `(actor, counter)` names exactly one write; counters
+//! of one actor start at 1 and are issued without gaps by that actor.
 
+use super::ring::Epoch;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// One incarnation of one node. Invariant: `node()` is the hash of the node's address in the view.
+/// One incarnation of one node in one view epoch. Invariants: `node` is the hash of the node's
+/// address; the node was a replica in the view of `epoch` when it issued the actor's dots.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Actor(pub u64);
+pub struct Actor {
+    node: u32,
+    epoch: Epoch,
+    incarnation: u32,
+}
 
 impl Actor {
-    /// The actor of incarnation `incarnation` of the node whose address hashes to `node`.
-    pub fn new(node: u32, incarnation: u32) -> Self {
-        Actor((u64::from(node) << 32) | u64::from(incarnation))
+    /// The actor of incarnation `incarnation` of the node whose address hashes to `node`, issuing
+    /// writes under the view of `epoch`.
+    pub fn new(node: u32, epoch: Epoch, incarnation: u32) -> Self {
+        Actor {
+            node,
+            epoch,
+            incarnation,
+        }
     }
 
     /// Hash of the address of the node this actor belongs to.
     pub fn node(self) -> u32 {
-        (self.0 >> 32) as u32
+        self.node
     }
 
-    /// Incarnation number within the node.
+    /// Epoch of the view under which this actor coordinated its writes.
+    pub fn epoch(self) -> Epoch {
+        self.epoch
+    }
+
+    /// Incarnation number within the node and epoch.
     pub fn incarnation(self) -> u32 {
-        self.0 as u32
+        self.incarnation
     }
 }
 
 impl fmt::Debug for Actor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:08x}.{:x}", self.node(), self.incarnation())
+        write!(
+            f,
+            "{:08x}.{}.{:x}",
+            self.node,
+            super::ring::epoch_number(self.epoch),
+            self.incarnation
+        )
     }
 }
 

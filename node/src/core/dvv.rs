@@ -134,7 +134,7 @@ mod tests {
 
     fn ver(actor: u32, counter: u64, value: Option<&'static str>) -> Version {
         Version {
-            dot: Dot::new(Actor::new(actor, 1), counter),
+            dot: Dot::new(Actor::new(actor, 1, 1), counter),
             value: value.map(|s| Bytes::from_static(s.as_bytes())),
             ts: counter,
         }

@@ -7,6 +7,7 @@
 //! Invariant: for every partition, `root == XOR(branches) == XOR(segments)` and each segment is
 //! the XOR of the contributions of exactly the keys listed under it with their current digests.
 
+use super::dot::Actor;
 use super::dvv::VersionSet;
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -26,11 +27,11 @@ pub fn digest(set: &VersionSet) -> u64 {
     let mut h = Xxh3::new();
     h.update(&(set.context().len() as u64).to_le_bytes());
     for (actor, n) in set.context().iter() {
-        h.update(&actor.0.to_le_bytes());
+        hash_actor(&mut h, actor);
         h.update(&n.to_le_bytes());
     }
     for v in set.versions() {
-        h.update(&v.dot.actor.0.to_le_bytes());
+        hash_actor(&mut h, v.dot.actor);
         h.update(&v.dot.counter.to_le_bytes());
         h.update(&v.ts.to_le_bytes());
         match &v.value {
@@ -43,6 +44,12 @@ pub fn digest(set: &VersionSet) -> u64 {
         }
     }
     h.digest()
+}
+
+fn hash_actor(h: &mut Xxh3, a: Actor) {
+    h.update(&a.node().to_le_bytes());
+    h.update(&a.epoch().to_le_bytes());
+    h.update(&a.incarnation().to_le_bytes());
 }
 
 /// Segment of `key` within its partition tree (bits independent of the partition choice).
@@ -125,6 +132,11 @@ impl PartitionTree {
             .flat_map(|m| m.iter().map(|(k, d)| (k, *d)))
     }
 
+    /// Every key of the partition (by segment, then key).
+    pub fn keys(&self) -> impl Iterator<Item = &Bytes> {
+        self.keys.values().flat_map(|m| m.keys())
+    }
+
     pub fn segment_len(&self, segment: u16) -> usize {
         self.keys.get(&segment).map_or(0, BTreeMap::len)
     }
@@ -194,7 +206,7 @@ mod tests {
     fn digest_sees_values_versions_and_context() {
         use crate::core::{Actor, Dot, Version, VersionVector};
         let version = |counter, value: Option<&'static [u8]>| Version {
-            dot: Dot::new(Actor::new(1, 1), counter),
+            dot: Dot::new(Actor::new(1, 1, 1), counter),
             value: value.map(Bytes::from_static),
             ts: 7,
         };
@@ -206,7 +218,7 @@ mod tests {
         c.write(&VersionVector::new(), version(1, None));
         let mut d = a.clone();
         d.write(
-            &[(Actor::new(2, 1), 3)].into_iter().collect(),
+            &[(Actor::new(2, 1, 1), 3)].into_iter().collect(),
             version(2, Some(b"x")),
         );
         let digests = [digest(&a), digest(&b), digest(&c), digest(&d)];

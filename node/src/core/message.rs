@@ -2,11 +2,12 @@
 //! change nothing (replication merges version sets; acks and replies are matched by id and
 //! ignored when no longer pending).
 
-use super::clock::NodeClock;
+use super::aae::Claims;
+use super::clock::VersionVector;
 use super::dot::Dot;
 use super::dvv::VersionSet;
 use super::request::{Op, ReqError, Response};
-use super::ring::NodeId;
+use super::ring::{Epoch, NodeId, View};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -15,10 +16,18 @@ pub type Rid = u64;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerMsg {
-    /// Execute `op` for a proxy; answer with `ForwardReply`.
+    /// Execute `op` for a proxy routing by the view of `epoch`; answer with `ForwardReply`, or
+    /// `NotReplica` when the key is not this node's to serve.
     Forward {
         rid: Rid,
         op: Op,
+        epoch: Epoch,
+    },
+    /// The answer to a `Forward` this node cannot serve: it is not a replica of the key in its
+    /// view of `epoch`. Nothing was executed, so the proxy may route the request again.
+    NotReplica {
+        rid: Rid,
+        epoch: Epoch,
     },
     ForwardReply {
         rid: Rid,
@@ -74,14 +83,15 @@ pub enum PeerMsg {
     /// Also the initiator's clock as of those roots, adopted by a responder that is in sync.
     AaeRoots {
         rid: Rid,
+        epoch: Epoch,
         roots: Vec<(u32, u64)>,
-        clock: NodeClock,
+        clock: Claims,
     },
     /// Step 2 (responder): branch hashes of the partitions whose roots differ (none: in sync),
     /// and the responder's clock as of the trees it compared.
     AaeBranches {
         rid: Rid,
-        clock: NodeClock,
+        clock: Claims,
         branches: Vec<(u32, Vec<u64>)>,
     },
     /// Step 3 (initiator): which branches differ.
@@ -113,11 +123,46 @@ pub enum PeerMsg {
     AaeFinish {
         rid: Rid,
         sets: Vec<(Bytes, VersionSet)>,
-        clock: Option<NodeClock>,
+        clock: Option<Claims>,
     },
-    /// Liveness probe; answered with `Pong`.
-    Ping,
-    Pong,
+    /// Liveness probe with the sender's view epoch; answered with `Pong`. A node that sees an
+    /// older epoch than its own answers with `Views` too.
+    Ping {
+        epoch: Epoch,
+    },
+    Pong {
+        epoch: Epoch,
+    },
+    /// Views the receiver may lack, oldest first.
+    Views {
+        views: Vec<View>,
+    },
+    /// A node outside the view asks to be added to it; answered with `Views`.
+    Join {
+        node: NodeId,
+    },
+    /// Part of a partition the sender no longer owns, for one of its replicas in the sender's
+    /// view of `epoch`. Batch `seq` of stream `stream`; the first batch carries the sender's
+    /// claims on the partition taken before it read any key, so every write they name is
+    /// reflected in the stream. Answered with `HandoffAck` once the batch is durable.
+    HandoffBatch {
+        partition: u32,
+        epoch: Epoch,
+        stream: u64,
+        seq: u32,
+        clock: Option<VersionVector>,
+        sets: Vec<(Bytes, VersionSet)>,
+        last: bool,
+    },
+    /// Batch `seq` of `stream` is durable at the receiver (`ok`), or the receiver cannot take the
+    /// stream (not a replica of the partition in its view, or it lost the stream's start) and the
+    /// sender must start over later.
+    HandoffAck {
+        partition: u32,
+        stream: u64,
+        seq: u32,
+        ok: bool,
+    },
 }
 
 impl PeerMsg {
@@ -125,6 +170,7 @@ impl PeerMsg {
     pub fn kind(&self) -> &'static str {
         match self {
             PeerMsg::Forward { .. } => "forward",
+            PeerMsg::NotReplica { .. } => "not_replica",
             PeerMsg::ForwardReply { .. } => "forward_reply",
             PeerMsg::Replicate { .. } => "replicate",
             PeerMsg::ReplicateAck { .. } => "replicate_ack",
@@ -141,8 +187,12 @@ impl PeerMsg {
             PeerMsg::AaeKeys { .. } => "aae_keys",
             PeerMsg::AaeDiff { .. } => "aae_diff",
             PeerMsg::AaeFinish { .. } => "aae_finish",
-            PeerMsg::Ping => "ping",
-            PeerMsg::Pong => "pong",
+            PeerMsg::Ping { .. } => "ping",
+            PeerMsg::Pong { .. } => "pong",
+            PeerMsg::Views { .. } => "views",
+            PeerMsg::Join { .. } => "join",
+            PeerMsg::HandoffBatch { .. } => "handoff_batch",
+            PeerMsg::HandoffAck { .. } => "handoff_ack",
         }
     }
 }

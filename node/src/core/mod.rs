@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod dot;
 pub mod dvv;
+pub mod history;
 pub mod merkle;
 pub mod message;
 pub mod node;

@@ -15,17 +15,18 @@
 //!   caller's own context;
 //! - a read answers only once this replica's clock covers the caller's context for the shard.
 
-use super::aae::{AaeStats, Exchange, encoded_len};
+use super::aae::{AaeStats, Claims, Exchange, encoded_len};
 use super::clock::{NodeClock, VersionVector};
 use super::config::{Canary, Config, ConflictMode, SyncMode};
 use super::dot::{Actor, Dot};
 use super::dvv::{Version, VersionSet};
+use super::history::History;
 use super::merkle::{self, BRANCHES, Merkle, SEGMENTS_PER_BRANCH};
 use super::message::{PeerMsg, Rid};
 use super::outbox::Outbox;
 use super::proxy::{Forwarding, Proxy};
 use super::request::{ListEntry, Op, Quorum, Reply, ReqError, ReqId, Request, Response};
-use super::ring::{NodeId, ShardId, View, node_hash, partition_of};
+use super::ring::{Epoch, NodeId, ShardId, View, node_hash, partition_of};
 use super::storage::Storage;
 use super::time::Time;
 use bytes::Bytes;
@@ -36,10 +37,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 mod anti_entropy;
+mod handoff;
+mod membership;
+
+use handoff::{Incoming, Push};
 
 const META_ACTOR: &str = "actor";
 const META_CLOCK: &str = "clock";
 const META_CLEAN: &str = "clean";
+const META_VIEWS: &str = "views";
+const META_HANDOFF: &str = "handoff";
+const META_RETAINED: &str = "retained";
+const META_AWAITING: &str = "awaiting";
 
 /// Who a node is: its address, and a random nonce from the driver (seeds the choice of a new
 /// incarnation and of jitter; the core draws no randomness of its own).
@@ -138,6 +147,18 @@ pub struct NodeStatus {
     pub suspects: Vec<NodeId>,
     pub tombstones_pending: usize,
     pub aae: AaeStats,
+    pub handoff: HandoffStatus,
+}
+
+/// Partitions on the move at one node. The node is settled when both lists are empty.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HandoffStatus {
+    /// Partitions this node holds but no longer owns, not yet handed to all their replicas.
+    pub retained: Vec<u32>,
+    /// Handoff streams to new replicas still running.
+    pub pushing: usize,
+    /// Partitions this node gained and has not yet received in full from a previous owner.
+    pub awaiting: Vec<u32>,
 }
 
 /// One Causeway node's logic. `S` is the storage it writes through.
@@ -147,8 +168,22 @@ pub struct Node<S: Storage> {
     actor: Actor,
     counter: u64,
     shard: Option<ShardId>,
-    /// Address hashes of this node's shard's replicas (the nodes whose actors it tracks).
-    shard_hashes: Vec<u32>,
+    /// Every view this node has seen; `cfg.view` is the newest.
+    history: History,
+    /// Per partition, this node's current stretch of ownership (see [`History::window`]).
+    windows: Vec<Option<(Epoch, Epoch)>>,
+    /// Per partition, the writes of earlier owners this node's data reflects, from completed
+    /// handoffs (and adopted from shard peers).
+    handoff: BTreeMap<u32, VersionVector>,
+    /// Partitions held but no longer owned, until every new replica has them durably.
+    retained: BTreeSet<u32>,
+    /// Gained partitions not yet received in full from any previous owner.
+    awaiting: BTreeSet<u32>,
+    pushes: BTreeMap<(u32, NodeId), Push>,
+    incoming: BTreeMap<(NodeId, u32), Incoming>,
+    /// Forwarded requests to route again once this node's view catches up, with when to retry.
+    rerouting: Vec<(Forwarding, Time)>,
+    next_join: Time,
     storage: S,
     clock: NodeClock,
     clock_dirty: bool,
@@ -161,6 +196,8 @@ pub struct Node<S: Storage> {
     wall: Time,
     hlc: u64,
     live_keys: u64,
+    /// Live keys per partition.
+    live: BTreeMap<u32, u64>,
     next_rid: Rid,
     out: Ready,
     outbox: Outbox,
@@ -189,6 +226,17 @@ impl<S: Storage> Node<S> {
     pub fn new(cfg: Config, id: Identity, mut storage: S, now: Time) -> Self {
         let mut rng = SmallRng::seed_from_u64(id.nonce);
         let my_hash = node_hash(&id.node);
+        let mut cfg = cfg;
+        let mut history = History::new(cfg.view.clone());
+        let saved: Vec<View> = storage
+            .meta_get(META_VIEWS)
+            .and_then(|b| decode(&b))
+            .unwrap_or_default();
+        for v in saved {
+            history.insert(v);
+        }
+        cfg.view = history.latest().clone();
+        let epoch = cfg.view.epoch;
         let clock: NodeClock = storage
             .meta_get(META_CLOCK)
             .and_then(|b| decode(&b))
@@ -198,38 +246,47 @@ impl<S: Storage> Node<S> {
         let trusted = cfg.sync == SyncMode::Always || clean;
         let (actor, counter) = match previous {
             Some(a) if cfg.canary == Some(Canary::ForgetCounterOnRestart) => (a, 0),
-            Some(a) if trusted && a.node() == my_hash => (a, clock.base(a)),
+            Some(a) if trusted && a.node() == my_hash && a.epoch() == epoch => (a, clock.base(a)),
             _ => {
                 let mut inc: u32 = rng.random();
                 while previous.is_some_and(|p| p.incarnation() == inc) {
                     inc = rng.random();
                 }
-                (Actor::new(my_hash, inc), 0)
+                (Actor::new(my_hash, epoch, inc), 0)
             }
         };
         storage.meta_put(META_ACTOR, &encode(&actor));
         storage.meta_put(META_CLEAN, &[0]);
-        let mut live_keys = 0;
-        let mut merkle = Merkle::default();
-        let partitions = cfg.view.partitions;
-        storage.for_each(&mut |k, s| {
-            live_keys += u64::from(s.has_value());
-            merkle.update(partition_of(k, partitions), k, Some(merkle::digest(s)));
-        });
+        let (merkle, live) = index(&storage, cfg.view.partitions);
+        let live_keys = live.values().sum();
         let shard = cfg.view.shard_of_node(&id.node);
-        let shard_hashes = shard.map_or_else(Vec::new, |s| {
-            cfg.view
-                .shard_members(s)
-                .iter()
-                .map(|n| node_hash(n))
-                .collect()
-        });
-        Node {
+        let handoff: BTreeMap<u32, VersionVector> = storage
+            .meta_get(META_HANDOFF)
+            .and_then(|b| decode(&b))
+            .unwrap_or_default();
+        let set = |name: &str| -> BTreeSet<u32> {
+            storage
+                .meta_get(name)
+                .and_then(|b| decode(&b))
+                .unwrap_or_default()
+        };
+        let mut retained = set(META_RETAINED);
+        let awaiting = set(META_AWAITING);
+        retained.extend(live.keys().filter(|p| !cfg.view.owns(&id.node, **p)));
+        let mut node = Node {
             me: id.node,
             actor,
             counter,
             shard,
-            shard_hashes,
+            windows: Vec::new(),
+            history,
+            handoff,
+            retained,
+            awaiting,
+            pushes: BTreeMap::new(),
+            incoming: BTreeMap::new(),
+            rerouting: Vec::new(),
+            next_join: now,
             storage,
             clock,
             clock_dirty: true,
@@ -239,6 +296,7 @@ impl<S: Storage> Node<S> {
             wall: now,
             hlc: now.as_micros(),
             live_keys,
+            live,
             next_rid: 1,
             out: Ready::default(),
             outbox: Outbox::default(),
@@ -257,7 +315,10 @@ impl<S: Storage> Node<S> {
             tombstones: BTreeMap::new(),
             reaps: BTreeMap::new(),
             cfg,
-        }
+        };
+        node.windows = node.compute_windows();
+        node.persist_membership();
+        node
     }
 
     pub fn id(&self) -> &NodeId {
@@ -270,6 +331,11 @@ impl<S: Storage> Node<S> {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The newest view this node has installed.
+    pub fn view(&self) -> &View {
+        &self.cfg.view
     }
 
     pub fn storage(&self) -> &S {
@@ -341,6 +407,11 @@ impl<S: Storage> Node<S> {
                 .collect(),
             tombstones_pending: self.tombstones.len() + self.reaps.len(),
             aae: self.aae_stats.clone(),
+            handoff: HandoffStatus {
+                retained: self.retained.iter().copied().collect(),
+                pushing: self.pushes.values().filter(|p| !p.done).count(),
+                awaiting: self.awaiting.iter().copied().collect(),
+            },
         }
     }
 
@@ -409,26 +480,54 @@ impl<S: Storage> Node<S> {
         c
     }
 
-    /// True when `actor` belongs to a replica of this node's shard.
-    fn shard_actor(&self, actor: Actor) -> bool {
-        self.shard_hashes.contains(&actor.node())
+    /// Whether this node's clock vouches for `actor`'s writes to `partition`: the actor's epoch
+    /// lies in this node's current stretch of ownership of the partition.
+    fn trusts(&self, partition: u32, actor: Actor) -> bool {
+        self.windows
+            .get(partition as usize)
+            .copied()
+            .flatten()
+            .is_some_and(|(from, until)| (from..=until).contains(&actor.epoch()))
     }
 
-    /// True when this replica has applied every dot of `ctx` that belongs to its shard.
-    fn covers(&self, ctx: &VersionVector) -> bool {
-        self.shard.is_some()
-            && ctx
-                .iter()
-                .all(|(a, n)| !self.shard_actor(a) || self.clock.base(a) >= n)
+    /// True when this replica holds every write of `ctx` to `key`'s partition: each relevant
+    /// entry is vouched for by the node clock (within the ownership window) or by the
+    /// partition's handoff clock. An entry of an epoch this node has not seen is not covered.
+    fn covers(&self, ctx: &VersionVector, key: &[u8]) -> bool {
+        let p = self.cfg.view.partition_of(key);
+        if !self.cfg.view.owns(&self.me, p) {
+            return false;
+        }
+        let handoff = self.handoff.get(&p);
+        ctx.iter().all(|(a, n)| match self.history.relevant(a, p) {
+            Some(false) => true,
+            None => false,
+            Some(true) => {
+                (self.trusts(p, a) && self.clock.base(a) >= n)
+                    || handoff.is_some_and(|h| h.get(a) >= n)
+            }
+        })
     }
 
-    /// The token to return: the caller's context joined with what this replica has applied.
-    fn reply_context(&self, ctx: &VersionVector) -> VersionVector {
+    /// The writes to `partition` this node's data reflects, as a version vector.
+    fn vouched(&self, partition: u32) -> VersionVector {
+        let mut v = self.clock.bases(|a| {
+            self.history.relevant(a, partition) == Some(true) && self.trusts(partition, a)
+        });
+        if let Some(h) = self.handoff.get(&partition) {
+            v.merge(h);
+        }
+        v
+    }
+
+    /// The token to return: the caller's context joined with what this replica holds of the
+    /// key's partition.
+    fn reply_context(&self, ctx: &VersionVector, key: &[u8]) -> VersionVector {
         if self.cfg.canary == Some(Canary::StaleContext) {
             return ctx.clone();
         }
         let mut out = ctx.clone();
-        out.merge(&self.clock.bases(|a| self.shard_actor(a)));
+        out.merge(&self.vouched(self.cfg.view.partition_of(key)));
         out
     }
 
@@ -467,13 +566,11 @@ impl<S: Storage> Node<S> {
                     ));
                 }
             }
-            Op::Get { key, r, .. } => {
-                if r.resolve(replicas(key)).is_none() {
-                    return bad(format!(
-                        "r exceeds the {} replicas of the key's shard",
-                        replicas(key)
-                    ));
-                }
+            Op::Get { key, r, .. } if r.resolve(replicas(key)).is_none() => {
+                return bad(format!(
+                    "r exceeds the {} replicas of the key's shard",
+                    replicas(key)
+                ));
             }
             Op::List { limit, .. } if *limit == 0 => return bad("limit must be at least 1".into()),
             Op::KeyCount { shard } if *shard >= self.cfg.view.shard_count() => {
@@ -484,7 +581,10 @@ impl<S: Storage> Node<S> {
                     "{peer} is not another replica of this node's shard"
                 ));
             }
-            Op::List { .. } | Op::KeyCount { .. } | Op::AntiEntropy { .. } => {}
+            Op::ChangeView { repl_factor, .. } if *repl_factor == Some(0) => {
+                return bad("replication factor must be at least 1".into());
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -493,33 +593,55 @@ impl<S: Storage> Node<S> {
         match op {
             Op::Get { key, .. } | Op::Put { key, .. } => Some(self.cfg.view.shard_of_key(key)),
             Op::KeyCount { shard } => Some(*shard),
-            Op::List { .. } | Op::AntiEntropy { .. } => None,
+            _ => None,
         }
     }
 
     fn on_client(&mut self, req: Request) {
+        let admin = matches!(req.op, Op::ChangeView { .. } | Op::Join { .. });
+        if self.cfg.view.is_joining() && !admin {
+            let msg = "this node has not joined a cluster yet".to_string();
+            return self.finish(Origin::Client(req.id), Err(ReqError::Unavailable(msg)));
+        }
         if let Err(e) = self.validate(&req.op) {
             return self.finish(Origin::Client(req.id), Err(e));
         }
-        if let Op::AntiEntropy { peer } = req.op {
-            return self.request_exchange(req.id, peer);
+        match req.op {
+            Op::AntiEntropy { peer } => return self.request_exchange(req.id, peer),
+            Op::ChangeView { nodes, repl_factor } => {
+                return self.change_view(req.id, nodes, repl_factor);
+            }
+            Op::Join { node } => return self.admit(Some(req.id), node),
+            _ => {}
         }
         match self.target_shard(&req.op) {
             None => self.start_list(req),
-            Some(s) if Some(s) == self.shard => self.execute(Origin::Client(req.id), req.op),
+            Some(_) => {
+                let deadline = self.now + self.cfg.request_timeout;
+                self.route(req.id, req.op, deadline);
+            }
+        }
+    }
+
+    /// Serves a client's read or write here if this node is a replica of its key, else
+    /// forwards it to the key's replicas.
+    fn route(&mut self, client: ReqId, op: Op, deadline: Time) {
+        match self.target_shard(&op) {
+            Some(s) if Some(s) == self.shard => self.execute(Origin::Client(client), op),
             Some(s) => {
                 let candidates = self.candidates(s);
                 let f = Forwarding {
-                    client: req.id,
-                    op: req.op,
+                    client,
+                    op,
                     candidates,
                     next: 0,
                     attempt_deadline: self.now,
-                    deadline: self.now + self.cfg.request_timeout,
+                    deadline,
                 };
                 self.proxy.forwarded += 1;
                 self.attempt(f);
             }
+            None => unreachable!("only keyed operations are routed"),
         }
     }
 
@@ -534,6 +656,7 @@ impl<S: Storage> Node<S> {
             PeerMsg::Forward {
                 rid,
                 op: f.op.clone(),
+                epoch: self.cfg.view.epoch,
             },
         );
         self.proxy.pending.insert(rid, f);
@@ -546,7 +669,11 @@ impl<S: Storage> Node<S> {
         match op {
             Op::Get { .. } | Op::Put { .. } => {
                 let skip = self.cfg.canary == Some(Canary::SkipCausalWait);
-                if skip || op.context().is_some_and(|c| self.covers(c)) {
+                let covered = match (op.context(), op.key()) {
+                    (Some(c), Some(k)) => self.covers(c, k),
+                    _ => false,
+                };
+                if skip || covered {
                     self.run(origin, op);
                 } else {
                     let deadline = self.now + self.cfg.causal_wait;
@@ -558,12 +685,22 @@ impl<S: Storage> Node<S> {
                 }
             }
             Op::KeyCount { shard } => {
-                let count = self.live_keys;
-                self.finish(origin, Ok(Response::KeyCount { shard, count }));
+                let count = self
+                    .cfg
+                    .view
+                    .partitions_of(shard)
+                    .iter()
+                    .filter_map(|p| self.live.get(p))
+                    .sum();
+                let settled = self.awaiting.is_empty();
+                let resp = Response::KeyCount {
+                    shard,
+                    count,
+                    settled,
+                };
+                self.finish(origin, Ok(resp));
             }
-            Op::List { .. } | Op::AntiEntropy { .. } => {
-                unreachable!("lists and exchanges run at the receiving node")
-            }
+            _ => unreachable!("only keyed operations and key counts run at a replica"),
         }
     }
 
@@ -577,9 +714,7 @@ impl<S: Storage> Node<S> {
                 context,
                 w,
             } => self.write(origin, key, value, context, w),
-            Op::List { .. } | Op::KeyCount { .. } | Op::AntiEntropy { .. } => {
-                unreachable!("only reads and writes wait for their context")
-            }
+            _ => unreachable!("only reads and writes wait for their context"),
         }
     }
 
@@ -646,7 +781,7 @@ impl<S: Storage> Node<S> {
         }
         let reply = Response::Written {
             dot,
-            context: self.reply_context(&ctx),
+            context: self.reply_context(&ctx, &key),
             replaced: had_value,
         };
         let need = w.resolve(members.len()).unwrap_or(members.len());
@@ -672,12 +807,14 @@ impl<S: Storage> Node<S> {
         {
             set.collapse_lww();
         }
+        let partition = self.cfg.view.partition_of(key);
+        let live = self.live.entry(partition).or_default();
+        *live = *live + u64::from(set.has_value()) - u64::from(had_value);
         self.live_keys = self.live_keys + u64::from(set.has_value()) - u64::from(had_value);
         if self.cfg.canary == Some(Canary::EarlyTombstoneReap) && set.is_deleted() {
-            return self.remove_key(key);
+            return self.erase(key, partition);
         }
         self.storage.put(key, &set);
-        let partition = self.cfg.view.partition_of(key);
         self.merkle
             .update(partition, key, Some(merkle::digest(&set)));
         if self.cfg.sync == SyncMode::Always {
@@ -687,8 +824,17 @@ impl<S: Storage> Node<S> {
 
     /// Deletes `key` and its context from storage (tombstone reaping).
     fn remove_key(&mut self, key: &[u8]) {
-        self.storage.remove(key);
         let partition = self.cfg.view.partition_of(key);
+        if self.storage.get(key).is_some_and(|s| s.has_value()) {
+            self.live_keys -= 1;
+            *self.live.entry(partition).or_default() -= 1;
+        }
+        self.erase(key, partition);
+    }
+
+    /// Removes `key` from storage and its partition tree; the live counts are the caller's.
+    fn erase(&mut self, key: &[u8], partition: u32) {
+        self.storage.remove(key);
         self.merkle.update(partition, key, None);
         if self.cfg.sync == SyncMode::Always {
             self.needs_sync = true;
@@ -704,8 +850,11 @@ impl<S: Storage> Node<S> {
         let local = self.storage.get(key);
         let mut set = local.clone().unwrap_or_default();
         let had_value = set.has_value();
+        let partition = self.cfg.view.partition_of(key);
         let reaped_here = |v: &Version| {
-            self.clock.contains(v.dot) && set.versions().iter().all(|x| x.dot != v.dot)
+            self.trusts(partition, v.dot.actor)
+                && self.clock.contains(v.dot)
+                && set.versions().iter().all(|x| x.dot != v.dot)
         };
         let guard = self.cfg.canary != Some(Canary::EarlyTombstoneReap);
         let changed = if guard && incoming.versions().iter().any(reaped_here) {
@@ -739,7 +888,7 @@ impl<S: Storage> Node<S> {
         let need = r.resolve(members.len()).unwrap_or(members.len());
         let set = self.storage.get(&key).unwrap_or_default();
         if need <= 1 {
-            let context = self.reply_context(&ctx);
+            let context = self.reply_context(&ctx, &key);
             let versions = set.versions().to_vec();
             return self.finish(origin, Ok(Response::Read { versions, context }));
         }
@@ -783,7 +932,7 @@ impl<S: Storage> Node<S> {
                 self.send(node, msg);
             }
         }
-        let context = self.reply_context(&p.context);
+        let context = self.reply_context(&p.context, &p.key);
         let versions = merged.versions().to_vec();
         self.finish(p.origin, Ok(Response::Read { versions, context }));
     }
@@ -795,7 +944,11 @@ impl<S: Storage> Node<S> {
         }
         let parked = std::mem::take(&mut self.parked);
         for p in parked {
-            if p.op.context().is_some_and(|c| self.covers(c)) {
+            let covered = match (p.op.context(), p.op.key()) {
+                (Some(c), Some(k)) => self.covers(c, k),
+                _ => false,
+            };
+            if covered {
                 self.run(p.origin, p.op);
             } else {
                 self.parked.push(p);
@@ -805,19 +958,21 @@ impl<S: Storage> Node<S> {
 
     fn on_peer(&mut self, from: NodeId, msg: PeerMsg) {
         match msg {
-            PeerMsg::Forward { rid, op } => {
-                let origin = Origin::Proxy { from, rid };
+            PeerMsg::Forward { rid, op, epoch } => {
+                if epoch < self.cfg.view.epoch {
+                    self.send_views(&from, epoch);
+                }
                 match self.target_shard(&op) {
-                    Some(s) if Some(s) == self.shard => self.execute(origin, op),
-                    _ => self.finish(
-                        origin,
-                        Err(ReqError::Unavailable(format!(
-                            "{} is not a replica for this request",
-                            self.me
-                        ))),
-                    ),
+                    Some(s) if Some(s) == self.shard => {
+                        self.execute(Origin::Proxy { from, rid }, op);
+                    }
+                    _ => {
+                        let epoch = self.cfg.view.epoch;
+                        self.send(&from, PeerMsg::NotReplica { rid, epoch });
+                    }
                 }
             }
+            PeerMsg::NotReplica { rid, epoch } => self.on_not_replica(rid, epoch),
             PeerMsg::ForwardReply {
                 rid,
                 served_by,
@@ -908,8 +1063,26 @@ impl<S: Storage> Node<S> {
                 self.send(&from, PeerMsg::ListPartReply { rid, entries, more });
             }
             PeerMsg::ListPartReply { rid, entries, more } => self.on_list_part(rid, entries, more),
-            PeerMsg::Ping => self.send(&from, PeerMsg::Pong),
-            PeerMsg::Pong => {}
+            PeerMsg::Ping { epoch } => {
+                if epoch < self.cfg.view.epoch {
+                    self.send_views(&from, epoch);
+                }
+                let epoch = self.cfg.view.epoch;
+                self.send(&from, PeerMsg::Pong { epoch });
+            }
+            PeerMsg::Pong { epoch } => {
+                if epoch < self.cfg.view.epoch {
+                    self.send_views(&from, epoch);
+                }
+            }
+            PeerMsg::Views { views } => self.learn(views),
+            PeerMsg::Join { node } => {
+                self.admit(None, node);
+                self.send_views(&from, 0);
+            }
+            msg @ (PeerMsg::HandoffBatch { .. } | PeerMsg::HandoffAck { .. }) => {
+                self.on_handoff(from, msg)
+            }
         }
     }
 
@@ -1064,7 +1237,7 @@ impl<S: Storage> Node<S> {
             let exhausted = page.len() < chunk;
             for (k, s) in page {
                 lower = Bound::Excluded(k.clone());
-                if s.has_value() {
+                if s.has_value() && self.owns(&k) {
                     if out.len() == limit {
                         return (out, true);
                     }
@@ -1162,6 +1335,8 @@ impl<S: Storage> Node<S> {
         }
         self.reap_due();
         self.anti_entropy_tick();
+        self.membership_tick();
+        self.handoff_tick();
         // Liveness pings, with jitter so nodes do not beat in lockstep.
         if now >= self.next_heartbeat {
             let jitter = self
@@ -1177,11 +1352,25 @@ impl<S: Storage> Node<S> {
                 .filter(|n| **n != self.me)
                 .cloned()
                 .collect();
+            let epoch = self.cfg.view.epoch;
             for p in peers {
-                self.send(&p, PeerMsg::Ping);
+                self.send(&p, PeerMsg::Ping { epoch });
             }
         }
     }
+}
+
+/// Partition trees and live-key counts of everything in `storage`; every partition holding a
+/// key (live or tombstone) has an entry in the counts.
+fn index<S: Storage>(storage: &S, partitions: u32) -> (Merkle, BTreeMap<u32, u64>) {
+    let mut merkle = Merkle::default();
+    let mut live: BTreeMap<u32, u64> = BTreeMap::new();
+    storage.for_each(&mut |k, s| {
+        let p = partition_of(k, partitions);
+        *live.entry(p).or_default() += u64::from(s.has_value());
+        merkle.update(p, k, Some(merkle::digest(s)));
+    });
+    (merkle, live)
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {

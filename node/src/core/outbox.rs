@@ -110,6 +110,19 @@ impl Outbox {
         out
     }
 
+    /// Keeps only the pending keys `keep(peer, key)` selects (after a view change: replication
+    /// to a node that no longer replicates the key is handed off instead).
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &[u8]) -> bool) {
+        for (peer, p) in &mut self.peers {
+            p.keys.retain(|k, _| keep(peer, k));
+        }
+    }
+
+    /// True when some key `pred` selects awaits acknowledgement from some peer.
+    pub fn any_key(&self, mut pred: impl FnMut(&[u8]) -> bool) -> bool {
+        self.peers.values().any(|p| p.keys.keys().any(|k| pred(k)))
+    }
+
     /// Keys awaiting acknowledgement from `peer`.
     pub fn depth(&self, peer: &str) -> usize {
         self.peers.get(peer).map_or(0, |p| p.keys.len())

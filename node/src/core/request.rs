@@ -6,7 +6,7 @@
 use super::clock::VersionVector;
 use super::dot::Dot;
 use super::dvv::Version;
-use super::ring::NodeId;
+use super::ring::{NodeId, View};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +77,14 @@ pub enum Op {
     KeyCount { shard: u32 },
     /// Run one anti-entropy exchange with `peer` now (it must share this node's shard).
     AntiEntropy { peer: NodeId },
+    /// Install a new view with these nodes (and replication factor, default unchanged); the
+    /// partitions that change shard are handed off to their new replicas in the background.
+    ChangeView {
+        nodes: Vec<NodeId>,
+        repl_factor: Option<usize>,
+    },
+    /// Add `node` to the view (no change if it is already a member).
+    Join { node: NodeId },
 }
 
 impl Op {
@@ -84,14 +92,14 @@ impl Op {
     pub fn context(&self) -> Option<&VersionVector> {
         match self {
             Op::Get { context, .. } | Op::Put { context, .. } => Some(context),
-            Op::List { .. } | Op::KeyCount { .. } | Op::AntiEntropy { .. } => None,
+            _ => None,
         }
     }
 
     pub fn key(&self) -> Option<&Bytes> {
         match self {
             Op::Get { key, .. } | Op::Put { key, .. } => Some(key),
-            Op::List { .. } | Op::KeyCount { .. } | Op::AntiEntropy { .. } => None,
+            _ => None,
         }
     }
 }
@@ -130,10 +138,15 @@ pub enum Response {
         /// Cursor for the next page (`after=`), when more keys may follow.
         next: Option<Bytes>,
     },
+    /// Live keys of the shard's partitions at the replica that answered. `settled`: that replica
+    /// has received a complete handoff of every partition it gained in a view change.
     KeyCount {
         shard: u32,
         count: u64,
+        settled: bool,
     },
+    /// The view now installed at the node that made the change.
+    ViewChanged { view: View },
     /// An anti-entropy exchange finished.
     AntiEntropy {
         peer: NodeId,

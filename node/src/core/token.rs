@@ -23,14 +23,20 @@ pub enum TokenError {
     Malformed,
 }
 
+/// One token entry: an actor's node hash, epoch and incarnation, and its counter.
+type Entry = (u32, u64, u32, u64);
+
 /// Encodes a context as a token. The empty context encodes as the empty string.
 pub fn encode(ctx: &VersionVector) -> String {
     if ctx.is_empty() {
         return String::new();
     }
-    let pairs: Vec<(u64, u64)> = ctx.iter().map(|(a, n)| (a.0, n)).collect();
-    let bytes = bincode::serde::encode_to_vec(&pairs, bincode::config::standard())
-        .expect("encoding a vector of integer pairs cannot fail");
+    let entries: Vec<Entry> = ctx
+        .iter()
+        .map(|(a, n)| (a.node(), a.epoch(), a.incarnation(), n))
+        .collect();
+    let bytes = bincode::serde::encode_to_vec(&entries, bincode::config::standard())
+        .expect("encoding a vector of integer tuples cannot fail");
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -47,12 +53,15 @@ pub fn decode(token: &str) -> Result<VersionVector, TokenError> {
         .decode(token.trim_end_matches('='))
         .map_err(|_| TokenError::NotBase64)?;
     let cfg = bincode::config::standard().with_limit::<{ MAX_TOKEN_CHARS }>();
-    let (pairs, used): (Vec<(u64, u64)>, usize) =
+    let (entries, used): (Vec<Entry>, usize) =
         bincode::serde::decode_from_slice(&bytes, cfg).map_err(|_| TokenError::Malformed)?;
     if used != bytes.len() {
         return Err(TokenError::Malformed);
     }
-    Ok(pairs.into_iter().map(|(a, n)| (Actor(a), n)).collect())
+    Ok(entries
+        .into_iter()
+        .map(|(node, epoch, inc, n)| (Actor::new(node, epoch, inc), n))
+        .collect())
 }
 
 /// Merges tokens from several sessions into one naming all their causal pasts.
@@ -70,14 +79,14 @@ mod tests {
 
     #[test]
     fn round_trip_and_merge() {
-        let a: VersionVector = [(Actor::new(1, 2), 7), (Actor::new(3, 1), 2)]
+        let a: VersionVector = [(Actor::new(1, 7, 2), 7), (Actor::new(3, 7, 1), 2)]
             .into_iter()
             .collect();
-        let b: VersionVector = [(Actor::new(1, 2), 9)].into_iter().collect();
+        let b: VersionVector = [(Actor::new(1, 7, 2), 9)].into_iter().collect();
         assert_eq!(decode(&encode(&a)).unwrap(), a);
         let m = decode(&merge([encode(&a).as_str(), encode(&b).as_str()]).unwrap()).unwrap();
-        assert_eq!(m.get(Actor::new(1, 2)), 9);
-        assert_eq!(m.get(Actor::new(3, 1)), 2);
+        assert_eq!(m.get(Actor::new(1, 7, 2)), 9);
+        assert_eq!(m.get(Actor::new(3, 7, 1)), 2);
         assert_eq!(decode("").unwrap(), VersionVector::new());
     }
 

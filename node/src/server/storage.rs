@@ -196,7 +196,7 @@ mod tests {
     fn set(v: &str) -> VersionSet {
         let mut s = VersionSet::new();
         let version = Version {
-            dot: Dot::new(Actor::new(1, 1), 1),
+            dot: Dot::new(Actor::new(1, 1, 1), 1),
             value: Some(Bytes::copy_from_slice(v.as_bytes())),
             ts: 0,
         };

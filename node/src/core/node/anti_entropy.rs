@@ -6,13 +6,9 @@ use crate::core::merkle::PartitionTree;
 
 impl<S: Storage> Node<S> {
     /// Partitions this node's shard owns.
-    fn shard_partitions(&self) -> Vec<u32> {
-        let Some(shard) = self.shard else {
-            return Vec::new();
-        };
-        (0..self.cfg.view.partitions)
-            .filter(|p| self.cfg.view.shard_of_partition(*p) == shard)
-            .collect()
+    pub(super) fn shard_partitions(&self) -> Vec<u32> {
+        self.shard
+            .map_or_else(Vec::new, |s| self.cfg.view.partitions_of(s))
     }
 
     fn aae_enabled(&self) -> bool {
@@ -65,16 +61,18 @@ impl<S: Storage> Node<S> {
             .into_iter()
             .map(|p| (p, self.merkle.root(p)))
             .collect();
+        let claims = self.claims();
         let msg = PeerMsg::AaeRoots {
             rid,
+            epoch: self.cfg.view.epoch,
             roots,
-            clock: self.clock.clone(),
+            clock: claims.clone(),
         };
         self.aae = Some(Exchange {
             rid,
             peer: peer.clone(),
             deadline: self.now + self.cfg.aae_timeout,
-            clock: self.clock.clone(),
+            clock: claims,
             peer_clock: None,
             partitions: Vec::new(),
             truncated: false,
@@ -83,13 +81,6 @@ impl<S: Storage> Node<S> {
             requested_by,
         });
         self.send(&peer, msg);
-    }
-
-    /// Joins a peer's clock snapshot whose every dot this node's state now reflects.
-    fn adopt(&mut self, clock: &NodeClock) {
-        self.clock.join(clock);
-        self.clock_dirty = true;
-        self.wake_parked();
     }
 
     /// Sends `msg` as part of the running exchange, counting its bytes.
@@ -134,7 +125,12 @@ impl<S: Storage> Node<S> {
         let shard_peer = self.peers().contains(&from);
         match msg {
             // Responder side: stateless, answered from current trees and storage.
-            PeerMsg::AaeRoots { rid, roots, clock } if shard_peer => {
+            PeerMsg::AaeRoots {
+                rid,
+                epoch,
+                roots,
+                clock,
+            } if shard_peer && epoch == self.cfg.view.epoch => {
                 let branches: Vec<(u32, Vec<u64>)> = roots
                     .iter()
                     .filter(|(p, r)| self.merkle.root(*p) != *r)
@@ -146,7 +142,7 @@ impl<S: Storage> Node<S> {
                 let in_sync = branches.is_empty();
                 let reply = PeerMsg::AaeBranches {
                     rid,
-                    clock: self.clock.clone(),
+                    clock: self.claims(),
                     branches,
                 };
                 self.send(&from, reply);
@@ -258,7 +254,7 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    fn on_branches(&mut self, rid: Rid, clock: NodeClock, branches: Vec<(u32, Vec<u64>)>) {
+    fn on_branches(&mut self, rid: Rid, clock: Claims, branches: Vec<(u32, Vec<u64>)>) {
         let ex = self.aae.as_mut().expect("caller matched the exchange");
         ex.peer_clock = Some(clock);
         ex.partitions = branches.iter().map(|(p, _)| *p).collect();

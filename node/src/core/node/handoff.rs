@@ -1,0 +1,275 @@
+//! Handoff: moving a partition to its new replicas after a view change.
+//!
+//! A node that holds a partition it no longer owns (it is *retained*) streams it to every replica
+//! of the partition in its current view, one bounded batch at a time, stop-and-wait. The first
+//! batch carries the sender's claims on the partition ([`Node::vouched`]), taken before any key
+//! is read: the keys sent afterwards reflect at least those writes. The receiver merges each
+//! batch like replication, syncs, and acknowledges; after the last batch it joins the claims into
+//! the partition's handoff clock, which from then on vouches for the earlier owners' writes in
+//! causal waits.
+//!
+//! Invariants:
+//! - a retained partition is dropped only when every replica in the current view acknowledged
+//!   the whole stream (hence holds it durably) and no replication of its keys is still pending;
+//! - a stream that loses its place (either side restarted, the receiver's view differs) starts
+//!   over from its first batch with fresh claims; merging is idempotent, so repeats are harmless;
+//! - a view change restarts every stream, so streams always target the current replicas.
+
+use super::*;
+
+/// One stream of a retained partition to one new replica.
+#[derive(Debug)]
+pub(crate) struct Push {
+    stream: u64,
+    /// Next batch to send, or the one in flight.
+    seq: u32,
+    /// The partition's keys when the stream started, in send order.
+    keys: Vec<Bytes>,
+    clock: VersionVector,
+    /// When the batch in flight was sent.
+    sent: Option<Time>,
+    /// Do not send before this (after a refusal).
+    not_before: Time,
+    pub(crate) done: bool,
+}
+
+/// A stream this node is receiving.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    stream: u64,
+    next: u32,
+    clock: VersionVector,
+}
+
+impl<S: Storage> Node<S> {
+    /// Starts, continues or retries streams of retained partitions, and drops partitions every
+    /// replica now holds.
+    pub(super) fn handoff_tick(&mut self) {
+        if self.retained.is_empty() {
+            return;
+        }
+        let retained: Vec<u32> = self.retained.iter().copied().collect();
+        for p in retained {
+            let targets: Vec<NodeId> = self
+                .cfg
+                .view
+                .owners(p)
+                .iter()
+                .filter(|n| **n != self.me)
+                .cloned()
+                .collect();
+            for t in &targets {
+                self.push_step(p, t);
+            }
+            let all_done = !targets.is_empty()
+                && targets
+                    .iter()
+                    .all(|t| self.pushes.get(&(p, t.clone())).is_some_and(|x| x.done));
+            if all_done {
+                self.drop_partition(p);
+            }
+        }
+    }
+
+    /// Sends the next batch of `partition` to `target` if none is in flight, or resends the one
+    /// in flight when its acknowledgement is overdue.
+    fn push_step(&mut self, partition: u32, target: &NodeId) {
+        let key = (partition, target.clone());
+        if !self.pushes.contains_key(&key) {
+            let push = self.start_push(partition);
+            self.pushes.insert(key.clone(), push);
+        }
+        let push = self.pushes.get(&key).expect("inserted above");
+        let overdue = push
+            .sent
+            .is_some_and(|t| self.now >= t + self.cfg.retry_interval * 3);
+        let idle = push.sent.is_none() && self.now >= push.not_before;
+        if !push.done && (overdue || idle) {
+            self.send_batch(partition, target);
+        }
+    }
+
+    fn start_push(&mut self, partition: u32) -> Push {
+        // Claims first, keys second: every write claimed is in the state read afterwards.
+        let clock = self.vouched(partition);
+        let keys = self
+            .merkle
+            .get(partition)
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default();
+        Push {
+            stream: self.rid(),
+            seq: 0,
+            keys,
+            clock,
+            sent: None,
+            not_before: self.now,
+            done: false,
+        }
+    }
+
+    fn send_batch(&mut self, partition: u32, target: &NodeId) {
+        let batch = self.cfg.handoff_batch.max(1);
+        let push = self
+            .pushes
+            .get_mut(&(partition, target.clone()))
+            .expect("caller made the stream");
+        let start = (push.seq as usize * batch).min(push.keys.len());
+        let end = (start + batch).min(push.keys.len());
+        let last = end == push.keys.len();
+        let keys = push.keys[start..end].to_vec();
+        let clock = (push.seq == 0).then(|| push.clock.clone());
+        let (stream, seq) = (push.stream, push.seq);
+        push.sent = Some(self.now);
+        if last && self.cfg.canary == Some(Canary::DropBeforeSynced) {
+            push.done = true;
+        }
+        let sets = keys
+            .into_iter()
+            .filter_map(|k| self.storage.get(&k).map(|s| (k, s)))
+            .collect();
+        let msg = PeerMsg::HandoffBatch {
+            partition,
+            epoch: self.cfg.view.epoch,
+            stream,
+            seq,
+            clock,
+            sets,
+            last,
+        };
+        self.send(target, msg);
+    }
+
+    pub(super) fn on_handoff(&mut self, from: NodeId, msg: PeerMsg) {
+        match msg {
+            PeerMsg::HandoffBatch {
+                partition,
+                epoch,
+                stream,
+                seq,
+                clock,
+                sets,
+                last,
+            } => {
+                if epoch < self.cfg.view.epoch {
+                    self.send_views(&from, epoch);
+                }
+                let ok = self.receive_batch(&from, partition, stream, seq, clock, sets, last);
+                let ack = PeerMsg::HandoffAck {
+                    partition,
+                    stream,
+                    seq,
+                    ok,
+                };
+                self.send(&from, ack);
+            }
+            PeerMsg::HandoffAck {
+                partition,
+                stream,
+                seq,
+                ok,
+            } => self.on_handoff_ack(from, partition, stream, seq, ok),
+            _ => unreachable!("only handoff messages are routed here"),
+        }
+    }
+
+    /// Applies one batch; false when this node cannot take it and the sender must start over.
+    #[allow(clippy::too_many_arguments)]
+    fn receive_batch(
+        &mut self,
+        from: &NodeId,
+        partition: u32,
+        stream: u64,
+        seq: u32,
+        clock: Option<VersionVector>,
+        sets: Vec<(Bytes, VersionSet)>,
+        last: bool,
+    ) -> bool {
+        if !self.cfg.view.owns(&self.me, partition) {
+            return false;
+        }
+        let key = (from.clone(), partition);
+        let fresh = self.incoming.get(&key).is_none_or(|i| i.stream != stream);
+        if seq == 0 && fresh {
+            let clock = clock.unwrap_or_default();
+            self.incoming.insert(
+                key.clone(),
+                Incoming {
+                    stream,
+                    next: 0,
+                    clock,
+                },
+            );
+        }
+        let Some(inc) = self.incoming.get_mut(&key).filter(|i| i.stream == stream) else {
+            return false;
+        };
+        if seq < inc.next {
+            return true;
+        }
+        if seq > inc.next {
+            return false;
+        }
+        inc.next += 1;
+        for (k, s) in &sets {
+            if self.cfg.view.partition_of(k) == partition {
+                self.absorb(k, s, None);
+            }
+        }
+        self.needs_sync = true;
+        if last {
+            let inc = self.incoming.remove(&key).expect("matched above");
+            self.handoff.entry(partition).or_default().merge(&inc.clock);
+            self.awaiting.remove(&partition);
+            self.persist_membership();
+            self.wake_parked();
+        }
+        true
+    }
+
+    fn on_handoff_ack(&mut self, from: NodeId, partition: u32, stream: u64, seq: u32, ok: bool) {
+        let Some(push) = self.pushes.get_mut(&(partition, from.clone())) else {
+            return;
+        };
+        if push.stream != stream || push.seq != seq || push.sent.is_none() {
+            return;
+        }
+        push.sent = None;
+        if !ok {
+            let mut push = self.start_push(partition);
+            push.not_before = self.now + self.cfg.retry_interval;
+            self.pushes.insert((partition, from.clone()), push);
+            return;
+        }
+        let batch = self.cfg.handoff_batch.max(1);
+        if (seq as usize + 1) * batch >= push.keys.len() {
+            push.done = true;
+        } else {
+            push.seq += 1;
+            self.send_batch(partition, &from);
+        }
+    }
+
+    /// Deletes a retained partition every replica holds, unless replication of one of its keys
+    /// is still pending (its retries read the key's current state).
+    fn drop_partition(&mut self, partition: u32) {
+        let view = &self.cfg.view;
+        if self.outbox.any_key(|k| view.partition_of(k) == partition) {
+            return;
+        }
+        let keys: Vec<Bytes> = self
+            .merkle
+            .get(partition)
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default();
+        for k in keys {
+            self.remove_key(&k);
+        }
+        self.live.remove(&partition);
+        self.handoff.remove(&partition);
+        self.retained.remove(&partition);
+        self.pushes.retain(|(p, _), _| *p != partition);
+        self.persist_membership();
+        self.needs_sync = true;
+    }
+}

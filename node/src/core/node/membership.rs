@@ -1,0 +1,290 @@
+//! Views: learning them by gossip, proposing them (view change, join), and switching to a new
+//! one. See [`crate::core::history`] for why a replica's claims are scoped by ownership windows.
+//!
+//! Gossip: every ping and pong carries the sender's epoch; a node that sees an older epoch than
+//! its own answers with the views the other lacks, so the newest view spreads within a heartbeat
+//! or two. A view change is made at whichever node receives it, with an epoch above every epoch
+//! that node knows; concurrent changes get distinct epochs and the higher one wins everywhere.
+
+use super::*;
+
+impl<S: Storage> Node<S> {
+    /// Sends `to` the views newer than `epoch`.
+    pub(super) fn send_views(&mut self, to: &NodeId, epoch: Epoch) {
+        let views = self.history.after(epoch);
+        if !views.is_empty() {
+            self.send(to, PeerMsg::Views { views });
+        }
+    }
+
+    /// Records views from a peer, switching to the newest if it is newer than the current one.
+    pub(super) fn learn(&mut self, views: Vec<View>) {
+        let mut changed = false;
+        for v in views {
+            let valid = v.is_joining()
+                || (v.assignment.len() == v.partitions as usize
+                    && v.assignment.iter().all(|s| *s < v.shard_count()));
+            if valid {
+                changed |= self.history.insert(v);
+            }
+        }
+        if !changed {
+            return;
+        }
+        let latest = self.history.latest().clone();
+        if latest.epoch > self.cfg.view.epoch {
+            self.switch(latest);
+        } else {
+            // An older view only shortens ownership windows.
+            self.windows = self.compute_windows();
+            self.persist_membership();
+        }
+    }
+
+    /// `PUT /v1/cluster/view`: proposes and installs the next view.
+    pub(super) fn change_view(
+        &mut self,
+        id: ReqId,
+        nodes: Vec<NodeId>,
+        repl_factor: Option<usize>,
+    ) {
+        if self.cfg.view.is_joining() {
+            let msg = "this node is not in a cluster; change the view through a member".into();
+            return self.finish(Origin::Client(id), Err(ReqError::BadRequest(msg)));
+        }
+        let rf = repl_factor.unwrap_or(self.cfg.view.repl_factor);
+        match self.propose(nodes, rf) {
+            Ok(view) => self.finish(Origin::Client(id), Ok(Response::ViewChanged { view })),
+            Err(e) => self.finish(Origin::Client(id), Err(ReqError::BadRequest(e.to_string()))),
+        }
+    }
+
+    /// Adds `node` to the view unless it is a member already; answers `client` if given.
+    pub(super) fn admit(&mut self, client: Option<ReqId>, node: NodeId) {
+        let result = if self.cfg.view.is_joining() {
+            Err(ReqError::Unavailable(
+                "this node has not joined a cluster yet".into(),
+            ))
+        } else if self.cfg.view.nodes.contains(&node) {
+            Ok(self.cfg.view.clone())
+        } else {
+            let mut nodes = self.cfg.view.nodes.clone();
+            nodes.push(node);
+            self.propose(nodes, self.cfg.view.repl_factor)
+                .map_err(|e| ReqError::BadRequest(e.to_string()))
+        };
+        if let Some(id) = client {
+            let result = result.map(|view| Response::ViewChanged { view });
+            self.finish(Origin::Client(id), result);
+        }
+    }
+
+    fn propose(
+        &mut self,
+        nodes: Vec<NodeId>,
+        rf: usize,
+    ) -> Result<View, super::super::ring::ViewError> {
+        let mut view = self.cfg.view.change(nodes, rf, &self.me)?;
+        // Above every epoch this node knows, so it wins over views it has only heard of.
+        let known = self.history.latest().epoch;
+        if view.epoch <= known {
+            view.epoch = ((super::super::ring::epoch_number(known) + 1) << 32)
+                | u64::from(node_hash(&self.me));
+        }
+        self.history.insert(view.clone());
+        self.switch(view.clone());
+        Ok(view)
+    }
+
+    /// Installs `view` (newer than the current one): new ownership, a fresh actor for the new
+    /// epoch, lost partitions kept for handoff, gained ones awaited, and every in-flight request
+    /// routed again by the new view.
+    fn switch(&mut self, view: View) {
+        let old = std::mem::replace(&mut self.cfg.view, view);
+        let me = self.me.clone();
+        self.shard = self.cfg.view.shard_of_node(&me);
+        if old.partitions != self.cfg.view.partitions {
+            let (merkle, live) = index(&self.storage, self.cfg.view.partitions);
+            self.merkle = merkle;
+            self.live = live;
+        }
+        for p in 0..self.cfg.view.partitions {
+            let (had, has) = (old.owns(&me, p), self.cfg.view.owns(&me, p));
+            if has {
+                self.retained.remove(&p);
+            } else {
+                self.awaiting.remove(&p);
+            }
+            if had && !has {
+                self.retained.insert(p);
+            }
+            if !had && has {
+                self.awaiting.insert(p);
+            }
+        }
+        self.windows = self.compute_windows();
+        if self.shard.is_some() {
+            let inc: u32 = self.rng.random();
+            self.actor = Actor::new(node_hash(&me), self.cfg.view.epoch, inc);
+            self.counter = 0;
+            self.storage.meta_put(META_ACTOR, &encode(&self.actor));
+        }
+        // Replication to a node that no longer replicates the key becomes part of the handoff.
+        let view = &self.cfg.view;
+        self.outbox
+            .retain(|peer, key| view.owns(peer, view.partition_of(key)));
+        let owned = |k: &Bytes| view.owns(&me, view.partition_of(k));
+        self.tombstones.retain(|_, (k, _)| owned(k));
+        self.reaps.retain(|_, (k, _)| owned(k));
+        self.pushes.clear();
+        self.incoming.clear();
+        if let Some(ex) = self.aae.take() {
+            self.aae_stats.exchanges_failed += 1;
+            if let Some(id) = ex.requested_by {
+                let msg = "the view changed during the exchange".to_string();
+                self.finish(Origin::Client(id), Err(ReqError::Unavailable(msg)));
+            }
+        }
+        self.persist_membership();
+        self.needs_sync = true;
+        let mut peers: BTreeSet<NodeId> = old.nodes.iter().cloned().collect();
+        peers.extend(self.cfg.view.nodes.iter().cloned());
+        peers.remove(&me);
+        for p in peers {
+            self.send_views(&p, 0);
+        }
+        self.reroute_all();
+    }
+
+    /// Routes again what waited under the previous view: parked operations on keys this node no
+    /// longer serves, and forwards a replica refused.
+    fn reroute_all(&mut self) {
+        let parked = std::mem::take(&mut self.parked);
+        for p in parked {
+            let mine = p.op.key().is_some_and(|k| self.owns(k));
+            match p.origin {
+                _ if mine => self.parked.push(p),
+                Origin::Client(id) => {
+                    let deadline = p.deadline.max(self.now + self.cfg.causal_wait);
+                    self.route(id, p.op, deadline);
+                }
+                Origin::Proxy { from, rid } => {
+                    let epoch = self.cfg.view.epoch;
+                    self.send(&from, PeerMsg::NotReplica { rid, epoch });
+                }
+            }
+        }
+        self.wake_parked();
+        let waiting = std::mem::take(&mut self.rerouting);
+        for (f, _) in waiting {
+            self.reroute(f);
+        }
+    }
+
+    /// A replica refused a forwarded request: it is not a replica of the key in its view.
+    pub(super) fn on_not_replica(&mut self, rid: Rid, epoch: Epoch) {
+        let Some(f) = self.proxy.pending.remove(&rid) else {
+            return;
+        };
+        if epoch <= self.cfg.view.epoch && f.can_fail_over(self.now) {
+            self.proxy.failovers += 1;
+            return self.attempt(f);
+        }
+        // Either this node's view is behind (the newer one is on its way by gossip) or the
+        // replicas have not installed it yet: try again shortly.
+        let at = self.now + self.cfg.retry_interval;
+        self.rerouting.push((f, at));
+    }
+
+    /// Routes a refused forward by the current view, or gives up at its deadline.
+    fn reroute(&mut self, f: Forwarding) {
+        if self.now >= f.deadline {
+            let msg = "no replica of the key's shard accepted the request in time".to_string();
+            return self.out.replies.push(Reply {
+                id: f.client,
+                served_by: self.me.clone(),
+                result: Err(ReqError::Unavailable(msg)),
+            });
+        }
+        self.route(f.client, f.op, f.deadline);
+    }
+
+    /// Join requests while outside the view, and forwards due to be routed again.
+    pub(super) fn membership_tick(&mut self) {
+        let outside = !self.cfg.view.nodes.contains(&self.me);
+        if let Some(member) = self.cfg.join.clone()
+            && outside
+            && self.now >= self.next_join
+        {
+            self.next_join = self.now + self.cfg.heartbeat_interval * 4;
+            let node = self.me.clone();
+            self.send(&member, PeerMsg::Join { node });
+        }
+        if self.rerouting.iter().any(|(_, at)| *at <= self.now) {
+            let (due, kept) = std::mem::take(&mut self.rerouting)
+                .into_iter()
+                .partition(|(_, at)| *at <= self.now);
+            self.rerouting = kept;
+            for (f, _) in due {
+                self.reroute(f);
+            }
+        }
+    }
+
+    pub(super) fn compute_windows(&self) -> Vec<Option<(Epoch, Epoch)>> {
+        (0..self.cfg.view.partitions)
+            .map(|p| self.history.window(&self.me, p))
+            .collect()
+    }
+
+    /// What this node vouches for on every partition of its shard, for anti-entropy.
+    pub(super) fn claims(&self) -> Claims {
+        let parts = self.shard_partitions();
+        let clock = self
+            .clock
+            .restricted(|a| match self.history.actor_shard(a) {
+                None => false,
+                Some((view, s)) => parts
+                    .iter()
+                    .all(|p| view.shard_of_partition(*p) != s || self.trusts(*p, a)),
+            });
+        let handoff = parts
+            .iter()
+            .filter_map(|p| self.handoff.get(p).map(|h| (*p, h.clone())))
+            .collect();
+        Claims {
+            epoch: self.cfg.view.epoch,
+            clock,
+            handoff,
+        }
+    }
+
+    /// Joins a shard peer's claims whose every write this node's state now reflects.
+    pub(super) fn adopt(&mut self, claims: &Claims) {
+        if claims.epoch != self.cfg.view.epoch || self.shard.is_none() {
+            return;
+        }
+        self.clock.join(&claims.clock);
+        self.clock_dirty = true;
+        for (p, h) in &claims.handoff {
+            if self.cfg.view.owns(&self.me, *p) {
+                self.handoff.entry(*p).or_default().merge(h);
+            }
+        }
+        if !claims.handoff.is_empty() {
+            self.persist_membership();
+        }
+        self.wake_parked();
+    }
+
+    /// Writes views, handoff clocks and the partitions on the move to storage metadata.
+    pub(super) fn persist_membership(&mut self) {
+        self.storage
+            .meta_put(META_VIEWS, &encode(&self.history.all()));
+        self.storage.meta_put(META_HANDOFF, &encode(&self.handoff));
+        self.storage
+            .meta_put(META_RETAINED, &encode(&self.retained));
+        self.storage
+            .meta_put(META_AWAITING, &encode(&self.awaiting));
+    }
+}
