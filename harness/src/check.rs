@@ -196,6 +196,14 @@ pub fn check(h: &History, enabled: &[Checker], complete_registry: bool) -> Vec<V
                 });
             }
         }
+        for what in &h.unsettled {
+            out.push(Violation {
+                checker: Checker::G4,
+                key: String::new(),
+                ops: Vec::new(),
+                detail: what.clone(),
+            });
+        }
     }
     if on(Checker::G6) {
         g6(h, &ix, &merged, &mut out);
@@ -562,6 +570,7 @@ mod tests {
                 write(2, b, val("b"), ctx_b),
             ],
             finals: BTreeMap::from([(key(), vec![(0, final_set.clone()), (1, final_set)])]),
+            unsettled: Vec::new(),
         }
     }
 
@@ -641,6 +650,7 @@ mod tests {
                 write(2, d, None, vv(&[a])),
             ],
             finals: BTreeMap::new(),
+            unsettled: Vec::new(),
         };
         h.ops.push(get_op(3, 1, vv(&[d]), vec![], vv(&[d])));
         assert!(checkers(&h, Checker::G1).is_empty());
@@ -686,6 +696,7 @@ mod tests {
                 write(2, c, val("c"), VersionVector::new()),
             ],
             finals: BTreeMap::from([(key(), vec![(0, both)])]),
+            unsettled: Vec::new(),
         };
         assert!(checkers(&h, Checker::G2).is_empty());
         let mut lww = VersionSet::new();
@@ -709,6 +720,12 @@ mod tests {
         h.ops[2].probe = true;
         h.ops[2].outcome = Outcome::Failed("unable to satisfy request".into());
         assert_eq!(checkers(&h, Checker::G4).len(), 1);
+        // A node that never settled its handoffs is a liveness failure too.
+        let mut h = good();
+        h.unsettled.push("n3 never settled: awaiting [4]".into());
+        let v = checkers(&h, Checker::G4);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].detail.contains("never settled"));
     }
 
     #[test]
@@ -726,6 +743,7 @@ mod tests {
                 write(2, d, None, ctx_d),
             ],
             finals: BTreeMap::from([(key(), vec![(0, resurrected)])]),
+            unsettled: Vec::new(),
         };
         let v = checkers(&h, Checker::G6);
         assert_eq!(v.len(), 1, "{v:?}");

@@ -143,8 +143,12 @@ impl WriteRecord {
 pub struct History {
     pub ops: Vec<OpRecord>,
     pub writes: Vec<WriteRecord>,
-    /// For every key: each replica of its shard (node index) and its final version set.
+    /// For every key: each replica of its shard in the final view (node index) and its final
+    /// version set. Copies still held by nodes that no longer own the key are not final states.
     pub finals: BTreeMap<Bytes, Vec<(usize, VersionSet)>>,
+    /// Liveness problems the driver saw when the run ended: a node that never learned the final
+    /// view, or never settled its handoffs (retained or awaited partitions), within the bound.
+    pub unsettled: Vec<String>,
 }
 
 impl History {

@@ -95,6 +95,38 @@ pub enum Fault {
     Dup {
         rate: f64,
     },
+    /// Membership: `node` (a spare slot that never ran) starts with an empty view and asks member
+    /// `via` (default: a random live member) to admit it.
+    Join {
+        node: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<usize>,
+    },
+    /// Membership: member `via` (default: a random live member) is asked to install a view of
+    /// `nodes` (default: its current view's nodes) with replication factor `rf` (default:
+    /// unchanged). Listed nodes that never ran start with an empty view and learn it by gossip.
+    View {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nodes: Option<Vec<usize>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rf: Option<usize>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<usize>,
+    },
+    /// Membership: decommission `node` (a view without it, proposed at another member); it keeps
+    /// running and hands its partitions off.
+    Remove {
+        node: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<usize>,
+    },
+    /// Membership: `node` crashes for good (it never restarts, not even at heal) and a view
+    /// without it is proposed at another member; its data is rebuilt from surviving replicas.
+    ForceRemove {
+        node: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<usize>,
+    },
 }
 
 impl Fault {
@@ -112,6 +144,10 @@ impl Fault {
             | Fault::Resume { node }
             | Fault::Jump { node, .. } => vec![*node],
             Fault::HealNet | Fault::Loss { .. } | Fault::Dup { .. } => Vec::new(),
+            Fault::Join { node, via }
+            | Fault::Remove { node, via }
+            | Fault::ForceRemove { node, via } => std::iter::once(*node).chain(*via).collect(),
+            Fault::View { nodes, via, .. } => nodes.iter().flatten().copied().chain(*via).collect(),
         }
     }
 }
@@ -158,11 +194,14 @@ pub fn key_name(k: u32) -> String {
     format!("k{k}")
 }
 
-/// The cluster's view (addresses `10.0.<i>.1:7000`).
+/// The address of node slot `i`.
+pub fn node_addr(i: usize) -> String {
+    format!("10.0.{i}.1:7000")
+}
+
+/// The cluster's first view (addresses `10.0.<i>.1:7000`); spare slots follow its nodes.
 pub fn view_of(s: &Scenario) -> View {
-    let nodes = (0..s.cluster.nodes)
-        .map(|i| format!("10.0.{i}.1:7000"))
-        .collect();
+    let nodes = (0..s.cluster.nodes).map(node_addr).collect();
     View::with_partitions(nodes, s.cluster.rf, s.cluster.partitions)
         .expect("generated addresses form a valid view")
 }
@@ -173,7 +212,7 @@ pub fn generate(s: &Scenario, seed: u64) -> Plan {
         return p.clone();
     }
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x5ca1_ab1e_c0ff_ee00);
-    let n = s.cluster.nodes;
+    let n = s.cluster.slots();
     let clocks = (0..n)
         .map(|_| NodeClockPlan {
             offset_ms: signed(&mut rng, s.clocks.offset_ms),
@@ -219,13 +258,13 @@ fn gen_op(s: &Scenario, view: &View, session: usize, rng: &mut SmallRng, probe: 
     } else {
         OpKind::Delete
     };
-    let n = s.cluster.nodes;
+    let n = s.cluster.slots();
     let node = match w.clients {
         Clients::Sticky => session % n,
         Clients::Roaming => rng.random_range(0..n),
         Clients::NonOwner => {
             let shard = view.shard_of_key(key_name(key).as_bytes());
-            let others: Vec<usize> = (0..n)
+            let others: Vec<usize> = (0..s.cluster.nodes)
                 .filter(|&i| view.shard_of_node(&view.nodes[i]) != Some(shard))
                 .collect();
             others[rng.random_range(0..others.len())]
@@ -251,9 +290,14 @@ fn secs(rng: &mut SmallRng, range: [f64; 2]) -> u64 {
 /// Random faults during chaos, each followed by its repair; then the explicit events.
 fn gen_faults(s: &Scenario, rng: &mut SmallRng) -> Vec<TimedFault> {
     let f = &s.faults;
-    let n = s.cluster.nodes;
+    let n = s.cluster.slots();
     let chaos_ms = (s.phases.chaos_s * 1000.0) as u64;
     let mut out: Vec<TimedFault> = f.events.clone();
+    // Random membership changes: current members, and spares that never ran.
+    let mut members: Vec<usize> = (0..s.cluster.nodes).collect();
+    let mut spares: Vec<usize> = (s.cluster.nodes..n)
+        .filter(|i| !f.events.iter().any(|e| e.fault.nodes().contains(i)))
+        .collect();
     // Per node: until when it is down (crashed, wiped or paused).
     let mut down_until = vec![0u64; n];
     let mut wipes = 0;
@@ -325,7 +369,16 @@ fn gen_faults(s: &Scenario, rng: &mut SmallRng) -> Vec<TimedFault> {
                 out.push(at(t, Fault::Dup { rate: 0.3 }));
                 out.push(at(end, Fault::Dup { rate: s.net.dup }));
             }
-            FaultKind::Partition | FaultKind::Asymmetric => {}
+            FaultKind::Join if !spares.is_empty() => {
+                let node = spares.remove(rng.random_range(0..spares.len()));
+                members.push(node);
+                out.push(at(t, Fault::Join { node, via: None }));
+            }
+            FaultKind::Leave if members.len() > s.cluster.rf.max(2) => {
+                let node = members.remove(rng.random_range(0..members.len()));
+                out.push(at(t, Fault::Remove { node, via: None }));
+            }
+            FaultKind::Partition | FaultKind::Asymmetric | FaultKind::Join | FaultKind::Leave => {}
         }
         t += secs(rng, f.every_s).max(1);
     }
@@ -384,5 +437,37 @@ mod tests {
         }
         assert!(p.faults.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
         assert!(!p.faults.is_empty());
+    }
+
+    #[test]
+    fn random_membership_joins_spares_once_and_keeps_a_quorum_of_members() {
+        let mut s = scenario();
+        s.cluster.spares = 2;
+        s.faults.kinds = vec![FaultKind::Join, FaultKind::Leave];
+        s.faults.every_s = [0.5, 1.0];
+        s.workload.clients = Clients::Roaming;
+        let mut saw_join = false;
+        for seed in 0..20 {
+            let p = generate(&s, seed);
+            let mut members: Vec<usize> = (0..6).collect();
+            for f in &p.faults {
+                match f.fault {
+                    Fault::Join { node, via: None } => {
+                        assert!((6..8).contains(&node) && !members.contains(&node));
+                        members.push(node);
+                        saw_join = true;
+                    }
+                    Fault::Remove { node, via: None } => {
+                        assert!(members.contains(&node));
+                        members.retain(|&m| m != node);
+                        assert!(members.len() >= 3, "left fewer members than rf");
+                    }
+                    ref other => panic!("unexpected fault {other:?}"),
+                }
+            }
+            // Sessions may address spares (the simulator redirects them until they join).
+            assert!(p.sessions.iter().flat_map(|x| &x.ops).all(|o| o.node < 8));
+        }
+        assert!(saw_join);
     }
 }

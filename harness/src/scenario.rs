@@ -81,6 +81,17 @@ pub struct Cluster {
     pub sync: SyncMode,
     #[serde(default)]
     pub conflicts: ConflictMode,
+    /// Node slots outside the first view (numbered after its `nodes`) that `join` and `view`
+    /// events can bring into the cluster.
+    #[serde(default)]
+    pub spares: usize,
+}
+
+impl Cluster {
+    /// Every node slot: the first view's nodes, then the spares.
+    pub fn slots(&self) -> usize {
+        self.nodes + self.spares
+    }
 }
 
 fn default_partitions() -> u32 {
@@ -228,6 +239,10 @@ pub enum FaultKind {
     Loss,
     /// Heavy duplication for a while.
     Dup,
+    /// A spare that never ran joins through a random member (no repair: it stays).
+    Join,
+    /// A random member is decommissioned (while more than `max(rf, 2)` members remain).
+    Leave,
 }
 
 /// The fault schedule.
@@ -343,7 +358,7 @@ impl Scenario {
         if w.clients == Clients::NonOwner && c.nodes / c.rf < 2 {
             return Err("clients = \"non-owner\" needs at least two shards".into());
         }
-        let node_ok = |n: usize| n < c.nodes;
+        let node_ok = |n: usize| n < c.slots();
         for e in self
             .faults
             .events
@@ -358,7 +373,7 @@ impl Scenario {
             }
         }
         if let Some(p) = &self.plan {
-            if p.clocks.len() != c.nodes {
+            if p.clocks.len() != c.slots() {
                 return Err("plan.clocks needs one entry per node".into());
             }
             for s in &p.sessions {
@@ -369,6 +384,18 @@ impl Scenario {
                         ));
                     }
                 }
+            }
+        }
+        for e in &self.faults.events {
+            match &e.fault {
+                Fault::Join { node, .. } if *node < c.nodes => {
+                    return Err(format!("join of node {node}, which is in the first view"));
+                }
+                Fault::View { nodes: Some(n), .. } if n.is_empty() => {
+                    return Err("a view event lists no nodes".into());
+                }
+                Fault::View { rf: Some(0), .. } => return Err("a view event with rf = 0".into()),
+                _ => {}
             }
         }
         if self
@@ -433,5 +460,57 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("outside the cluster"), "{err}");
+    }
+
+    #[test]
+    fn membership_events_parse_and_are_checked() {
+        let base = r#"
+            name = "t"
+            [cluster]
+            nodes = 3
+            rf = 3
+            spares = 2
+            [workload]
+            sessions = 1
+            keys = 1
+            ops_per_session = 1
+            read = 1.0
+            write = 0.0
+        "#;
+        let ok = format!(
+            "{base}{}",
+            r#"
+            [[faults.events]]
+            at_ms = 1
+            fault = { kind = "join", node = 3 }
+            [[faults.events]]
+            at_ms = 2
+            fault = { kind = "view", nodes = [0, 1, 2, 3, 4], rf = 2, via = 1 }
+            [[faults.events]]
+            at_ms = 3
+            fault = { kind = "remove", node = 0 }
+            [[faults.events]]
+            at_ms = 4
+            fault = { kind = "force-remove", node = 1, via = 2 }
+            "#
+        );
+        let s = Scenario::from_toml(&ok).unwrap();
+        assert_eq!(
+            s.faults.events[1].fault,
+            Fault::View {
+                nodes: Some(vec![0, 1, 2, 3, 4]),
+                rf: Some(2),
+                via: Some(1)
+            }
+        );
+        assert_eq!(Scenario::from_toml(&s.to_toml()).unwrap(), s);
+        let bad = |event: &str| {
+            Scenario::from_toml(&format!("{base}[[faults.events]]\nat_ms = 1\n{event}\n"))
+                .unwrap_err()
+        };
+        assert!(bad(r#"fault = { kind = "join", node = 1 }"#).contains("first view"));
+        assert!(bad(r#"fault = { kind = "join", node = 5 }"#).contains("outside"));
+        assert!(bad(r#"fault = { kind = "view", nodes = [] }"#).contains("no nodes"));
+        assert!(bad(r#"fault = { kind = "view", rf = 0 }"#).contains("rf = 0"));
     }
 }

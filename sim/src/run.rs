@@ -351,6 +351,95 @@ mod tests {
     }
 
     #[test]
+    fn a_joined_node_becomes_an_entry_point_and_a_replica() {
+        let mut s = scenario("join-one");
+        s.phases.chaos_s = 9.0;
+        s.workload.ops_per_session = 100;
+        let r = run_seed(&s, 2, None, false, None);
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        let at_new: Vec<&OpRecord> = r.history.ops.iter().filter(|o| o.node == 5).collect();
+        assert!(!at_new.is_empty(), "sessions never used the joined node");
+        assert!(
+            at_new.iter().all(|o| o.invoked_us > 5_000_000),
+            "used before its join"
+        );
+        assert!(
+            at_new
+                .iter()
+                .any(|o| matches!(o.outcome, causeway_harness::Outcome::Ok(_))),
+            "the joined node served nothing"
+        );
+        let replica_of = r
+            .history
+            .finals
+            .values()
+            .filter(|reps| reps.iter().any(|(n, _)| *n == 5))
+            .count();
+        assert!(
+            replica_of > 0,
+            "the joined node owns no key in the final view"
+        );
+        assert!(r.history.unsettled.is_empty(), "{:?}", r.history.unsettled);
+    }
+
+    #[test]
+    fn a_force_removed_node_stays_dead_and_leaves_the_final_view() {
+        let mut s = scenario("force-remove");
+        s.phases.chaos_s = 9.0;
+        s.workload.ops_per_session = 100;
+        s.faults.kinds.clear();
+        let r = run_seed(&s, 1, None, false, None);
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        assert!(r.history.finals.values().flatten().all(|(n, _)| *n != 4));
+        // Once every member learned the removal, no session sends to node 4 (not even probes).
+        let late = r
+            .history
+            .ops
+            .iter()
+            .filter(|o| o.node == 4 && o.invoked_us > 7_000_000);
+        assert_eq!(late.count(), 0);
+    }
+
+    #[test]
+    fn a_node_that_never_settles_is_a_liveness_failure() {
+        // rf 1: the only replica of half the partitions dies and is removed by force, so the
+        // survivor awaits a handoff nobody can send.
+        let s = Scenario::from_toml(
+            r#"
+            name = "t"
+            [cluster]
+            nodes = 2
+            rf = 1
+            [phases]
+            chaos_s = 3.0
+            liveness_s = 4.0
+            [workload]
+            sessions = 2
+            keys = 8
+            ops_per_session = 20
+            read = 1.0
+            write = 1.0
+            [[faults.events]]
+            at_ms = 1500
+            fault = { kind = "force-remove", node = 1 }
+            "#,
+        )
+        .unwrap();
+        let r = run_seed(&s, 1, None, false, None);
+        let g4: Vec<&Violation> = r
+            .violations
+            .iter()
+            .filter(|v| v.checker == Checker::G4)
+            .collect();
+        assert!(
+            g4.iter()
+                .any(|v| v.detail.starts_with("n0 never settled") && v.detail.contains("awaits")),
+            "{:?}",
+            r.violations
+        );
+    }
+
+    #[test]
     fn a_planted_bug_is_caught() {
         let s = short("steady");
         let r = run_seed(&s, 1, Some(Canary::StaleContext), false, None);

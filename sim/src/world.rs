@@ -15,7 +15,7 @@ use causeway::core::{
     Response, SyncMode, Time, VersionSet, VersionVector, View,
 };
 use causeway_harness::history::{History, OpRecord, Outcome, WriteRecord};
-use causeway_harness::plan::{Fault, OpKind, Plan, PlannedOp, key_name, view_of};
+use causeway_harness::plan::{Fault, OpKind, Plan, PlannedOp, key_name, node_addr, view_of};
 use causeway_harness::scenario::Scenario;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -40,6 +40,9 @@ const PROBE_RETRY: Duration = Duration::from_millis(500);
 
 /// What a client waits beyond the core's request timeout before giving up on a reply.
 const CLIENT_GRACE: Duration = Duration::from_secs(2);
+
+/// Request ids of membership requests (view changes) start here, above every client op id.
+const ADMIN_BASE: u64 = 1 << 62;
 
 enum Event {
     /// Boxed: events move inside the heap, and messages are large.
@@ -107,6 +110,17 @@ struct Slot {
     awaited: Vec<AwaitedWrite>,
     /// Dots of this incarnation already in the registry.
     recorded: BTreeSet<Dot>,
+    /// Has run at least once (a spare starts at its `join` or `view` event).
+    started: bool,
+    /// Force-removed: crashed for good, never restarted (not even at heal).
+    dead: bool,
+    /// Starts outside the cluster: an empty view, asking `join` (if any) to admit it.
+    spare: bool,
+    join: Option<NodeId>,
+    /// Epoch of the view this node last reported, and whether that view lists it. Sessions use
+    /// only members as entry points (a crashed member stays one: its requests are refused).
+    epoch: u64,
+    member: bool,
 }
 
 #[derive(Default)]
@@ -133,6 +147,9 @@ pub struct Stats {
     pub dropped: u64,
     pub events: u64,
     pub crashes: u64,
+    /// Membership requests (view changes, forced removals) the world made, and those refused.
+    pub view_changes: u64,
+    pub view_errors: u64,
 }
 
 /// Everything a run produced.
@@ -174,7 +191,6 @@ const UNATTRIBUTED: u64 = u64::MAX;
 pub struct World<'a, E: Entropy, A: FnMut(u64)> {
     scenario: &'a Scenario,
     plan: &'a Plan,
-    view: View,
     config: Config,
     index: BTreeMap<NodeId, usize>,
     rng: E,
@@ -198,6 +214,8 @@ pub struct World<'a, E: Entropy, A: FnMut(u64)> {
     history: History,
     /// Ops by (node they were sent to, key), for attributing forwarded writes.
     sent: BTreeMap<(usize, Bytes), Vec<u64>>,
+    /// Membership requests awaiting their reply: request id -> node asked.
+    admin: BTreeMap<u64, usize>,
     hash: u64,
     trace: Option<Vec<String>>,
     stats: Stats,
@@ -217,14 +235,12 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         config.sync = scenario.cluster.sync;
         config.conflicts = scenario.cluster.conflicts;
         config.canary = canary;
-        let slots = view
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, id)| {
+        let slots = (0..scenario.cluster.slots())
+            .map(|i| {
                 let c = plan.clocks.get(i).copied().unwrap_or_default();
+                let member = i < view.nodes.len();
                 Slot {
-                    id: id.clone(),
+                    id: node_addr(i),
                     node: None,
                     disk: Some(SimDisk::new()),
                     paused: false,
@@ -236,12 +252,17 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
                     pending: BTreeMap::new(),
                     awaited: Vec::new(),
                     recorded: BTreeSet::new(),
+                    started: false,
+                    dead: false,
+                    spare: !member,
+                    join: None,
+                    epoch: 0,
+                    member,
                 }
             })
-            .collect();
+            .collect::<Vec<Slot>>();
         World {
-            index: view.nodes.iter().cloned().zip(0..).collect(),
-            view,
+            index: slots.iter().map(|s| s.id.clone()).zip(0..).collect(),
             config,
             rng,
             advance,
@@ -260,6 +281,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             w: scenario.workload.w().expect("validated on load"),
             history: History::default(),
             sent: BTreeMap::new(),
+            admin: BTreeMap::new(),
             hash: 0xcbf2_9ce4_8422_2325,
             trace: trace.then(Vec::new),
             stats: Stats::default(),
@@ -272,7 +294,9 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
     /// or `liveness_s` after heal has passed (the G3 bound); returns the history and final states.
     pub fn run(mut self) -> RunOutput {
         for n in 0..self.slots.len() {
-            self.start(n);
+            if !self.slots[n].spare {
+                self.start(n);
+            }
         }
         for (i, f) in self.plan.faults.iter().enumerate() {
             let at = f.at_ms * 1000;
@@ -382,6 +406,9 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             Event::Settled => {
                 if self.converged() || self.now >= self.liveness_end {
                     self.note(5, |_| "end".into());
+                    if self.trace.is_some() {
+                        self.trace_node_states();
+                    }
                     return true;
                 }
                 self.schedule(
@@ -473,10 +500,10 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         else {
             return None;
         };
-        let shard = self.view.shard_of_key(key);
-        if self.view.shard_of_node(&self.slots[n].id) != Some(shard) {
-            return None;
-        }
+        // Awaited at every node it reaches, owner or not: the node may execute it later (after
+        // a causal wait, or once a view change made it the owner and the request was routed
+        // again), and a node executes only writes it was handed.
+        self.slots[n].node.as_ref()?;
         Some(AwaitedWrite {
             key: key.clone(),
             value: value.clone(),
@@ -514,10 +541,12 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         if self.slots[n].awaited.is_empty() {
             return;
         }
-        let Some(actor) = self.slots[n].node.as_ref().map(|x| x.actor()) else {
+        if self.slots[n].node.is_none() {
             return;
-        };
+        }
         let me = self.slots[n].id.clone();
+        // Dots of any actor of this node (a view change gives it a new one).
+        let mine = causeway::core::ring::node_hash(&me);
         let replies = ready
             .replies
             .iter()
@@ -533,7 +562,10 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         for (to, result) in replies.chain(forwards) {
             if let Some(i) = self.slots[n].awaited.iter().position(|a| a.reply == to) {
                 let a = self.slots[n].awaited.remove(i);
-                if let Ok(Response::Written { dot, .. }) = result {
+                // A proxy's reply carries a dot another node issued (and records).
+                if let Ok(Response::Written { dot, .. }) = result
+                    && dot.actor.node() == mine
+                {
                     found.push((a, *dot));
                 }
             }
@@ -542,7 +574,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             let PeerMsg::Replicate { key, set, dots } = m else {
                 continue;
             };
-            for d in dots.iter().filter(|d| d.actor == actor) {
+            for d in dots.iter().filter(|d| d.actor.node() == mine) {
                 let done = |f: &[(AwaitedWrite, Dot)]| f.iter().any(|(_, x)| x == d);
                 if self.slots[n].recorded.contains(d) || done(&found) {
                     continue;
@@ -587,6 +619,14 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         if ready.sync {
             causeway::core::Storage::sync(node.storage_mut());
         }
+        let (epoch, member) = (node.view().epoch, node.view().nodes.contains(node.id()));
+        if epoch != self.slots[n].epoch {
+            self.slots[n].epoch = epoch;
+            self.slots[n].member = member;
+            self.note(15, |_| {
+                format!("n{n} installs view {epoch:#x} (member: {member})")
+            });
+        }
         self.observe_writes(n, &ready);
         for (to, msg) in ready.messages {
             match self.index.get(&to) {
@@ -595,7 +635,9 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             }
         }
         for reply in ready.replies {
-            if let Some(s) = self.slots[n].pending.remove(&reply.id) {
+            if reply.id >= ADMIN_BASE {
+                self.admin_reply(reply.id, reply.result);
+            } else if let Some(s) = self.slots[n].pending.remove(&reply.id) {
                 let o = self.history.ops[reply.id as usize].outcome_of(reply.result);
                 self.complete(s, reply.id, o);
             }
@@ -641,7 +683,16 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             node: slot.id.clone(),
             nonce,
         };
-        slot.node = Some(Node::new(self.config.clone(), id, disk, now));
+        let mut config = self.config.clone();
+        if slot.spare {
+            // Outside the cluster until admitted (a restart over a disk that recorded a view
+            // resumes from that view instead).
+            config.view = View::joining();
+            config.view.partitions = self.scenario.cluster.partitions;
+            config.join = slot.join.clone();
+        }
+        slot.node = Some(Node::new(config, id, disk, now));
+        slot.started = true;
         slot.recorded.clear();
         slot.generation += 1;
         slot.paused = false;
@@ -681,6 +732,19 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         slot.paused = false;
         slot.held.clear();
         slot.awaited.clear();
+        let lost: Vec<u64> = self
+            .admin
+            .iter()
+            .filter(|&(_, &at)| at == n)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in lost {
+            self.admin.remove(&id);
+            self.note(16, |_| {
+                format!("membership request {} lost: n{n} crashed", id - ADMIN_BASE)
+            });
+        }
+        let slot = &mut self.slots[n];
         for (op, s) in std::mem::take(&mut slot.pending) {
             let o =
                 self.history.ops[op as usize].unavailable("connection reset: node crashed".into());
@@ -728,7 +792,8 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             Fault::Crash { node } => self.stop(node, false),
             Fault::Wipe { node } => self.stop(node, true),
             Fault::Restart { node } => {
-                if self.slots[node].node.is_none() {
+                let slot = &self.slots[node];
+                if slot.node.is_none() && slot.started && !slot.dead {
                     self.start(node);
                 }
             }
@@ -741,6 +806,147 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             Fault::Jump { node, ms } => self.slots[node].offset_us += ms * 1000,
             Fault::Loss { rate } => self.loss = rate,
             Fault::Dup { rate } => self.dup = rate,
+            Fault::Join { node, via } => self.join(node, via),
+            Fault::View { nodes, rf, via } => {
+                if let Some(v) = self.pick_member(via, None) {
+                    let nodes = match nodes {
+                        Some(list) => list.into_iter().map(node_addr).collect(),
+                        None => self.view_at(v).nodes,
+                    };
+                    self.propose(v, nodes, rf);
+                }
+            }
+            Fault::Remove { node, via } => self.remove(node, via, false),
+            Fault::ForceRemove { node, via } => self.remove(node, via, true),
+        }
+    }
+
+    /// Trace lines with each running node's view, handoff state and applied counters.
+    fn trace_node_states(&mut self) {
+        let lines: Vec<String> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let n = s.node.as_ref()?;
+                let st = n.status();
+                Some(format!(
+                    "{:>12} n{i} view {:#x} shard {:?} actor {} handoff {:?} applied {:?}",
+                    self.now,
+                    st.view.epoch,
+                    st.shard,
+                    st.actor,
+                    st.handoff,
+                    n.applied()
+                ))
+            })
+            .collect();
+        if let Some(t) = &mut self.trace {
+            t.extend(lines);
+        }
+    }
+
+    /// The view node `v` currently routes by.
+    fn view_at(&self, v: usize) -> View {
+        self.slots[v]
+            .node
+            .as_ref()
+            .map(|x| x.view().clone())
+            .unwrap_or_else(View::joining)
+    }
+
+    /// A running, unpaused member to send a membership request to: `want` if it is one, else a
+    /// random one (never `except`). None (noted in the trace) when there is none.
+    fn pick_member(&mut self, want: Option<usize>, except: Option<usize>) -> Option<usize> {
+        let ok = |w: &Self, i: usize| {
+            let s = &w.slots[i];
+            Some(i) != except && s.node.is_some() && !s.paused && s.member
+        };
+        if let Some(w) = want.filter(|&w| ok(self, w)) {
+            return Some(w);
+        }
+        let live: Vec<usize> = (0..self.slots.len()).filter(|&i| ok(self, i)).collect();
+        if live.is_empty() {
+            self.note(16, |_| "membership event skipped: no running member".into());
+            return None;
+        }
+        let i = self.rand() as usize % live.len();
+        Some(live[i])
+    }
+
+    /// A spare that never ran starts outside the cluster and asks a member to admit it.
+    fn join(&mut self, node: usize, via: Option<usize>) {
+        if self.slots[node].started {
+            self.note(16, |_| format!("join of n{node} skipped: it already ran"));
+            return;
+        }
+        let Some(v) = self.pick_member(via, Some(node)) else {
+            return;
+        };
+        self.note(16, |_| format!("n{node} joins through n{v}"));
+        let slot = &mut self.slots[node];
+        slot.spare = true;
+        slot.join = Some(node_addr(v));
+        self.start(node);
+    }
+
+    /// Decommissions `node` (it keeps running and hands off), or force-removes it (it crashes
+    /// for good first).
+    fn remove(&mut self, node: usize, via: Option<usize>, force: bool) {
+        if force {
+            self.stop(node, false);
+            self.slots[node].dead = true;
+            self.note(16, |_| format!("n{node} is dead for good"));
+        }
+        let Some(v) = self.pick_member(via, Some(node)) else {
+            return;
+        };
+        let gone = node_addr(node);
+        let nodes = self
+            .view_at(v)
+            .nodes
+            .into_iter()
+            .filter(|x| *x != gone)
+            .collect();
+        self.propose(v, nodes, None);
+    }
+
+    /// Asks member `v` to install a view of `nodes` (replication factor `rf`, default unchanged).
+    /// Listed nodes that never ran start outside the cluster and learn the view by gossip.
+    fn propose(&mut self, v: usize, nodes: Vec<NodeId>, rf: Option<usize>) {
+        for id in &nodes {
+            if let Some(&i) = self.index.get(id)
+                && !self.slots[i].started
+            {
+                self.slots[i].spare = true;
+                self.start(i);
+            }
+        }
+        self.stats.view_changes += 1;
+        let id = ADMIN_BASE + self.stats.view_changes;
+        self.note(16, |_| {
+            format!("n{v} is asked for view {nodes:?} rf {rf:?}")
+        });
+        self.admin.insert(id, v);
+        let op = Op::ChangeView {
+            nodes,
+            repl_factor: rf,
+        };
+        self.feed(v, Input::Client(Request { id, op }));
+    }
+
+    fn admin_reply(&mut self, id: u64, result: Result<Response, causeway::core::ReqError>) {
+        let Some(v) = self.admin.remove(&id) else {
+            return;
+        };
+        match result {
+            Ok(Response::ViewChanged { view }) => self.note(16, |_| {
+                format!("n{v} installed view {:#x}: {:?}", view.epoch, view.nodes)
+            }),
+            other => {
+                self.stats.view_errors += 1;
+                self.note(16, |_| format!("n{v} refused the view change: {other:?}"));
+            }
         }
     }
 
@@ -751,7 +957,8 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         self.loss = 0.0;
         self.dup = 0.0;
         for n in 0..self.slots.len() {
-            if self.slots[n].node.is_none() {
+            let slot = &self.slots[n];
+            if slot.node.is_none() && slot.started && !slot.dead {
                 self.start(n);
             }
             self.resume(n);
@@ -790,7 +997,26 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         }
     }
 
+    /// The node a session's operation planned for `planned` goes to: that node if it is a
+    /// member (by its own view; a crashed member still counts), else the member that many places
+    /// along, so spares serve clients once they have joined and decommissioned nodes stop.
+    fn entry(&self, planned: usize) -> usize {
+        let ok = |i: usize| {
+            let s = &self.slots[i];
+            s.started && !s.dead && s.member
+        };
+        if ok(planned) {
+            return planned;
+        }
+        let members: Vec<usize> = (0..self.slots.len()).filter(|&i| ok(i)).collect();
+        if members.is_empty() {
+            return planned;
+        }
+        members[planned % members.len()]
+    }
+
     fn issue(&mut self, s: usize, p: &PlannedOp, value: String, probe: bool) {
+        let node = self.entry(p.node);
         if let Some(m) = p.merge_from.filter(|&m| m < self.sessions.len()) {
             let other = self.sessions[m].ctx.clone();
             self.sessions[s].ctx.merge(&other);
@@ -815,7 +1041,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         self.history.ops.push(OpRecord {
             id,
             session: s,
-            node: p.node,
+            node,
             kind: p.kind,
             key: key.clone(),
             value,
@@ -825,24 +1051,27 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             outcome: Outcome::Pending,
             probe,
         });
-        self.sent.entry((p.node, key)).or_default().push(id);
+        self.sent.entry((node, key)).or_default().push(id);
         self.sessions[s].current = Some(id);
-        self.note(12, |w| format!("invoke {}", w.history.ops[id as usize]));
-        if self.slots[p.node].node.is_none() {
+        self.note(12, |w| {
+            let op = &w.history.ops[id as usize];
+            format!("invoke {op} ctx {:?}", op.context)
+        });
+        if self.slots[node].node.is_none() {
             let o = Outcome::Failed("connection refused: node down".into());
             return self.complete(s, id, o);
         }
-        self.slots[p.node].pending.insert(id, s);
+        self.slots[node].pending.insert(id, s);
         let timeout = (self.config.request_timeout + CLIENT_GRACE).as_micros() as u64;
         self.schedule(
             self.now + timeout,
             Event::ClientTimeout { session: s, op: id },
         );
         let input = Input::Client(Request { id, op });
-        if self.slots[p.node].paused {
-            self.slots[p.node].held.push(input);
+        if self.slots[node].paused {
+            self.slots[node].held.push(input);
         } else {
-            self.feed(p.node, input);
+            self.feed(node, input);
         }
     }
 
@@ -878,47 +1107,92 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         self.schedule(self.now + think, Event::Session(s));
     }
 
-    /// Whether every replica of every key holds the same versions (the run may end).
-    fn converged(&self) -> bool {
-        (0..self.scenario.workload.keys).all(|k| {
-            let key = Bytes::from(key_name(k));
-            let mut states = self
-                .view
-                .shard_members(self.view.shard_of_key(&key))
-                .iter()
-                .map(|id| {
-                    self.slots[self.index[id]]
-                        .node
-                        .as_ref()
-                        .and_then(|n| n.local_state(&key))
-                        .unwrap_or_default()
-                });
-            let first = states.next().unwrap_or_default();
-            states.all(|s| s.versions() == first.versions())
-        })
+    /// The final view: the newest view any running node holds (after heal every node must
+    /// learn it by gossip).
+    fn final_view(&self) -> View {
+        self.slots
+            .iter()
+            .filter_map(|s| s.node.as_ref().map(|n| n.view()))
+            .max_by_key(|v| v.epoch)
+            .cloned()
+            .unwrap_or_else(View::joining)
     }
 
+    /// Running nodes that have not installed `fv`, or have not settled their handoffs (they
+    /// hold partitions they no longer own, or await partitions they gained), with why.
+    fn unsettled(&self, fv: &View) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            let Some(node) = &slot.node else { continue };
+            let epoch = node.view().epoch;
+            if epoch != fv.epoch {
+                out.push(format!(
+                    "n{i} still routes by view {epoch:#x}, not the final view {:#x}",
+                    fv.epoch
+                ));
+                continue;
+            }
+            let h = node.status().handoff;
+            if !h.retained.is_empty() || !h.awaiting.is_empty() {
+                out.push(format!(
+                    "n{i} never settled: retains partitions {:?}, awaits partitions {:?}, {} handoff streams running",
+                    h.retained, h.awaiting, h.pushing
+                ));
+            }
+        }
+        out
+    }
+
+    /// Every key's replicas in the final view, and each one's version set (from its disk when
+    /// the node is down). Copies at nodes that no longer own a key are not final states.
+    fn replica_states(&self, fv: &View, key: &Bytes) -> Vec<(usize, VersionSet)> {
+        fv.owners(fv.partition_of(key))
+            .iter()
+            .filter_map(|id| self.index.get(id))
+            .map(|&n| {
+                let slot = &self.slots[n];
+                let set = match (&slot.node, &slot.disk) {
+                    (Some(node), _) => node.local_state(key),
+                    (None, Some(d)) => causeway::core::Storage::get(d, key),
+                    (None, None) => None,
+                };
+                (n, set.unwrap_or_else(VersionSet::new))
+            })
+            .collect()
+    }
+
+    /// Whether the run may end: every running node has installed the final view and settled its
+    /// handoffs, and every replica of every key (in the final view) holds the same versions.
+    fn converged(&self) -> bool {
+        let fv = self.final_view();
+        let same_view = self
+            .slots
+            .iter()
+            .all(|s| s.node.as_ref().is_none_or(|n| n.view().epoch == fv.epoch));
+        same_view
+            && (0..self.scenario.workload.keys).all(|k| {
+                let states = self.replica_states(&fv, &Bytes::from(key_name(k)));
+                states
+                    .split_first()
+                    .is_none_or(|(a, rest)| rest.iter().all(|b| b.1.versions() == a.1.versions()))
+            })
+            && self.unsettled(&fv).is_empty()
+    }
+
+    /// Final states for the checkers, by the final view, and the nodes that never settled.
     fn capture_finals(&mut self) {
+        let fv = self.final_view();
         for k in 0..self.scenario.workload.keys {
             let key = Bytes::from(key_name(k));
-            let shard = self.view.shard_of_key(&key);
-            let reps = self
-                .view
-                .shard_members(shard)
-                .iter()
-                .map(|id| {
-                    let n = self.index[id];
-                    let slot = &self.slots[n];
-                    let set = match (&slot.node, &slot.disk) {
-                        (Some(node), _) => node.local_state(&key),
-                        (None, Some(d)) => causeway::core::Storage::get(d, &key),
-                        (None, None) => None,
-                    };
-                    (n, set.unwrap_or_else(VersionSet::new))
-                })
-                .collect();
+            let reps = self.replica_states(&fv, &key);
             self.history.finals.insert(key, reps);
         }
+        let bound = self.scenario.phases.liveness_s;
+        self.history.unsettled = self
+            .unsettled(&fv)
+            .into_iter()
+            .map(|u| format!("{u} {bound}s after heal"))
+            .collect();
     }
 }
 
