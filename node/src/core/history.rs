@@ -59,6 +59,11 @@ impl History {
         true
     }
 
+    /// Number of views known (never zero).
+    pub fn count(&self) -> u32 {
+        self.views.len() as u32
+    }
+
     /// The newest view.
     pub fn latest(&self) -> &View {
         &self.views.values().next_back().expect("never empty").view
@@ -66,6 +71,11 @@ impl History {
 
     pub fn get(&self, epoch: Epoch) -> Option<&View> {
         self.views.get(&epoch).map(|k| &k.view)
+    }
+
+    /// The newest view older than `epoch`.
+    pub fn before(&self, epoch: Epoch) -> Option<&View> {
+        self.views.range(..epoch).next_back().map(|(_, k)| &k.view)
     }
 
     /// Views newer than `epoch`, oldest first.

@@ -125,13 +125,17 @@ pub enum PeerMsg {
         sets: Vec<(Bytes, VersionSet)>,
         clock: Option<Claims>,
     },
-    /// Liveness probe with the sender's view epoch; answered with `Pong`. A node that sees an
-    /// older epoch than its own answers with `Views` too.
+    /// Liveness probe with the sender's view epoch and number of known views; answered with
+    /// `Pong`. A node that sees an older epoch, or fewer views, than its own answers with
+    /// `Views` too, so every node ends up knowing every view (older views decide which
+    /// partitions an old actor's writes concern).
     Ping {
         epoch: Epoch,
+        views: u32,
     },
     Pong {
         epoch: Epoch,
+        views: u32,
     },
     /// Views the receiver may lack, oldest first.
     Views {

@@ -116,7 +116,22 @@ struct PendingRead {
     context: VersionVector,
     need: usize,
     got: Vec<(NodeId, VersionSet)>,
+    /// Previous owners of a partition still being handed to this node; one of them must answer
+    /// too, so the read sees data the handoff has not delivered yet.
+    old: Vec<NodeId>,
     deadline: Time,
+}
+
+impl PendingRead {
+    fn complete(&self) -> bool {
+        let from_old = self
+            .got
+            .iter()
+            .filter(|(n, _)| self.old.contains(n))
+            .count();
+        let ok_old = self.old.is_empty() || from_old > 0;
+        self.got.len() - from_old >= self.need && ok_old
+    }
 }
 
 #[derive(Debug)]
@@ -179,6 +194,9 @@ pub struct Node<S: Storage> {
     retained: BTreeSet<u32>,
     /// Gained partitions not yet received in full from any previous owner.
     awaiting: BTreeSet<u32>,
+    /// Partitions this node keeps owning, with the replicas that gained them in the current view
+    /// and still have to receive them from this node.
+    feeds: BTreeMap<u32, BTreeSet<NodeId>>,
     pushes: BTreeMap<(u32, NodeId), Push>,
     incoming: BTreeMap<(NodeId, u32), Incoming>,
     /// Forwarded requests to route again once this node's view catches up, with when to retry.
@@ -283,6 +301,7 @@ impl<S: Storage> Node<S> {
             handoff,
             retained,
             awaiting,
+            feeds: BTreeMap::new(),
             pushes: BTreeMap::new(),
             incoming: BTreeMap::new(),
             rerouting: Vec::new(),
@@ -317,6 +336,7 @@ impl<S: Storage> Node<S> {
             cfg,
         };
         node.windows = node.compute_windows();
+        node.feeds = node.compute_feeds();
         node.persist_membership();
         node
     }
@@ -409,7 +429,8 @@ impl<S: Storage> Node<S> {
             aae: self.aae_stats.clone(),
             handoff: HandoffStatus {
                 retained: self.retained.iter().copied().collect(),
-                pushing: self.pushes.values().filter(|p| !p.done).count(),
+                pushing: self.pushes.values().filter(|p| !p.done).count()
+                    + self.feeds.values().map(|t| t.len()).sum::<usize>(),
                 awaiting: self.awaiting.iter().copied().collect(),
             },
         }
@@ -887,13 +908,15 @@ impl<S: Storage> Node<S> {
         let members = self.members();
         let need = r.resolve(members.len()).unwrap_or(members.len());
         let set = self.storage.get(&key).unwrap_or_default();
-        if need <= 1 {
+        let old = self.previous_owners(&key);
+        if need <= 1 && old.is_empty() {
             let context = self.reply_context(&ctx, &key);
             let versions = set.versions().to_vec();
             return self.finish(origin, Ok(Response::Read { versions, context }));
         }
         let rid = self.rid();
-        for peer in self.peers() {
+        let peers = if need <= 1 { Vec::new() } else { self.peers() };
+        for peer in peers.into_iter().chain(old.iter().cloned()) {
             self.send(
                 &peer,
                 PeerMsg::Fetch {
@@ -908,6 +931,7 @@ impl<S: Storage> Node<S> {
             context: ctx,
             need,
             got: vec![(self.me.clone(), set)],
+            old,
             deadline: self.now + self.cfg.quorum_timeout,
         };
         self.reads.insert(rid, pending);
@@ -932,7 +956,12 @@ impl<S: Storage> Node<S> {
                 self.send(node, msg);
             }
         }
-        let context = self.reply_context(&p.context, &p.key);
+        let mut context = self.reply_context(&p.context, &p.key);
+        if !p.old.is_empty() {
+            // Versions from a previous owner are named in the token, so a write made with it
+            // supersedes them rather than becoming their sibling.
+            context.merge(merged.context());
+        }
         let versions = merged.versions().to_vec();
         self.finish(p.origin, Ok(Response::Read { versions, context }));
     }
@@ -1014,7 +1043,7 @@ impl<S: Storage> Node<S> {
                 }
             }
             PeerMsg::Fetch { rid, key } => {
-                if self.owns(&key) {
+                if self.owns(&key) || self.retained.contains(&self.cfg.view.partition_of(&key)) {
                     let set = self.storage.get(&key).unwrap_or_default();
                     self.send(&from, PeerMsg::FetchReply { rid, set });
                 }
@@ -1026,7 +1055,7 @@ impl<S: Storage> Node<S> {
                 if p.got.iter().all(|(n, _)| *n != from) {
                     p.got.push((from, set));
                 }
-                if p.got.len() >= p.need {
+                if p.complete() {
                     let p = self.reads.remove(&rid).expect("present");
                     self.complete_read(p);
                 }
@@ -1063,18 +1092,12 @@ impl<S: Storage> Node<S> {
                 self.send(&from, PeerMsg::ListPartReply { rid, entries, more });
             }
             PeerMsg::ListPartReply { rid, entries, more } => self.on_list_part(rid, entries, more),
-            PeerMsg::Ping { epoch } => {
-                if epoch < self.cfg.view.epoch {
-                    self.send_views(&from, epoch);
-                }
-                let epoch = self.cfg.view.epoch;
-                self.send(&from, PeerMsg::Pong { epoch });
+            PeerMsg::Ping { epoch, views } => {
+                self.compare_views(&from, epoch, views);
+                let (epoch, views) = (self.cfg.view.epoch, self.history.count());
+                self.send(&from, PeerMsg::Pong { epoch, views });
             }
-            PeerMsg::Pong { epoch } => {
-                if epoch < self.cfg.view.epoch {
-                    self.send_views(&from, epoch);
-                }
-            }
+            PeerMsg::Pong { epoch, views } => self.compare_views(&from, epoch, views),
             PeerMsg::Views { views } => self.learn(views),
             PeerMsg::Join { node } => {
                 self.admit(None, node);
@@ -1352,9 +1375,9 @@ impl<S: Storage> Node<S> {
                 .filter(|n| **n != self.me)
                 .cloned()
                 .collect();
-            let epoch = self.cfg.view.epoch;
+            let (epoch, views) = (self.cfg.view.epoch, self.history.count());
             for p in peers {
-                self.send(&p, PeerMsg::Ping { epoch });
+                self.send(&p, PeerMsg::Ping { epoch, views });
             }
         }
     }

@@ -2,4 +2,5 @@
 
 mod anti_entropy;
 mod cluster;
+mod membership;
 mod world;

@@ -80,12 +80,17 @@ impl World {
 
     /// (Re)starts `id` over `storage`.
     pub fn start(&mut self, id: &NodeId, storage: MemStorage) {
+        self.start_with(id, storage, self.config.clone());
+    }
+
+    /// (Re)starts `id` over `storage` with its own configuration (e.g. a node joining).
+    pub fn start_with(&mut self, id: &NodeId, storage: MemStorage, config: Config) {
         let nonce = self.rng.random();
         let ident = Identity {
             node: id.clone(),
             nonce,
         };
-        let node = Node::new(self.config.clone(), ident, storage, self.clock(id));
+        let node = Node::new(config, ident, storage, self.clock(id));
         self.nodes.insert(id.clone(), node);
         self.down.remove(id);
         self.flush(id);
@@ -95,6 +100,20 @@ impl World {
     pub fn crash(&mut self, id: &NodeId) -> MemStorage {
         self.down.insert(id.clone());
         self.nodes.remove(id).unwrap().into_storage()
+    }
+
+    /// Hands `msg` from `from` to `to` now, bypassing the network.
+    pub fn deliver(&mut self, from: &NodeId, to: &NodeId, msg: PeerMsg) {
+        let now = self.clock(to);
+        let node = self.nodes.get_mut(to).expect("node is up");
+        node.handle(
+            now,
+            Input::Peer {
+                from: from.clone(),
+                msg,
+            },
+        );
+        self.flush(to);
     }
 
     /// Cuts (or heals) both directions between `a` and `b`.

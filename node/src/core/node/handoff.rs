@@ -1,7 +1,9 @@
 //! Handoff: moving a partition to its new replicas after a view change.
 //!
 //! A node that holds a partition it no longer owns (it is *retained*) streams it to every replica
-//! of the partition in its current view, one bounded batch at a time, stop-and-wait. The first
+//! of the partition in its current view; a node that keeps a partition streams it to the replicas
+//! that gained it in the current view (a replication-factor increase, a reshuffled shard). Streams
+//! go one bounded batch at a time, stop-and-wait. The first
 //! batch carries the sender's claims on the partition ([`Node::vouched`]), taken before any key
 //! is read: the keys sent afterwards reflect at least those writes. The receiver merges each
 //! batch like replication, syncs, and acknowledges; after the last batch it joins the claims into
@@ -45,8 +47,21 @@ impl<S: Storage> Node<S> {
     /// Starts, continues or retries streams of retained partitions, and drops partitions every
     /// replica now holds.
     pub(super) fn handoff_tick(&mut self) {
-        if self.retained.is_empty() {
-            return;
+        let feeds: Vec<(u32, NodeId)> = self
+            .feeds
+            .iter()
+            .flat_map(|(p, ts)| ts.iter().map(|t| (*p, t.clone())))
+            .collect();
+        for (p, t) in feeds {
+            self.push_step(p, &t);
+            if self.pushes.get(&(p, t.clone())).is_some_and(|x| x.done) {
+                self.pushes.remove(&(p, t.clone()));
+                let targets = self.feeds.get_mut(&p).expect("listed above");
+                targets.remove(&t);
+                if targets.is_empty() {
+                    self.feeds.remove(&p);
+                }
+            }
         }
         let retained: Vec<u32> = self.retained.iter().copied().collect();
         for p in retained {

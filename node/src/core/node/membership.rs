@@ -17,6 +17,13 @@ impl<S: Storage> Node<S> {
         }
     }
 
+    /// Sends a peer every view when it is behind: an older epoch or fewer known views.
+    pub(super) fn compare_views(&mut self, peer: &NodeId, epoch: Epoch, views: u32) {
+        if epoch < self.cfg.view.epoch || views < self.history.count() {
+            self.send_views(peer, 0);
+        }
+    }
+
     /// Records views from a peer, switching to the newest if it is newer than the current one.
     pub(super) fn learn(&mut self, views: Vec<View>) {
         let mut changed = false;
@@ -123,6 +130,7 @@ impl<S: Storage> Node<S> {
             }
         }
         self.windows = self.compute_windows();
+        self.feeds = self.compute_feeds();
         if self.shard.is_some() {
             let inc: u32 = self.rng.random();
             self.actor = Actor::new(node_hash(&me), self.cfg.view.epoch, inc);
@@ -235,6 +243,47 @@ impl<S: Storage> Node<S> {
         (0..self.cfg.view.partitions)
             .map(|p| self.history.window(&self.me, p))
             .collect()
+    }
+
+    /// For a key of a partition this node gained and has not received in full yet: the owners
+    /// of the previous view (they hold it until it is handed off).
+    pub(super) fn previous_owners(&self, key: &[u8]) -> Vec<NodeId> {
+        let p = self.cfg.view.partition_of(key);
+        if !self.awaiting.contains(&p) {
+            return Vec::new();
+        }
+        self.history
+            .before(self.cfg.view.epoch)
+            .map(|v| v.owners(p).to_vec())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| *n != self.me)
+            .collect()
+    }
+
+    /// Partitions this node owned before the current view and still owns, with the replicas
+    /// whose ownership starts with the current view: they need the partition from an old owner.
+    pub(super) fn compute_feeds(&self) -> BTreeMap<u32, BTreeSet<NodeId>> {
+        let epoch = self.cfg.view.epoch;
+        let mut feeds = BTreeMap::new();
+        for p in 0..self.cfg.view.partitions {
+            let old_owner = self.windows[p as usize].is_some_and(|(from, _)| from < epoch);
+            if !old_owner || !self.cfg.view.owns(&self.me, p) {
+                continue;
+            }
+            let gained: BTreeSet<NodeId> = self
+                .cfg
+                .view
+                .owners(p)
+                .iter()
+                .filter(|t| **t != self.me && self.history.window(t, p).map(|w| w.0) == Some(epoch))
+                .cloned()
+                .collect();
+            if !gained.is_empty() {
+                feeds.insert(p, gained);
+            }
+        }
+        feeds
     }
 
     /// What this node vouches for on every partition of its shard, for anti-entropy.
