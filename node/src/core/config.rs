@@ -52,10 +52,12 @@ pub enum Canary {
     /// A node that loses a partition in a view change drops it as soon as it has sent it, without
     /// waiting for the new replicas to acknowledge holding it durably.
     DropBeforeSynced,
+    /// A restarted node forgets the hints it held (its writes accepted for unreachable shards).
+    ForgetHints,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 8] = [
+    pub const ALL: [Canary; 9] = [
         Canary::SkipCausalWait,
         Canary::NoReplicationRetry,
         Canary::NoAntiEntropy,
@@ -64,6 +66,7 @@ impl Canary {
         Canary::EarlyTombstoneReap,
         Canary::StaleContext,
         Canary::DropBeforeSynced,
+        Canary::ForgetHints,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +79,7 @@ impl Canary {
             Canary::EarlyTombstoneReap => "early-tombstone-reap",
             Canary::StaleContext => "stale-context",
             Canary::DropBeforeSynced => "drop-partition-before-synced",
+            Canary::ForgetHints => "forget-hints-on-restart",
         }
     }
 
@@ -128,6 +132,12 @@ pub struct Config {
     pub tombstone_grace: Duration,
     /// Keys per handoff batch when a partition moves to new replicas.
     pub handoff_batch: usize,
+    /// Hinted handoff (sloppy quorum, opt-in): a `w=1` write whose every replica is suspected
+    /// down, and whose context names no write of the key's partition, is kept by the receiving
+    /// node as a durable hint and delivered to the replicas when they return.
+    pub hinted_handoff: bool,
+    /// Most keys a node holds as hints; beyond it such writes are refused (503).
+    pub max_hint_keys: usize,
     /// Planted bug for checker canaries. `None` in every real deployment.
     pub canary: Option<Canary>,
 }
@@ -157,6 +167,8 @@ impl Config {
             aae_timeout: Duration::from_secs(10),
             tombstone_grace: Duration::from_secs(30),
             handoff_batch: 500,
+            hinted_handoff: false,
+            max_hint_keys: 100_000,
             canary: None,
         }
     }

@@ -5,7 +5,9 @@
 //! and a random incarnation. A node takes a fresh actor whenever it installs a new view, and
 //! whenever it loses its disk or cannot prove its counter survived a crash, so a dot is never
 //! issued twice (SPEC G7) and every dot of an actor is a write to a partition the actor's node
-//! owned in that one epoch's view. A [`Dot`] `(actor, counter)` names exactly one write; counters
+//! owned in that one epoch's view. A *hint actor* ([`Actor::hint`]) is the exception: it names
+//! writes a node accepted for one partition it does not own while that partition's replicas were
+//! unreachable (hinted handoff), and its dots concern that partition only. A [`Dot`] `(actor, counter)` names exactly one write; counters
 //! of one actor start at 1 and are issued without gaps by that actor.
 
 use super::ring::Epoch;
@@ -19,6 +21,8 @@ pub struct Actor {
     node: u32,
     epoch: Epoch,
     incarnation: u32,
+    /// `p + 1` for a hint actor of partition `p`; 0 otherwise.
+    hint: u32,
 }
 
 impl Actor {
@@ -29,7 +33,37 @@ impl Actor {
             node,
             epoch,
             incarnation,
+            hint: 0,
         }
+    }
+
+    /// The hint actor of `self` for `partition`: same node, epoch and incarnation (so it is
+    /// renewed exactly when `self` is), dots concerning `partition` only.
+    pub fn hint(self, partition: u32) -> Self {
+        Actor {
+            hint: partition + 1,
+            ..self
+        }
+    }
+
+    /// The partition of a hint actor; `None` for an ordinary actor.
+    pub fn hinted_partition(self) -> Option<u32> {
+        self.hint.checked_sub(1)
+    }
+
+    /// Rebuilds an actor from its four fields as encoded in tokens (`hint` as stored).
+    pub fn from_parts(node: u32, epoch: Epoch, incarnation: u32, hint: u32) -> Self {
+        Actor {
+            node,
+            epoch,
+            incarnation,
+            hint,
+        }
+    }
+
+    /// The `hint` field as encoded (`p + 1`, or 0).
+    pub fn hint_code(self) -> u32 {
+        self.hint
     }
 
     /// Hash of the address of the node this actor belongs to.
@@ -56,7 +90,11 @@ impl fmt::Debug for Actor {
             self.node,
             super::ring::epoch_number(self.epoch),
             self.incarnation
-        )
+        )?;
+        match self.hinted_partition() {
+            Some(p) => write!(f, ".h{p}"),
+            None => Ok(()),
+        }
     }
 }
 

@@ -94,6 +94,9 @@ impl History {
     /// Whether `actor`'s writes may include writes to `partition`: its node owned the partition
     /// in the view of its epoch. `None` when that view is unknown here.
     pub fn relevant(&self, actor: Actor, partition: u32) -> Option<bool> {
+        if let Some(p) = actor.hinted_partition() {
+            return Some(p == partition);
+        }
         let k = self.views.get(&actor.epoch())?;
         Some(
             k.shard_by_hash
@@ -102,8 +105,12 @@ impl History {
         )
     }
 
-    /// The shard `actor`'s node belonged to in the view of its epoch, with that view.
+    /// The shard `actor`'s node belonged to in the view of its epoch, with that view (`None`
+    /// for hint actors, which belong to no shard).
     pub fn actor_shard(&self, actor: Actor) -> Option<(&View, ShardId)> {
+        if actor.hinted_partition().is_some() {
+            return None;
+        }
         let k = self.views.get(&actor.epoch())?;
         Some((&k.view, *k.shard_by_hash.get(&actor.node())?))
     }

@@ -50,6 +50,7 @@ fn hash_actor(h: &mut Xxh3, a: Actor) {
     h.update(&a.node().to_le_bytes());
     h.update(&a.epoch().to_le_bytes());
     h.update(&a.incarnation().to_le_bytes());
+    h.update(&a.hint_code().to_le_bytes());
 }
 
 /// Segment of `key` within its partition tree (bits independent of the partition choice).

@@ -172,6 +172,10 @@ pub struct HandoffStatus {
     pub retained: Vec<u32>,
     /// Handoff streams to new replicas still running.
     pub pushing: usize,
+    /// Keys this node holds as hints or for partitions it lost, not yet handed off.
+    pub held_keys: usize,
+    /// Writes accepted as hints since start.
+    pub hints_accepted: u64,
     /// Partitions this node gained and has not yet received in full from a previous owner.
     pub awaiting: Vec<u32>,
 }
@@ -202,6 +206,7 @@ pub struct Node<S: Storage> {
     /// Forwarded requests to route again once this node's view catches up, with when to retry.
     rerouting: Vec<(Forwarding, Time)>,
     next_join: Time,
+    hints_accepted: u64,
     storage: S,
     clock: NodeClock,
     clock_dirty: bool,
@@ -276,7 +281,6 @@ impl<S: Storage> Node<S> {
         storage.meta_put(META_ACTOR, &encode(&actor));
         storage.meta_put(META_CLEAN, &[0]);
         let (merkle, live) = index(&storage, cfg.view.partitions);
-        let live_keys = live.values().sum();
         let shard = cfg.view.shard_of_node(&id.node);
         let handoff: BTreeMap<u32, VersionVector> = storage
             .meta_get(META_HANDOFF)
@@ -291,6 +295,22 @@ impl<S: Storage> Node<S> {
         let mut retained = set(META_RETAINED);
         let awaiting = set(META_AWAITING);
         retained.extend(live.keys().filter(|p| !cfg.view.owns(&id.node, **p)));
+        let (merkle, live) = if cfg.canary == Some(Canary::ForgetHints) && !retained.is_empty() {
+            let mut held = Vec::new();
+            storage.for_each(&mut |k, _| {
+                if retained.contains(&partition_of(k, cfg.view.partitions)) {
+                    held.push(k.to_vec());
+                }
+            });
+            for k in held {
+                storage.remove(&k);
+            }
+            retained.clear();
+            index(&storage, cfg.view.partitions)
+        } else {
+            (merkle, live)
+        };
+        let live_keys = live.values().sum();
         let mut node = Node {
             me: id.node,
             actor,
@@ -306,6 +326,7 @@ impl<S: Storage> Node<S> {
             incoming: BTreeMap::new(),
             rerouting: Vec::new(),
             next_join: now,
+            hints_accepted: 0,
             storage,
             clock,
             clock_dirty: true,
@@ -431,6 +452,8 @@ impl<S: Storage> Node<S> {
                 retained: self.retained.iter().copied().collect(),
                 pushing: self.pushes.values().filter(|p| !p.done).count()
                     + self.feeds.values().map(|t| t.len()).sum::<usize>(),
+                held_keys: self.held_keys(),
+                hints_accepted: self.hints_accepted,
                 awaiting: self.awaiting.iter().copied().collect(),
             },
         }
@@ -504,6 +527,10 @@ impl<S: Storage> Node<S> {
     /// Whether this node's clock vouches for `actor`'s writes to `partition`: the actor's epoch
     /// lies in this node's current stretch of ownership of the partition.
     fn trusts(&self, partition: u32, actor: Actor) -> bool {
+        if actor.hinted_partition() == Some(partition) && actor.node() == node_hash(&self.me) {
+            // This node's own hints: held in its storage until every replica acknowledged them.
+            return true;
+        }
         self.windows
             .get(partition as usize)
             .copied()
@@ -649,6 +676,18 @@ impl<S: Storage> Node<S> {
     fn route(&mut self, client: ReqId, op: Op, deadline: Time) {
         match self.target_shard(&op) {
             Some(s) if Some(s) == self.shard => self.execute(Origin::Client(client), op),
+            Some(s) if self.hintable(s, &op) => {
+                let Op::Put {
+                    key,
+                    value,
+                    context,
+                    ..
+                } = op
+                else {
+                    unreachable!("only writes are hintable")
+                };
+                self.write_hint(client, key, value, context);
+            }
             Some(s) => {
                 let candidates = self.candidates(s);
                 let f = Forwarding {
@@ -819,6 +858,75 @@ impl<S: Storage> Node<S> {
             self.writes.insert(dot, pending);
         }
         self.wake_parked();
+    }
+
+    /// Whether a client's write for `shard` may be kept here as a hint: hinted handoff is on,
+    /// it is a `w=1` write, every replica of the shard is suspected down, there is room, and its
+    /// context names no write of the key's partition (a hint cannot wait for those writes, and
+    /// without them it could not supersede what they superseded).
+    fn hintable(&self, shard: ShardId, op: &Op) -> bool {
+        let Op::Put {
+            key, context, w, ..
+        } = op
+        else {
+            return false;
+        };
+        let p = self.cfg.view.partition_of(key);
+        self.cfg.hinted_handoff
+            && *w == Quorum::N(1)
+            && self
+                .cfg
+                .view
+                .shard_members(shard)
+                .iter()
+                .all(|n| self.is_suspect(n))
+            && context
+                .iter()
+                .all(|(a, _)| self.history.relevant(a, p) == Some(false))
+            && self.held_keys() < self.cfg.max_hint_keys
+    }
+
+    /// Keys held for partitions this node does not own (hints, and data not yet handed off).
+    fn held_keys(&self) -> usize {
+        self.retained
+            .iter()
+            .filter_map(|p| self.merkle.get(*p))
+            .map(|t| t.len())
+            .sum()
+    }
+
+    /// Accepts a write for an unreachable shard as a durable hint under this node's hint actor
+    /// for the key's partition. The partition becomes retained, so handoff delivers it to the
+    /// replicas when they answer again, and drops it once all of them hold it.
+    fn write_hint(&mut self, client: ReqId, key: Bytes, value: Option<Bytes>, ctx: VersionVector) {
+        let p = self.cfg.view.partition_of(&key);
+        let actor = self.actor.hint(p);
+        let dot = Dot::new(actor, self.clock.max(actor) + 1);
+        self.clock.add(dot);
+        self.clock_dirty = true;
+        self.hlc = (self.hlc + 1).max(self.wall.as_micros());
+        let mut set = self.storage.get(&key).unwrap_or_default();
+        let had_value = set.has_value();
+        set.write(
+            &ctx,
+            Version {
+                dot,
+                value,
+                ts: self.hlc,
+            },
+        );
+        self.store(&key, set, had_value);
+        self.needs_sync = true;
+        if self.retained.insert(p) {
+            self.persist_membership();
+        }
+        self.hints_accepted += 1;
+        let reply = Response::Written {
+            dot,
+            context: self.reply_context(&ctx, &key),
+            replaced: had_value,
+        };
+        self.finish(Origin::Client(client), Ok(reply));
     }
 
     /// Stores `set` for `key`, applying the conflict mode and keeping the live-key count.

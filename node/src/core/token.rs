@@ -23,8 +23,8 @@ pub enum TokenError {
     Malformed,
 }
 
-/// One token entry: an actor's node hash, epoch and incarnation, and its counter.
-type Entry = (u32, u64, u32, u64);
+/// One token entry: an actor's node hash, epoch, incarnation and hint code, and its counter.
+type Entry = (u32, u64, u32, u32, u64);
 
 /// Encodes a context as a token. The empty context encodes as the empty string.
 pub fn encode(ctx: &VersionVector) -> String {
@@ -33,7 +33,7 @@ pub fn encode(ctx: &VersionVector) -> String {
     }
     let entries: Vec<Entry> = ctx
         .iter()
-        .map(|(a, n)| (a.node(), a.epoch(), a.incarnation(), n))
+        .map(|(a, n)| (a.node(), a.epoch(), a.incarnation(), a.hint_code(), n))
         .collect();
     let bytes = bincode::serde::encode_to_vec(&entries, bincode::config::standard())
         .expect("encoding a vector of integer tuples cannot fail");
@@ -60,7 +60,7 @@ pub fn decode(token: &str) -> Result<VersionVector, TokenError> {
     }
     Ok(entries
         .into_iter()
-        .map(|(node, epoch, inc, n)| (Actor::new(node, epoch, inc), n))
+        .map(|(node, epoch, inc, hint, n)| (Actor::from_parts(node, epoch, inc, hint), n))
         .collect())
 }
 
@@ -82,11 +82,14 @@ mod tests {
         let a: VersionVector = [(Actor::new(1, 7, 2), 7), (Actor::new(3, 7, 1), 2)]
             .into_iter()
             .collect();
-        let b: VersionVector = [(Actor::new(1, 7, 2), 9)].into_iter().collect();
+        let b: VersionVector = [(Actor::new(1, 7, 2), 9), (Actor::new(1, 7, 2).hint(5), 1)]
+            .into_iter()
+            .collect();
         assert_eq!(decode(&encode(&a)).unwrap(), a);
         let m = decode(&merge([encode(&a).as_str(), encode(&b).as_str()]).unwrap()).unwrap();
         assert_eq!(m.get(Actor::new(1, 7, 2)), 9);
         assert_eq!(m.get(Actor::new(3, 7, 1)), 2);
+        assert_eq!(m.get(Actor::new(1, 7, 2).hint(5)), 1);
         assert_eq!(decode("").unwrap(), VersionVector::new());
     }
 

@@ -268,3 +268,91 @@ fn dropping_before_the_new_owner_synced_loses_keys() {
         "the canary must lose keys"
     );
 }
+
+/// Four nodes in two shards with hinted handoff on; shard 1 (`addr(2)`, `addr(3)`) goes down
+/// and 40 blind `w=1` writes to it are taken by `addr(0)` as hints. If `restart_fallback`, the
+/// node holding the hints restarts while the shard is down. Returns the world, the keys with
+/// the token of their write, and the hints accepted.
+fn hinted(
+    canary: Option<Canary>,
+    restart_fallback: bool,
+) -> (World, Vec<(String, VersionVector)>, u64) {
+    let mut cfg = Config::new(View::new((0..4).map(addr).collect(), 2).unwrap());
+    cfg.hinted_handoff = true;
+    cfg.canary = canary;
+    let mut w = World::with_config(cfg, 3);
+    w.run_for(Duration::from_secs(2));
+    let disks: Vec<_> = [addr(2), addr(3)]
+        .iter()
+        .map(|a| (a.clone(), w.crash(a)))
+        .collect();
+    w.run_for(Duration::from_secs(2));
+    let view = w.config.view.clone();
+    let keys: Vec<String> = (0..1000)
+        .map(|i| format!("h{i}"))
+        .filter(|k| view.shard_of_key(k.as_bytes()) == 1)
+        .take(40)
+        .collect();
+    let mut written = Vec::new();
+    for k in keys {
+        let r = w.call(
+            &addr(0),
+            put(&k, &format!("v-{k}"), &VersionVector::new(), Quorum::N(1)),
+        );
+        written.push((k, ctx_of(&r)));
+    }
+    let accepted = w.nodes[&addr(0)].status().handoff.hints_accepted;
+    if restart_fallback {
+        let disk = w.crash(&addr(0));
+        w.start(&addr(0), disk);
+    }
+    for (a, d) in disks {
+        w.start(&a, d);
+    }
+    (w, written, accepted)
+}
+
+#[test]
+fn hints_reach_the_replicas_when_they_return() {
+    let (mut w, written, accepted) = hinted(None, true);
+    assert_eq!(accepted, 40, "every blind w=1 write was taken as a hint");
+    settle(&mut w);
+    for (k, ctx) in &written {
+        let r = w.call(&addr(1), get(k, ctx, Quorum::All));
+        assert_eq!(
+            values(&r),
+            vec![format!("v-{k}")],
+            "{k} after its shard returned"
+        );
+    }
+    assert_eq!(
+        w.nodes[&addr(0)].status().handoff.held_keys,
+        0,
+        "hints dropped once delivered"
+    );
+}
+
+#[test]
+fn hints_are_refused_for_writes_that_depend_on_the_partition_and_forgetting_them_loses_writes() {
+    let (mut w, written, _) = hinted(None, false);
+    // A write whose context names the partition's writes cannot be a hint.
+    let (k, ctx) = written[0].clone();
+    let disk = w.crash(&addr(2));
+    let disk3 = w.crash(&addr(3));
+    w.run_for(Duration::from_secs(2));
+    let r = w.call(&addr(0), put(&k, "dependent", &ctx, Quorum::N(1)));
+    assert!(matches!(r.result, Err(ReqError::Unavailable(_))), "{r:?}");
+    w.start(&addr(2), disk);
+    w.start(&addr(3), disk3);
+    settle(&mut w);
+    let (mut w, written, _) = hinted(Some(Canary::ForgetHints), true);
+    settle(&mut w);
+    let lost = written
+        .iter()
+        .filter(|(k, _)| {
+            let r = w.call(&addr(1), get(k, &VersionVector::new(), Quorum::All));
+            values(&r).is_empty()
+        })
+        .count();
+    assert_eq!(lost, written.len(), "the canary forgets every hint");
+}
