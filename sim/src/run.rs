@@ -324,6 +324,7 @@ fn keep_ops(plan: &Plan, keep: &[(usize, bool, usize)]) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use causeway_harness::plan::Fault;
 
     fn scenario(name: &str) -> Scenario {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
@@ -398,6 +399,33 @@ mod tests {
             .iter()
             .filter(|o| o.node == 4 && o.invoked_us > 7_000_000);
         assert_eq!(late.count(), 0);
+    }
+
+    #[test]
+    fn every_scheduled_view_change_is_accepted() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let mut changes = 0;
+        for mut s in load_scenarios(&dir, "all").unwrap() {
+            let membership = s.faults.events.iter().any(|e| {
+                matches!(
+                    e.fault,
+                    Fault::View { .. } | Fault::Remove { .. } | Fault::ForceRemove { .. }
+                )
+            });
+            if !membership {
+                continue;
+            }
+            s.phases.chaos_s = s.phases.chaos_s.min(10.0);
+            s.workload.ops_per_session = 60;
+            let r = run_seed(&s, 1, None, false, None);
+            assert_eq!(
+                r.stats.view_errors, 0,
+                "{}: a view change was refused",
+                s.name
+            );
+            changes += r.stats.view_changes;
+        }
+        assert!(changes >= 4, "only {changes} view changes ran");
     }
 
     #[test]

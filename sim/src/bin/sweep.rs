@@ -186,12 +186,14 @@ fn dispatch(args: &Args) -> Result<bool, String> {
             println!("{l}");
         }
         println!(
-            "replay {name} seed {seed}: trace hash {:016x}, {} violations, {} known gaps, {:.1} simulated s, {} messages",
+            "replay {name} seed {seed}: trace hash {:016x}, {} violations, {} known gaps, {:.1} simulated s, {} messages, {} view changes ({} refused)",
             r.trace_hash,
             r.violations.len(),
             r.known.len(),
             r.sim_us as f64 / 1e6,
-            r.stats.messages
+            r.stats.messages,
+            r.stats.view_changes,
+            r.stats.view_errors
         );
         return Ok(!r.failed(&s));
     }
