@@ -63,7 +63,8 @@ pub struct Cluster {
     pub addrs: Vec<String>,
     pub repl: usize,
     dir: PathBuf,
-    extra: Vec<String>,
+    /// Each node's `serve` flags besides `--listen` and `--data-dir`.
+    args: Vec<Vec<String>>,
     nodes: Vec<Option<Child>>,
 }
 
@@ -81,11 +82,18 @@ impl Cluster {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("creating the test directory");
+        let mut args = vec![
+            "--view".to_string(),
+            addrs.join(","),
+            "--repl-factor".into(),
+            repl.to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
         let mut c = Cluster {
             addrs,
             repl,
             dir,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            args: vec![args; n],
             nodes: (0..n).map(|_| None).collect(),
         };
         for i in 0..n {
@@ -101,6 +109,19 @@ impl Cluster {
         format!("http://{}", self.addrs[i])
     }
 
+    /// Starts one more node on a fresh port with these `serve` flags (e.g. `--join ADDR` or
+    /// `--await-join`) instead of the cluster's view, waits until it answers `/healthz`, and
+    /// returns its index.
+    pub fn add_node(&mut self, args: &[&str]) -> usize {
+        let i = self.addrs.len();
+        self.addrs.push(format!("127.0.0.1:{}", free_port()));
+        self.args.push(args.iter().map(|s| s.to_string()).collect());
+        self.nodes.push(None);
+        self.spawn(i);
+        self.wait_healthy(i);
+        i
+    }
+
     fn spawn(&mut self, i: usize) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -109,11 +130,10 @@ impl Cluster {
             .expect("opening the node log");
         let child = Command::new(binary())
             .arg("serve")
-            .args(["--listen", &self.addrs[i], "--view", &self.addrs.join(",")])
-            .args(["--repl-factor", &self.repl.to_string()])
+            .args(["--listen", &self.addrs[i]])
             .arg("--data-dir")
             .arg(self.dir.join(format!("node{i}")))
-            .args(&self.extra)
+            .args(&self.args[i])
             .env("RUST_LOG", "info,fjall=warn,lsm_tree=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

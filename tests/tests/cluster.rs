@@ -349,15 +349,11 @@ fn compatibility_api_codes_and_messages() {
     assert_eq!(j["message"], "Key count retrieved successfully");
     assert_eq!(j["key-count"], 0);
     let (s, j) = call(http.put(format!("{}/kv-store/view-change", c.url(0))));
-    assert_eq!(s, 501);
-    assert!(
-        j["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("not supported"))
-    );
-    // Native membership endpoints say why they refuse, instead of a bare 404.
+    assert_eq!((s, j["error"].as_str()), (400, Some("Invalid JSON")));
+    assert_eq!(j["message"], "Error in PUT");
+    // Native membership endpoints refuse a missing body with a reason.
     let (s, j) = call(http.put(format!("{}/v1/cluster/view", c.url(0))));
-    assert_eq!((s, j["error"].as_str()), (501, Some("not implemented")));
+    assert_eq!((s, j["error"].as_str()), (400, Some("bad request")));
     let (s, _) = call(http.post(format!("{}/v1/cluster/join", c.url(0))));
-    assert_eq!(s, 501);
+    assert_eq!(s, 400);
 }

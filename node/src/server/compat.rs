@@ -11,6 +11,7 @@
 
 use super::http::{AppState, MAX_JSON_BYTES, decode_context};
 use super::input::{parse_query, percent_decode, read_body};
+use super::membership;
 use crate::core::{Op, Quorum, ReqError, Response as CoreResponse, VersionVector, token};
 use axum::Router;
 use axum::body::Body;
@@ -20,6 +21,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, put};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
+use std::time::Duration;
 
 /// Longest key the seed accepts, in bytes.
 pub const MAX_KEY_BYTES: usize = 50;
@@ -253,7 +255,7 @@ async fn key_count(State(st): State<AppState>, uri: Uri) -> Response {
     if let Err(e) = parse_query(uri.query(), &[]) {
         return e.into_response();
     }
-    let shard = st.node.view.shard_of_node(&st.node.me).unwrap_or(0);
+    let shard = st.node.view().shard_of_node(&st.node.me).unwrap_or(0);
     match count(&st, shard).await {
         Ok(n) => reply(
             StatusCode::OK,
@@ -264,7 +266,7 @@ async fn key_count(State(st): State<AppState>, uri: Uri) -> Response {
 }
 
 async fn shards(State(st): State<AppState>) -> Response {
-    let ids: Vec<String> = (0..st.node.view.shard_count())
+    let ids: Vec<String> = (0..st.node.view().shard_count())
         .map(|s| s.to_string())
         .collect();
     reply(
@@ -274,7 +276,7 @@ async fn shards(State(st): State<AppState>) -> Response {
 }
 
 async fn shard(State(st): State<AppState>, Path(id): Path<String>) -> Response {
-    let view = &st.node.view;
+    let view = st.node.view();
     let Some(shard) = id.parse::<u32>().ok().filter(|s| *s < view.shard_count()) else {
         return seed_error(StatusCode::NOT_FOUND, "Shard does not exist", "GET");
     };
@@ -292,13 +294,106 @@ async fn shard(State(st): State<AppState>, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn view_change() -> Response {
-    reply(
-        StatusCode::NOT_IMPLEMENTED,
-        json!({
-            "error": "View change is not supported yet",
-            "message": "Error in PUT",
-            "detail": super::membership::NOT_YET,
-        }),
-    )
+/// How long `PUT /kv-store/view-change` waits for the handoff to finish before it reports the
+/// key counts as they are.
+pub const VIEW_CHANGE_WAIT: Duration = Duration::from_secs(30);
+
+/// The seed's view change: `{"view": "host:port,host:port,...", "repl-factor": N}`. Installs the
+/// view, waits (up to [`VIEW_CHANGE_WAIT`]) until every moved partition has been handed off, and
+/// answers 200 `{"message": "View change successful", "shards": [{"shard-id", "key-count",
+/// "replicas"}]}`. `"settled": false` (an addition to the seed's reply) says the wait ran out and
+/// the counts may still change; the handoff goes on in the background.
+async fn view_change(
+    State(st): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let bad = |m: &str| seed_error(StatusCode::BAD_REQUEST, m, "PUT");
+    if let Err(e) = parse_query(uri.query(), &[]) {
+        return e.into_response();
+    }
+    let body = match read_body(&headers, body, membership::MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let body: Map<String, Value> = match serde_json::from_slice(&body) {
+        Ok(Value::Object(m)) => m,
+        _ => return bad("Invalid JSON"),
+    };
+    let nodes: Vec<String> = match body.get("view") {
+        None | Some(Value::Null) => return bad("View is missing"),
+        Some(Value::String(v)) => v
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::Array(a)) => {
+            let names: Option<Vec<String>> = a
+                .iter()
+                .map(|n| n.as_str().map(|n| n.trim().to_owned()))
+                .collect();
+            match names {
+                Some(n) => n,
+                None => return bad("view must be a comma-separated string of addresses"),
+            }
+        }
+        Some(_) => return bad("view must be a comma-separated string of addresses"),
+    };
+    if let Err(m) = membership::check_nodes(&nodes) {
+        return bad(&m);
+    }
+    let repl_factor = match body.get("repl-factor") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(r) if r >= 1 => Some(r as usize),
+            _ => return bad("repl-factor must be a whole number of at least 1"),
+        },
+        Some(Value::String(t)) => match t.trim().parse::<usize>() {
+            Ok(r) if r >= 1 => Some(r),
+            _ => return bad("repl-factor must be a whole number of at least 1"),
+        },
+        Some(_) => return bad("repl-factor must be a whole number of at least 1"),
+    };
+    let context = match body.get("causal-context") {
+        Some(Value::String(t)) => match decode_context(t) {
+            Ok(c) => c,
+            Err(e) => return e.into_response(),
+        },
+        _ => VersionVector::new(),
+    };
+    let old = st.node.view();
+    let changed = st.node.call(Op::ChangeView { nodes, repl_factor }).await;
+    let view = match changed.result {
+        Ok(CoreResponse::ViewChanged { view }) => view,
+        Ok(_) => return core_error(ReqError::Unavailable("unexpected".into()), "PUT"),
+        Err(e) => return core_error(e, "PUT"),
+    };
+    let s = membership::wait_settled(&st, &old, &view, VIEW_CHANGE_WAIT).await;
+    if !s.settled {
+        tracing::warn!(pending = ?s.pending, "view change reported before its handoff settled");
+    }
+    let shards: Vec<Value> = s
+        .shards
+        .iter()
+        .map(|c| {
+            json!({
+                "shard-id": c.shard.to_string(),
+                "key-count": c.count,
+                "replicas": c.replicas,
+            })
+        })
+        .collect();
+    let mut out = json!({
+        "message": "View change successful",
+        "shards": shards,
+        "settled": s.settled,
+        "causal-context": token::encode(&context),
+    });
+    if !s.settled {
+        let pending: Vec<String> = s.pending.iter().map(|(n, w)| format!("{n}: {w}")).collect();
+        out["pending"] = pending.into();
+    }
+    reply(StatusCode::OK, out)
 }

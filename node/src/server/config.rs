@@ -69,6 +69,12 @@ pub struct ServeArgs {
     /// Every node of the cluster, comma-separated, in shard order [default: VIEW, else this node alone]
     #[arg(long, env = "CAUSEWAY_VIEW", value_delimiter = ',')]
     pub view: Option<Vec<String>>,
+    /// Join a running cluster through this member (host:port) instead of starting from a view; the node starts outside any view and asks until a member admits it [exclusive with --view]
+    #[arg(long, env = "CAUSEWAY_JOIN")]
+    pub join: Option<String>,
+    /// Start outside any view and wait until a member adds this node (POST /v1/cluster/join on any member) [exclusive with --view and --join]
+    #[arg(long, env = "CAUSEWAY_AWAIT_JOIN")]
+    pub await_join: bool,
     /// Replicas per shard [default: REPL_FACTOR, else min(3, nodes in the view)]
     #[arg(long, env = "CAUSEWAY_REPL_FACTOR")]
     pub repl_factor: Option<usize>,
@@ -87,7 +93,7 @@ pub struct ServeArgs {
     /// Resolution of concurrent writes; lww loses writes (see README) [default: siblings]
     #[arg(long, env = "CAUSEWAY_CONFLICTS", value_enum)]
     pub conflicts: Option<ConflictsArg>,
-    /// TOML file with any of the keys above (listen, advertise, view, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, conflicts)
+    /// TOML file with any of the keys above (listen, advertise, view, join, await_join, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, conflicts)
     #[arg(long, env = "CAUSEWAY_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -99,6 +105,8 @@ struct FileConfig {
     listen: Option<String>,
     advertise: Option<String>,
     view: Option<Vec<String>>,
+    join: Option<String>,
+    await_join: Option<bool>,
     repl_factor: Option<usize>,
     data_dir: Option<PathBuf>,
     sync: Option<SyncArg>,
@@ -150,6 +158,33 @@ fn split_list(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// Checks that `addr` looks like `host:port` (a node address as peers dial it).
+pub fn check_address(addr: &str) -> anyhow::Result<()> {
+    let bad = |why: &str| anyhow::anyhow!("{addr:?} is not a node address (host:port): {why}");
+    if addr.len() > MAX_ADDRESS_BYTES {
+        return Err(bad("too long"));
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(bad("no port"));
+    };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    if addr
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, ',' | '/' | '?' | '#' | '@'))
+    {
+        return Err(bad("it contains a character that cannot appear in one"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(bad("the port must be a number in 1..=65535")),
+    }
+}
+
+/// Longest accepted node address.
+pub const MAX_ADDRESS_BYTES: usize = 255;
+
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading config file {}", path.display()))?;
@@ -184,23 +219,57 @@ impl ServeArgs {
         if advertise.starts_with("0.0.0.0:") || advertise.starts_with("[::]:") {
             bail!("--advertise must name a reachable address when listening on {listen}");
         }
-        let nodes = self
-            .view
-            .clone()
-            .map(|v| v.iter().flat_map(|s| split_list(s)).collect())
-            .or(seed.view)
-            .or(file.view)
-            .unwrap_or_else(|| vec![advertise.clone()]);
-        if !nodes.contains(&advertise) {
-            bail!("the view {nodes:?} does not list this node's address {advertise}");
+        let join = self
+            .join
+            .as_deref()
+            .or(file.join.as_deref())
+            .map(str::trim)
+            .filter(|j| !j.is_empty())
+            .map(str::to_owned);
+        let await_join = self.await_join || file.await_join.unwrap_or(false);
+        if await_join && join.is_some() {
+            bail!("--await-join and --join exclude each other");
         }
-        let repl = self
-            .repl_factor
-            .or(seed.repl_factor)
-            .or(file.repl_factor)
-            .unwrap_or_else(|| nodes.len().min(DEFAULT_MAX_REPL));
-        let view = View::new(nodes, repl).context("invalid view")?;
+        if await_join && self.view.is_some() {
+            bail!("--await-join and --view (CAUSEWAY_VIEW) exclude each other");
+        }
+        let view = match &join {
+            None if await_join => View::joining(),
+            Some(member) => {
+                if self.view.is_some() {
+                    bail!(
+                        "--join and --view (CAUSEWAY_VIEW) exclude each other: a joining node \
+                         learns the view from the cluster"
+                    );
+                }
+                check_address(member).context("--join")?;
+                if *member == advertise {
+                    bail!("--join names this node itself ({member}); name a running member");
+                }
+                // VIEW and the file's view are ignored: the member's view is the cluster's.
+                View::joining()
+            }
+            None => {
+                let nodes = self
+                    .view
+                    .clone()
+                    .map(|v| v.iter().flat_map(|s| split_list(s)).collect())
+                    .or(seed.view)
+                    .or(file.view)
+                    .unwrap_or_else(|| vec![advertise.clone()]);
+                if !nodes.contains(&advertise) {
+                    bail!("the view {nodes:?} does not list this node's address {advertise}");
+                }
+                let repl = self
+                    .repl_factor
+                    .or(seed.repl_factor)
+                    .or(file.repl_factor)
+                    .unwrap_or_else(|| nodes.len().min(DEFAULT_MAX_REPL));
+                View::new(nodes, repl).context("invalid view")?
+            }
+        };
         let mut core = Config::new(view);
+        core.join = join;
         core.sync = self.sync.or(file.sync).unwrap_or(SyncArg::Batch).into();
         core.conflicts = self
             .conflicts
@@ -273,6 +342,58 @@ mod tests {
             ..ServeArgs::default()
         };
         assert!(bad.resolve(SeedEnv::default()).is_err());
+    }
+
+    #[test]
+    fn join_starts_outside_any_view() {
+        let seed = SeedEnv {
+            address: Some("10.0.0.4:13800".into()),
+            view: Some(split_list("10.0.0.2:13800,10.0.0.3:13800")),
+            ..SeedEnv::default()
+        };
+        let args = ServeArgs {
+            join: Some("10.0.0.2:13800".into()),
+            ..ServeArgs::default()
+        };
+        let s = args.resolve(seed).expect("join ignores VIEW");
+        assert!(s.core.view.is_joining());
+        assert_eq!(s.core.join.as_deref(), Some("10.0.0.2:13800"));
+        let both = ServeArgs {
+            join: Some("10.0.0.2:13800".into()),
+            view: Some(vec!["10.0.0.2:13800".into()]),
+            ..ServeArgs::default()
+        };
+        assert!(
+            both.resolve(SeedEnv::default()).is_err(),
+            "--join with --view"
+        );
+        for bad in [
+            "10.0.0.2",
+            "10.0.0.2:0",
+            ":80",
+            "a b:1",
+            "h:99999",
+            "127.0.0.1:8080",
+        ] {
+            let a = ServeArgs {
+                join: Some(bad.into()),
+                ..ServeArgs::default()
+            };
+            assert!(a.resolve(SeedEnv::default()).is_err(), "--join {bad}");
+        }
+        let waiting = ServeArgs {
+            await_join: true,
+            ..ServeArgs::default()
+        };
+        let s = waiting.resolve(SeedEnv::default()).expect("await-join");
+        assert!(s.core.view.is_joining());
+        assert_eq!(s.core.join, None);
+        let conflicting = ServeArgs {
+            await_join: true,
+            join: Some("10.0.0.2:13800".into()),
+            ..ServeArgs::default()
+        };
+        assert!(conflicting.resolve(SeedEnv::default()).is_err());
     }
 
     #[test]

@@ -11,13 +11,15 @@
 
 use super::storage::FjallStorage;
 use super::transport::Transport;
+use crate::core::ring::epoch_number;
 use crate::core::{
     Config, Identity, Input, Node, NodeId, NodeStatus, Op, PeerMsg, Reply, ReqError, ReqId,
     Request, Storage, SyncMode, Time, View,
 };
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most queued events handled before the loop syncs and delivers.
 pub const MAX_TURN: usize = 4096;
@@ -52,8 +54,8 @@ pub struct NodeHandle {
     tx: mpsc::Sender<Event>,
     /// This node's address.
     pub me: NodeId,
-    /// The cluster view the node runs with.
-    pub view: View,
+    /// The newest view the node has installed, published by the driver after every turn.
+    view: watch::Receiver<Arc<View>>,
     /// Largest accepted key and value, in bytes.
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
@@ -87,6 +89,11 @@ impl NodeHandle {
         rx.await.ok()
     }
 
+    /// The view the node routes by now (it changes with joins, view changes and gossip).
+    pub fn view(&self) -> Arc<View> {
+        self.view.borrow().clone()
+    }
+
     /// The sender peer links feed.
     pub fn inbox(&self) -> mpsc::Sender<Event> {
         self.tx.clone()
@@ -103,10 +110,11 @@ pub fn spawn(
     stop: oneshot::Receiver<()>,
 ) -> std::io::Result<(NodeHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE);
+    let (view_tx, view_rx) = watch::channel(Arc::new(cfg.view.clone()));
     let handle = NodeHandle {
         tx,
         me: me.clone(),
-        view: cfg.view.clone(),
+        view: view_rx,
         max_key_bytes: cfg.max_key_bytes,
         max_value_bytes: cfg.max_value_bytes,
         timeout: cfg.request_timeout + Duration::from_secs(2),
@@ -129,7 +137,12 @@ pub fn spawn(
             let tick = cfg.tick_interval;
             let sync = cfg.sync;
             let node = Node::new(cfg, Identity { node: me, nonce }, storage, now());
-            tracing::info!(actor = ?node.actor(), "node started");
+            tracing::info!(
+                actor = ?node.actor(),
+                epoch = epoch_number(node.view().epoch),
+                view = ?node.view().nodes,
+                "node started"
+            );
             let driver = Driver {
                 node,
                 rx,
@@ -138,7 +151,9 @@ pub fn spawn(
                 next_id: 0,
                 loopback: VecDeque::new(),
                 unsynced: false,
+                view: view_tx,
             };
+            driver.publish_view();
             rt.block_on(driver.run(tick, sync, batch_sync, stop));
         })?;
     Ok((handle, thread))
@@ -164,6 +179,8 @@ struct Driver {
     loopback: VecDeque<PeerMsg>,
     /// True when writes may have reached storage since the last sync (batch mode).
     unsynced: bool,
+    /// Where handlers read the node's current view.
+    view: watch::Sender<Arc<View>>,
 }
 
 impl Driver {
@@ -201,6 +218,7 @@ impl Driver {
                 }
             }
             self.flush();
+            self.publish_view();
         }
         self.flush();
         self.node.shutdown();
@@ -262,6 +280,20 @@ impl Driver {
         }
     }
 
+    /// Publishes the node's view to the handlers when its epoch changed.
+    fn publish_view(&self) {
+        let view = self.node.view();
+        if self.view.borrow().epoch != view.epoch {
+            tracing::info!(
+                epoch = epoch_number(view.epoch),
+                nodes = ?view.nodes,
+                repl_factor = view.repl_factor,
+                "installed a new view"
+            );
+            self.view.send_replace(Arc::new(view.clone()));
+        }
+    }
+
     fn export_metrics(&self) {
         let s = self.node.status();
         for (peer, depth) in &s.unacked {
@@ -274,6 +306,11 @@ impl Driver {
         metrics::gauge!("causeway_causal_waits").set(s.causal_waits as f64);
         metrics::gauge!("causeway_pending_writes").set(s.pending_writes as f64);
         metrics::gauge!("causeway_live_keys").set(s.live_keys as f64);
+        metrics::gauge!("causeway_view_epoch").set(epoch_number(s.view.epoch) as f64);
+        metrics::gauge!("causeway_handoff_retained_partitions")
+            .set(s.handoff.retained.len() as f64);
+        metrics::gauge!("causeway_handoff_awaiting_partitions")
+            .set(s.handoff.awaiting.len() as f64);
         metrics::gauge!("causeway_pending_client_requests").set(self.pending.len() as f64);
         metrics::counter!("causeway_forwarded_total").absolute(s.forwarded);
         metrics::counter!("causeway_failovers_total").absolute(s.failovers);

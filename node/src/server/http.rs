@@ -9,6 +9,7 @@
 use super::compat;
 use super::driver::NodeHandle;
 use super::input::{ApiError, parse_query, percent_decode, read_body, text};
+use super::membership;
 use crate::core::{Op, Quorum, ReqError, Response as CoreResponse, Version, VersionVector, token};
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
@@ -41,6 +42,8 @@ pub const MAX_JSON_BYTES: usize = 1 << 20;
 pub struct AppState {
     pub node: Arc<NodeHandle>,
     pub prometheus: PrometheusHandle,
+    /// Client for asking other nodes about their state (cluster status, settle waits).
+    pub peers: reqwest::Client,
     /// `X-Served-By` for requests this node executed itself, built once.
     me_header: Option<HeaderValue>,
 }
@@ -51,6 +54,7 @@ impl AppState {
         AppState {
             node: Arc::new(node),
             prometheus,
+            peers: membership::peer_client(),
             me_header,
         }
     }
@@ -67,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(compat::routes())
+        .merge(membership::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not found", "no such route") })
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::new(
@@ -455,7 +460,16 @@ async fn kv_list(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiEr
     }
 }
 
-async fn cluster(State(st): State<AppState>) -> Result<Response, ApiError> {
+/// `GET /v1/cluster[?scope=local|cluster]`: this node's view (epoch, members, shards and their
+/// partitions) and status; with `scope=cluster` (the default) also every member's epoch and
+/// handoff state, asked concurrently (an unreachable member is listed as such).
+async fn cluster(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    let q = parse_query(uri.query(), &["scope"])?;
+    let fan_out = match q.get("scope").map(Vec::as_slice) {
+        None | Some(b"cluster") => true,
+        Some(b"local") => false,
+        Some(_) => return Err(ApiError::bad_request("scope must be local or cluster")),
+    };
     let status = st.node.status().await.ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -463,8 +477,8 @@ async fn cluster(State(st): State<AppState>) -> Result<Response, ApiError> {
             "the node is shutting down",
         )
     })?;
-    let view = &st.node.view;
-    let shards: Vec<_> = (0..view.shard_count())
+    let view = &status.view;
+    let shards: Vec<_> = (0..if view.is_joining() { 0 } else { view.shard_count() })
         .map(|s| {
             let partitions: Vec<u32> = (0..view.partitions)
                 .filter(|p| view.shard_of_partition(*p) == s)
@@ -483,14 +497,40 @@ async fn cluster(State(st): State<AppState>) -> Result<Response, ApiError> {
             })
         })
         .collect();
-    let body = serde_json::json!({
+    let me = membership::NodeReport {
+        node: st.node.me.clone(),
+        state: Ok(membership::NodeState::from_status(&status)),
+    };
+    let mut body = serde_json::json!({
         "node": st.node.me,
+        "joining": view.is_joining(),
+        "epoch": crate::core::ring::epoch_number(view.epoch),
+        "epoch_id": view.epoch.to_string(),
         "members": members,
         "shards": shards,
         "partitions": view.partitions,
         "repl_factor": view.repl_factor,
+        "handoff": me.to_json()["handoff"].take(),
+        "settled": me.state.as_ref().is_ok_and(membership::NodeState::settled),
         "status": status,
     });
+    if fan_out {
+        let mut nodes = view.nodes.clone();
+        if !nodes.contains(&st.node.me) {
+            nodes.push(st.node.me.clone());
+        }
+        let reports = membership::reports(&st, &nodes).await;
+        let settled = reports.iter().all(|r| {
+            r.state
+                .as_ref()
+                .is_ok_and(|s| s.settled() && s.epoch == view.epoch)
+        });
+        body["nodes"] = reports
+            .iter()
+            .map(membership::NodeReport::to_json)
+            .collect();
+        body["cluster_settled"] = settled.into();
+    }
     Ok(Json(body).into_response())
 }
 

@@ -1,22 +1,439 @@
-//! Membership endpoints (`PUT /v1/cluster/view`, `POST /v1/cluster/join`). View changes with
-//! data handoff are not built yet, so both answer 501 with the reason rather than 404.
+//! Membership: `POST /v1/cluster/join`, `PUT /v1/cluster/view`, and what the compatibility API's
+//! view change and `GET /v1/cluster` share with them: the JSON form of a view, each node's
+//! handoff report, and the bounded wait until a view change has settled.
+//!
+//! A join or view change is made by the core of the node that receives it ([`Op::Join`],
+//! [`Op::ChangeView`]); that node installs the new view and gossips it. The native endpoints
+//! answer as soon as the view is installed there; moved partitions are handed off in the
+//! background, and a cluster is *settled* when every node has installed the view, no node still
+//! retains a partition it lost, and no node still awaits a partition it gained.
 
-use super::input::ApiError;
+use super::config::check_address;
+use super::http::{AppState, MAX_JSON_BYTES, req_error};
+use super::input::{ApiError, parse_query, read_body};
+use crate::core::ring::{Epoch, epoch_number};
+use crate::core::{NodeId, NodeStatus, Op, Response as CoreResponse, View};
+use axum::Json;
 use axum::Router;
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tokio::time::Instant;
 
-/// Why membership changes are refused, shared with the compatibility API's view-change.
-pub const NOT_YET: &str = "membership changes (join, view change with data handoff) are not \
-implemented in this version; do not restart nodes with a different view: keys whose partitions \
-would move are not handed off";
+/// Largest membership request body. A view of [`MAX_NODES`] addresses fits easily.
+pub const MAX_BODY_BYTES: usize = 256 << 10;
+/// Most nodes a view may list.
+pub const MAX_NODES: usize = 1000;
+/// How long one node's handoff report may take before it counts as unreachable.
+pub const REPORT_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How often a settle wait asks the nodes again.
+const SETTLE_POLL: Duration = Duration::from_millis(200);
 
-fn not_implemented() -> ApiError {
-    ApiError::new(StatusCode::NOT_IMPLEMENTED, "not implemented", NOT_YET)
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/cluster/view", put(change_view))
+        .route("/v1/cluster/join", post(join))
 }
 
-pub fn routes() -> Router {
-    Router::new()
-        .route("/v1/cluster/view", put(|| async { not_implemented() }))
-        .route("/v1/cluster/join", post(|| async { not_implemented() }))
+/// The HTTP client a node uses to ask other nodes for their reports.
+pub fn peer_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(REPORT_TIMEOUT)
+        .connect_timeout(REPORT_TIMEOUT)
+        .no_proxy()
+        .build()
+        .unwrap_or_default()
+}
+
+/// A view as the membership endpoints show it.
+pub fn view_json(view: &View) -> Value {
+    let shards: Vec<Value> = (0..if view.is_joining() {
+        0
+    } else {
+        view.shard_count()
+    })
+        .map(|s| {
+            json!({
+                "id": s,
+                "replicas": view.shard_members(s),
+                "partition_count": view.partitions_of(s).len(),
+            })
+        })
+        .collect();
+    json!({
+        "epoch": epoch_number(view.epoch),
+        "epoch_id": view.epoch.to_string(),
+        "nodes": view.nodes,
+        "repl_factor": view.repl_factor,
+        "partitions": view.partitions,
+        "shards": shards,
+    })
+}
+
+/// Parses a JSON body of at most [`MAX_BODY_BYTES`].
+async fn json_body<T: serde::de::DeserializeOwned>(
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, ApiError> {
+    parse_query(uri.query(), &[])?;
+    let body = read_body(headers, body, MAX_BODY_BYTES.min(MAX_JSON_BYTES)).await?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
+}
+
+/// Checks a list of node addresses: 1..=[`MAX_NODES`] well-formed `host:port`s.
+pub fn check_nodes(nodes: &[String]) -> Result<(), String> {
+    if nodes.is_empty() {
+        return Err("the view lists no nodes".into());
+    }
+    if nodes.len() > MAX_NODES {
+        return Err(format!(
+            "the view lists {} nodes; at most {MAX_NODES} are supported",
+            nodes.len()
+        ));
+    }
+    for n in nodes {
+        check_address(n).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ViewRequest {
+    nodes: Vec<String>,
+    repl_factor: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinRequest {
+    node: String,
+}
+
+/// Runs a membership operation and answers with the view it installed.
+async fn install(st: &AppState, op: Op) -> Result<Response, ApiError> {
+    let reply = st.node.call(op).await;
+    match reply.result {
+        Ok(CoreResponse::ViewChanged { view }) => Ok(Json(view_json(&view)).into_response()),
+        Ok(_) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error",
+            "the node answered with an unexpected response",
+        )),
+        Err(e) => Err(req_error(e)),
+    }
+}
+
+/// `PUT /v1/cluster/view` `{"nodes": [...], "repl_factor": n}`: installs the next view.
+async fn change_view(
+    State(st): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let req: ViewRequest = json_body(&uri, &headers, body).await?;
+    check_nodes(&req.nodes).map_err(ApiError::bad_request)?;
+    if req.repl_factor == Some(0) {
+        return Err(ApiError::bad_request(
+            "repl_factor must be at least 1".to_string(),
+        ));
+    }
+    let op = Op::ChangeView {
+        nodes: req.nodes,
+        repl_factor: req.repl_factor,
+    };
+    install(&st, op).await
+}
+
+/// `POST /v1/cluster/join` `{"node": "host:port"}`: adds a node to the view.
+async fn join(
+    State(st): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let req: JoinRequest = json_body(&uri, &headers, body).await?;
+    check_address(&req.node).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let view = st.node.view();
+    if !view.nodes.contains(&req.node) && req.node != st.node.me {
+        // A node serving a cluster of its own (a view sharing no other node with this one)
+        // would bring that cluster's views and data along: refuse it. One that does not answer
+        // may be added; it joins when it starts (with --await-join or --join).
+        if let Ok(state) = report(&st, &req.node).await.state
+            && !state.nodes.is_empty()
+            && !state
+                .nodes
+                .iter()
+                .any(|n| *n != req.node && view.nodes.contains(n))
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already in a cluster",
+                format!(
+                    "{} already runs with a view of its own (epoch {}); start it with an empty \
+                     data directory and --await-join (or --join MEMBER) to add it",
+                    req.node,
+                    epoch_number(state.epoch)
+                ),
+            ));
+        }
+    }
+    install(&st, Op::Join { node: req.node }).await
+}
+
+/// What a node reports of its membership: its epoch, shard, and partitions on the move.
+#[derive(Clone, Debug, Deserialize)]
+pub struct NodeState {
+    pub epoch: Epoch,
+    /// The members of the view the node runs with.
+    pub nodes: Vec<NodeId>,
+    pub shard: Option<u32>,
+    pub live_keys: u64,
+    pub handoff: HandoffState,
+}
+
+/// A node's partitions on the move (the core's `HandoffStatus`).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct HandoffState {
+    pub retained: Vec<u32>,
+    pub pushing: usize,
+    pub awaiting: Vec<u32>,
+}
+
+impl NodeState {
+    pub fn from_status(s: &NodeStatus) -> Self {
+        NodeState {
+            epoch: s.view.epoch,
+            nodes: s.view.nodes.clone(),
+            shard: s.shard,
+            live_keys: s.live_keys,
+            handoff: HandoffState {
+                retained: s.handoff.retained.clone(),
+                pushing: s.handoff.pushing,
+                awaiting: s.handoff.awaiting.clone(),
+            },
+        }
+    }
+
+    /// Neither retains a lost partition nor awaits a gained one.
+    pub fn settled(&self) -> bool {
+        self.handoff.retained.is_empty() && self.handoff.awaiting.is_empty()
+    }
+}
+
+/// The parts of a remote `/v1/cluster` reply a [`NodeState`] is read from.
+#[derive(Deserialize)]
+struct RemoteCluster {
+    status: RemoteStatus,
+}
+
+#[derive(Deserialize)]
+struct RemoteStatus {
+    view: RemoteView,
+    shard: Option<u32>,
+    live_keys: u64,
+    handoff: HandoffState,
+}
+
+#[derive(Deserialize)]
+struct RemoteView {
+    epoch: Epoch,
+    nodes: Vec<NodeId>,
+}
+
+/// One node's membership state, as it reported it (or why it did not).
+#[derive(Clone, Debug)]
+pub struct NodeReport {
+    pub node: NodeId,
+    pub state: Result<NodeState, String>,
+}
+
+impl NodeReport {
+    pub fn epoch(&self) -> Option<Epoch> {
+        self.state.as_ref().ok().map(|s| s.epoch)
+    }
+
+    pub fn to_json(&self) -> Value {
+        match &self.state {
+            Err(e) => json!({
+                "node": self.node,
+                "reachable": false,
+                "error": e,
+            }),
+            Ok(s) => json!({
+                "node": self.node,
+                "reachable": true,
+                "epoch": epoch_number(s.epoch),
+                "epoch_id": s.epoch.to_string(),
+                "shard": s.shard,
+                "live_keys": s.live_keys,
+                "settled": s.settled(),
+                "handoff": {
+                    "retained": s.handoff.retained,
+                    "pushing": s.handoff.pushing,
+                    "awaiting": s.handoff.awaiting,
+                },
+            }),
+        }
+    }
+}
+
+/// Asks `node` for its state: this node directly, others through `GET /v1/cluster?scope=local`.
+pub async fn report(st: &AppState, node: &str) -> NodeReport {
+    let state = if node == st.node.me {
+        match st.node.status().await {
+            Some(s) => Ok(NodeState::from_status(&s)),
+            None => Err("the node is shutting down".to_string()),
+        }
+    } else {
+        fetch_state(&st.peers, node).await
+    };
+    NodeReport {
+        node: node.to_owned(),
+        state,
+    }
+}
+
+async fn fetch_state(client: &reqwest::Client, node: &str) -> Result<NodeState, String> {
+    let resp = client
+        .get(format!("http://{node}/v1/cluster?scope=local"))
+        .send()
+        .await
+        .map_err(|e| format!("no answer: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("answered {}", resp.status()));
+    }
+    let c: RemoteCluster = resp
+        .json()
+        .await
+        .map_err(|e| format!("unreadable answer: {e}"))?;
+    Ok(NodeState {
+        epoch: c.status.view.epoch,
+        nodes: c.status.view.nodes,
+        shard: c.status.shard,
+        live_keys: c.status.live_keys,
+        handoff: c.status.handoff,
+    })
+}
+
+/// Reports of `nodes`, asked concurrently, in the order given.
+pub async fn reports(st: &AppState, nodes: &[NodeId]) -> Vec<NodeReport> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let (st, n) = (st.clone(), n.clone());
+        set.spawn(async move { (i, report(&st, &n).await) });
+    }
+    let mut out: Vec<Option<NodeReport>> = vec![None; nodes.len()];
+    while let Some(r) = set.join_next().await {
+        if let Ok((i, r)) = r {
+            out[i] = Some(r);
+        }
+    }
+    out.into_iter()
+        .zip(nodes)
+        .map(|(r, n)| {
+            r.unwrap_or_else(|| NodeReport {
+                node: n.clone(),
+                state: Err("the report task failed".into()),
+            })
+        })
+        .collect()
+}
+
+/// One shard's live key count, as a replica of it reported it.
+#[derive(Clone, Debug)]
+pub struct ShardCount {
+    pub shard: u32,
+    pub replicas: Vec<NodeId>,
+    pub count: Option<u64>,
+    /// The answering replica had received every partition it gained.
+    pub settled: bool,
+}
+
+/// The outcome of [`wait_settled`].
+#[derive(Debug)]
+pub struct Settlement {
+    pub view: View,
+    /// True when every check passed before the deadline.
+    pub settled: bool,
+    pub shards: Vec<ShardCount>,
+    /// Nodes that held things up at the deadline, with why.
+    pub pending: Vec<(NodeId, String)>,
+}
+
+/// Waits, up to `limit`, until the change from `old` to `view` has settled: every node of `view`
+/// has installed it (or a newer one) and neither retains nor awaits a partition, every node
+/// removed by it that still answers has handed off what it held, and every shard's key count
+/// comes from a settled replica. Returns the last counts either way.
+pub async fn wait_settled(st: &AppState, old: &View, view: &View, limit: Duration) -> Settlement {
+    let deadline = Instant::now() + limit;
+    let mut everyone: Vec<NodeId> = view.nodes.clone();
+    let members: BTreeSet<&NodeId> = view.nodes.iter().collect();
+    everyone.extend(old.nodes.iter().filter(|n| !members.contains(n)).cloned());
+    loop {
+        let mut pending = Vec::new();
+        for r in reports(st, &everyone).await {
+            let member = members.contains(&r.node);
+            let why = match &r.state {
+                Err(e) if member => Some(e.clone()),
+                // A removed node that no longer answers has left (or died: anti-entropy rebuilds).
+                Err(_) => None,
+                Ok(s) if s.epoch < view.epoch => Some(format!(
+                    "has not installed epoch {} yet (at {})",
+                    epoch_number(view.epoch),
+                    epoch_number(s.epoch)
+                )),
+                Ok(s) if !s.settled() => Some(format!(
+                    "hands off {} partition(s), awaits {}",
+                    s.handoff.retained.len(),
+                    s.handoff.awaiting.len()
+                )),
+                Ok(_) => None,
+            };
+            if let Some(why) = why {
+                pending.push((r.node, why));
+            }
+        }
+        let shards = shard_counts(st, view).await;
+        for s in &shards {
+            if s.count.is_none() || !s.settled {
+                pending.push((format!("shard {}", s.shard), "not settled".into()));
+            }
+        }
+        let settled = pending.is_empty();
+        if settled || Instant::now() + SETTLE_POLL >= deadline {
+            return Settlement {
+                view: view.clone(),
+                settled,
+                shards,
+                pending,
+            };
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
+}
+
+/// Every shard's key count in `view`, asked through this node.
+pub async fn shard_counts(st: &AppState, view: &View) -> Vec<ShardCount> {
+    let mut out = Vec::new();
+    for shard in 0..view.shard_count() {
+        let (count, settled) = match st.node.call(Op::KeyCount { shard }).await.result {
+            Ok(CoreResponse::KeyCount { count, settled, .. }) => (Some(count), settled),
+            _ => (None, false),
+        };
+        out.push(ShardCount {
+            shard,
+            replicas: view.shard_members(shard).to_vec(),
+            count,
+            settled,
+        });
+    }
+    out
 }

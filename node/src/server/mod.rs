@@ -43,13 +43,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         advertise = %settings.advertise,
         view = ?settings.core.view.nodes,
         repl_factor = settings.core.view.repl_factor,
+        join = ?settings.core.join,
         sync = ?settings.core.sync,
         data = %settings.data_dir.display(),
         "serving"
     );
-    let app = http::router(http::AppState::new(node, prometheus))
-        .merge(ui::routes())
-        .merge(membership::routes());
+    let app = http::router(http::AppState::new(node, prometheus)).merge(ui::routes());
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

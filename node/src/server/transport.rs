@@ -102,27 +102,43 @@ async fn run_link(me: NodeId, to: NodeId, mut rx: mpsc::Receiver<PeerMsg>) {
 }
 
 /// Writes queued messages until the queue closes (`Ok`) or the connection fails (`Err`).
+///
+/// The peer never writes on this connection, so a read that returns means the peer closed it
+/// (e.g. its process died and the kernel sent FIN). Watching for that while idle lets the link
+/// reconnect at once to a restarted peer, instead of writing the next messages into the dead
+/// socket, where they would be lost (a forwarded request then waits out its timeout).
 async fn write_frames(
     me: &str,
     stream: TcpStream,
     rx: &mut mpsc::Receiver<PeerMsg>,
 ) -> std::io::Result<()> {
-    let mut w = BufWriter::with_capacity(64 << 10, stream);
+    let (mut rd, wr) = stream.into_split();
+    let mut w = BufWriter::with_capacity(64 << 10, wr);
     w.write_all(PEER_MAGIC).await?;
     w.flush().await?;
     let mut buf = Vec::new();
-    while let Some(msg) = rx.recv().await {
+    let mut probe = [0u8; 64];
+    loop {
+        let msg = tokio::select! {
+            msg = rx.recv() => msg,
+            r = rd.read(&mut probe) => {
+                return Err(match r {
+                    Ok(_) => std::io::Error::other("the peer closed the connection"),
+                    Err(e) => e,
+                });
+            }
+        };
+        let Some(msg) = msg else { return Ok(()) };
         write_frame(&mut w, &mut buf, me, &msg).await?;
         while let Ok(msg) = rx.try_recv() {
             write_frame(&mut w, &mut buf, me, &msg).await?;
         }
         w.flush().await?;
     }
-    Ok(())
 }
 
 async fn write_frame(
-    w: &mut BufWriter<TcpStream>,
+    w: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
     buf: &mut Vec<u8>,
     me: &str,
     msg: &PeerMsg,
