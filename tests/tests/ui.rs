@@ -72,8 +72,12 @@ fn ui_shows_nodes_shards_and_keys() {
     }
     assert!(dom.contains(&format!("{} (this node)", c.addrs[2])));
     assert!(
-        dom.contains("64 partitions, replication factor 2"),
+        dom.contains("epoch 1, 64 partitions, replication factor 2"),
         "the shard panel rendered"
+    );
+    assert!(
+        dom.contains(">settled<"),
+        "the handoff column shows each node's state"
     );
     for key in ["apple", "banana", "clash (2 siblings)"] {
         assert!(dom.contains(key), "the key browser lists {key}");
