@@ -10,7 +10,7 @@
 //! unreachable (hinted handoff), and its dots concern that partition only. A [`Dot`] `(actor, counter)` names exactly one write; counters
 //! of one actor start at 1 and are issued without gaps by that actor.
 
-use super::ring::Epoch;
+use super::ring::{Epoch, MAX_PARTITIONS};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -21,7 +21,7 @@ pub struct Actor {
     node: u32,
     epoch: Epoch,
     incarnation: u32,
-    /// `p + 1` for a hint actor of partition `p`; 0 otherwise.
+    /// For a hint actor of partition `p`: `episode << 20 | (p + 1)`; 0 otherwise.
     hint: u32,
 }
 
@@ -37,18 +37,25 @@ impl Actor {
         }
     }
 
-    /// The hint actor of `self` for `partition`: same node, epoch and incarnation (so it is
-    /// renewed exactly when `self` is), dots concerning `partition` only.
-    pub fn hint(self, partition: u32) -> Self {
+    /// The hint actor of `self` for `partition` (below [`MAX_PARTITIONS`]) in `episode`: same
+    /// node, epoch and incarnation (so it is renewed whenever `self` is), dots concerning
+    /// `partition` only. The episode counts how often the node dropped the partition before, so
+    /// hints accepted after a drop never share an actor with hints already handed off.
+    pub fn hint(self, partition: u32, episode: u32) -> Self {
         Actor {
-            hint: partition + 1,
+            hint: (episode << 20) | (partition + 1),
             ..self
         }
     }
 
     /// The partition of a hint actor; `None` for an ordinary actor.
     pub fn hinted_partition(self) -> Option<u32> {
-        self.hint.checked_sub(1)
+        (self.hint & (MAX_PARTITIONS + 1)).checked_sub(1)
+    }
+
+    /// The episode of a hint actor (0 for an ordinary actor).
+    pub fn hint_episode(self) -> u32 {
+        self.hint >> 20
     }
 
     /// Rebuilds an actor from its four fields as encoded in tokens (`hint` as stored).

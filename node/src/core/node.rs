@@ -49,6 +49,7 @@ const META_VIEWS: &str = "views";
 const META_HANDOFF: &str = "handoff";
 const META_RETAINED: &str = "retained";
 const META_AWAITING: &str = "awaiting";
+const META_DROPPED: &str = "dropped";
 
 /// Who a node is: its address, and a random nonce from the driver (seeds the choice of a new
 /// incarnation and of jitter; the core draws no randomness of its own).
@@ -196,6 +197,8 @@ pub struct Node<S: Storage> {
     handoff: BTreeMap<u32, VersionVector>,
     /// Partitions held but no longer owned, until every new replica has them durably.
     retained: BTreeSet<u32>,
+    /// For each partition this node dropped: the epoch of the last drop, and how many times.
+    dropped: BTreeMap<u32, (Epoch, u32)>,
     /// Gained partitions not yet received in full from any previous owner.
     awaiting: BTreeSet<u32>,
     /// Partitions this node keeps owning, with the replicas that gained them in the current view
@@ -293,6 +296,10 @@ impl<S: Storage> Node<S> {
                 .unwrap_or_default()
         };
         let mut retained = set(META_RETAINED);
+        let dropped: BTreeMap<u32, (Epoch, u32)> = storage
+            .meta_get(META_DROPPED)
+            .and_then(|b| decode(&b))
+            .unwrap_or_default();
         let awaiting = set(META_AWAITING);
         retained.extend(live.keys().filter(|p| !cfg.view.owns(&id.node, **p)));
         let (merkle, live) = if cfg.canary == Some(Canary::ForgetHints) && !retained.is_empty() {
@@ -320,6 +327,7 @@ impl<S: Storage> Node<S> {
             history,
             handoff,
             retained,
+            dropped,
             awaiting,
             feeds: BTreeMap::new(),
             pushes: BTreeMap::new(),
@@ -527,9 +535,17 @@ impl<S: Storage> Node<S> {
     /// Whether this node's clock vouches for `actor`'s writes to `partition`: the actor's epoch
     /// lies in this node's current stretch of ownership of the partition.
     fn trusts(&self, partition: u32, actor: Actor) -> bool {
-        if actor.hinted_partition() == Some(partition) && actor.node() == node_hash(&self.me) {
-            // This node's own hints: held in its storage until every replica acknowledged them.
-            return true;
+        if actor.node() == node_hash(&self.me) {
+            // This node applied its own writes and hints first; those made since it last
+            // dropped the partition are all in its storage.
+            let (epoch, drops) = self.dropped.get(&partition).copied().unwrap_or((0, 0));
+            let since_drop = match actor.hinted_partition() {
+                Some(p) => p == partition && actor.hint_episode() == drops,
+                None => actor.epoch() > epoch,
+            };
+            if since_drop {
+                return true;
+            }
         }
         self.windows
             .get(partition as usize)
@@ -900,7 +916,8 @@ impl<S: Storage> Node<S> {
     /// replicas when they answer again, and drops it once all of them hold it.
     fn write_hint(&mut self, client: ReqId, key: Bytes, value: Option<Bytes>, ctx: VersionVector) {
         let p = self.cfg.view.partition_of(&key);
-        let actor = self.actor.hint(p);
+        let episode = self.dropped.get(&p).map_or(0, |d| d.1);
+        let actor = self.actor.hint(p, episode);
         let dot = Dot::new(actor, self.clock.max(actor) + 1);
         self.clock.add(dot);
         self.clock_dirty = true;

@@ -25,6 +25,9 @@ pub type ShardId = u32;
 /// view). Two views proposed concurrently get distinct epochs; the higher one wins everywhere.
 pub type Epoch = u64;
 
+/// Most partitions a cluster may have (hint actors encode a partition in 20 bits).
+pub const MAX_PARTITIONS: u32 = (1 << 20) - 2;
+
 /// Default number of partitions in a cluster.
 pub const DEFAULT_PARTITIONS: u32 = 64;
 /// Epoch of a cluster's first view.
@@ -56,8 +59,8 @@ pub enum ViewError {
     Duplicate(String),
     #[error("nodes {0} and {1} have colliding address hashes; rename one")]
     HashCollision(String, String),
-    #[error("partitions must be at least 1")]
-    ZeroPartitions,
+    #[error("partitions must be between 1 and {MAX_PARTITIONS}")]
+    BadPartitions,
 }
 
 /// Cluster membership and shape. Invariants (checked by [`View::new`] and [`View::change`]):
@@ -110,8 +113,8 @@ impl View {
         partitions: u32,
     ) -> Result<View, ViewError> {
         check_nodes(&nodes, repl_factor)?;
-        if partitions == 0 {
-            return Err(ViewError::ZeroPartitions);
+        if partitions == 0 || partitions > MAX_PARTITIONS {
+            return Err(ViewError::BadPartitions);
         }
         let shards = shards_for(nodes.len(), repl_factor);
         Ok(View {

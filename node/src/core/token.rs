@@ -82,14 +82,17 @@ mod tests {
         let a: VersionVector = [(Actor::new(1, 7, 2), 7), (Actor::new(3, 7, 1), 2)]
             .into_iter()
             .collect();
-        let b: VersionVector = [(Actor::new(1, 7, 2), 9), (Actor::new(1, 7, 2).hint(5), 1)]
-            .into_iter()
-            .collect();
+        let b: VersionVector = [
+            (Actor::new(1, 7, 2), 9),
+            (Actor::new(1, 7, 2).hint(5, 2), 1),
+        ]
+        .into_iter()
+        .collect();
         assert_eq!(decode(&encode(&a)).unwrap(), a);
         let m = decode(&merge([encode(&a).as_str(), encode(&b).as_str()]).unwrap()).unwrap();
         assert_eq!(m.get(Actor::new(1, 7, 2)), 9);
         assert_eq!(m.get(Actor::new(3, 7, 1)), 2);
-        assert_eq!(m.get(Actor::new(1, 7, 2).hint(5)), 1);
+        assert_eq!(m.get(Actor::new(1, 7, 2).hint(5, 2)), 1);
         assert_eq!(decode("").unwrap(), VersionVector::new());
     }
 

@@ -283,6 +283,9 @@ impl<S: Storage> Node<S> {
         self.live.remove(&partition);
         self.handoff.remove(&partition);
         self.retained.remove(&partition);
+        let drops = self.dropped.get(&partition).map_or(0, |d| d.1);
+        self.dropped
+            .insert(partition, (self.cfg.view.epoch, drops + 1));
         self.pushes.retain(|(p, _), _| *p != partition);
         self.persist_membership();
         self.needs_sync = true;

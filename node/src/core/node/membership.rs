@@ -219,9 +219,9 @@ impl<S: Storage> Node<S> {
 
     /// Join requests while outside the view, and forwards due to be routed again.
     pub(super) fn membership_tick(&mut self) {
-        let outside = !self.cfg.view.nodes.contains(&self.me);
+        // Only a node that was never in a view asks: one that was removed stays out.
         if let Some(member) = self.cfg.join.clone()
-            && outside
+            && self.cfg.view.is_joining()
             && self.now >= self.next_join
         {
             self.next_join = self.now + self.cfg.heartbeat_interval * 4;
@@ -335,5 +335,6 @@ impl<S: Storage> Node<S> {
             .meta_put(META_RETAINED, &encode(&self.retained));
         self.storage
             .meta_put(META_AWAITING, &encode(&self.awaiting));
+        self.storage.meta_put(META_DROPPED, &encode(&self.dropped));
     }
 }
