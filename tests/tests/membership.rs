@@ -381,4 +381,19 @@ fn membership_requests_are_checked() {
     );
     assert_eq!(j["settled"], true, "{j}");
     assert_eq!(j["shards"].as_array().map(Vec::len), Some(2));
+    // The native view change answers with the installed view at once, and every node learns it.
+    let (s, j) = call(
+        http.put(&view)
+            .json(&json!({"nodes": [c.addrs[waiting], c.addrs[0]], "repl_factor": 2})),
+    );
+    assert_eq!(s, 200, "{j}");
+    assert_eq!(j["nodes"], json!([c.addrs[waiting], c.addrs[0]]));
+    assert_eq!(j["repl_factor"], 2);
+    assert_eq!(j["shards"][0]["partition_count"], 64);
+    let epoch = j["epoch"].as_u64().expect("epoch");
+    wait_until(
+        Duration::from_secs(10),
+        "the other node learns the view",
+        || view_of(&http, &c.url(waiting)).is_some_and(|(e, _)| e == epoch),
+    );
 }
