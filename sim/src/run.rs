@@ -391,14 +391,21 @@ mod tests {
         s.faults.kinds.clear();
         let r = run_seed(&s, 1, None, false, None);
         assert!(r.violations.is_empty(), "{:?}", r.violations);
-        assert!(r.history.finals.values().flatten().all(|(n, _)| *n != 4));
-        // Once every member learned the removal, no session sends to node 4 (not even probes).
+        assert!(r.history.finals.values().flatten().all(|(n, _)| *n != 1));
+        // From its death on, no session sends to node 1 (not even probes), and node 2, which
+        // took its place in shard {0,2}, replicates keys in the final view.
         let late = r
             .history
             .ops
             .iter()
-            .filter(|o| o.node == 4 && o.invoked_us > 7_000_000);
+            .filter(|o| o.node == 1 && o.invoked_us >= 6_000_000);
         assert_eq!(late.count(), 0);
+        // Shard {0,2} exists only in the final view; node 2 holds data there that node 0 fed it.
+        let rebuilt = r.history.finals.values().filter(|reps| {
+            reps.iter().map(|(n, _)| *n).collect::<Vec<_>>() == [0, 2]
+                && !reps[1].1.versions().is_empty()
+        });
+        assert!(rebuilt.count() > 0, "node 2 holds nothing of shard {{0,2}}");
     }
 
     #[test]
