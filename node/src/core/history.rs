@@ -135,7 +135,6 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::ring::INITIAL_EPOCH;
 
     fn nodes(n: usize) -> Vec<NodeId> {
         (0..n).map(|i| format!("10.0.0.{i}:8080")).collect()
@@ -146,6 +145,10 @@ mod tests {
         let v1 = View::new(nodes(2), 1).unwrap();
         let v2 = v1.change(nodes(3), 1, &nodes(3)[0]).unwrap();
         let mut h = History::new(v1.clone());
+        let first = v1.epoch;
+        assert_eq!(crate::core::ring::epoch_number(first), 1);
+        let other = View::new(nodes(3), 1).unwrap();
+        assert_ne!(other.epoch, first, "two clusters' first views differ");
         h.insert(v2.clone());
         assert_eq!(h.latest(), &v2);
         let moved = (0..64)
@@ -153,12 +156,9 @@ mod tests {
             .expect("the new shard got partitions");
         let old_owner = &v1.owners(moved)[0];
         let new_owner = &nodes(3)[2];
-        assert_eq!(
-            h.window(old_owner, moved),
-            Some((INITIAL_EPOCH, INITIAL_EPOCH))
-        );
+        assert_eq!(h.window(old_owner, moved), Some((first, first)));
         assert_eq!(h.window(new_owner, moved), Some((v2.epoch, v2.epoch)));
-        let old_actor = Actor::new(node_hash(old_owner), INITIAL_EPOCH, 1);
+        let old_actor = Actor::new(node_hash(old_owner), first, 1);
         assert_eq!(h.relevant(old_actor, moved), Some(true));
         let new_actor = Actor::new(node_hash(old_owner), v2.epoch, 1);
         assert_eq!(h.relevant(new_actor, moved), Some(false));
@@ -167,6 +167,6 @@ mod tests {
             .find(|p| v2.shard_of_partition(*p) == v1.shard_of_partition(*p))
             .unwrap();
         let owner = &v1.owners(kept)[0];
-        assert_eq!(h.window(owner, kept), Some((INITIAL_EPOCH, v2.epoch)));
+        assert_eq!(h.window(owner, kept), Some((first, v2.epoch)));
     }
 }

@@ -21,8 +21,10 @@ pub type NodeId = String;
 /// Index of a shard within a view.
 pub type ShardId = u32;
 /// Identity and order of a view: `number << 32 | proposer`, where `number` counts view changes
-/// and `proposer` is the address hash of the node that made the change (0 for a cluster's first
-/// view). Two views proposed concurrently get distinct epochs; the higher one wins everywhere.
+/// and `proposer` is the address hash of the node that made the change. A cluster's first view
+/// has number 1 and, instead of a proposer, a hash of its contents: every node started with the
+/// same initial view agrees on it, and two clusters' first views differ. Two views proposed
+/// concurrently get distinct epochs; the higher one wins everywhere.
 pub type Epoch = u64;
 
 /// Most partitions a cluster may have (hint actors encode a partition in 20 bits).
@@ -30,8 +32,6 @@ pub const MAX_PARTITIONS: u32 = (1 << 20) - 2;
 
 /// Default number of partitions in a cluster.
 pub const DEFAULT_PARTITIONS: u32 = 64;
-/// Epoch of a cluster's first view.
-pub const INITIAL_EPOCH: Epoch = 1 << 32;
 
 /// The view-change count of an epoch (what operators see as "epoch N").
 pub fn epoch_number(epoch: Epoch) -> u64 {
@@ -117,8 +117,9 @@ impl View {
             return Err(ViewError::BadPartitions);
         }
         let shards = shards_for(nodes.len(), repl_factor);
+        let contents = format!("{}|{repl_factor}|{partitions}", nodes.join(","));
         Ok(View {
-            epoch: INITIAL_EPOCH,
+            epoch: (1 << 32) | (xxh3_64(contents.as_bytes()) >> 32),
             assignment: (0..partitions).map(|p| p % shards).collect(),
             nodes,
             repl_factor,
