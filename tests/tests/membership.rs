@@ -244,8 +244,6 @@ fn joins_and_a_decommission_keep_every_key_readable_everywhere() {
 /// Raising the replication factor puts new replicas beside a partition's old owner; the view
 /// change must settle (every replica holds the data) and fresh replicas must not answer stale.
 #[test]
-#[ignore = "core: a replica gaining a partition its old owner keeps is never sent it by handoff \
-            (awaiting never clears); see /work/notes/server-findings.md #1"]
 fn replication_factor_change_settles() {
     const N: usize = 2_000;
     let mut c = Cluster::start("rf-change", 2, 1, &[]);
