@@ -93,7 +93,10 @@ pub struct ServeArgs {
     /// Resolution of concurrent writes; lww loses writes (see README) [default: siblings]
     #[arg(long, env = "CAUSEWAY_CONFLICTS", value_enum)]
     pub conflicts: Option<ConflictsArg>,
-    /// TOML file with any of the keys above (listen, advertise, view, join, await_join, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, conflicts)
+    /// Accept w=1 writes for a shard whose replicas are all down as durable hints, delivered when they return (sloppy quorum; only for writes whose context names none of the partition's writes)
+    #[arg(long, env = "CAUSEWAY_HINTED_HANDOFF")]
+    pub hinted_handoff: bool,
+    /// TOML file with any of the keys above (listen, advertise, view, join, await_join, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, conflicts, hinted_handoff)
     #[arg(long, env = "CAUSEWAY_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -113,6 +116,7 @@ struct FileConfig {
     batch_sync_ms: Option<u64>,
     max_value_bytes: Option<usize>,
     conflicts: Option<ConflictsArg>,
+    hinted_handoff: Option<bool>,
 }
 
 /// Everything `serve` runs with.
@@ -271,6 +275,7 @@ impl ServeArgs {
         let mut core = Config::new(view);
         core.join = join;
         core.sync = self.sync.or(file.sync).unwrap_or(SyncArg::Batch).into();
+        core.hinted_handoff = self.hinted_handoff || file.hinted_handoff.unwrap_or(false);
         core.conflicts = self
             .conflicts
             .or(file.conflicts)
@@ -400,13 +405,18 @@ mod tests {
     fn file_keys_yield_to_flags() {
         let path =
             std::env::temp_dir().join(format!("causeway-config-{}.toml", std::process::id()));
-        std::fs::write(&path, "conflicts = \"lww\"\nsync = \"always\"\n").expect("writing");
+        std::fs::write(
+            &path,
+            "conflicts = \"lww\"\nsync = \"always\"\nhinted_handoff = true\n",
+        )
+        .expect("writing");
         let from_file = ServeArgs {
             config: Some(path.clone()),
             ..ServeArgs::default()
         };
         let s = from_file.resolve(SeedEnv::default()).expect("file");
         assert_eq!(s.core.conflicts, ConflictMode::Lww);
+        assert!(s.core.hinted_handoff);
         assert_eq!(s.core.sync, SyncMode::Always);
         let flagged = ServeArgs {
             conflicts: Some(ConflictsArg::Siblings),
