@@ -1145,11 +1145,12 @@ impl<S: Storage> Node<S> {
             }
             PeerMsg::ReplicateAck { key, dots } => {
                 self.outbox.ack(&from, &key, &dots);
-                let replicas = self.peers().len();
+                let peers = self.peers();
                 for d in &dots {
                     if let Some((k, acked)) = self.tombstones.get_mut(d) {
                         acked.insert(from.clone());
-                        if acked.len() >= replicas {
+                        // Every replica of the current view, not merely as many acknowledgements.
+                        if peers.iter().all(|p| acked.contains(p)) {
                             let due = self.now + self.cfg.tombstone_grace;
                             self.reaps.insert(*d, (k.clone(), due));
                             self.tombstones.remove(d);

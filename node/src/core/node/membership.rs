@@ -297,9 +297,23 @@ impl<S: Storage> Node<S> {
                     .iter()
                     .all(|p| view.shard_of_partition(*p) != s || self.trusts(*p, a)),
             });
+        // Handoff clocks, plus this node's own hints of the shard's partitions (accepted while
+        // it did not own them): hint actors belong to no shard, so the clock above leaves them out.
         let handoff = parts
             .iter()
-            .filter_map(|p| self.handoff.get(p).map(|h| (*p, h.clone())))
+            .filter_map(|p| {
+                let mut h = self.handoff.get(p).cloned().unwrap_or_default();
+                for (a, n) in self
+                    .clock
+                    .bases(|a| a.hinted_partition() == Some(*p))
+                    .iter()
+                {
+                    if self.trusts(*p, a) {
+                        h.raise(a, n);
+                    }
+                }
+                (!h.is_empty()).then_some((*p, h))
+            })
             .collect();
         Claims {
             epoch: self.cfg.view.epoch,
