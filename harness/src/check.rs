@@ -220,10 +220,14 @@ fn g1(h: &History, ix: &Index, complete: bool, out: &mut Vec<Violation>) {
             detail,
         })
     };
+    // Per session: everything it has seen (its requests' and replies' contexts).
     let mut last_ctx: BTreeMap<usize, VersionVector> = BTreeMap::new();
     for op in &h.ops {
         let key = &op.key;
-        if let Some(prev) = last_ctx.get(&op.session)
+        let prev = last_ctx.get(&op.session);
+        // A blind write names nothing on purpose; the session's context lives on past it.
+        if let Some(prev) = prev
+            && !op.blind
             && !op.context.dominates(prev)
         {
             v(
@@ -233,6 +237,11 @@ fn g1(h: &History, ix: &Index, complete: bool, out: &mut Vec<Violation>) {
             );
         }
         let mut seen = op.context.clone();
+        if op.blind
+            && let Some(prev) = prev
+        {
+            seen.merge(prev);
+        }
         let reply_ctx = match &op.outcome {
             Outcome::Ok(Response::Read { context, .. } | Response::Written { context, .. }) => {
                 context
@@ -509,6 +518,7 @@ mod tests {
                 replaced: false,
             }),
             probe: false,
+            blind: false,
         }
     }
     fn get_op(
@@ -533,6 +543,7 @@ mod tests {
                 context: reply,
             }),
             probe: false,
+            blind: false,
         }
     }
     fn ver(d: Dot, v: &str) -> Version {
@@ -703,6 +714,56 @@ mod tests {
         lww.write(&VersionVector::new(), ver(c, "c"));
         h.finals.insert(key(), vec![(0, lww)]);
         assert_eq!(checkers(&h, Checker::G2).len(), 1);
+    }
+
+    #[test]
+    fn blind_writes_keep_the_session_context_and_supersede_nothing() {
+        // Session 0 writes a, then blindly writes c (empty context): c is a sibling of a, and
+        // the session's next request still carries a (and c).
+        let (a, c, b) = (dot(1, 1), dot(2, 1), dot(1, 2));
+        let mut blind = put_op(2, 0, "c", VersionVector::new(), c);
+        blind.blind = true;
+        let both = set_of(&[
+            (&VersionVector::new(), ver(a, "a")),
+            (&VersionVector::new(), ver(c, "c")),
+        ]);
+        let mut h = History {
+            ops: vec![
+                put_op(1, 0, "a", VersionVector::new(), a),
+                blind,
+                get_op(3, 0, vv(&[a, c]), both.versions().to_vec(), vv(&[a, c])),
+            ],
+            writes: vec![
+                write(1, a, val("a"), VersionVector::new()),
+                write(2, c, val("c"), VersionVector::new()),
+            ],
+            finals: BTreeMap::from([(key(), vec![(0, both.clone()), (1, both)])]),
+            unsettled: Vec::new(),
+        };
+        assert_eq!(check(&h, &Checker::ALL, true), Vec::new());
+        // Not blind, the same empty context is a session going backwards.
+        h.ops[1].blind = false;
+        let v = checkers(&h, Checker::G1);
+        assert!(v.iter().any(|x| x.detail.contains("backwards")), "{v:?}");
+        // After a blind write the session must still carry what it saw before it.
+        h.ops[1].blind = true;
+        h.ops[2] = get_op(3, 0, vv(&[c]), vec![ver(c, "c")], vv(&[c]));
+        let v = checkers(&h, Checker::G1);
+        assert!(v.iter().any(|x| x.detail.contains("backwards")), "{v:?}");
+        // A write that names a supersedes it; a blind one never does, so losing a is G2.
+        h.ops.truncate(2);
+        h.ops.push(put_op(3, 0, "b", vv(&[a, c]), b));
+        h.writes.push(write(3, b, val("b"), vv(&[a, c])));
+        let only_b = set_of(&[(&vv(&[a, c]), ver(b, "b"))]);
+        h.finals.insert(key(), vec![(0, only_b)]);
+        assert_eq!(check(&h, &Checker::ALL, true), Vec::new());
+        let only_c = set_of(&[(&VersionVector::new(), ver(c, "c"))]);
+        h.finals.insert(key(), vec![(0, only_c)]);
+        let v = checkers(&h, Checker::G2);
+        assert!(
+            v.iter().any(|x| x.ops == vec![1]) && !v.iter().any(|x| x.ops == vec![2]),
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct OpRecord {
     pub value: Option<Bytes>,
     /// The causal context sent with the request.
     pub context: VersionVector,
+    /// A blind write: sent with an empty context although the session had one. The session's
+    /// context is not reset by it (the next request carries it again, merged with the reply's).
+    pub blind: bool,
     pub invoked_us: u64,
     pub completed_us: Option<u64>,
     pub outcome: Outcome,
@@ -96,11 +99,12 @@ impl fmt::Display for OpRecord {
         };
         write!(
             f,
-            "op#{} s{} n{} {:?} {}{} @{}ms -> {}",
+            "op#{} s{} n{} {:?}{} {}{} @{}ms -> {}",
             self.id,
             self.session,
             self.node,
             self.kind,
+            if self.blind { " blind" } else { "" },
             String::from_utf8_lossy(&self.key),
             value,
             self.invoked_us / 1000,

@@ -30,6 +30,13 @@ pub struct PlannedOp {
     /// Merge this other session's context into ours first (context passing between sessions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge_from: Option<usize>,
+    /// A blind write: sent with an empty context (see `Workload::blind_writes`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub blind: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A session: sequential chaos operations, then probe operations after heal.
@@ -273,12 +280,17 @@ fn gen_op(s: &Scenario, view: &View, session: usize, rng: &mut SmallRng, probe: 
     let merge_from =
         (!probe && w.sessions > 1 && rng.random_bool(w.merge_contexts.clamp(0.0, 1.0)))
             .then(|| (session + rng.random_range(1..w.sessions)) % w.sessions);
+    let think_ms = rng.random_range(w.think_ms[0]..=w.think_ms[1]);
+    // Drawn only when the scenario asks for blind writes, so other scenarios' plans (and so
+    // their seeds) stay what they were.
+    let blind = kind == OpKind::Put && w.blind_writes > 0.0 && rng.random_bool(w.blind_writes);
     PlannedOp {
         node,
         kind,
         key,
-        think_ms: rng.random_range(w.think_ms[0]..=w.think_ms[1]),
+        think_ms,
         merge_from,
+        blind,
     }
 }
 
@@ -424,6 +436,24 @@ mod tests {
         let s = scenario();
         assert_eq!(generate(&s, 7), generate(&s, 7));
         assert_ne!(generate(&s, 7), generate(&s, 8));
+    }
+
+    #[test]
+    fn blind_writes_are_puts_and_cost_no_draws_when_off() {
+        let mut s = scenario();
+        let off = generate(&s, 5);
+        assert!(off.sessions.iter().flat_map(|x| &x.ops).all(|o| !o.blind));
+        s.workload.blind_writes = 0.5;
+        let on = generate(&s, 5);
+        let ops: Vec<&PlannedOp> = on.sessions.iter().flat_map(|x| &x.ops).collect();
+        assert!(ops.iter().any(|o| o.blind));
+        assert!(
+            ops.iter()
+                .filter(|o| o.blind)
+                .all(|o| o.kind == OpKind::Put)
+        );
+        // The first session's first op is drawn before any blind draw: unchanged.
+        assert_eq!(on.sessions[0].ops[0].key, off.sessions[0].ops[0].key);
     }
 
     #[test]

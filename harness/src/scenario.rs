@@ -85,6 +85,12 @@ pub struct Cluster {
     /// events can bring into the cluster.
     #[serde(default)]
     pub spares: usize,
+    /// Hinted handoff (`Config::hinted_handoff`) on every node: a `w = 1` write reaching a
+    /// non-replica while every replica of its key's shard is suspected, whose context names no
+    /// write of the key's partition, is kept there as a durable hint and handed to the replicas
+    /// when they return.
+    #[serde(default)]
+    pub hinted_handoff: bool,
 }
 
 impl Cluster {
@@ -165,6 +171,19 @@ pub struct Workload {
     pub merge_contexts: f64,
     #[serde(default)]
     pub clients: Clients,
+    /// Probability that a put is *blind*: sent with an empty context instead of the session's
+    /// (a client that writes without having read). It supersedes nothing, so it is concurrent
+    /// with every write it did not name; the session keeps its context and merges the reply's.
+    /// Blind writes are what hinted handoff can accept (a hint's context may name no write of
+    /// its partition).
+    #[serde(default)]
+    pub blind_writes: f64,
+    /// How long a client waits for a reply before giving up (the operation then counts as
+    /// unavailable: failed for a read, indeterminate for a write), ms. Default: the core's
+    /// request timeout plus a grace period, so only a lost reply times out. Shorter keeps
+    /// sessions moving while requests to an unreachable shard wait out the core's timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 fn default_think() -> [u64; 2] {
@@ -297,6 +316,9 @@ pub struct Expect {
     pub reason: String,
     /// Canaries this scenario is designed to catch (`ci/sweep --canary`).
     pub canaries: Vec<String>,
+    /// Fewest writes the nodes must accept as hints in every seed (counted by the cores): a
+    /// seed with fewer fails, so a hinted-handoff scenario cannot silently test nothing.
+    pub min_hints: u64,
 }
 
 impl Default for Expect {
@@ -307,6 +329,7 @@ impl Default for Expect {
             known_gaps: Vec::new(),
             reason: String::new(),
             canaries: Vec::new(),
+            min_hints: 0,
         }
     }
 }
@@ -354,6 +377,15 @@ impl Scenario {
         w.w()?;
         if w.think_ms[0] > w.think_ms[1] || self.net.delay_us[0] > self.net.delay_us[1] {
             return Err("ranges must be [min, max]".into());
+        }
+        if !(0.0..=1.0).contains(&w.blind_writes) || !(0.0..=1.0).contains(&w.merge_contexts) {
+            return Err("blind_writes and merge_contexts are probabilities within [0, 1]".into());
+        }
+        if w.timeout_ms == Some(0) {
+            return Err("workload.timeout_ms must be positive".into());
+        }
+        if self.expect.min_hints > 0 && !c.hinted_handoff {
+            return Err("expect.min_hints needs cluster.hinted_handoff = true".into());
         }
         if w.clients == Clients::NonOwner && c.nodes / c.rf < 2 {
             return Err("clients = \"non-owner\" needs at least two shards".into());
@@ -460,6 +492,36 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("outside the cluster"), "{err}");
+    }
+
+    #[test]
+    fn hint_options_parse_and_are_checked() {
+        let base = r#"
+            name = "t"
+            [cluster]
+            nodes = 4
+            rf = 2
+            hinted_handoff = true
+            [workload]
+            sessions = 1
+            keys = 1
+            ops_per_session = 1
+            read = 1.0
+            write = 1.0
+            blind_writes = 0.5
+            timeout_ms = 300
+            [expect]
+            min_hints = 2
+        "#;
+        let s = Scenario::from_toml(base).unwrap();
+        assert!(s.cluster.hinted_handoff);
+        assert_eq!(s.workload.timeout_ms, Some(300));
+        assert_eq!(s.expect.min_hints, 2);
+        assert_eq!(Scenario::from_toml(&s.to_toml()).unwrap(), s);
+        let bad = |from: &str, to: &str| Scenario::from_toml(&base.replace(from, to)).unwrap_err();
+        assert!(bad("blind_writes = 0.5", "blind_writes = 1.5").contains("probabilities"));
+        assert!(bad("timeout_ms = 300", "timeout_ms = 0").contains("positive"));
+        assert!(bad("hinted_handoff = true", "").contains("min_hints"));
     }
 
     #[test]

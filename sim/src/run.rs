@@ -20,6 +20,8 @@ pub struct SeedResult {
     pub violations: Vec<Violation>,
     /// Violations of checkers the scenario lists as known gaps of the core.
     pub known: Vec<Violation>,
+    /// Why the run did not test what its scenario is for (fewer hints than `expect.min_hints`).
+    pub shortfall: Option<String>,
     pub trace_hash: u64,
     pub trace: Vec<String>,
     pub sim_us: u64,
@@ -32,7 +34,8 @@ impl SeedResult {
     /// Whether this seed is a failure of its scenario: a violation where none is expected.
     /// (An expected-to-fail scenario is judged over a whole sweep: some seed must fail.)
     pub fn failed(&self, s: &Scenario) -> bool {
-        s.expect.outcome == Outcome::Pass && !self.violations.is_empty()
+        (s.expect.outcome == Outcome::Pass && !self.violations.is_empty())
+            || self.shortfall.is_some()
     }
 }
 
@@ -50,10 +53,18 @@ pub fn run_seed(
     let (known, violations) = all
         .into_iter()
         .partition(|v| scenario.expect.known_gaps.contains(&v.checker));
+    let min = scenario.expect.min_hints;
+    let shortfall = (out.stats.hints_accepted < min).then(|| {
+        format!(
+            "only {} writes were accepted as hints, expect.min_hints = {min}: the run did not test hinted handoff",
+            out.stats.hints_accepted
+        )
+    });
     SeedResult {
         seed,
         violations,
         known,
+        shortfall,
         trace_hash: out.trace_hash,
         trace: out.trace,
         sim_us: out.sim_us,
@@ -471,6 +482,51 @@ mod tests {
                 .any(|v| v.detail.starts_with("n0 never settled") && v.detail.contains("awaits")),
             "{:?}",
             r.violations
+        );
+    }
+
+    #[test]
+    fn hints_are_accepted_survive_their_holders_restart_and_are_delivered() {
+        let s = scenario("hints");
+        assert!(s.cluster.hinted_handoff && s.expect.min_hints > 0);
+        let r = run_seed(&s, 1, None, false, None);
+        assert!(r.violations.is_empty(), "{:?}", r.violations);
+        assert!(r.shortfall.is_none(), "{:?}", r.shortfall);
+        let hinted = |d: &causeway::core::Dot| d.actor.hinted_partition().is_some();
+        // Acknowledged hints, some of them before their holder crashed (every holder restarts
+        // between 7.0 and 9.1 s; the shard returns at 11 s).
+        let acked: Vec<&OpRecord> = r
+            .history
+            .ops
+            .iter()
+            .filter(|o| o.acked_dot().is_some_and(|d| hinted(&d)))
+            .collect();
+        assert!(r.stats.hints_accepted > 0);
+        assert_eq!(acked.len() as u64, r.stats.hints_accepted);
+        assert!(acked.iter().all(|o| o.blind));
+        assert!(acked.iter().any(|o| o.completed_us.unwrap() < 7_000_000));
+        // Delivered: after the shard returned, reads (which only its replicas serve) returned
+        // hint dots, and every holder let go of them (no node retains a partition at the end).
+        let read_back = r
+            .history
+            .ops
+            .iter()
+            .filter(|o| o.invoked_us > 11_000_000)
+            .filter_map(|o| match &o.outcome {
+                causeway_harness::Outcome::Ok(causeway::core::Response::Read {
+                    versions, ..
+                }) => Some(versions.iter().filter(|v| hinted(&v.dot)).count()),
+                _ => None,
+            })
+            .sum::<usize>();
+        assert!(read_back > 0, "no hint was read back from a replica");
+        assert!(r.history.unsettled.is_empty(), "{:?}", r.history.unsettled);
+        // The planted bug (a restarted node forgets its hints) loses acknowledged writes.
+        let bad = run_seed(&s, 1, Some(Canary::ForgetHints), false, None);
+        assert!(
+            bad.violations.iter().any(|v| v.checker == Checker::G2),
+            "{:?}",
+            bad.violations
         );
     }
 

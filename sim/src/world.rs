@@ -150,6 +150,9 @@ pub struct Stats {
     /// Membership requests (view changes, forced removals) the world made, and those refused.
     pub view_changes: u64,
     pub view_errors: u64,
+    /// Writes the nodes accepted as hints (`NodeStatus::handoff.hints_accepted`, summed over
+    /// every incarnation of every node).
+    pub hints_accepted: u64,
 }
 
 /// Everything a run produced.
@@ -235,6 +238,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         config.sync = scenario.cluster.sync;
         config.conflicts = scenario.cluster.conflicts;
         config.canary = canary;
+        config.hinted_handoff = scenario.cluster.hinted_handoff;
         let slots = (0..scenario.cluster.slots())
             .map(|i| {
                 let c = plan.clocks.get(i).copied().unwrap_or_default();
@@ -318,6 +322,11 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             }
         }
         self.capture_finals();
+        for slot in &self.slots {
+            if let Some(node) = &slot.node {
+                self.stats.hints_accepted += node.status().handoff.hints_accepted;
+            }
+        }
         for op in &self.history.ops {
             let h = xxhash_rust::xxh3::xxh3_64(op.to_string().as_bytes());
             self.hash = mix(self.hash, h);
@@ -714,6 +723,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             return;
         };
         self.stats.crashes += 1;
+        self.stats.hints_accepted += node.status().handoff.hints_accepted;
         let mut disk = node.into_storage();
         let (kept, torn) = (
             self.range(0, disk.unsynced() as u64) as usize,
@@ -1024,7 +1034,12 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         let id = self.history.ops.len() as u64;
         let key = Bytes::from(key_name(p.key));
         let value = (p.kind == OpKind::Put).then(|| Bytes::from(value));
-        let context = self.sessions[s].ctx.clone();
+        let blind = p.blind && p.kind != OpKind::Get;
+        let context = if blind {
+            VersionVector::new()
+        } else {
+            self.sessions[s].ctx.clone()
+        };
         let op = match p.kind {
             OpKind::Get => Op::Get {
                 key: key.clone(),
@@ -1050,6 +1065,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             completed_us: None,
             outcome: Outcome::Pending,
             probe,
+            blind,
         });
         self.sent.entry((node, key)).or_default().push(id);
         self.sessions[s].current = Some(id);
@@ -1062,7 +1078,10 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             return self.complete(s, id, o);
         }
         self.slots[node].pending.insert(id, s);
-        let timeout = (self.config.request_timeout + CLIENT_GRACE).as_micros() as u64;
+        let timeout = match self.scenario.workload.timeout_ms {
+            Some(ms) => ms * 1000,
+            None => (self.config.request_timeout + CLIENT_GRACE).as_micros() as u64,
+        };
         self.schedule(
             self.now + timeout,
             Event::ClientTimeout { session: s, op: id },

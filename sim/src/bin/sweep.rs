@@ -9,7 +9,8 @@
 //! sweep --list-canaries
 //! ```
 //! A sweep ends with `sweep: <seeds> seeds, <scenarios> scenarios, <failures> failures,
-//! <sim_s> simulated s in <wall_s> wall s` and exits non-zero on any failure. With `--jobs J`
+//! <sim_s> simulated s in <wall_s> wall s` (after one line per scenario with hinted handoff on:
+//! hints accepted in all and fewest in one seed) and exits non-zero on any failure. With `--jobs J`
 //! the sweep runs in J worker processes (no threads: madsim forbids them) and sums their lines.
 //! Wall-clock time is read only here, outside every simulation.
 
@@ -125,6 +126,9 @@ fn report(s: &Scenario, r: &SeedResult, canary: Option<Canary>) -> Vec<String> {
         .take(SHOWN)
         .map(|v| format!("{tag} {} seed {} [{replay}]: {v}", s.name, r.seed))
         .collect();
+    if let Some(why) = &r.shortfall {
+        lines.push(format!("FAIL {} seed {} [{replay}]: {why}", s.name, r.seed));
+    }
     lines.extend(r.known.iter().take(SHOWN).map(|v| {
         format!(
             "known-gap {} seed {} [{replay}]: {v} ({})",
@@ -186,14 +190,15 @@ fn dispatch(args: &Args) -> Result<bool, String> {
             println!("{l}");
         }
         println!(
-            "replay {name} seed {seed}: trace hash {:016x}, {} violations, {} known gaps, {:.1} simulated s, {} messages, {} view changes ({} refused)",
+            "replay {name} seed {seed}: trace hash {:016x}, {} violations, {} known gaps, {:.1} simulated s, {} messages, {} view changes ({} refused), {} hints accepted",
             r.trace_hash,
             r.violations.len(),
             r.known.len(),
             r.sim_us as f64 / 1e6,
             r.stats.messages,
             r.stats.view_changes,
-            r.stats.view_errors
+            r.stats.view_errors,
+            r.stats.hints_accepted
         );
         return Ok(!r.failed(&s));
     }
@@ -280,9 +285,18 @@ struct Totals {
     /// Per scenario: the first seed with expected or known-gap violations, and how many seeds had
     /// them. Only the first seed's lines are printed; the rest are counted.
     quiet: BTreeMap<String, (u64, BTreeSet<u64>)>,
+    /// Per scenario whose nodes accepted hints: seeds, hints in all, fewest in one seed.
+    hints: BTreeMap<String, (u64, u64, u64)>,
 }
 
 impl Totals {
+    fn hints(&mut self, s: &Scenario, n: u64) {
+        if s.cluster.hinted_handoff {
+            let e = self.hints.entry(s.name.clone()).or_insert((0, 0, u64::MAX));
+            *e = (e.0 + 1, e.1 + n, e.2.min(n));
+        }
+    }
+
     /// An expected-failure or known-gap line: printed for one seed per scenario, else counted.
     fn quiet(&mut self, scenario: &str, seed: u64, line: &str) {
         let e = self
@@ -301,7 +315,7 @@ fn sweep(args: &Args) -> Result<bool, String> {
     let wall = Instant::now();
     let mut t = Totals::default();
     if args.jobs > 1 && args.worker.is_none() {
-        run_workers(args, &mut t)?;
+        run_workers(args, &scenarios, &mut t)?;
     } else {
         let (me, of) = args.worker.unwrap_or((0, 1));
         let out = std::io::stdout();
@@ -329,18 +343,20 @@ fn sweep(args: &Args) -> Result<bool, String> {
                     let xf = s.expect.outcome == Outcome::Fail;
                     writeln!(
                         out,
-                        "@seed {} {} {} {} {}",
+                        "@seed {} {} {} {} {} {}",
                         s.name,
                         u8::from(failed),
                         r.sim_us,
                         u8::from(xf),
-                        u8::from(!r.violations.is_empty())
+                        u8::from(!r.violations.is_empty()),
+                        r.stats.hints_accepted
                     )
                     .map_err(|e| e.to_string())?;
                 }
                 t.seeds += 1;
                 t.failures += u64::from(failed);
                 t.sim_us += r.sim_us;
+                t.hints(s, r.stats.hints_accepted);
                 if s.expect.outcome == Outcome::Fail {
                     *t.xfail.entry(s.name.clone()).or_default() |= !r.violations.is_empty();
                 }
@@ -357,6 +373,11 @@ fn sweep(args: &Args) -> Result<bool, String> {
                 seeds.len()
             );
         }
+    }
+    for (name, (seeds, all, fewest)) in &t.hints {
+        println!(
+            "  ({name}: {all} writes accepted as hints over {seeds} seeds, fewest in one seed {fewest})"
+        );
     }
     for (name, seen) in &t.xfail {
         if !seen {
@@ -376,7 +397,7 @@ fn sweep(args: &Args) -> Result<bool, String> {
     Ok(t.failures == 0)
 }
 
-fn run_workers(args: &Args, t: &mut Totals) -> Result<(), String> {
+fn run_workers(args: &Args, scenarios: &[Scenario], t: &mut Totals) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let children: Vec<_> = (0..args.jobs)
         .map(|i| {
@@ -411,9 +432,17 @@ fn run_workers(args: &Args, t: &mut Totals) -> Result<(), String> {
                 continue;
             };
             let f: Vec<&str> = rest.split(' ').collect();
-            let [name, failed, sim_us, xf, violated] = f[..] else {
+            let [name, failed, sim_us, xf, violated, hints] = f[..] else {
                 return Err(format!("bad worker line {line:?}"));
             };
+            if let Some(s) = scenarios.iter().find(|s| s.name == name) {
+                t.hints(
+                    s,
+                    hints
+                        .parse()
+                        .map_err(|_| format!("bad worker line {line:?}"))?,
+                );
+            }
             t.seeds += 1;
             t.failures += u64::from(failed == "1");
             t.sim_us += sim_us.parse::<u64>().map_err(|e| e.to_string())?;
