@@ -559,7 +559,7 @@ impl<S: Storage> Node<S> {
     /// partition's handoff clock. An entry of an epoch this node has not seen is not covered.
     fn covers(&self, ctx: &VersionVector, key: &[u8]) -> bool {
         let p = self.cfg.view.partition_of(key);
-        if !self.cfg.view.owns(&self.me, p) {
+        if self.shard != Some(self.cfg.view.shard_of_partition(p)) {
             return false;
         }
         let handoff = self.handoff.get(&p);
