@@ -624,7 +624,9 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         let Some(node) = self.slots[n].node.as_mut() else {
             return;
         };
-        let ready = node.take_ready();
+        let mut ready = node.take_ready();
+        // The simulated sync is instantaneous: early answers leave at the same instant.
+        ready.merge_early();
         if ready.sync {
             causeway::core::Storage::sync(node.storage_mut());
         }

@@ -71,18 +71,41 @@ pub enum Input {
     Tick,
 }
 
-/// What the driver must do next, in order: if `sync`, make storage durable
-/// ([`Storage::sync`]); then send `messages` and deliver `replies`.
+/// What the driver must do next, in order: send `early_messages` and deliver `early_replies`
+/// (they may also wait); if `sync`, make storage durable ([`Storage::sync`]); then send
+/// `messages` and deliver `replies`.
+///
+/// Invariant: nothing in the early lists depends on a write of this Ready. They are answers to
+/// writes that just reached their `w` acknowledgements: the write itself was stored by an
+/// earlier Ready, whose sync came before its replication left. Releasing them before this
+/// Ready's sync takes one fsync off a `w > 1` write's latency.
 #[derive(Debug, Default)]
 pub struct Ready {
     pub sync: bool,
+    pub early_messages: Vec<(NodeId, PeerMsg)>,
+    pub early_replies: Vec<Reply>,
     pub messages: Vec<(NodeId, PeerMsg)>,
     pub replies: Vec<Reply>,
 }
 
 impl Ready {
     pub fn is_empty(&self) -> bool {
-        !self.sync && self.messages.is_empty() && self.replies.is_empty()
+        !self.sync
+            && self.early_messages.is_empty()
+            && self.early_replies.is_empty()
+            && self.messages.is_empty()
+            && self.replies.is_empty()
+    }
+
+    /// Moves the early lists to the front of the ordinary ones, for drivers whose sync is
+    /// instantaneous (simulations) or that do not distinguish them.
+    pub fn merge_early(&mut self) {
+        let mut messages = std::mem::take(&mut self.early_messages);
+        messages.append(&mut self.messages);
+        self.messages = messages;
+        let mut replies = std::mem::take(&mut self.early_replies);
+        replies.append(&mut self.replies);
+        self.replies = replies;
     }
 }
 
@@ -507,6 +530,27 @@ impl<S: Storage> Node<S> {
                     result,
                 },
             ),
+        }
+    }
+
+    /// Like [`Node::finish`], for an answer that depends on no write of the current turn (see
+    /// [`Ready`]): it may leave before the turn's sync.
+    fn finish_early(&mut self, origin: Origin, result: Result<Response, ReqError>) {
+        let served_by = self.me.clone();
+        match origin {
+            Origin::Client(id) => self.out.early_replies.push(Reply {
+                id,
+                served_by,
+                result,
+            }),
+            Origin::Proxy { from, rid } => self.out.early_messages.push((
+                from,
+                PeerMsg::ForwardReply {
+                    rid,
+                    served_by,
+                    result,
+                },
+            )),
         }
     }
 
@@ -1164,7 +1208,7 @@ impl<S: Storage> Node<S> {
                     w.acked.insert(from.clone());
                     if w.acked.len() >= w.need {
                         let w = self.writes.remove(&d).expect("present");
-                        self.finish(w.origin, Ok(w.reply));
+                        self.finish_early(w.origin, Ok(w.reply));
                     }
                 }
             }

@@ -245,30 +245,40 @@ impl Driver {
         }
     }
 
-    /// Takes the node's Ready, syncs if asked (else hands the turn's writes to fjall as one
+    /// Sends messages (to this node itself through the loopback queue) and hands replies to the
+    /// waiting HTTP handlers.
+    fn deliver(&mut self, messages: Vec<(NodeId, PeerMsg)>, replies: Vec<Reply>) {
+        for (to, msg) in messages {
+            if to == *self.node.id() {
+                self.loopback.push_back(msg);
+            } else {
+                self.transport.send(&to, msg);
+            }
+        }
+        for reply in replies {
+            if let Some(tx) = self.pending.remove(&reply.id) {
+                let _ = tx.send(reply);
+            }
+        }
+    }
+
+    /// Takes the node's Ready, releases what depends on none of its writes, syncs if asked (else hands the turn's writes to fjall as one
     /// batch: they must be in the OS before anything that depends on them leaves), then
     /// delivers; repeats while the node keeps messaging itself.
     fn flush(&mut self) {
         loop {
-            let ready = self.node.take_ready();
+            let mut ready = self.node.take_ready();
+            self.deliver(
+                std::mem::take(&mut ready.early_messages),
+                std::mem::take(&mut ready.early_replies),
+            );
             if ready.sync {
                 self.node.storage_mut().sync();
                 self.unsynced = false;
             } else {
                 self.node.storage().commit();
             }
-            for (to, msg) in ready.messages {
-                if to == *self.node.id() {
-                    self.loopback.push_back(msg);
-                } else {
-                    self.transport.send(&to, msg);
-                }
-            }
-            for reply in ready.replies {
-                if let Some(tx) = self.pending.remove(&reply.id) {
-                    let _ = tx.send(reply);
-                }
-            }
+            self.deliver(ready.messages, ready.replies);
             if self.loopback.is_empty() {
                 return;
             }

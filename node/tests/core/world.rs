@@ -195,7 +195,8 @@ impl World {
     }
 
     fn flush(&mut self, id: &NodeId) {
-        let ready = self.nodes.get_mut(id).unwrap().take_ready();
+        let mut ready = self.nodes.get_mut(id).unwrap().take_ready();
+        ready.merge_early();
         for r in ready.replies {
             self.replies.insert(r.id, r);
         }
