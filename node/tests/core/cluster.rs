@@ -554,3 +554,57 @@ mod session {
         }
     }
 }
+
+/// A quorum write's answer does not wait for the sync of writes staged after it: the Ready that
+/// handles the acknowledgement also holds a new write (so it asks for a sync), yet the first
+/// write's reply is among the answers released before that sync.
+#[test]
+fn quorum_reply_leaves_before_the_sync_of_later_writes() {
+    use causeway::core::{Identity, Input, MemStorage, Node, PeerMsg, Request, Time};
+    let view = View::new((0..2).map(addr).collect(), 2).unwrap();
+    let mut cfg = Config::new(view);
+    cfg.sync = SyncMode::Always;
+    let now = Time::from_millis(1_000);
+    let start = |i: usize| {
+        let id = Identity {
+            node: addr(i),
+            nonce: i as u64,
+        };
+        Node::new(cfg.clone(), id, MemStorage::new(), now)
+    };
+    let (mut a, mut b) = (start(0), start(1));
+    a.take_ready();
+    b.take_ready();
+    let write = |id: u64, key: &str| {
+        Input::Client(Request {
+            id,
+            op: put(key, "v", &VersionVector::new(), Quorum::N(2)),
+        })
+    };
+    a.handle(now, write(1, "k1"));
+    let first = a.take_ready();
+    assert!(first.sync && first.replies.is_empty() && first.early_replies.is_empty());
+    for (to, msg) in first.messages {
+        assert_eq!(to, addr(1));
+        b.handle(now, Input::Peer { from: addr(0), msg });
+    }
+    let acks = b.take_ready();
+    assert!(acks.sync, "the replica syncs before it acknowledges");
+    a.handle(now, write(2, "k2"));
+    for (_, msg) in acks.messages {
+        assert!(matches!(msg, PeerMsg::ReplicateAck { .. }));
+        a.handle(now, Input::Peer { from: addr(1), msg });
+    }
+    let turn = a.take_ready();
+    assert!(turn.sync, "the turn staged a new write");
+    let early: Vec<u64> = turn.early_replies.iter().map(|r| r.id).collect();
+    assert_eq!(
+        early,
+        vec![1],
+        "the acknowledged write answers before the sync"
+    );
+    assert!(
+        turn.replies.is_empty(),
+        "the new write still waits for its quorum"
+    );
+}
