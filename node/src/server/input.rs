@@ -103,9 +103,14 @@ pub fn text(name: &str, v: &[u8]) -> Result<String, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("query parameter {name} is not UTF-8")))
 }
 
+/// How far beyond a body limit the server still reads (and discards) a request body before it
+/// answers 413, so the client's connection survives.
+const DRAIN_EXTRA: usize = 2 << 20;
+
 /// Reads a body of at most `max` bytes. A declared `Content-Length` above `max` is refused
-/// before anything is read; a body that grows past `max` is cut off; a body the client did not
-/// finish is a 400.
+/// without keeping anything (a body at most [`DRAIN_EXTRA`] over the limit is read and
+/// discarded first); a body that grows past `max` is cut off; a body the client did not finish
+/// is a 400.
 pub async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -121,6 +126,11 @@ pub async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<By
             .and_then(|l| l.parse().ok())
             .ok_or_else(|| ApiError::bad_request("invalid Content-Length"))?;
         if len > max as u64 {
+            // Read and discard a moderately oversized body before answering, so a client still
+            // sending it gets the 413 instead of a reset connection; beyond the bound, stop.
+            if len <= (max + DRAIN_EXTRA) as u64 {
+                let _ = axum::body::to_bytes(body, max + DRAIN_EXTRA).await;
+            }
             return Err(too_large());
         }
     }
