@@ -244,7 +244,6 @@ pub struct Node<S: Storage> {
     /// The driver's clock as last seen (wall time, possibly skewed); feeds only the HLC.
     wall: Time,
     hlc: u64,
-    live_keys: u64,
     /// Live keys per partition.
     live: BTreeMap<u32, u64>,
     next_rid: Rid,
@@ -340,7 +339,6 @@ impl<S: Storage> Node<S> {
         } else {
             (merkle, live)
         };
-        let live_keys = live.values().sum();
         let mut node = Node {
             me: id.node,
             actor,
@@ -366,7 +364,6 @@ impl<S: Storage> Node<S> {
             now,
             wall: now,
             hlc: now.as_micros(),
-            live_keys,
             live,
             next_rid: 1,
             out: Ready::default(),
@@ -461,7 +458,7 @@ impl<S: Storage> Node<S> {
             actor: format!("{:?}", self.actor),
             shard: self.shard,
             view: self.cfg.view.clone(),
-            live_keys: self.live_keys,
+            live_keys: self.live.values().sum(),
             unacked: self.outbox.depths(),
             unacked_dropped: self.outbox.dropped,
             clock_gaps: self.clock.gaps(),
@@ -481,8 +478,14 @@ impl<S: Storage> Node<S> {
             aae: self.aae_stats.clone(),
             handoff: HandoffStatus {
                 retained: self.retained.iter().copied().collect(),
-                pushing: self.pushes.values().filter(|p| !p.done).count()
-                    + self.feeds.values().map(|t| t.len()).sum::<usize>(),
+                // Feeds leave `feeds` when done; streams of retained partitions stay until the
+                // partition is dropped, so only the unfinished ones count.
+                pushing: self.feeds.values().map(|t| t.len()).sum::<usize>()
+                    + self
+                        .pushes
+                        .iter()
+                        .filter(|((p, _), x)| self.retained.contains(p) && !x.done)
+                        .count(),
                 held_keys: self.held_keys(),
                 hints_accepted: self.hints_accepted,
                 awaiting: self.awaiting.iter().copied().collect(),
@@ -515,35 +518,31 @@ impl<S: Storage> Node<S> {
     }
 
     fn finish(&mut self, origin: Origin, result: Result<Response, ReqError>) {
-        let served_by = self.me.clone();
-        match origin {
-            Origin::Client(id) => self.out.replies.push(Reply {
-                id,
-                served_by,
-                result,
-            }),
-            Origin::Proxy { from, rid } => self.send(
-                &from,
-                PeerMsg::ForwardReply {
-                    rid,
-                    served_by,
-                    result,
-                },
-            ),
-        }
+        self.answer(origin, result, false);
     }
 
     /// Like [`Node::finish`], for an answer that depends on no write of the current turn (see
     /// [`Ready`]): it may leave before the turn's sync.
     fn finish_early(&mut self, origin: Origin, result: Result<Response, ReqError>) {
+        self.answer(origin, result, true);
+    }
+
+    /// Answers the client, or the proxy that forwarded the request, in the early or the
+    /// ordinary lists of the Ready.
+    fn answer(&mut self, origin: Origin, result: Result<Response, ReqError>, early: bool) {
         let served_by = self.me.clone();
+        let (replies, messages) = if early {
+            (&mut self.out.early_replies, &mut self.out.early_messages)
+        } else {
+            (&mut self.out.replies, &mut self.out.messages)
+        };
         match origin {
-            Origin::Client(id) => self.out.early_replies.push(Reply {
+            Origin::Client(id) => replies.push(Reply {
                 id,
                 served_by,
                 result,
             }),
-            Origin::Proxy { from, rid } => self.out.early_messages.push((
+            Origin::Proxy { from, rid } => messages.push((
                 from,
                 PeerMsg::ForwardReply {
                     rid,
@@ -566,7 +565,7 @@ impl<S: Storage> Node<S> {
     /// hash (spreading proxies over replicas), unsuspected peers before suspected ones.
     fn candidates(&self, shard: ShardId) -> Vec<NodeId> {
         let members = self.cfg.view.shard_members(shard);
-        let start = node_hash(&self.me) as usize % members.len();
+        let start = self.actor.node() as usize % members.len();
         let mut c: Vec<NodeId> = members[start..]
             .iter()
             .chain(&members[..start])
@@ -579,7 +578,7 @@ impl<S: Storage> Node<S> {
     /// Whether this node's clock vouches for `actor`'s writes to `partition`: the actor's epoch
     /// lies in this node's current stretch of ownership of the partition.
     fn trusts(&self, partition: u32, actor: Actor) -> bool {
-        if actor.node() == node_hash(&self.me) {
+        if actor.node() == self.actor.node() {
             // This node applied its own writes and hints first; those made since it last
             // dropped the partition are all in its storage.
             let (epoch, drops) = self.dropped.get(&partition).copied().unwrap_or((0, 0));
@@ -688,9 +687,6 @@ impl<S: Storage> Node<S> {
                 return bad(format!(
                     "{peer} is not another replica of this node's shard"
                 ));
-            }
-            Op::ChangeView { repl_factor, .. } if *repl_factor == Some(0) => {
-                return bad("replication factor must be at least 1".into());
             }
             _ => {}
         }
@@ -862,21 +858,8 @@ impl<S: Storage> Node<S> {
     ) {
         self.counter += 1;
         let dot = Dot::new(self.actor, self.counter);
-        self.clock.add(dot);
-        self.clock_dirty = true;
-        self.hlc = (self.hlc + 1).max(self.wall.as_micros());
-        let mut set = self.storage.get(&key).unwrap_or_default();
-        let had_value = set.has_value();
         let tombstone = value.is_none();
-        set.write(
-            &ctx,
-            Version {
-                dot,
-                value,
-                ts: self.hlc,
-            },
-        );
-        self.store(&key, set.clone(), had_value);
+        let (set, had_value) = self.apply_new(dot, &key, value, &ctx);
         let members = self.members();
         if tombstone && self.cfg.canary != Some(Canary::EarlyTombstoneReap) {
             if members.len() == 1 {
@@ -963,20 +946,7 @@ impl<S: Storage> Node<S> {
         let episode = self.dropped.get(&p).map_or(0, |d| d.1);
         let actor = self.actor.hint(p, episode);
         let dot = Dot::new(actor, self.clock.max(actor) + 1);
-        self.clock.add(dot);
-        self.clock_dirty = true;
-        self.hlc = (self.hlc + 1).max(self.wall.as_micros());
-        let mut set = self.storage.get(&key).unwrap_or_default();
-        let had_value = set.has_value();
-        set.write(
-            &ctx,
-            Version {
-                dot,
-                value,
-                ts: self.hlc,
-            },
-        );
-        self.store(&key, set, had_value);
+        let (_, had_value) = self.apply_new(dot, &key, value, &ctx);
         self.needs_sync = true;
         if self.retained.insert(p) {
             self.persist_membership();
@@ -990,6 +960,27 @@ impl<S: Storage> Node<S> {
         self.finish(Origin::Client(client), Ok(reply));
     }
 
+    /// Applies a write this node coordinates as `dot`: records the dot, stamps the hybrid
+    /// time, supersedes what `ctx` covers and stores the result. Returns the key's new version
+    /// set and whether it held a live value before.
+    fn apply_new(
+        &mut self,
+        dot: Dot,
+        key: &Bytes,
+        value: Option<Bytes>,
+        ctx: &VersionVector,
+    ) -> (VersionSet, bool) {
+        self.clock.add(dot);
+        self.clock_dirty = true;
+        self.hlc = (self.hlc + 1).max(self.wall.as_micros());
+        let mut set = self.storage.get(key).unwrap_or_default();
+        let had_value = set.has_value();
+        let ts = self.hlc;
+        set.write(ctx, Version { dot, value, ts });
+        self.store(key, set.clone(), had_value);
+        (set, had_value)
+    }
+
     /// Stores `set` for `key`, applying the conflict mode and keeping the live-key count.
     fn store(&mut self, key: &[u8], mut set: VersionSet, had_value: bool) {
         if self.cfg.conflicts == ConflictMode::Lww
@@ -1000,7 +991,6 @@ impl<S: Storage> Node<S> {
         let partition = self.cfg.view.partition_of(key);
         let live = self.live.entry(partition).or_default();
         *live = *live + u64::from(set.has_value()) - u64::from(had_value);
-        self.live_keys = self.live_keys + u64::from(set.has_value()) - u64::from(had_value);
         if self.cfg.canary == Some(Canary::EarlyTombstoneReap) && set.is_deleted() {
             return self.erase(key, partition);
         }
@@ -1016,7 +1006,6 @@ impl<S: Storage> Node<S> {
     fn remove_key(&mut self, key: &[u8]) {
         let partition = self.cfg.view.partition_of(key);
         if self.storage.get(key).is_some_and(|s| s.has_value()) {
-            self.live_keys -= 1;
             *self.live.entry(partition).or_default() -= 1;
         }
         self.erase(key, partition);

@@ -8,7 +8,7 @@
 
 use super::compat;
 use super::driver::NodeHandle;
-use super::input::{ApiError, parse_query, percent_decode, read_body, text};
+use super::input::{ApiError, json_body, parse_query, percent_decode, read_body, text};
 use super::membership;
 use crate::core::{Op, Quorum, ReqError, Response as CoreResponse, Version, VersionVector, token};
 use axum::body::Body;
@@ -543,10 +543,7 @@ struct MergeRequest {
 /// `POST /v1/context/merge` `{"contexts": [token, …]}` → `{"context": merged}`: the token naming
 /// the union of several sessions' causal pasts.
 async fn merge_contexts(uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    parse_query(uri.query(), &[])?;
-    let body = read_body(&headers, body, MAX_JSON_BYTES).await?;
-    let req: MergeRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    let req: MergeRequest = json_body(&uri, &headers, body, MAX_JSON_BYTES).await?;
     let merged = token::merge(req.contexts.iter().map(String::as_str))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(Json(serde_json::json!({"context": merged})).into_response())
@@ -566,10 +563,7 @@ async fn aae_pull(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    parse_query(uri.query(), &[])?;
-    let body = read_body(&headers, body, MAX_JSON_BYTES).await?;
-    let req: PullRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+    let req: PullRequest = json_body(&uri, &headers, body, MAX_JSON_BYTES).await?;
     let reply = st.node.call(Op::AntiEntropy { peer: req.peer }).await;
     match reply.result {
         Ok(CoreResponse::AntiEntropy {

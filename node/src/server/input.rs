@@ -103,6 +103,18 @@ pub fn text(name: &str, v: &[u8]) -> Result<String, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("query parameter {name} is not UTF-8")))
 }
 
+/// Parses a JSON body of at most `max` bytes, for a request that takes no query parameters.
+pub async fn json_body<T: serde::de::DeserializeOwned>(
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+) -> Result<T, ApiError> {
+    parse_query(uri.query(), &[])?;
+    let body = read_body(headers, body, max).await?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
+}
+
 /// How far beyond a body limit the server still reads (and discards) a request body before it
 /// answers 413, so the client's connection survives.
 const DRAIN_EXTRA: usize = 2 << 20;

@@ -9,8 +9,8 @@
 //! retains a partition it lost, and no node still awaits a partition it gained.
 
 use super::config::check_address;
-use super::http::{AppState, MAX_JSON_BYTES, req_error};
-use super::input::{ApiError, parse_query, read_body};
+use super::http::{AppState, req_error};
+use super::input::{ApiError, json_body};
 use crate::core::ring::{Epoch, epoch_number};
 use crate::core::{NodeId, NodeStatus, Op, Response as CoreResponse, View};
 use axum::Json;
@@ -76,17 +76,6 @@ pub fn view_json(view: &View) -> Value {
     })
 }
 
-/// Parses a JSON body of at most [`MAX_BODY_BYTES`].
-async fn json_body<T: serde::de::DeserializeOwned>(
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<T, ApiError> {
-    parse_query(uri.query(), &[])?;
-    let body = read_body(headers, body, MAX_BODY_BYTES.min(MAX_JSON_BYTES)).await?;
-    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
-}
-
 /// Checks a list of node addresses: 1..=[`MAX_NODES`] well-formed `host:port`s.
 pub fn check_nodes(nodes: &[String]) -> Result<(), String> {
     if nodes.is_empty() {
@@ -138,13 +127,8 @@ async fn change_view(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let req: ViewRequest = json_body(&uri, &headers, body).await?;
+    let req: ViewRequest = json_body(&uri, &headers, body, MAX_BODY_BYTES).await?;
     check_nodes(&req.nodes).map_err(ApiError::bad_request)?;
-    if req.repl_factor == Some(0) {
-        return Err(ApiError::bad_request(
-            "repl_factor must be at least 1".to_string(),
-        ));
-    }
     let op = Op::ChangeView {
         nodes: req.nodes,
         repl_factor: req.repl_factor,
@@ -159,7 +143,7 @@ async fn join(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let req: JoinRequest = json_body(&uri, &headers, body).await?;
+    let req: JoinRequest = json_body(&uri, &headers, body, MAX_BODY_BYTES).await?;
     check_address(&req.node).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let view = st.node.view();
     if !view.nodes.contains(&req.node) && req.node != st.node.me {

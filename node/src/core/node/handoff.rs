@@ -35,6 +35,15 @@ pub(crate) struct Push {
     pub(crate) done: bool,
 }
 
+impl Push {
+    /// The key range of batch `seq` with `batch` keys per batch, and whether it is the last.
+    fn batch_range(&self, seq: u32, batch: usize) -> (std::ops::Range<usize>, bool) {
+        let start = (seq as usize * batch).min(self.keys.len());
+        let end = (start + batch).min(self.keys.len());
+        (start..end, end == self.keys.len())
+    }
+}
+
 /// A stream this node is receiving.
 #[derive(Debug)]
 pub(crate) struct Incoming {
@@ -129,10 +138,8 @@ impl<S: Storage> Node<S> {
             .pushes
             .get_mut(&(partition, target.clone()))
             .expect("caller made the stream");
-        let start = (push.seq as usize * batch).min(push.keys.len());
-        let end = (start + batch).min(push.keys.len());
-        let last = end == push.keys.len();
-        let keys = push.keys[start..end].to_vec();
+        let (range, last) = push.batch_range(push.seq, batch);
+        let keys = push.keys[range].to_vec();
         let clock = (push.seq == 0).then(|| push.clock.clone());
         let (stream, seq) = (push.stream, push.seq);
         push.sent = Some(self.now);
@@ -256,8 +263,7 @@ impl<S: Storage> Node<S> {
             self.pushes.insert((partition, from.clone()), push);
             return;
         }
-        let batch = self.cfg.handoff_batch.max(1);
-        if (seq as usize + 1) * batch >= push.keys.len() {
+        if push.batch_range(seq, self.cfg.handoff_batch.max(1)).1 {
             push.done = true;
         } else {
             push.seq += 1;
