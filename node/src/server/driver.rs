@@ -4,7 +4,9 @@
 //! loop handles one event, then everything else already queued (up to [`MAX_TURN`]), takes one
 //! [`crate::core::Ready`], syncs storage once if it asks (group commit: every write of the turn
 //! shares that fsync), and only then sends its messages and replies. Ticks come every
-//! `tick_interval`; with `sync = "batch"` storage is also synced on a timer.
+//! `tick_interval`. With `sync = "batch"` a thread of its own fsyncs the committed writes every
+//! `batch_sync` ([`super::storage::JournalSyncer`]): nothing waits for that fsync, so the loop
+//! does not either.
 //!
 //! The loop runs on its own single-threaded runtime so blocking storage calls (fsync) stall only
 //! the node, never the HTTP server; connection tasks run on the main runtime.
@@ -121,6 +123,10 @@ pub fn spawn(
     };
     let nonce = random_nonce();
     let transport = Transport::new(me.clone(), tokio::runtime::Handle::current());
+    let syncer = match cfg.sync {
+        SyncMode::Batch => Some(storage.journal_syncer().spawn(batch_sync)?),
+        SyncMode::Always | SyncMode::Never => None,
+    };
     let thread = std::thread::Builder::new()
         .name("causeway-node".into())
         .spawn(move || {
@@ -135,7 +141,6 @@ pub fn spawn(
                 }
             };
             let tick = cfg.tick_interval;
-            let sync = cfg.sync;
             let node = Node::new(cfg, Identity { node: me, nonce }, storage, now());
             tracing::info!(
                 actor = ?node.actor(),
@@ -150,11 +155,11 @@ pub fn spawn(
                 pending: HashMap::new(),
                 next_id: 0,
                 loopback: VecDeque::new(),
-                unsynced: false,
                 view: view_tx,
             };
             driver.publish_view();
-            rt.block_on(driver.run(tick, sync, batch_sync, stop));
+            rt.block_on(driver.run(tick, stop));
+            drop(syncer);
         })?;
     Ok((handle, thread))
 }
@@ -177,34 +182,20 @@ struct Driver {
     next_id: ReqId,
     /// Messages the node addressed to itself, handled in the next turn.
     loopback: VecDeque<PeerMsg>,
-    /// True when writes may have reached storage since the last sync (batch mode).
-    unsynced: bool,
     /// Where handlers read the node's current view.
     view: watch::Sender<Arc<View>>,
 }
 
 impl Driver {
-    async fn run(
-        mut self,
-        tick: Duration,
-        sync: SyncMode,
-        batch_sync: Duration,
-        mut stop: oneshot::Receiver<()>,
-    ) {
+    async fn run(mut self, tick: Duration, mut stop: oneshot::Receiver<()>) {
         let mut ticks = tokio::time::interval(tick);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut batch = tokio::time::interval(batch_sync);
-        batch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut metrics = tokio::time::interval(METRICS_EVERY);
         loop {
             tokio::select! {
                 biased;
                 _ = &mut stop => break,
                 _ = ticks.tick() => self.node.handle(now(), Input::Tick),
-                _ = batch.tick(), if sync == SyncMode::Batch && self.unsynced => {
-                    self.node.storage_mut().sync();
-                    self.unsynced = false;
-                }
                 _ = metrics.tick() => self.export_metrics(),
                 ev = self.rx.recv() => match ev {
                     Some(ev) => self.on_event(ev),
@@ -232,11 +223,9 @@ impl Driver {
                 self.next_id += 1;
                 let id = self.next_id;
                 self.pending.insert(id, reply);
-                self.unsynced = true;
                 self.node.handle(now, Input::Client(Request { id, op }));
             }
             Event::Peer { from, msg } => {
-                self.unsynced = true;
                 self.node.handle(now, Input::Peer { from, msg });
             }
             Event::Status(tx) => {
@@ -274,7 +263,6 @@ impl Driver {
             );
             if ready.sync {
                 self.node.storage_mut().sync();
-                self.unsynced = false;
             } else {
                 self.node.storage().commit();
             }

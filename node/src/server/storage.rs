@@ -10,6 +10,9 @@
 //! The journal is ordered and a batch is atomic, so the surviving writes are always a prefix of
 //! the issued ones (the core's prefix-durability requirement). Any I/O or decoding failure stops
 //! the process (fail-stop): the core never sees a partial failure.
+//!
+//! With `sync = "batch"` the periodic fsync runs on its own thread ([`JournalSyncer`]), so a slow
+//! disk stalls no request.
 
 use crate::core::storage::empty_range;
 use crate::core::{Storage, VersionSet};
@@ -18,9 +21,12 @@ use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::fs::File;
 use std::ops::Bound;
-use std::path::Path;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// The node's on-disk state.
 pub struct FjallStorage {
@@ -30,6 +36,9 @@ pub struct FjallStorage {
     /// Writes not yet handed to fjall (see the module docs). Interior mutability because the
     /// range reads of [`Storage`] take `&self` and commit the staged writes first.
     staged: RefCell<Staged>,
+    dir: PathBuf,
+    /// Set after every commit; a [`JournalSyncer`] clears it before it fsyncs.
+    committed: Arc<AtomicBool>,
 }
 
 /// The latest staged state of each key written since the last commit (`None`: removed).
@@ -73,7 +82,18 @@ impl FjallStorage {
             data,
             meta,
             staged: RefCell::default(),
+            dir: dir.to_owned(),
+            committed: Arc::default(),
         })
+    }
+
+    /// A handle that makes this database's committed writes durable from another thread.
+    pub fn journal_syncer(&self) -> JournalSyncer {
+        JournalSyncer {
+            dir: self.dir.clone(),
+            committed: self.committed.clone(),
+            open: None,
+        }
     }
 
     /// Hands the staged writes to fjall as one atomic batch that reaches the OS (survives a
@@ -96,7 +116,82 @@ impl FjallStorage {
         if let Err(e) = batch.commit() {
             fail_stop("commit", e)
         }
+        self.committed.store(true, Ordering::Release);
     }
+}
+
+/// Fsyncs the journal of a [`FjallStorage`] without taking fjall's journal lock, so the node's
+/// commits go on while the fsync runs.
+///
+/// Why this is enough: a commit leaves its batch in the OS (`PersistMode::Buffer`); fjall appends
+/// to one journal at a time, `{id}.jnl` in the database folder with `id` rising, and fsyncs a
+/// journal and the folder when it rotates to the next. So an fsync of the highest-numbered
+/// journal, through a handle of our own (fsync is per file, not per handle), makes every batch
+/// committed before it durable.
+pub struct JournalSyncer {
+    dir: PathBuf,
+    committed: Arc<AtomicBool>,
+    open: Option<(u64, File)>,
+}
+
+impl JournalSyncer {
+    /// Fsyncs the active journal if anything was committed since the last call; returns whether
+    /// it did.
+    pub fn sync_committed(&mut self) -> std::io::Result<bool> {
+        if !self.committed.swap(false, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        let started = Instant::now();
+        let Some(id) = newest_journal(&self.dir)? else {
+            return Err(std::io::Error::other("no journal in the database folder"));
+        };
+        if self.open.as_ref().is_none_or(|(open, _)| *open != id) {
+            match File::open(self.dir.join(format!("{id}.jnl"))) {
+                Ok(f) => self.open = Some((id, f)),
+                // Rotated and removed since the listing: the rotation synced it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some((_, f)) = &self.open {
+            f.sync_all()?;
+        }
+        metrics::histogram!("causeway_storage_background_sync_seconds")
+            .record(started.elapsed().as_secs_f64());
+        Ok(true)
+    }
+
+    /// Runs [`JournalSyncer::sync_committed`] every `every` on a thread of its own until the
+    /// returned sender is dropped. A failed fsync stops the node, like every storage failure.
+    pub fn spawn(mut self, every: Duration) -> std::io::Result<std::sync::mpsc::Sender<()>> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("causeway-sync".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(every)
+                {
+                    if let Err(e) = self.sync_committed() {
+                        fail_stop("background sync", e)
+                    }
+                }
+            })?;
+        Ok(stop)
+    }
+}
+
+/// The id of the highest-numbered journal (`{id}.jnl`) in `dir`.
+fn newest_journal(dir: &Path) -> std::io::Result<Option<u64>> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let id = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".jnl"))
+            .and_then(|n| n.parse::<u64>().ok());
+        newest = newest.max(id);
+    }
+    Ok(newest)
 }
 
 impl Drop for FjallStorage {
@@ -251,6 +346,30 @@ mod tests {
         let mut n = 0;
         s.for_each(&mut |_, _| n += 1);
         assert_eq!(n, 4);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn journal_syncer_syncs_only_after_commits() {
+        let dir = std::env::temp_dir().join(format!("causeway-syncer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut s = FjallStorage::open(&dir).expect("open");
+        let mut syncer = s.journal_syncer();
+        assert!(
+            newest_journal(&dir).expect("list").is_some(),
+            "fjall keeps its journals as {{id}}.jnl in the database folder"
+        );
+        s.commit();
+        assert!(!syncer.sync_committed().expect("sync"), "nothing committed");
+        s.put(b"k", &set("v"));
+        assert!(
+            !syncer.sync_committed().expect("sync"),
+            "staged, not committed"
+        );
+        s.commit();
+        assert!(syncer.sync_committed().expect("sync"));
+        assert!(!syncer.sync_committed().expect("sync"), "already synced");
+        drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
