@@ -9,7 +9,10 @@
 //! does not either.
 //!
 //! The loop runs on its own single-threaded runtime so blocking storage calls (fsync) stall only
-//! the node, never the HTTP server; connection tasks run on the main runtime.
+//! the node, never the HTTP server; HTTP connections run on the main runtime. The peer links run
+//! on the loop's runtime: the loop yields after every turn, so a turn's messages are written and
+//! the peers' messages read on this thread, without waking another for every batch (measured on
+//! a 3-node cluster on 2 cores: 7-11% less CPU per put, 11-15% more puts/s).
 
 use super::storage::FjallStorage;
 use super::transport::Transport;
@@ -28,6 +31,8 @@ pub const MAX_TURN: usize = 4096;
 /// Capacity of the driver's input queue.
 pub const QUEUE: usize = 8192;
 const METRICS_EVERY: Duration = Duration::from_secs(1);
+/// Longest wait at shutdown for the peer links to write what is queued.
+const LINK_DRAIN: Duration = Duration::from_secs(1);
 
 /// Something for the node to handle.
 pub enum Event {
@@ -62,6 +67,8 @@ pub struct NodeHandle {
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
     timeout: Duration,
+    /// The driver thread's runtime, which also runs the peer links (see [`spawn`]).
+    links: tokio::runtime::Handle,
 }
 
 impl NodeHandle {
@@ -100,6 +107,11 @@ impl NodeHandle {
     pub fn inbox(&self) -> mpsc::Sender<Event> {
         self.tx.clone()
     }
+
+    /// Where peer link tasks run: on the driver's own thread.
+    pub fn links(&self) -> tokio::runtime::Handle {
+        self.links.clone()
+    }
 }
 
 /// Starts the driver thread. It runs until `stop` fires, then delivers what is pending and
@@ -111,6 +123,9 @@ pub fn spawn(
     batch_sync: Duration,
     stop: oneshot::Receiver<()>,
 ) -> std::io::Result<(NodeHandle, std::thread::JoinHandle<()>)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let (tx, rx) = mpsc::channel(QUEUE);
     let (view_tx, view_rx) = watch::channel(Arc::new(cfg.view.clone()));
     let handle = NodeHandle {
@@ -120,9 +135,9 @@ pub fn spawn(
         max_key_bytes: cfg.max_key_bytes,
         max_value_bytes: cfg.max_value_bytes,
         timeout: cfg.request_timeout + Duration::from_secs(2),
+        links: rt.handle().clone(),
     };
     let nonce = random_nonce();
-    let transport = Transport::new(me.clone(), tokio::runtime::Handle::current());
     let syncer = match cfg.sync {
         SyncMode::Batch => Some(storage.journal_syncer().spawn(batch_sync)?),
         SyncMode::Always | SyncMode::Never => None,
@@ -130,17 +145,8 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name("causeway-node".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("cannot start the node runtime: {e}");
-                    return;
-                }
-            };
             let tick = cfg.tick_interval;
+            let transport = Transport::new(me.clone(), rt.handle().clone());
             let node = Node::new(cfg, Identity { node: me, nonce }, storage, now());
             tracing::info!(
                 actor = ?node.actor(),
@@ -210,9 +216,11 @@ impl Driver {
             }
             self.flush();
             self.publish_view();
+            tokio::task::yield_now().await;
         }
         self.flush();
         self.node.shutdown();
+        self.transport.close(LINK_DRAIN).await;
         tracing::info!("node stopped cleanly");
     }
 

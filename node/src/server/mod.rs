@@ -37,7 +37,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.batch_sync,
         stop_rx,
     )?;
-    let listener = transport::SplitListener::new(listener, node.inbox())?;
+    let listener = transport::SplitListener::new(listener, node.inbox(), node.links())?;
     tracing::info!(
         listen = %settings.listen,
         advertise = %settings.advertise,

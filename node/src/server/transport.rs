@@ -4,8 +4,9 @@
 //! (never the first byte of an HTTP request) and that opens with [`PEER_MAGIC`] is a peer link;
 //! every other connection goes to the HTTP server ([`SplitListener`]).
 //!
-//! A frame is a big-endian `u32` length followed by `bincode((from, PeerMsg))`. Each peer has
-//! one outbound connection fed by a bounded queue ([`PEER_QUEUE`] messages); when it is full,
+//! Both directions run on the driver's runtime (see `driver.rs`). A frame is a big-endian `u32`
+//! length followed by `bincode((from, PeerMsg))`. Each peer has one outbound connection fed by a
+//! bounded queue ([`PEER_QUEUE`] messages); when it is full,
 //! messages are dropped and counted — the core retries replication and fails forwards over, so
 //! a slow or dead peer costs bounded memory. Connections are re-established with exponential
 //! backoff (up to [`MAX_BACKOFF`]). Inbound links push messages into the driver's bounded queue
@@ -39,6 +40,7 @@ pub struct Transport {
     me: NodeId,
     runtime: Handle,
     peers: HashMap<NodeId, mpsc::Sender<PeerMsg>>,
+    links: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Transport {
@@ -48,6 +50,7 @@ impl Transport {
             me,
             runtime,
             peers: HashMap::new(),
+            links: Vec::new(),
         }
     }
 
@@ -55,14 +58,28 @@ impl Transport {
     pub fn send(&mut self, to: &NodeId, msg: PeerMsg) {
         let queue = self.peers.entry(to.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
-            self.runtime
+            let link = self
+                .runtime
                 .spawn(run_link(self.me.clone(), to.clone(), rx));
+            self.links.push(link);
             tx
         });
         if queue.try_send(msg).is_err() {
             metrics::counter!("causeway_peer_messages_dropped_total", "peer" => to.clone())
                 .increment(1);
         }
+    }
+
+    /// Closes every queue and waits, at most `within`, for the links to write what they hold.
+    pub async fn close(&mut self, within: Duration) {
+        self.peers.clear();
+        let links = std::mem::take(&mut self.links);
+        let _ = tokio::time::timeout(within, async {
+            for link in links {
+                let _ = link.await;
+            }
+        })
+        .await;
     }
 
     /// Messages waiting in each peer's queue.
@@ -189,11 +206,16 @@ pub struct SplitListener {
 }
 
 impl SplitListener {
-    /// Accepts on `listener`, classifying each connection by its first byte.
-    pub fn new(listener: TcpListener, inbox: mpsc::Sender<Event>) -> std::io::Result<Self> {
+    /// Accepts on `listener`, classifying each connection by its first byte; peer links are
+    /// read on `links` (the driver's runtime).
+    pub fn new(
+        listener: TcpListener,
+        inbox: mpsc::Sender<Event>,
+        links: Handle,
+    ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, http) = mpsc::channel(1024);
-        tokio::spawn(accept_loop(listener, tx, inbox));
+        tokio::spawn(accept_loop(listener, tx, inbox, links));
         Ok(SplitListener { http, local })
     }
 }
@@ -202,6 +224,7 @@ async fn accept_loop(
     listener: TcpListener,
     http: mpsc::Sender<(TcpStream, SocketAddr)>,
     inbox: mpsc::Sender<Event>,
+    links: Handle,
 ) {
     loop {
         let (stream, addr) = match listener.accept().await {
@@ -214,15 +237,25 @@ async fn accept_loop(
         };
         let http = http.clone();
         let inbox = inbox.clone();
+        let links = links.clone();
         tokio::spawn(async move {
             let mut first = [0u8; 1];
             let peeked = tokio::time::timeout(SNIFF_TIMEOUT, stream.peek(&mut first)).await;
             match peeked {
-                Ok(Ok(1)) if first[0] == PEER_MAGIC[0] => {
-                    if let Err(e) = read_frames(stream, inbox).await {
-                        tracing::debug!(%addr, "peer link closed: {e}");
+                Ok(Ok(1)) if first[0] == PEER_MAGIC[0] => match stream.into_std() {
+                    Ok(stream) => {
+                        links.spawn(async move {
+                            let read = match TcpStream::from_std(stream) {
+                                Ok(stream) => read_frames(stream, inbox).await,
+                                Err(e) => Err(e),
+                            };
+                            if let Err(e) = read {
+                                tracing::debug!(%addr, "peer link closed: {e}");
+                            }
+                        });
                     }
-                }
+                    Err(e) => tracing::debug!(%addr, "cannot hand over a peer link: {e}"),
+                },
                 Ok(Ok(n)) if n > 0 => {
                     let _ = http.send((stream, addr)).await;
                 }
