@@ -214,11 +214,11 @@ impl Driver {
                     Err(_) => break,
                 }
             }
-            self.flush();
+            self.flush().await;
             self.publish_view();
             tokio::task::yield_now().await;
         }
-        self.flush();
+        self.flush().await;
         self.node.shutdown();
         self.transport.close(LINK_DRAIN).await;
         tracing::info!("node stopped cleanly");
@@ -259,17 +259,22 @@ impl Driver {
         }
     }
 
-    /// Takes the node's Ready, releases what depends on none of its writes, syncs if asked (else hands the turn's writes to fjall as one
-    /// batch: they must be in the OS before anything that depends on them leaves), then
-    /// delivers; repeats while the node keeps messaging itself.
-    fn flush(&mut self) {
+    /// Takes the node's Ready, releases what depends on none of its writes, syncs if asked (else
+    /// hands the turn's writes to fjall as one batch: they must be in the OS before anything that
+    /// depends on them leaves), then delivers; repeats while the node keeps messaging itself.
+    async fn flush(&mut self) {
         loop {
             let mut ready = self.node.take_ready();
+            let early = !ready.early_messages.is_empty();
             self.deliver(
                 std::mem::take(&mut ready.early_messages),
                 std::mem::take(&mut ready.early_replies),
             );
             if ready.sync {
+                if early {
+                    // Let the links write the early messages before the fsync blocks this thread.
+                    tokio::task::yield_now().await;
+                }
                 self.node.storage_mut().sync();
             } else {
                 self.node.storage().commit();
