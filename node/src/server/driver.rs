@@ -161,6 +161,7 @@ pub fn spawn(
                 pending: HashMap::new(),
                 next_id: 0,
                 loopback: VecDeque::new(),
+                links_pending: false,
                 view: view_tx,
             };
             driver.publish_view();
@@ -188,6 +189,8 @@ struct Driver {
     next_id: ReqId,
     /// Messages the node addressed to itself, handled in the next turn.
     loopback: VecDeque<PeerMsg>,
+    /// True when messages were queued for peer links since the loop last yielded.
+    links_pending: bool,
     /// Where handlers read the node's current view.
     view: watch::Sender<Arc<View>>,
 }
@@ -216,7 +219,7 @@ impl Driver {
             }
             self.flush().await;
             self.publish_view();
-            tokio::task::yield_now().await;
+            self.let_links_run().await;
         }
         self.flush().await;
         self.node.shutdown();
@@ -244,12 +247,22 @@ impl Driver {
 
     /// Sends messages (to this node itself through the loopback queue) and hands replies to the
     /// waiting HTTP handlers.
+    /// Yields to the runtime if messages were queued for peers since the last yield, so their
+    /// links write them now (they run on this thread). Readers of incoming links also run then,
+    /// or whenever the loop waits for its queue.
+    async fn let_links_run(&mut self) {
+        if std::mem::take(&mut self.links_pending) {
+            tokio::task::yield_now().await;
+        }
+    }
+
     fn deliver(&mut self, messages: Vec<(NodeId, PeerMsg)>, replies: Vec<Reply>) {
         for (to, msg) in messages {
             if to == *self.node.id() {
                 self.loopback.push_back(msg);
             } else {
                 self.transport.send(&to, msg);
+                self.links_pending = true;
             }
         }
         for reply in replies {
@@ -265,16 +278,13 @@ impl Driver {
     async fn flush(&mut self) {
         loop {
             let mut ready = self.node.take_ready();
-            let early = !ready.early_messages.is_empty();
             self.deliver(
                 std::mem::take(&mut ready.early_messages),
                 std::mem::take(&mut ready.early_replies),
             );
             if ready.sync {
-                if early {
-                    // Let the links write the early messages before the fsync blocks this thread.
-                    tokio::task::yield_now().await;
-                }
+                // The links write the early messages before the fsync blocks this thread.
+                self.let_links_run().await;
                 self.node.storage_mut().sync();
             } else {
                 self.node.storage().commit();
