@@ -245,8 +245,6 @@ impl Driver {
         }
     }
 
-    /// Sends messages (to this node itself through the loopback queue) and hands replies to the
-    /// waiting HTTP handlers.
     /// Yields to the runtime if messages were queued for peers since the last yield, so their
     /// links write them now (they run on this thread). Readers of incoming links also run then,
     /// or whenever the loop waits for its queue.
@@ -256,6 +254,8 @@ impl Driver {
         }
     }
 
+    /// Sends messages (to this node itself through the loopback queue) and hands replies to the
+    /// waiting HTTP handlers.
     fn deliver(&mut self, messages: Vec<(NodeId, PeerMsg)>, replies: Vec<Reply>) {
         for (to, msg) in messages {
             if to == *self.node.id() {
