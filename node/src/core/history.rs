@@ -135,10 +135,7 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn nodes(n: usize) -> Vec<NodeId> {
-        (0..n).map(|i| format!("10.0.0.{i}:8080")).collect()
-    }
+    use crate::core::ring::nodes;
 
     #[test]
     fn windows_and_relevance_follow_the_views() {

@@ -264,13 +264,15 @@ impl View {
     }
 }
 
+/// `n` distinct node addresses, for tests.
+#[cfg(test)]
+pub(crate) fn nodes(n: usize) -> Vec<NodeId> {
+    (0..n).map(|i| format!("10.0.0.{i}:8080")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn nodes(n: usize) -> Vec<NodeId> {
-        (0..n).map(|i| format!("10.0.0.{i}:8080")).collect()
-    }
 
     #[test]
     fn shards_follow_view_order() {

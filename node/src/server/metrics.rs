@@ -1,8 +1,10 @@
 //! The Prometheus recorder behind `GET /metrics`. Metric names (all prefixed `causeway_`):
 //! `http_requests_total{route,method,status}`, `http_request_duration_seconds{route,method}`,
-//! `proxied_requests_total`, `storage_sync_seconds`, `replication_unacked{peer}`,
-//! `peer_queue_depth{peer}`, `peer_messages_dropped_total{peer}`, `causal_waits`,
-//! `pending_writes`, `live_keys`, `forwarded_total`, `failovers_total`,
+//! `proxied_requests_total`, `storage_sync_seconds`, `storage_background_sync_seconds`
+//! (`sync = "batch"`), `replication_unacked{peer}`, `peer_queue_depth{peer}`,
+//! `peer_messages_dropped_total{peer}`, `causal_waits`, `pending_writes`,
+//! `pending_client_requests`, `live_keys`, `view_epoch`, `handoff_retained_partitions`,
+//! `handoff_awaiting_partitions`, `forwarded_total`, `failovers_total`,
 //! `replication_dropped_total`.
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};

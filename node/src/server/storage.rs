@@ -350,6 +350,19 @@ mod tests {
     }
 
     #[test]
+    fn the_newest_journal_is_the_highest_number() {
+        let dir = std::env::temp_dir().join(format!("causeway-journals-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        assert_eq!(newest_journal(&dir).expect("list"), None);
+        for name in ["2.jnl", "10.jnl", "9.jnl", "x.jnl", "11.tmp", "lock"] {
+            std::fs::write(dir.join(name), b"").expect("write");
+        }
+        assert_eq!(newest_journal(&dir).expect("list"), Some(10));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn journal_syncer_syncs_only_after_commits() {
         let dir = std::env::temp_dir().join(format!("causeway-syncer-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

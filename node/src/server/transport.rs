@@ -6,8 +6,7 @@
 //!
 //! Both directions run on the driver's runtime (see `driver.rs`). A frame is a big-endian `u32`
 //! length followed by `bincode((from, PeerMsg))`. Each peer has one outbound connection fed by a
-//! bounded queue ([`PEER_QUEUE`] messages); when it is full,
-//! messages are dropped and counted — the core retries replication and fails forwards over, so
+//! bounded queue ([`PEER_QUEUE`] messages); when it is full, messages are dropped and counted — the core retries replication and fails forwards over, so
 //! a slow or dead peer costs bounded memory. Connections are re-established with exponential
 //! backoff (up to [`MAX_BACKOFF`]). Inbound links push messages into the driver's bounded queue
 //! and so exert back-pressure on the sender through TCP.
@@ -35,20 +34,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an accepted connection may stay silent before it is classified as HTTP.
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Outbound side: one queue and one connection task per peer, created on first use.
+/// Outbound side: one queue and one connection task per peer, created on first use on the
+/// runtime that calls [`Transport::send`] (the driver's).
 pub struct Transport {
     me: NodeId,
-    runtime: Handle,
     peers: HashMap<NodeId, mpsc::Sender<PeerMsg>>,
     links: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Transport {
-    /// `runtime` runs the connection tasks (the driver itself lives on another thread).
-    pub fn new(me: NodeId, runtime: Handle) -> Self {
+    pub fn new(me: NodeId) -> Self {
         Transport {
             me,
-            runtime,
             peers: HashMap::new(),
             links: Vec::new(),
         }
@@ -58,10 +55,8 @@ impl Transport {
     pub fn send(&mut self, to: &NodeId, msg: PeerMsg) {
         let queue = self.peers.entry(to.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
-            let link = self
-                .runtime
-                .spawn(run_link(self.me.clone(), to.clone(), rx));
-            self.links.push(link);
+            self.links
+                .push(tokio::spawn(run_link(self.me.clone(), to.clone(), rx)));
             tx
         });
         if queue.try_send(msg).is_err() {
