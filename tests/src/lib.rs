@@ -49,6 +49,28 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// `n` free consecutive 127.0.0.1 ports not yet handed out by this process (for `causeway
+/// cluster`, whose nodes listen on `--base-port` and the ports after it).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    loop {
+        let base = free_port();
+        let Some(ports) = (0..n as u16)
+            .map(|i| base.checked_add(i))
+            .collect::<Option<Vec<u16>>>()
+        else {
+            continue;
+        };
+        let bindable = ports[1..]
+            .iter()
+            .all(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok());
+        let mut used = USED_PORTS.lock().expect("port registry");
+        if bindable && ports[1..].iter().all(|p| !used.contains(p)) {
+            used.extend(&ports);
+            return ports;
+        }
+    }
+}
+
 /// A blocking HTTP client with a bounded timeout.
 pub fn client() -> Client {
     Client::builder()
