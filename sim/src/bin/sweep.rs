@@ -1,10 +1,10 @@
-//! The simulator's command line (wrapped by `ci/sweep`):
+//! The simulator's command line (wrapped by `ci/sweep`; `ci/sweep --help` lists every flag):
 //!
 //! ```text
 //! sweep [--scenario NAME|all] [--seeds N] [--first-seed S] [--jobs J]
 //! sweep --replay NAME SEED [--trace FILE] [--canary C]
 //! sweep --determinism NAME SEED
-//! sweep --shrink NAME SEED [--canary C]
+//! sweep --shrink NAME SEED [--canary C] [--out DIR]
 //! sweep --canary C [--seeds N] [--first-seed S]
 //! sweep --list-canaries
 //! ```
@@ -17,109 +17,127 @@
 use causeway::core::Canary;
 use causeway_harness::scenario::{Outcome, Scenario};
 use causeway_sim::run::{SeedResult, load_scenarios, run_seed, shrink};
+use clap::Parser;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 /// Violations printed per failing seed; the rest are counted.
 const SHOWN: usize = 4;
+/// The scenario directory, relative to the repository root (where `ci/sweep` runs).
+const DEFAULT_DIR: &str = "scenarios";
 
+/// Deterministic simulation of Causeway clusters: sweeps scenarios over seeds, replays, checks
+/// determinism, shrinks failures and proves that the checkers catch planted bugs (canaries).
+#[derive(Parser)]
+#[command(
+    name = "sweep",
+    bin_name = "ci/sweep",
+    after_help = "Without --replay, --determinism, --shrink, --canary or \
+--list-canaries: a sweep of --scenario over --seeds seeds. Every failure prints the command that \
+replays it. Scenario format: scenarios/README.md."
+)]
 struct Args {
+    /// Directory of scenario files (`*.toml`, then `regressions/*.toml`)
+    #[arg(long, default_value = DEFAULT_DIR)]
     dir: PathBuf,
+    /// Scenario to sweep (its `name`), or `all`
+    #[arg(long, default_value = "all")]
     scenario: String,
+    /// Seeds per scenario (a sweep), or seeds to try (--canary)
+    #[arg(long, default_value_t = 20)]
     seeds: u64,
+    /// First seed of a sweep or canary run
+    #[arg(long, default_value_t = 1)]
     first_seed: u64,
+    /// Worker processes of a sweep (ci/sweep sets it to the CPU count)
+    #[arg(long, env = "SWEEP_JOBS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..).map(usize::from))]
     jobs: usize,
+    /// Internal: this process is worker I of N of a sweep
+    #[arg(long, hide = true, value_name = "I/N", value_parser = parse_worker)]
     worker: Option<(usize, usize)>,
-    replay: Option<(String, u64)>,
-    determinism: Option<(String, u64)>,
-    shrink: Option<(String, u64)>,
+    /// Rerun one seed of a scenario and print its verdict
+    #[arg(long, num_args = 2, value_names = ["NAME", "SEED"], group = "mode")]
+    replay: Option<Vec<String>>,
+    /// Run one seed twice and compare the trace hashes
+    #[arg(long, num_args = 2, value_names = ["NAME", "SEED"], group = "mode")]
+    determinism: Option<Vec<String>>,
+    /// Minimise a failing seed into a scenario file under --out
+    #[arg(long, num_args = 2, value_names = ["NAME", "SEED"], group = "mode")]
+    shrink: Option<Vec<String>>,
+    /// Plant this bug: alone, run its scenarios until a checker catches it; with --replay or
+    /// --shrink, plant it in that run
+    #[arg(long, value_parser = canary_parser())]
     canary: Option<Canary>,
+    /// With --replay: write the seed's event trace to FILE
+    #[arg(long, value_name = "FILE", requires = "replay")]
     trace: Option<PathBuf>,
+    /// Where --shrink writes its scenario (outside the scenario directory, so later sweeps do not
+    /// pick it up until it is moved to `scenarios/regressions/`)
+    #[arg(long, value_name = "DIR", default_value = "target/shrunk")]
+    out: PathBuf,
+    /// Print the name of every canary, one a line
+    #[arg(long, group = "mode")]
+    list_canaries: bool,
 }
 
-fn parse() -> Result<Args, String> {
-    let mut a = Args {
-        dir: PathBuf::from("scenarios"),
-        scenario: "all".into(),
-        seeds: 20,
-        first_seed: 1,
-        jobs: 1,
-        worker: None,
-        replay: None,
-        determinism: None,
-        shrink: None,
-        canary: None,
-        trace: None,
-    };
-    let mut it = std::env::args().skip(1);
-    if std::env::args().nth(1).as_deref() == Some("--list-canaries") {
-        for c in Canary::ALL {
-            println!("{}", c.name());
-        }
-        std::process::exit(0);
-    }
-    let val = |it: &mut dyn Iterator<Item = String>, f: &str| {
-        it.next().ok_or_else(|| format!("{f} needs a value"))
-    };
-    let num = |s: String, f: &str| {
-        s.parse::<u64>()
-            .map_err(|_| format!("{f}: not a number: {s}"))
-    };
-    while let Some(flag) = it.next() {
-        match flag.as_str() {
-            "--dir" => a.dir = val(&mut it, &flag)?.into(),
-            "--scenario" => a.scenario = val(&mut it, &flag)?,
-            "--seeds" => a.seeds = num(val(&mut it, &flag)?, &flag)?,
-            "--first-seed" => a.first_seed = num(val(&mut it, &flag)?, &flag)?,
-            "--jobs" => a.jobs = num(val(&mut it, &flag)?, &flag)?.max(1) as usize,
-            "--trace" => a.trace = Some(val(&mut it, &flag)?.into()),
-            "--canary" => {
-                let c = val(&mut it, &flag)?;
-                a.canary =
-                    Some(Canary::from_name(&c).ok_or_else(|| format!("unknown canary {c}"))?);
-            }
-            "--worker" => {
-                let w = val(&mut it, &flag)?;
-                let (i, n) = w.split_once('/').ok_or("--worker I/N")?;
-                a.worker = Some((
-                    num(i.into(), &flag)? as usize,
-                    num(n.into(), &flag)? as usize,
-                ));
-            }
-            "--replay" | "--determinism" | "--shrink" => {
-                let name = val(&mut it, &flag)?;
-                let seed = num(val(&mut it, &flag)?, &flag)?;
-                let slot = match flag.as_str() {
-                    "--replay" => &mut a.replay,
-                    "--determinism" => &mut a.determinism,
-                    _ => &mut a.shrink,
-                };
-                *slot = Some((name, seed));
-            }
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    Ok(a)
+fn canary_parser() -> impl TypedValueParser<Value = Canary> {
+    PossibleValuesParser::new(Canary::ALL.map(Canary::name))
+        .map(|name| Canary::from_name(&name).expect("a possible value names a canary"))
 }
 
-fn replay_cmd(name: &str, seed: u64, canary: Option<Canary>) -> String {
+fn parse_worker(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("{s:?}: expected I/N with I < N");
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let (i, n) = (
+        i.parse::<usize>().map_err(|_| bad())?,
+        n.parse::<usize>().map_err(|_| bad())?,
+    );
+    if i >= n {
+        return Err(bad());
+    }
+    Ok((i, n))
+}
+
+/// A `NAME SEED` pair of --replay, --determinism or --shrink.
+fn name_seed(flag: &str, v: &Option<Vec<String>>) -> Result<Option<(String, u64)>, String> {
+    let Some(v) = v else { return Ok(None) };
+    let [name, seed] = v.as_slice() else {
+        return Err(format!(
+            "--{flag} needs a scenario and a seed: --{flag} NAME SEED"
+        ));
+    };
+    let seed = seed
+        .parse()
+        .map_err(|_| format!("--{flag} {name} {seed}: the seed is not a number"))?;
+    Ok(Some((name.clone(), seed)))
+}
+
+/// The command that replays `seed` of scenario `name` from scenario directory `dir`.
+fn replay_cmd(dir: &Path, name: &str, seed: u64, canary: Option<Canary>) -> String {
+    let d = if dir == Path::new(DEFAULT_DIR) {
+        String::new()
+    } else {
+        format!(" --dir {}", dir.display())
+    };
     let c = canary
         .map(|c| format!(" --canary {}", c.name()))
         .unwrap_or_default();
-    format!("ci/sweep --replay {name} {seed}{c}")
+    format!("ci/sweep{d} --replay {name} {seed}{c}")
 }
 
 /// One line per violation (at most [`SHOWN`] per seed), each naming the command that replays it.
-fn report(s: &Scenario, r: &SeedResult, canary: Option<Canary>) -> Vec<String> {
+fn report(dir: &Path, s: &Scenario, r: &SeedResult, canary: Option<Canary>) -> Vec<String> {
     let tag = if s.expect.outcome == Outcome::Fail {
         "expected-fail"
     } else {
         "FAIL"
     };
-    let replay = replay_cmd(&s.name, r.seed, canary);
+    let replay = replay_cmd(dir, &s.name, r.seed, canary);
     let mut lines: Vec<String> = r
         .violations
         .iter()
@@ -146,13 +164,13 @@ fn report(s: &Scenario, r: &SeedResult, canary: Option<Canary>) -> Vec<String> {
 }
 
 fn main() -> ExitCode {
-    let args = match parse() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("sweep: {e}");
-            return ExitCode::from(2);
+    let args = Args::parse();
+    if args.list_canaries {
+        for c in Canary::ALL {
+            println!("{}", c.name());
         }
-    };
+        return ExitCode::SUCCESS;
+    }
     if !cfg!(madsim) {
         eprintln!("sweep: built without --cfg madsim; run it through ci/sweep or `cargo sim`");
         return ExitCode::from(2);
@@ -173,7 +191,7 @@ fn one(args: &Args, name: &str) -> Result<Scenario, String> {
 }
 
 fn dispatch(args: &Args) -> Result<bool, String> {
-    if let Some((name, seed)) = &args.replay {
+    if let Some((name, seed)) = &name_seed("replay", &args.replay)? {
         let s = one(args, name)?;
         let r = run_seed(&s, *seed, args.canary, args.trace.is_some(), None);
         if let Some(path) = &args.trace {
@@ -186,7 +204,7 @@ fn dispatch(args: &Args) -> Result<bool, String> {
                 path.display()
             );
         }
-        for l in report(&s, &r, args.canary) {
+        for l in report(&args.dir, &s, &r, args.canary) {
             println!("{l}");
         }
         println!(
@@ -202,7 +220,7 @@ fn dispatch(args: &Args) -> Result<bool, String> {
         );
         return Ok(!r.failed(&s));
     }
-    if let Some((name, seed)) = &args.determinism {
+    if let Some((name, seed)) = &name_seed("determinism", &args.determinism)? {
         let s = one(args, name)?;
         let a = run_seed(&s, *seed, args.canary, false, None);
         let b = run_seed(&s, *seed, args.canary, false, None);
@@ -215,11 +233,11 @@ fn dispatch(args: &Args) -> Result<bool, String> {
         );
         return Ok(same);
     }
-    if let Some((name, seed)) = &args.shrink {
+    if let Some((name, seed)) = &name_seed("shrink", &args.shrink)? {
         let s = one(args, name)?;
         let out = shrink(&s, *seed, args.canary)?;
-        let dir = args.dir.join("regressions");
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let dir = &args.out;
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let path = dir.join(format!("{}.toml", out.scenario.name));
         let size = out.scenario.plan.as_ref().map_or(0, |p| p.size());
         std::fs::write(&path, out.scenario.to_toml())
@@ -230,7 +248,11 @@ fn dispatch(args: &Args) -> Result<bool, String> {
         );
         println!(
             "  replay: {}",
-            replay_cmd(&out.scenario.name, out.seed, args.canary)
+            replay_cmd(dir, &out.scenario.name, out.seed, args.canary)
+        );
+        println!(
+            "  to keep it as a regression test, move it to {}/regressions/ (every sweep runs those)",
+            args.dir.display()
         );
         return Ok(true);
     }
@@ -260,7 +282,10 @@ fn canary(args: &Args, c: Canary) -> Result<bool, String> {
                     v.checker,
                     s.name
                 );
-                println!("  replay: {}", replay_cmd(&s.name, seed, Some(c)));
+                println!(
+                    "  replay: {}",
+                    replay_cmd(&args.dir, &s.name, seed, Some(c))
+                );
                 return Ok(true);
             }
         }
@@ -330,7 +355,7 @@ fn sweep(args: &Args) -> Result<bool, String> {
                 let r = run_seed(s, seed, None, false, None);
                 let failed = r.failed(s);
                 let quiet = !failed;
-                for l in report(s, &r, None) {
+                for l in report(&args.dir, s, &r, None) {
                     if args.worker.is_some() && quiet {
                         writeln!(out, "@quiet {} {seed} {l}", s.name).map_err(|e| e.to_string())?;
                     } else if quiet {
