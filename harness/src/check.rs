@@ -1,4 +1,4 @@
-//! The checkers of SPEC §3, run on a [`History`].
+//! The checkers of the guarantees G1–G7 (docs/guarantees.md), run on a [`History`].
 //!
 //! Supersession is derived from recorded contexts only: write `x` supersedes write `w` when
 //! `x`'s request context covers `w`'s dot, and transitively. For every write the index holds its
@@ -91,7 +91,7 @@ impl<'a> KeyWrites<'a> {
     }
 
     /// Whether a delete executed by `before` supersedes `dot`: once every replica holds a
-    /// tombstone it may be reaped (SPEC G6), and then neither it nor what it superseded is
+    /// tombstone it may be reaped (G6), and then neither it nor what it superseded is
     /// anywhere.
     fn reapable(&self, dot: Dot, before: u64) -> bool {
         self.writes

@@ -1,5 +1,5 @@
 //! Scenario model, seeded workload and fault plans, history recording and the consistency
-//! checkers of SPEC §3, plus delta-debugging. Pure Rust: the simulator and real-cluster tests
+//! checkers of G1–G7, plus delta-debugging. Pure Rust: the simulator and real-cluster tests
 //! both use it.
 
 pub mod check;

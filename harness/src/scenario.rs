@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
 
-/// A guarantee of SPEC §3 that a checker verifies.
+/// A guarantee (docs/guarantees.md) that a checker verifies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Checker {
     /// Causal consistency of every read and every reply context.

@@ -1,5 +1,5 @@
 //! `causeway bench`: a closed-loop HTTP load generator with HdrHistogram latencies, and the bare
-//! axum "ceiling" server it is compared against (SPEC §5: figures are ratios measured in one run).
+//! axum "ceiling" server it is compared against (README: figures are ratios measured in one run).
 //!
 //! `--concurrency` tasks each hold one keep-alive connection (targets assigned round-robin) and
 //! issue requests back to back until `--duration` ends. Three APIs can be driven with the same

@@ -1,4 +1,4 @@
-//! Deterministic simulation of Causeway nodes (SPEC §4): the real core (`causeway::core`) under
+//! Deterministic simulation of Causeway nodes (docs/): the real core (`causeway::core`) under
 //! a simulated network, disks and clocks, driven by scenario plans and judged by the harness
 //! checkers.
 //!
@@ -9,7 +9,7 @@
 //! its draws) and the clock (advanced to each event's time). Nodes are deliberately not madsim
 //! nodes with `Endpoint`s and per-peer tasks: the core is sans-IO, so a task per node would only
 //! add a simulated millisecond per `send_to` and an executor hop per message, while the event
-//! loop is as deterministic and several times faster (SPEC §5: a 30-simulated-second 5-node seed
+//! loop is as deterministic and several times faster (a 30-simulated-second 5-node seed
 //! in about 25 ms). Messages are passed as values; the wire format is the production driver's
 //! concern and is tested there.
 //!

@@ -6,7 +6,7 @@
 //!
 //! A [`NodeClock`] records which dots a replica has *applied*: per actor a contiguous base plus
 //! the dots applied out of order above it. Only the contiguous base may be handed to clients:
-//! a token never claims a write its issuer had not applied (SPEC §3).
+//! a token never claims a write its issuer had not applied (docs/guarantees.md, "Tokens").
 
 use super::dot::{Actor, Dot};
 use serde::{Deserialize, Serialize};

@@ -4,7 +4,7 @@ use super::ring::View;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// When an acknowledged write is durable (SPEC G5).
+/// When an acknowledged write is durable (G5; docs/operations.md, "Durability").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncMode {
@@ -30,8 +30,8 @@ pub enum ConflictMode {
     Lww,
 }
 
-/// A planted bug, for proving that the checkers catch what they claim to (SPEC §4). Test-only:
-/// never set in production configuration.
+/// A planted bug, for proving that the checkers catch what they claim to (docs/simulator.md).
+/// Test-only: never set in production configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Canary {
@@ -98,7 +98,7 @@ pub struct Config {
     pub join: Option<super::ring::NodeId>,
     pub sync: SyncMode,
     pub conflicts: ConflictMode,
-    /// Longest a read waits for its replica to cover the request's context (SPEC G1).
+    /// Longest a read waits for its replica to cover the request's context (G1).
     pub causal_wait: Duration,
     /// Longest a coordinator waits for `w` acknowledgements or `r` answers.
     pub quorum_timeout: Duration,

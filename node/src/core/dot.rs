@@ -4,7 +4,7 @@
 //! ([`crate::core::ring::node_hash`]), the [`Epoch`] of the view it coordinated writes under,
 //! and a random incarnation. A node takes a fresh actor whenever it installs a new view, and
 //! whenever it loses its disk or cannot prove its counter survived a crash, so a dot is never
-//! issued twice (SPEC G7) and every dot of an actor is a write to a partition the actor's node
+//! issued twice (G7) and every dot of an actor is a write to a partition the actor's node
 //! owned in that one epoch's view. A *hint actor* ([`Actor::hint`]) is the exception: it names
 //! writes a node accepted for one partition it does not own while that partition's replicas were
 //! unreachable (hinted handoff), and its dots concern that partition only. A [`Dot`] `(actor, counter)` names exactly one write; counters

@@ -270,7 +270,7 @@ pub struct Node<S: Storage> {
 impl<S: Storage> Node<S> {
     /// Starts a node over `storage`, recovering its actor and clock from it. A node whose storage
     /// holds no actor, or may have lost acknowledged dots (not `sync = always` and not shut down
-    /// cleanly), starts a new incarnation so no dot is ever reused (SPEC G7).
+    /// cleanly), starts a new incarnation so no dot is ever reused (G7).
     pub fn new(cfg: Config, id: Identity, mut storage: S, now: Time) -> Self {
         let mut rng = SmallRng::seed_from_u64(id.nonce);
         let my_hash = node_hash(&id.node);

@@ -1,4 +1,4 @@
-//! The causal-context token clients carry (SPEC §2): a [`VersionVector`] over actors, encoded
+//! The causal-context token clients carry (docs/): a [`VersionVector`] over actors, encoded
 //! as URL-safe base64 of its bincode form. Its size is O(actors in the cluster), never O(keys).
 //!
 //! Tokens from different sessions merge by [`merge`] (pointwise maximum); the merged token names

@@ -1,4 +1,4 @@
-//! The native HTTP API (`/v1`, SPEC §2), `/healthz`, `/metrics`, and the router that joins them
+//! The native HTTP API (`/v1`, README), `/healthz`, `/metrics`, and the router that joins them
 //! with the compatibility API.
 //!
 //! Keys are taken from the raw request path and percent-decoded strictly, so any byte string is a

@@ -5,7 +5,7 @@
 //! when the driver calls [`FjallStorage::commit`] — before it releases any message or reply of the
 //! turn — or at [`Storage::sync`]. The batch is committed with `PersistMode::Buffer`, so like a
 //! plain insert it is in the OS before anything depending on it leaves the node and survives a
-//! process kill (see TOOLCHAIN-NOTES), but a turn of N writes costs one journal write instead of
+//! process kill (docs/design.md), but a turn of N writes costs one journal write instead of
 //! N. [`Storage::sync`] makes everything durable against power loss with `PersistMode::SyncAll`.
 //! The journal is ordered and a batch is atomic, so the surviving writes are always a prefix of
 //! the issued ones (the core's prefix-durability requirement). Any I/O or decoding failure stops
