@@ -96,6 +96,9 @@ pub struct ServeArgs {
     /// Accept w=1 writes for a shard whose replicas are all down as durable hints, delivered when they return (sloppy quorum; only for writes whose context names none of the partition's writes)
     #[arg(long, env = "CAUSEWAY_HINTED_HANDOFF")]
     pub hinted_handoff: bool,
+    /// Name of this process in `/readyz`, so a launcher can tell its own child from another server on the port (1 to 64 of A-Z a-z 0-9 - _) [default: random, chosen at start]
+    #[arg(long, env = "CAUSEWAY_INSTANCE_ID")]
+    pub instance_id: Option<String>,
     /// TOML file with any of the keys above (listen, advertise, view, join, await_join, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, conflicts, hinted_handoff)
     #[arg(long, env = "CAUSEWAY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -126,6 +129,9 @@ pub struct Settings {
     pub advertise: String,
     pub data_dir: PathBuf,
     pub batch_sync: Duration,
+    /// This process's instance id (`--instance-id`, else random); it names the process, not the
+    /// node, so a restart on the same data gets a new one.
+    pub instance: String,
     pub core: Config,
 }
 
@@ -184,6 +190,24 @@ pub fn check_address(addr: &str) -> anyhow::Result<()> {
         Ok(p) if p > 0 => Ok(()),
         _ => Err(bad("the port must be a number in 1..=65535")),
     }
+}
+
+/// Longest accepted instance id.
+pub const MAX_INSTANCE_ID_BYTES: usize = 64;
+
+/// Checks an `--instance-id`: 1 to [`MAX_INSTANCE_ID_BYTES`] URL- and JSON-safe characters.
+pub fn check_instance_id(id: &str) -> anyhow::Result<()> {
+    if id.is_empty()
+        || id.len() > MAX_INSTANCE_ID_BYTES
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        bail!(
+            "--instance-id {id:?} must be 1 to {MAX_INSTANCE_ID_BYTES} characters of A-Z a-z 0-9 - _"
+        );
+    }
+    Ok(())
 }
 
 /// Longest accepted node address.
@@ -289,9 +313,17 @@ impl ServeArgs {
             .or(file.batch_sync_ms)
             .unwrap_or(DEFAULT_BATCH_SYNC_MS)
             .max(1);
+        let instance = match &self.instance_id {
+            Some(id) => {
+                check_instance_id(id)?;
+                id.clone()
+            }
+            None => format!("{:016x}", super::driver::random_u64()),
+        };
         Ok(Settings {
             listen,
             advertise,
+            instance,
             data_dir: self
                 .data_dir
                 .clone()
@@ -317,6 +349,22 @@ mod tests {
         assert_eq!(s.core.view.nodes, vec![DEFAULT_LISTEN.to_owned()]);
         assert_eq!(s.core.view.repl_factor, 1);
         assert_eq!(s.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(s.instance.len(), 16, "a random instance id: {}", s.instance);
+    }
+
+    #[test]
+    fn instance_ids_are_checked() {
+        let named = |id: &str| {
+            ServeArgs {
+                instance_id: Some(id.into()),
+                ..ServeArgs::default()
+            }
+            .resolve(SeedEnv::default())
+        };
+        assert_eq!(named("cluster-1_a").expect("valid").instance, "cluster-1_a");
+        for bad in ["", "a b", "x\"", &"a".repeat(65)] {
+            assert!(named(bad).is_err(), "--instance-id {bad:?}");
+        }
     }
 
     #[test]

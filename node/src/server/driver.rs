@@ -23,6 +23,7 @@ use crate::core::{
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -69,6 +70,8 @@ pub struct NodeHandle {
     timeout: Duration,
     /// The driver thread's runtime, which also runs the peer links (see [`spawn`]).
     links: tokio::runtime::Handle,
+    /// Set once the core has been built from storage and its event loop runs; never cleared.
+    started: Arc<AtomicBool>,
 }
 
 impl NodeHandle {
@@ -101,6 +104,11 @@ impl NodeHandle {
     /// The view the node routes by now (it changes with joins, view changes and gossip).
     pub fn view(&self) -> Arc<View> {
         self.view.borrow().clone()
+    }
+
+    /// True once the core has recovered from storage and the driver handles events.
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
     }
 
     /// The sender peer links feed.
@@ -136,8 +144,10 @@ pub fn spawn(
         max_value_bytes: cfg.max_value_bytes,
         timeout: cfg.request_timeout + Duration::from_secs(2),
         links: rt.handle().clone(),
+        started: Arc::new(AtomicBool::new(false)),
     };
-    let nonce = random_nonce();
+    let started = handle.started.clone();
+    let nonce = random_u64();
     let syncer = match cfg.sync {
         SyncMode::Batch => Some(storage.journal_syncer().spawn(batch_sync)?),
         SyncMode::Always | SyncMode::Never => None,
@@ -165,14 +175,16 @@ pub fn spawn(
                 view: view_tx,
             };
             driver.publish_view();
+            started.store(true, Ordering::Release);
             rt.block_on(driver.run(tick, stop));
             drop(syncer);
         })?;
     Ok((handle, thread))
 }
 
-/// A random seed for the node's incarnation choice, from the std hasher's random keys.
-fn random_nonce() -> u64 {
+/// A random number from the std hasher's random keys, the clock and the process id: the seed of
+/// the node's incarnation choice and of its instance id.
+pub fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(now().as_micros());

@@ -1,4 +1,4 @@
-//! The native HTTP API (`/v1`, README), `/healthz`, `/metrics`, and the router that joins them
+//! The native HTTP API (`/v1`, README), `/healthz`, `/readyz`, `/metrics`, and the router that joins them
 //! with the compatibility API.
 //!
 //! Keys are taken from the raw request path and percent-decoded strictly, so any byte string is a
@@ -7,6 +7,7 @@
 //! operations, `X-Causal-Context`.
 
 use super::compat;
+use super::listing;
 use super::driver::NodeHandle;
 use super::input::{ApiError, json_body, parse_query, percent_decode, read_body, text};
 use super::membership;
@@ -24,7 +25,7 @@ use bytes::Bytes;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Header carrying the causal-context token, in both directions.
 pub const CONTEXT_HEADER: &str = "x-causal-context";
@@ -46,16 +47,19 @@ pub struct AppState {
     pub peers: reqwest::Client,
     /// `X-Served-By` for requests this node executed itself, built once.
     me_header: Option<HeaderValue>,
+    /// This process's instance id, named by `/healthz` and `/readyz`.
+    pub instance: Arc<str>,
 }
 
 impl AppState {
-    pub fn new(node: NodeHandle, prometheus: PrometheusHandle) -> Self {
+    pub fn new(node: NodeHandle, prometheus: PrometheusHandle, instance: &str) -> Self {
         let me_header = HeaderValue::from_str(&node.me).ok();
         AppState {
             node: Arc::new(node),
             prometheus,
             peers: membership::peer_client(),
             me_header,
+            instance: instance.into(),
         }
     }
 }
@@ -64,11 +68,12 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
-        .route("/v1/kv", get(kv_list))
+        .route("/v1/kv", get(listing::kv_list))
         .route("/v1/cluster", get(cluster))
         .route("/v1/context/merge", post(merge_contexts))
         .route("/v1/admin/aae/pull", post(aae_pull))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(compat::routes())
         .merge(membership::routes())
@@ -200,7 +205,7 @@ pub fn req_error(e: ReqError) -> ApiError {
     }
 }
 
-fn unexpected() -> ApiError {
+pub(crate) fn unexpected() -> ApiError {
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal error",
@@ -209,7 +214,7 @@ fn unexpected() -> ApiError {
 }
 
 /// Adds `X-Served-By` (and counts proxied requests) and, when given, `X-Causal-Context`.
-fn with_headers(
+pub(crate) fn with_headers(
     st: &AppState,
     mut resp: Response,
     served_by: &str,
@@ -407,57 +412,9 @@ async fn write(
     }
 }
 
-/// Percent-encodes bytes for use as a query value (`after=`).
+/// Percent-encodes bytes for use in a URL path or query value.
 pub fn encode_component(b: &[u8]) -> String {
     percent_encoding::percent_encode(b, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-async fn kv_list(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
-    let q = parse_query(uri.query(), &["start", "end", "after", "limit"])?;
-    let limit = match q.get("limit") {
-        None => DEFAULT_LIST_LIMIT,
-        Some(v) => text("limit", v)?
-            .parse::<u32>()
-            .ok()
-            .filter(|l| (1..=MAX_LIST_LIMIT).contains(l))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("limit must be a number in 1..={MAX_LIST_LIMIT}"))
-            })?,
-    };
-    let get = |n: &str| q.get(n).map(|v| Bytes::copy_from_slice(v));
-    let op = Op::List {
-        start: get("start"),
-        end: get("end"),
-        after: get("after"),
-        limit,
-    };
-    let reply = st.node.call(op).await;
-    match reply.result {
-        Ok(CoreResponse::Listed { entries, next }) => {
-            let entries: Vec<_> = entries
-                .iter()
-                .map(|e| {
-                    serde_json::json!({
-                        "key": String::from_utf8_lossy(&e.key),
-                        "key_base64": B64.encode(&e.key),
-                        "values": e.values.iter().map(|v| B64.encode(v)).collect::<Vec<_>>(),
-                    })
-                })
-                .collect();
-            let body = serde_json::json!({
-                "entries": entries,
-                "next": next.map(|n| encode_component(&n)),
-            });
-            Ok(with_headers(
-                &st,
-                Json(body).into_response(),
-                &reply.served_by,
-                None,
-            ))
-        }
-        Ok(_) => Err(unexpected()),
-        Err(e) => Err(req_error(e)),
-    }
 }
 
 /// `GET /v1/cluster[?scope=local|cluster]`: this node's view (epoch, members, shards and their
@@ -583,8 +540,66 @@ async fn aae_pull(
     }
 }
 
+/// Liveness: the process answers HTTP. It never asks the core, so a node that is starting,
+/// waiting to join or overloaded still answers 200.
 async fn healthz(State(st): State<AppState>) -> Response {
-    Json(serde_json::json!({"status": "ok", "node": st.node.me})).into_response()
+    Json(serde_json::json!({"status": "ok", "node": st.node.me, "instance": *st.instance}))
+        .into_response()
+}
+
+/// Longest wait of `/readyz` for the core's answer.
+const READY_PROBE: Duration = Duration::from_secs(1);
+
+/// Why this node cannot serve keys now, or `None` when it can: its core has started, answers
+/// within [`READY_PROBE`], and has installed a view that lists this node.
+async fn not_ready(st: &AppState) -> Option<String> {
+    if !st.node.started() {
+        return Some("the core is still starting (recovering its state from storage)".into());
+    }
+    let status = match tokio::time::timeout(READY_PROBE, st.node.status()).await {
+        Err(_) => {
+            return Some(format!(
+                "the core did not answer within {} ms",
+                READY_PROBE.as_millis()
+            ));
+        }
+        Ok(None) => return Some("the node is shutting down".into()),
+        Ok(Some(s)) => s,
+    };
+    let view = &status.view;
+    if view.is_joining() {
+        Some("the node is in no view yet: it waits to be admitted to a cluster (--join or --await-join)".into())
+    } else if !view.nodes.contains(&st.node.me) {
+        Some(format!(
+            "the node is not a member of its current view (epoch {})",
+            crate::core::ring::epoch_number(view.epoch)
+        ))
+    } else {
+        None
+    }
+}
+
+/// Readiness: 200 `{"ready":true,"node","instance"}` when the node can serve keys;
+/// 503 with `error`, `detail` (the reason), `node` and `instance` otherwise. `instance` is the id
+/// this process chose (or was given) at start, so a launcher can tell its own child from another
+/// server answering on the same port.
+async fn readyz(State(st): State<AppState>) -> Response {
+    let (node, instance) = (&st.node.me, &*st.instance);
+    match not_ready(&st).await {
+        None => Json(serde_json::json!({"ready": true, "node": node, "instance": instance}))
+            .into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "ready": false,
+                "error": "not ready",
+                "detail": reason,
+                "node": node,
+                "instance": instance,
+            })),
+        )
+            .into_response(),
+    }
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod driver;
 pub mod http;
 pub mod input;
+pub mod listing;
 pub mod membership;
 pub mod metrics;
 pub mod storage;
@@ -46,9 +47,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         join = ?settings.core.join,
         sync = ?settings.core.sync,
         data = %settings.data_dir.display(),
+        instance = %settings.instance,
         "serving"
     );
-    let app = http::router(http::AppState::new(node, prometheus)).merge(ui::routes());
+    let app = http::router(http::AppState::new(node, prometheus, &settings.instance)).merge(ui::routes());
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
