@@ -71,6 +71,25 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     }
 }
 
+/// Runs the `causeway` binary with `args` (and `stdin` as its input) and returns its output.
+pub fn run_cli(args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(binary())
+        .args(args)
+        .env_remove("CAUSEWAY_NODE")
+        .env_remove("CAUSEWAY_SESSION")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting causeway");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    // A command that does not read its input may exit first: a broken pipe is its answer.
+    let _ = input.write_all(stdin);
+    drop(input);
+    child.wait_with_output().expect("running causeway")
+}
+
 /// A blocking HTTP client with a bounded timeout.
 pub fn client() -> Client {
     Client::builder()
@@ -85,14 +104,18 @@ pub struct Cluster {
     pub addrs: Vec<String>,
     pub repl: usize,
     dir: PathBuf,
-    /// Each node's `serve` flags besides `--listen` and `--data-dir`.
+    /// Each node's `serve` flags besides `--listen`, `--data-dir` and `--instance-id`.
     args: Vec<Vec<String>>,
     nodes: Vec<Option<Child>>,
+    /// The instance id each node's current process was started with.
+    instances: Vec<String>,
+    /// Processes started so far, for unique instance ids.
+    spawned: usize,
 }
 
 impl Cluster {
     /// Starts `n` nodes with `repl` replicas per shard and extra `serve` flags, and waits until
-    /// every node answers `/healthz`.
+    /// every node's own process answers ready on `/readyz`.
     pub fn start(name: &str, n: usize, repl: usize, extra: &[&str]) -> Cluster {
         let addrs: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
@@ -117,12 +140,14 @@ impl Cluster {
             dir,
             args: vec![args; n],
             nodes: (0..n).map(|_| None).collect(),
+            instances: vec![String::new(); n],
+            spawned: 0,
         };
         for i in 0..n {
             c.spawn(i);
         }
         for i in 0..n {
-            c.wait_healthy(i);
+            c.wait_ready(i);
         }
         c
     }
@@ -132,13 +157,14 @@ impl Cluster {
     }
 
     /// Starts one more node on a fresh port with these `serve` flags (e.g. `--join ADDR` or
-    /// `--await-join`) instead of the cluster's view, waits until it answers `/healthz`, and
-    /// returns its index.
+    /// `--await-join`) instead of the cluster's view, waits until it answers `/healthz` (it is
+    /// ready only once a member admits it), and returns its index.
     pub fn add_node(&mut self, args: &[&str]) -> usize {
         let i = self.addrs.len();
         self.addrs.push(format!("127.0.0.1:{}", free_port()));
         self.args.push(args.iter().map(|s| s.to_string()).collect());
         self.nodes.push(None);
+        self.instances.push(String::new());
         self.spawn(i);
         self.wait_healthy(i);
         i
@@ -150,9 +176,12 @@ impl Cluster {
             .append(true)
             .open(self.dir.join(format!("node{i}.log")))
             .expect("opening the node log");
+        self.spawned += 1;
+        self.instances[i] = format!("e2e-{}-{}", std::process::id(), self.spawned);
         let child = Command::new(binary())
             .arg("serve")
             .args(["--listen", &self.addrs[i]])
+            .args(["--instance-id", &self.instances[i]])
             .arg("--data-dir")
             .arg(self.dir.join(format!("node{i}")))
             .args(&self.args[i])
@@ -165,21 +194,38 @@ impl Cluster {
         self.nodes[i] = Some(child);
     }
 
-    /// Waits (bounded) until node `i` answers `/healthz`.
+    /// Waits (bounded) until node `i`'s current process answers `/healthz`: it is alive, not
+    /// necessarily ready.
     pub fn wait_healthy(&self, i: usize) {
+        self.wait_for(i, "healthz");
+    }
+
+    /// Waits (bounded) until node `i`'s current process answers ready on `/readyz`: it is in a
+    /// view, its core has started and it serves keys.
+    pub fn wait_ready(&self, i: usize) {
+        self.wait_for(i, "readyz");
+    }
+
+    /// Waits until `/{probe}` of node `i` answers 200 naming this node's current instance id
+    /// (another process on the port does not count).
+    fn wait_for(&self, i: usize, probe: &str) {
         let c = client();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if c.get(format!("{}/healthz", self.url(i)))
+            let ours = c
+                .get(format!("{}/{probe}", self.url(i)))
                 .send()
-                .is_ok_and(|r| r.status().is_success())
-            {
+                .ok()
+                .filter(|r| r.status().is_success())
+                .and_then(|r| r.json::<serde_json::Value>().ok())
+                .is_some_and(|j| j["instance"] == self.instances[i].as_str());
+            if ours {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!(
-            "node {i} ({}) did not become healthy; logs in {}",
+            "node {i} ({}) did not answer {probe}; logs in {}",
             self.addrs[i],
             self.dir.display()
         );
@@ -193,11 +239,11 @@ impl Cluster {
         }
     }
 
-    /// Starts node `i` again on its data directory and waits until it is healthy.
+    /// Starts node `i` again on its data directory and waits until it is ready.
     pub fn restart(&mut self, i: usize) {
         self.kill(i);
         self.spawn(i);
-        self.wait_healthy(i);
+        self.wait_ready(i);
     }
 
     /// True while node `i`'s process runs.

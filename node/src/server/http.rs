@@ -7,9 +7,9 @@
 //! operations, `X-Causal-Context`.
 
 use super::compat;
-use super::listing;
 use super::driver::NodeHandle;
 use super::input::{ApiError, json_body, parse_query, percent_decode, read_body, text};
+use super::listing;
 use super::membership;
 use crate::core::{Op, Quorum, ReqError, Response as CoreResponse, Version, VersionVector, token};
 use axum::body::Body;

@@ -5,7 +5,9 @@
 //! that passes it back as `after` — encoded by its HTTP library or not — sends the same cursor.
 //! A cursor that is not one the server could have issued is a 400.
 
-use super::http::{AppState, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, req_error, unexpected, with_headers};
+use super::http::{
+    AppState, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, req_error, unexpected, with_headers,
+};
 use super::input::{ApiError, parse_query, text};
 use crate::core::{Op, Response as CoreResponse};
 use axum::Json;
@@ -129,7 +131,12 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_survive_url_encoding() {
-        for key in [&b"bench-0000000002"[..], b"a/b?c=d&e", b"\x00\xff %2D", b"k"] {
+        for key in [
+            &b"bench-0000000002"[..],
+            b"a/b?c=d&e",
+            b"\x00\xff %2D",
+            b"k",
+        ] {
             let c = encode_cursor(key);
             assert!(
                 c.bytes()
@@ -178,7 +185,10 @@ mod tests {
             with_prefix(b(b"abc"), b(b"b"), b(b"ab")),
             (b(b"abc"), b(b"ac"))
         );
-        assert_eq!(with_prefix(b(b"a"), b(b"abc"), b(b"ab")), (b(b"ab"), b(b"abc")));
+        assert_eq!(
+            with_prefix(b(b"a"), b(b"abc"), b(b"ab")),
+            (b(b"ab"), b(b"abc"))
+        );
         assert_eq!(
             with_prefix(None, None, b(b"a\xff\xff")),
             (b(b"a\xff\xff"), b(b"b"))

@@ -1,6 +1,6 @@
 //! The production node: a tokio driver around the sans-IO core, fjall storage, the peer
 //! transport, the HTTP APIs (native `/v1` and the seed-compatible `/kv-store`), configuration,
-//! metrics, and the `causeway` command line.
+//! metrics, the `causeway` client commands and the local-cluster launcher.
 //!
 //! Start reading at [`serve`]: it opens storage, starts the driver thread ([`driver`]), and serves
 //! HTTP and peer links on one listening socket ([`transport::SplitListener`]).
@@ -11,6 +11,7 @@ pub mod config;
 pub mod driver;
 pub mod http;
 pub mod input;
+pub mod launcher;
 pub mod listing;
 pub mod membership;
 pub mod metrics;
@@ -50,7 +51,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         instance = %settings.instance,
         "serving"
     );
-    let app = http::router(http::AppState::new(node, prometheus, &settings.instance)).merge(ui::routes());
+    let app =
+        http::router(http::AppState::new(node, prometheus, &settings.instance)).merge(ui::routes());
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
