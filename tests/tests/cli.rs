@@ -404,11 +404,11 @@ fn logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
     let http = client();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !http
-        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .get(format!("http://127.0.0.1:{port}/healthz"))
         .send()
         .is_ok_and(|r| r.status() == 200)
     {
-        assert!(Instant::now() < deadline, "serve never became ready");
+        assert!(Instant::now() < deadline, "serve never answered");
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
