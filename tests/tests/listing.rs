@@ -12,7 +12,7 @@ const THREADS: usize = 8;
 
 /// Mostly plain keys, and every seventh one with characters a URL must escape.
 fn key_of(i: usize) -> String {
-    if i % 7 == 0 {
+    if i.is_multiple_of(7) {
         format!("odd/{i:05} %2D+&=?é")
     } else {
         format!("key-{i:05}")
