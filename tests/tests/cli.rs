@@ -4,7 +4,7 @@
 //! summarises; logs carry no colour codes when stderr is not a terminal, and `cluster --log`
 //! reaches the nodes.
 
-use causeway_e2e::{Cluster, binary, client, free_port, run_cli};
+use causeway_e2e::{Cluster, binary, client, free_port, free_ports, run_cli};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -13,16 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A first port with `n - 1` free ports after it.
-fn consecutive_ports(n: u16) -> u16 {
-    loop {
-        let p = free_port();
-        if p.checked_add(n).is_some()
-            && (1..n).all(|k| TcpListener::bind(("127.0.0.1", p + k)).is_ok())
-        {
-            return p;
-        }
-    }
+/// The first of `n` free consecutive ports.
+fn consecutive_ports(n: usize) -> u16 {
+    free_ports(n)[0]
 }
 
 fn scratch(name: &str) -> PathBuf {
