@@ -46,7 +46,7 @@ fn path_with_binary() -> String {
 struct Proc(Child);
 
 impl Proc {
-    /// Runs `sh -c script` (or `sh file`) with exactly `env` besides `PATH` and `HOME`.
+    /// Runs `sh ARGS` with only `env`, `HOME`, `RUST_LOG` and a `PATH` that finds the binary.
     fn sh(args: &[&str], env: &[(String, String)], log: &Path) -> Proc {
         let log = std::fs::File::create(log).expect("creating the log");
         let child = Command::new("sh")
@@ -157,6 +157,26 @@ fn dockerfile_builds_the_ci_binary_and_runs_it_unprivileged() {
         .split_once(" AS ")
         .expect("the build stage is named");
     let builder_release = builder.rsplit('-').next().unwrap_or_default();
+    let minor = |v: &str| -> u32 {
+        v.split('.')
+            .nth(1)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| panic!("a Rust version: {v}"))
+    };
+    let msrv = read("Cargo.toml")
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .map(|v| v.trim_matches('"').to_owned())
+        .expect("the workspace's rust-version");
+    let image_rust = builder
+        .trim_start_matches("rust:")
+        .split('-')
+        .next()
+        .unwrap_or_default();
+    assert!(
+        minor(image_rust) >= minor(&msrv),
+        "the builder's Rust ({image_rust}) is at least the workspace's rust-version ({msrv})"
+    );
     assert!(
         runtime[0].1.contains(builder_release),
         "the runtime's Debian release ({}) is the builder's ({builder_release}): same glibc",
