@@ -85,9 +85,10 @@ fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-fn healthy(addr: &str) -> bool {
+/// True when `GET http://addr{path}` answers 2xx (`/healthz`: alive, `/readyz`: serving keys).
+fn answers(addr: &str, path: &str) -> bool {
     client()
-        .get(format!("http://{addr}/healthz"))
+        .get(format!("http://{addr}{path}"))
         .send()
         .is_ok_and(|r| r.status().is_success())
 }
@@ -265,8 +266,9 @@ fn container_entrypoint_listens_everywhere_and_advertises_the_hostname() {
         &dir.join("node.log"),
     );
     let addr = format!("127.0.0.1:{port}");
-    eventually("the entrypoint's node to answer", || {
-        healthy(&addr).then_some(())
+    // The image's health check.
+    eventually("the entrypoint's node to be ready", || {
+        answers(&addr, "/readyz").then_some(())
     });
     let hostname = String::from_utf8(
         Command::new("hostname")
@@ -470,8 +472,8 @@ fn statefulset_parses_and_its_start_command_forms_and_keeps_one_cluster() {
             &pod_env(i),
             &dir.join(format!("pod{i}-run{run}.log")),
         );
-        eventually(&format!("pod {i} to answer"), || {
-            healthy(&addrs[i]).then_some(())
+        eventually(&format!("pod {i} to be alive"), || {
+            answers(&addrs[i], "/healthz").then_some(())
         });
         p
     };
@@ -488,6 +490,10 @@ fn statefulset_parses_and_its_start_command_forms_and_keeps_one_cluster() {
                 .collect();
             (shards.len() == 1 && replicas == addrs.iter().map(String::as_str).collect())
                 .then_some(())
+        });
+        // The readiness probe passes once the pod is a member.
+        eventually(&format!("pod {i} to be ready"), || {
+            answers(&addrs[i], "/readyz").then_some(())
         })
     };
     let mut pods: Vec<Option<Proc>> = (0..3).map(|i| Some(start(i, 0))).collect();
