@@ -280,7 +280,7 @@ impl<S: Storage> Node<S> {
             .meta_get(META_VIEWS)
             .and_then(|b| decode(&b))
             .unwrap_or_default();
-        for v in saved {
+        for v in saved.into_iter().filter(|v| v.is_joining() || v.check().is_ok()) {
             history.insert(v);
         }
         cfg.view = history.latest().clone();
@@ -400,6 +400,16 @@ impl<S: Storage> Node<S> {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// What [`crate::core::validate`] checks peer messages to this node against.
+    pub fn peer_limits(&self) -> crate::core::Limits {
+        crate::core::Limits {
+            max_key_bytes: self.cfg.max_key_bytes,
+            max_value_bytes: self.cfg.max_value_bytes,
+            epoch: self.cfg.view.epoch,
+            own: (self.actor, self.counter),
+        }
     }
 
     /// The newest view this node has installed.

@@ -200,8 +200,18 @@ impl Drop for FjallStorage {
     }
 }
 
+/// fjall asserts that keys are non-empty (a panic); the core validates every key it stores, so
+/// an empty one here is a bug elsewhere: it is logged and refused, never handed to fjall.
+fn empty_key(op: &str) -> bool {
+    tracing::error!("storage refused an empty key ({op})");
+    true
+}
+
 impl Storage for FjallStorage {
     fn get(&self, key: &[u8]) -> Option<VersionSet> {
+        if key.is_empty() && empty_key("get") {
+            return None;
+        }
         if let Some(staged) = self.staged.borrow().data.get(key) {
             return staged.clone();
         }
@@ -212,6 +222,9 @@ impl Storage for FjallStorage {
     }
 
     fn put(&mut self, key: &[u8], set: &VersionSet) {
+        if key.is_empty() && empty_key("put") {
+            return;
+        }
         let staged = &mut self.staged.get_mut().data;
         match staged.get_mut(key) {
             Some(slot) => *slot = Some(set.clone()),
@@ -222,6 +235,9 @@ impl Storage for FjallStorage {
     }
 
     fn remove(&mut self, key: &[u8]) {
+        if key.is_empty() && empty_key("remove") {
+            return;
+        }
         self.staged.get_mut().data.insert(key.into(), None);
     }
 
@@ -346,6 +362,19 @@ mod tests {
         let mut n = 0;
         s.for_each(&mut |_, _| n += 1);
         assert_eq!(n, 4);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn empty_keys_are_refused_not_a_panic() {
+        let dir = std::env::temp_dir().join(format!("causeway-empty-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut s = FjallStorage::open(&dir).expect("open");
+        s.put(b"", &set("v"));
+        s.remove(b"");
+        s.sync();
+        assert_eq!(s.get(b""), None);
+        drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
