@@ -712,6 +712,9 @@ impl<S: Storage> Node<S> {
     }
 
     fn on_client(&mut self, req: Request) {
+        if self.cfg.panic_on_key.is_some() && req.op.key() == self.cfg.panic_on_key.as_ref() {
+            panic!("planted panic on a request for the key named by --test-panic-on-key");
+        }
         let admin = matches!(req.op, Op::ChangeView { .. } | Op::Join { .. });
         if self.cfg.view.is_joining() && !admin {
             let msg = "this node has not joined a cluster yet".to_string();
