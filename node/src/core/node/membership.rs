@@ -28,7 +28,7 @@ impl<S: Storage> Node<S> {
     pub(super) fn learn(&mut self, views: Vec<View>) {
         let mut changed = false;
         for v in views {
-            if v.is_joining() || v.check().is_ok() {
+            if (v.is_joining() && v.epoch == 0) || v.check().is_ok() {
                 changed |= self.history.insert(v);
             }
         }
