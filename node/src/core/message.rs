@@ -180,6 +180,13 @@ pub fn decode_frame(body: &[u8]) -> Result<(NodeId, PeerMsg), bincode::error::De
     bincode::serde::decode_from_slice(body, cfg).map(|(m, _)| m)
 }
 
+/// Encodes the body of one peer frame as [`decode_frame`] reads it (the transport adds the
+/// length prefix).
+pub fn encode_frame(from: &str, msg: &PeerMsg) -> Vec<u8> {
+    bincode::serde::encode_to_vec((from, msg), bincode::config::standard())
+        .expect("in-memory encoding cannot fail")
+}
+
 impl PeerMsg {
     /// Short name for traces and metrics.
     pub fn kind(&self) -> &'static str {
