@@ -28,7 +28,12 @@ fn node() -> Node<MemStorage> {
         node: ME.into(),
         nonce: 7,
     };
-    let mut n = Node::new(Config::new(view), id, MemStorage::new(), Time::from_millis(1000_000));
+    let mut n = Node::new(
+        Config::new(view),
+        id,
+        MemStorage::new(),
+        Time::from_millis(1000_000),
+    );
     for i in 0..8 {
         put(&mut n, i, &format!("k{i}"));
     }
@@ -43,7 +48,10 @@ fn put(n: &mut Node<MemStorage>, id: u64, key: &str) {
         context: VersionVector::new(),
         w: Quorum::N(1),
     };
-    n.handle(Time::from_millis(1000_000), Input::Client(Request { id, op }));
+    n.handle(
+        Time::from_millis(1000_000),
+        Input::Client(Request { id, op }),
+    );
 }
 
 /// Numbers an attacker picks: edge values more often than not.
@@ -111,8 +119,12 @@ fn version_set() -> impl Strategy<Value = VersionSet> {
             value: v.map(Bytes::from),
             ts: 0,
         });
-    (context(), prop::collection::vec(version, 0..4), any::<bool>()).prop_map(
-        |(context, versions, cover)| {
+    (
+        context(),
+        prop::collection::vec(version, 0..4),
+        any::<bool>(),
+    )
+        .prop_map(|(context, versions, cover)| {
             let mut context = context;
             if cover {
                 for v in &versions {
@@ -125,8 +137,7 @@ fn version_set() -> impl Strategy<Value = VersionSet> {
             bincode::serde::decode_from_slice(&bytes, cfg)
                 .expect("same wire form")
                 .0
-        },
-    )
+        })
 }
 
 fn view() -> impl Strategy<Value = View> {
@@ -139,7 +150,10 @@ fn view() -> impl Strategy<Value = View> {
     )
         .prop_map(|(epoch, ids, repl_factor, partitions, assignment)| View {
             epoch,
-            nodes: ids.into_iter().map(|i| format!("10.0.0.{i}:7000")).collect(),
+            nodes: ids
+                .into_iter()
+                .map(|i| format!("10.0.0.{i}:7000"))
+                .collect(),
             repl_factor,
             partitions,
             assignment,
@@ -166,11 +180,7 @@ fn op() -> impl Strategy<Value = Op> {
 fn peer_msg() -> impl Strategy<Value = PeerMsg> {
     let rid = || hostile_u64();
     prop_oneof![
-        (rid(), op(), epoch()).prop_map(|(rid, op, epoch)| PeerMsg::Forward {
-            rid,
-            op,
-            epoch
-        }),
+        (rid(), op(), epoch()).prop_map(|(rid, op, epoch)| PeerMsg::Forward { rid, op, epoch }),
         (rid(), epoch()).prop_map(|(rid, epoch)| PeerMsg::NotReplica { rid, epoch }),
         (key(), version_set(), prop::collection::vec(dot(), 0..3))
             .prop_map(|(key, set, dots)| PeerMsg::Replicate { key, set, dots }),
@@ -196,12 +206,22 @@ fn peer_msg() -> impl Strategy<Value = PeerMsg> {
             }),
         (
             rid(),
-            prop::collection::vec((hostile_u32(), prop::collection::vec(any::<u8>(), 0..3)), 0..3)
+            prop::collection::vec(
+                (hostile_u32(), prop::collection::vec(any::<u8>(), 0..3)),
+                0..3
+            )
         )
             .prop_map(|(rid, want)| PeerMsg::AaeSegmentsReq { rid, want }),
         (
             rid(),
-            prop::collection::vec((hostile_u32(), any::<u8>(), prop::collection::vec(any::<u64>(), 0..3)), 0..3)
+            prop::collection::vec(
+                (
+                    hostile_u32(),
+                    any::<u8>(),
+                    prop::collection::vec(any::<u64>(), 0..3)
+                ),
+                0..3
+            )
         )
             .prop_map(|(rid, segments)| PeerMsg::AaeSegments { rid, segments }),
         (
@@ -331,7 +351,10 @@ fn the_epoch_attack_is_refused_and_the_next_view_change_works() {
         nodes: nodes()[..2].to_vec(),
         repl_factor: Some(2),
     };
-    n.handle(Time::from_millis(1000_000), Input::Client(Request { id: 99, op }));
+    n.handle(
+        Time::from_millis(1000_000),
+        Input::Client(Request { id: 99, op }),
+    );
     let r = n.take_ready();
     let reply = r.replies.iter().find(|r| r.id == 99).expect("answered");
     assert!(

@@ -3,9 +3,7 @@
 //! process (fail-stop); encryption at rest keeps values off the disk and refuses a wrong key.
 
 use bytes::Bytes;
-use causeway::core::{
-    Actor, Op, PeerMsg, Quorum, Version, VersionSet, VersionVector, View,
-};
+use causeway::core::{Actor, Op, PeerMsg, Quorum, Version, VersionSet, VersionVector, View};
 use causeway_e2e::{Cluster, client, peer};
 use std::time::Duration;
 
@@ -102,7 +100,9 @@ fn malformed_peer_messages_leave_every_node_serving() {
         peer::send(&mut link, &c.addrs[(i + 1) % 3], &msgs).expect("send");
         // Garbage after the last frame: the link is dropped, the node keeps serving.
         use std::io::Write;
-        let _ = link.write_all(&[0, 0, 0, 9, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
+        let _ = link.write_all(&[
+            0, 0, 0, 9, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while (0..3).any(|i| rejected(&c, i) < msgs.len() as f64) {
@@ -221,7 +221,11 @@ fn encryption_at_rest_keeps_values_off_the_disk() {
     c.start_again(0);
     let status = c.wait_exit(0, Duration::from_secs(10)).expect("refused");
     assert!(!status.success());
-    assert!(c.log(0).contains("cannot open the data directory"), "{}", c.log(0));
+    assert!(
+        c.log(0).contains("cannot open the data directory"),
+        "{}",
+        c.log(0)
+    );
     c.args_mut(0).drain(at - 1..=at);
     c.start_again(0);
     let status = c.wait_exit(0, Duration::from_secs(10)).expect("refused");

@@ -280,7 +280,10 @@ impl<S: Storage> Node<S> {
             .meta_get(META_VIEWS)
             .and_then(|b| decode(&b))
             .unwrap_or_default();
-        for v in saved.into_iter().filter(|v| v.is_joining() || v.check().is_ok()) {
+        for v in saved
+            .into_iter()
+            .filter(|v| v.is_joining() || v.check().is_ok())
+        {
             history.insert(v);
         }
         cfg.view = history.latest().clone();

@@ -121,7 +121,10 @@ pub fn validate(msg: &PeerMsg, limits: &Limits) -> Result<(), Rejection> {
                 c.bound(bound)?;
             }
             if *limit == 0 || *limit > MAX_LIST_LIMIT {
-                return reject("list", format!("limit {limit} outside 1..={MAX_LIST_LIMIT}"));
+                return reject(
+                    "list",
+                    format!("limit {limit} outside 1..={MAX_LIST_LIMIT}"),
+                );
             }
             Ok(())
         }
@@ -305,10 +308,7 @@ impl Checker<'_> {
 
     fn counter(&self, n: u64) -> Result<(), Rejection> {
         if n == 0 || n > MAX_COUNTER {
-            return reject(
-                "context",
-                format!("counter {n} outside 1..={MAX_COUNTER}"),
-            );
+            return reject("context", format!("counter {n} outside 1..={MAX_COUNTER}"));
         }
         Ok(())
     }
@@ -320,7 +320,10 @@ impl Checker<'_> {
         if d.actor == me && d.counter > issued {
             return reject(
                 "context",
-                format!("claims write {} of this node, which issued {issued}", d.counter),
+                format!(
+                    "claims write {} of this node, which issued {issued}",
+                    d.counter
+                ),
             );
         }
         Ok(())

@@ -6,10 +6,10 @@
 //! HTTP and peer links on one listening socket ([`transport::SplitListener`]).
 
 pub mod cli;
-pub mod fail_stop;
 pub mod compat;
 pub mod config;
 pub mod driver;
+pub mod fail_stop;
 pub mod http;
 pub mod input;
 pub mod launcher;

@@ -47,8 +47,7 @@ impl Keyring {
     pub fn load(path: &Path) -> anyhow::Result<Keyring> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading encryption key file {}", path.display()))?;
-        Keyring::parse(&text)
-            .with_context(|| format!("in encryption key file {}", path.display()))
+        Keyring::parse(&text).with_context(|| format!("in encryption key file {}", path.display()))
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Keyring> {
@@ -170,10 +169,21 @@ mod tests {
 
     #[test]
     fn bad_files_are_refused() {
-        for bad in ["", "# only a comment", "1", "0 AAAA", "x AAAA", "1 not-base64!", "1 AAAA"] {
+        for bad in [
+            "",
+            "# only a comment",
+            "1",
+            "0 AAAA",
+            "x AAAA",
+            "1 not-base64!",
+            "1 AAAA",
+        ] {
             assert!(Keyring::parse(bad).is_err(), "{bad:?}");
         }
         let key = base64::engine::general_purpose::STANDARD.encode([1; 32]);
-        assert!(Keyring::parse(&format!("1 {key}\n1 {key}")).is_err(), "duplicate id");
+        assert!(
+            Keyring::parse(&format!("1 {key}\n1 {key}")).is_err(),
+            "duplicate id"
+        );
     }
 }

@@ -116,7 +116,9 @@ impl FjallStorage {
             (Some(ring), Some(sealed)) => {
                 let opened = ring.open(META_SEAL_CHECK.as_bytes(), &sealed);
                 if opened.as_deref() != Ok(SEAL_CHECK_PLAIN) {
-                    let why = opened.err().map_or("unexpected content".into(), |e| e.to_string());
+                    let why = opened
+                        .err()
+                        .map_or("unexpected content".into(), |e| e.to_string());
                     anyhow::bail!(
                         "the encryption key file cannot open the data directory {}: {why}",
                         self.dir.display()
@@ -446,7 +448,9 @@ mod tests {
     fn keyring(byte: u8) -> Option<Arc<Keyring>> {
         use base64::Engine;
         let key = base64::engine::general_purpose::STANDARD.encode([byte; 32]);
-        Some(Arc::new(Keyring::parse(&format!("1 {key}")).expect("keyring")))
+        Some(Arc::new(
+            Keyring::parse(&format!("1 {key}")).expect("keyring"),
+        ))
     }
 
     /// Every byte of every file under `dir`.
@@ -477,7 +481,9 @@ mod tests {
         let s = FjallStorage::open_sealed(&dir, keyring(1)).expect("reopen");
         assert_eq!(s.get(b"k"), Some(set("plaintext-marker-1234")));
         drop(s);
-        let wrong = FjallStorage::open_sealed(&dir, keyring(2)).err().expect("wrong key");
+        let wrong = FjallStorage::open_sealed(&dir, keyring(2))
+            .err()
+            .expect("wrong key");
         assert!(wrong.to_string().contains("cannot open"), "{wrong}");
         let none = FjallStorage::open(&dir).err().expect("no key");
         assert!(none.to_string().contains("encrypted"), "{none}");

@@ -185,7 +185,8 @@ async fn read_frames(mut stream: TcpStream, inbox: mpsc::Sender<Event>) -> std::
         }
         buf.resize(len, 0);
         r.read_exact(&mut buf).await?;
-        let (from, msg) = crate::core::message::decode_frame(&buf).map_err(std::io::Error::other)?;
+        let (from, msg) =
+            crate::core::message::decode_frame(&buf).map_err(std::io::Error::other)?;
         if inbox.send(Event::Peer { from, msg }).await.is_err() {
             return Ok(());
         }
