@@ -32,7 +32,7 @@ fn node() -> Node<MemStorage> {
         Config::new(view),
         id,
         MemStorage::new(),
-        Time::from_millis(1000_000),
+        Time::from_millis(1_000_000),
     );
     for i in 0..8 {
         put(&mut n, i, &format!("k{i}"));
@@ -49,7 +49,7 @@ fn put(n: &mut Node<MemStorage>, id: u64, key: &str) {
         w: Quorum::N(1),
     };
     n.handle(
-        Time::from_millis(1000_000),
+        Time::from_millis(1_000_000),
         Input::Client(Request { id, op }),
     );
 }
@@ -274,7 +274,7 @@ fn peer_msg() -> impl Strategy<Value = PeerMsg> {
 /// After hostile input the node still serves a write and a read of a fresh key, and its epoch
 /// moved by no more than a legitimate jump.
 fn still_serves(n: &mut Node<MemStorage>, before: Epoch) -> Result<(), TestCaseError> {
-    let now = Time::from_millis(1001_000);
+    let now = Time::from_millis(1_001_000);
     n.handle(now, Input::Tick);
     n.take_ready();
     prop_assert!(epoch_number(n.view().epoch) <= epoch_number(before) + MAX_EPOCH_STEP);
@@ -316,7 +316,7 @@ proptest! {
     ) {
         let mut n = node();
         let before = n.view().epoch;
-        let mut now = Time::from_millis(1000_000);
+        let mut now = Time::from_millis(1_000_000);
         for (msg, from) in msgs {
             // Round trip through the wire form, as the transport delivers it.
             let cfg = bincode::config::standard();
@@ -352,7 +352,7 @@ fn the_epoch_attack_is_refused_and_the_next_view_change_works() {
         repl_factor: Some(2),
     };
     n.handle(
-        Time::from_millis(1000_000),
+        Time::from_millis(1_000_000),
         Input::Client(Request { id: 99, op }),
     );
     let r = n.take_ready();
