@@ -74,6 +74,7 @@ fn init_logs(filter: Option<&str>, format: Option<LogFormat>) -> anyhow::Result<
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logs(cli.log.as_deref(), cli.log_format)?;
+    causeway::server::fail_stop::install();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -140,6 +140,9 @@ pub struct Config {
     pub max_hint_keys: usize,
     /// Planted bug for checker canaries. `None` in every real deployment.
     pub canary: Option<Canary>,
+    /// Planted fault for the fail-stop test: a client request for this key panics the core.
+    /// `None` in every real deployment.
+    pub panic_on_key: Option<bytes::Bytes>,
 }
 
 impl Config {
@@ -170,6 +173,7 @@ impl Config {
             hinted_handoff: false,
             max_hint_keys: 100_000,
             canary: None,
+            panic_on_key: None,
         }
     }
 }

@@ -169,6 +169,24 @@ pub enum PeerMsg {
     },
 }
 
+/// Largest peer frame (the bincode body after the length prefix) accepted or sent.
+pub const MAX_FRAME: usize = 256 << 20;
+
+/// Decodes the body of one peer frame, `bincode((from, PeerMsg))`, allocating at most
+/// [`MAX_FRAME`] bytes whatever lengths the bytes claim. Pure: the server's transport and the
+/// fuzz tests run exactly this.
+pub fn decode_frame(body: &[u8]) -> Result<(NodeId, PeerMsg), bincode::error::DecodeError> {
+    let cfg = bincode::config::standard().with_limit::<{ MAX_FRAME }>();
+    bincode::serde::decode_from_slice(body, cfg).map(|(m, _)| m)
+}
+
+/// Encodes the body of one peer frame as [`decode_frame`] reads it (the transport adds the
+/// length prefix).
+pub fn encode_frame(from: &str, msg: &PeerMsg) -> Vec<u8> {
+    bincode::serde::encode_to_vec((from, msg), bincode::config::standard())
+        .expect("in-memory encoding cannot fail")
+}
+
 impl PeerMsg {
     /// Short name for traces and metrics.
     pub fn kind(&self) -> &'static str {

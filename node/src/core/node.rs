@@ -280,7 +280,10 @@ impl<S: Storage> Node<S> {
             .meta_get(META_VIEWS)
             .and_then(|b| decode(&b))
             .unwrap_or_default();
-        for v in saved {
+        for v in saved
+            .into_iter()
+            .filter(|v| v.is_joining() || v.check().is_ok())
+        {
             history.insert(v);
         }
         cfg.view = history.latest().clone();
@@ -400,6 +403,16 @@ impl<S: Storage> Node<S> {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// What [`crate::core::validate`] checks peer messages to this node against.
+    pub fn peer_limits(&self) -> crate::core::Limits {
+        crate::core::Limits {
+            max_key_bytes: self.cfg.max_key_bytes,
+            max_value_bytes: self.cfg.max_value_bytes,
+            epoch: self.cfg.view.epoch,
+            own: (self.actor, self.counter),
+        }
     }
 
     /// The newest view this node has installed.
@@ -702,6 +715,9 @@ impl<S: Storage> Node<S> {
     }
 
     fn on_client(&mut self, req: Request) {
+        if self.cfg.panic_on_key.is_some() && req.op.key() == self.cfg.panic_on_key.as_ref() {
+            panic!("planted panic on a request for the key named by --test-panic-on-key");
+        }
         let admin = matches!(req.op, Op::ChangeView { .. } | Op::Join { .. });
         if self.cfg.view.is_joining() && !admin {
             let msg = "this node has not joined a cluster yet".to_string();

@@ -99,7 +99,13 @@ pub struct ServeArgs {
     /// Name of this process in `/readyz`, so a launcher can tell its own child from another server on the port (1 to 64 of A-Z a-z 0-9 - _) [default: random, chosen at start]
     #[arg(long, env = "CAUSEWAY_INSTANCE_ID")]
     pub instance_id: Option<String>,
-    /// TOML file with any of the keys above (listen, advertise, view, join, await_join, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, conflicts, hinted_handoff)
+    /// Keyring for encryption at rest: every stored value is sealed with its newest key (XChaCha20-Poly1305); see docs/security-at-rest.md
+    #[arg(long, env = "CAUSEWAY_ENCRYPTION_KEY_FILE")]
+    pub encryption_key_file: Option<PathBuf>,
+    /// Test-only planted fault: a request for this key panics the node (proves fail-stop)
+    #[arg(long, env = "CAUSEWAY_TEST_PANIC_ON_KEY", hide = true)]
+    pub test_panic_on_key: Option<String>,
+    /// TOML file with any of the keys above (listen, advertise, view, join, await_join, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, conflicts, hinted_handoff, encryption_key_file)
     #[arg(long, env = "CAUSEWAY_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -120,6 +126,7 @@ struct FileConfig {
     max_value_bytes: Option<usize>,
     conflicts: Option<ConflictsArg>,
     hinted_handoff: Option<bool>,
+    encryption_key_file: Option<PathBuf>,
 }
 
 /// Everything `serve` runs with.
@@ -132,6 +139,8 @@ pub struct Settings {
     /// This process's instance id (`--instance-id`, else random); it names the process, not the
     /// node, so a restart on the same data gets a new one.
     pub instance: String,
+    /// Keyring sealing stored values, if encryption at rest is on.
+    pub encryption_key_file: Option<PathBuf>,
     pub core: Config,
 }
 
@@ -305,6 +314,10 @@ impl ServeArgs {
             .or(file.conflicts)
             .unwrap_or(ConflictsArg::Siblings)
             .into();
+        core.panic_on_key = self
+            .test_panic_on_key
+            .as_ref()
+            .map(|k| bytes::Bytes::copy_from_slice(k.as_bytes()));
         if let Some(m) = self.max_value_bytes.or(file.max_value_bytes) {
             core.max_value_bytes = m;
         }
@@ -330,6 +343,10 @@ impl ServeArgs {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             batch_sync: Duration::from_millis(batch_ms),
+            encryption_key_file: self
+                .encryption_key_file
+                .clone()
+                .or(file.encryption_key_file),
             core,
         })
     }

@@ -18,13 +18,13 @@ use super::storage::FjallStorage;
 use super::transport::Transport;
 use crate::core::ring::epoch_number;
 use crate::core::{
-    Config, Identity, Input, Node, NodeId, NodeStatus, Op, PeerMsg, Reply, ReqError, ReqId,
-    Request, Storage, SyncMode, Time, View,
+    Config, Identity, Input, Node, NodeId, NodeStatus, Op, PeerMsg, Rejection, Reply, ReqError,
+    ReqId, Request, Storage, SyncMode, Time, View, validate,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most queued events handled before the loop syncs and delivers.
@@ -34,6 +34,8 @@ pub const QUEUE: usize = 8192;
 const METRICS_EVERY: Duration = Duration::from_secs(1);
 /// Longest wait at shutdown for the peer links to write what is queued.
 const LINK_DRAIN: Duration = Duration::from_secs(1);
+/// Least time between two warnings about refused peer messages (the rest are counted).
+const REJECT_WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// Something for the node to handle.
 pub enum Event {
@@ -173,6 +175,7 @@ pub fn spawn(
                 loopback: VecDeque::new(),
                 links_pending: false,
                 view: view_tx,
+                rejections: RejectLog::default(),
             };
             driver.publish_view();
             started.store(true, Ordering::Release);
@@ -205,6 +208,39 @@ struct Driver {
     links_pending: bool,
     /// Where handlers read the node's current view.
     view: watch::Sender<Arc<View>>,
+    rejections: RejectLog,
+}
+
+/// Rate limit of the warnings about refused peer messages.
+#[derive(Default)]
+struct RejectLog {
+    last_warn: Option<Instant>,
+    /// Refusals since the last warning.
+    suppressed: u64,
+}
+
+impl RejectLog {
+    /// Counts a refused message in `causeway_peer_rejected_total{reason}` and warns about it
+    /// unless a warning went out less than [`REJECT_WARN_EVERY`] ago.
+    fn record(&mut self, from: &str, kind: &str, why: &Rejection) {
+        metrics::counter!("causeway_peer_rejected_total", "reason" => why.reason).increment(1);
+        let now = Instant::now();
+        if self
+            .last_warn
+            .is_some_and(|t| now.duration_since(t) < REJECT_WARN_EVERY)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            peer = %from,
+            kind,
+            suppressed = self.suppressed,
+            "refused an invalid peer message: {why}"
+        );
+        self.last_warn = Some(now);
+        self.suppressed = 0;
+    }
 }
 
 impl Driver {
@@ -248,9 +284,10 @@ impl Driver {
                 self.pending.insert(id, reply);
                 self.node.handle(now, Input::Client(Request { id, op }));
             }
-            Event::Peer { from, msg } => {
-                self.node.handle(now, Input::Peer { from, msg });
-            }
+            Event::Peer { from, msg } => match validate(&msg, &self.node.peer_limits()) {
+                Ok(()) => self.node.handle(now, Input::Peer { from, msg }),
+                Err(why) => self.rejections.record(&from, msg.kind(), &why),
+            },
             Event::Status(tx) => {
                 let _ = tx.send(self.node.status());
             }

@@ -9,12 +9,14 @@ pub mod cli;
 pub mod compat;
 pub mod config;
 pub mod driver;
+pub mod fail_stop;
 pub mod http;
 pub mod input;
 pub mod launcher;
 pub mod listing;
 pub mod membership;
 pub mod metrics;
+pub mod seal;
 pub mod storage;
 pub mod transport;
 pub mod ui;
@@ -27,7 +29,14 @@ use tokio::sync::oneshot;
 /// (which delivers what is pending and records a clean shutdown) and returns.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let prometheus = metrics::install()?;
-    let storage = storage::FjallStorage::open(&settings.data_dir)?;
+    if settings.core.panic_on_key.is_some() {
+        tracing::warn!("TEST BUILD SWITCH: --test-panic-on-key is set; a request panics the node");
+    }
+    let keyring = match &settings.encryption_key_file {
+        Some(path) => Some(std::sync::Arc::new(seal::Keyring::load(path)?)),
+        None => None,
+    };
+    let storage = storage::FjallStorage::open_sealed(&settings.data_dir, keyring)?;
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;

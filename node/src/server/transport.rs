@@ -185,9 +185,8 @@ async fn read_frames(mut stream: TcpStream, inbox: mpsc::Sender<Event>) -> std::
         }
         buf.resize(len, 0);
         r.read_exact(&mut buf).await?;
-        let cfg = bincode::config::standard().with_limit::<{ MAX_FRAME }>();
-        let ((from, msg), _): ((NodeId, PeerMsg), usize) =
-            bincode::serde::decode_from_slice(&buf, cfg).map_err(std::io::Error::other)?;
+        let (from, msg) =
+            crate::core::message::decode_frame(&buf).map_err(std::io::Error::other)?;
         if inbox.send(Event::Peer { from, msg }).await.is_err() {
             return Ok(());
         }

@@ -28,10 +28,7 @@ impl<S: Storage> Node<S> {
     pub(super) fn learn(&mut self, views: Vec<View>) {
         let mut changed = false;
         for v in views {
-            let valid = v.is_joining()
-                || (v.assignment.len() == v.partitions as usize
-                    && v.assignment.iter().all(|s| *s < v.shard_count()));
-            if valid {
+            if (v.is_joining() && v.epoch == 0) || v.check().is_ok() {
                 changed |= self.history.insert(v);
             }
         }
@@ -95,8 +92,8 @@ impl<S: Storage> Node<S> {
         // Above every epoch this node knows, so it wins over views it has only heard of.
         let known = self.history.latest().epoch;
         if view.epoch <= known {
-            view.epoch = ((super::super::ring::epoch_number(known) + 1) << 32)
-                | u64::from(node_hash(&self.me));
+            let number = super::super::ring::epoch_number(known) + 1;
+            view.epoch = super::super::ring::next_epoch(number, &self.me)?;
         }
         self.history.insert(view.clone());
         self.switch(view.clone());
