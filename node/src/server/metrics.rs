@@ -5,7 +5,8 @@
 //! `peer_messages_dropped_total{peer}`, `causal_waits`, `pending_writes`,
 //! `pending_client_requests`, `live_keys`, `view_epoch`, `handoff_retained_partitions`,
 //! `handoff_awaiting_partitions`, `forwarded_total`, `failovers_total`,
-//! `replication_dropped_total`.
+//! `replication_dropped_total`, `sibling_warnings_total` (writes that left a key with 25 or more
+//! siblings), `sibling_refusals_total` (writes refused beyond `max_siblings`).
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::time::Duration;

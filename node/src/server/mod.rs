@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod storage;
 pub mod transport;
 pub mod ui;
+pub mod values;
 
 use anyhow::Context;
 use config::Settings;
