@@ -78,7 +78,7 @@ fn cli_delete_with_a_fresh_session_deletes() {
             String::from_utf8_lossy(&out.stdout)
         );
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("not found"), "{err}");
+        assert!(err.contains("greeting: deleted"), "{err}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
