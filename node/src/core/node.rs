@@ -17,7 +17,7 @@
 
 use super::aae::{AaeStats, Claims, Exchange, encoded_len};
 use super::clock::{NodeClock, VersionVector};
-use super::config::{Canary, Config, ConflictMode, SyncMode};
+use super::config::{Canary, Config, ConflictMode, SyncMode, WARN_SIBLINGS};
 use super::dot::{Actor, Dot};
 use super::dvv::{Version, VersionSet};
 use super::history::History;
@@ -25,7 +25,9 @@ use super::merkle::{self, BRANCHES, Merkle, SEGMENTS_PER_BRANCH};
 use super::message::{PeerMsg, Rid};
 use super::outbox::Outbox;
 use super::proxy::{Forwarding, Proxy};
-use super::request::{ListEntry, Op, Quorum, Reply, ReqError, ReqId, Request, Response};
+use super::request::{
+    ListEntry, MAX_CONTENT_TYPE_BYTES, Op, Quorum, Reply, ReqError, ReqId, Request, Response,
+};
 use super::ring::{Epoch, NodeId, ShardId, View, node_hash, partition_of};
 use super::storage::Storage;
 use super::time::Time;
@@ -185,6 +187,10 @@ pub struct NodeStatus {
     pub failovers: u64,
     pub suspects: Vec<NodeId>,
     pub tombstones_pending: usize,
+    /// Client writes that left a key with at least [`WARN_SIBLINGS`] siblings.
+    pub sibling_warnings: u64,
+    /// Client writes refused because they would exceed `max_siblings`.
+    pub sibling_refusals: u64,
     pub aae: AaeStats,
     pub handoff: HandoffStatus,
 }
@@ -233,6 +239,8 @@ pub struct Node<S: Storage> {
     rerouting: Vec<(Forwarding, Time)>,
     next_join: Time,
     hints_accepted: u64,
+    sibling_warnings: u64,
+    sibling_refusals: u64,
     storage: S,
     clock: NodeClock,
     clock_dirty: bool,
@@ -359,6 +367,8 @@ impl<S: Storage> Node<S> {
             rerouting: Vec::new(),
             next_join: now,
             hints_accepted: 0,
+            sibling_warnings: 0,
+            sibling_refusals: 0,
             storage,
             clock,
             clock_dirty: true,
@@ -488,6 +498,8 @@ impl<S: Storage> Node<S> {
                 .cloned()
                 .collect(),
             tombstones_pending: self.tombstones.len() + self.reaps.len(),
+            sibling_warnings: self.sibling_warnings,
+            sibling_refusals: self.sibling_refusals,
             aae: self.aae_stats.clone(),
             handoff: HandoffStatus {
                 retained: self.retained.iter().copied().collect(),
@@ -669,7 +681,13 @@ impl<S: Storage> Node<S> {
             self.cfg.view.shard_members(shard).len()
         };
         match op {
-            Op::Put { key, value, w, .. } => {
+            Op::Put {
+                key,
+                value,
+                content_type,
+                w,
+                ..
+            } => {
                 if value
                     .as_ref()
                     .is_some_and(|v| v.len() > self.cfg.max_value_bytes)
@@ -677,6 +695,14 @@ impl<S: Storage> Node<S> {
                     return bad(format!(
                         "value is longer than {} bytes",
                         self.cfg.max_value_bytes
+                    ));
+                }
+                if content_type
+                    .as_ref()
+                    .is_some_and(|c| c.len() > MAX_CONTENT_TYPE_BYTES)
+                {
+                    return bad(format!(
+                        "content type is longer than {MAX_CONTENT_TYPE_BYTES} bytes"
                     ));
                 }
                 if w.resolve(replicas(key)).is_none() {
@@ -752,12 +778,14 @@ impl<S: Storage> Node<S> {
                 let Op::Put {
                     key,
                     value,
+                    content_type,
                     context,
                     ..
                 } = op
                 else {
                     unreachable!("only writes are hintable")
                 };
+                let value = value.map(|v| (v, content_type));
                 self.write_hint(client, key, value, context);
             }
             Some(s) => {
@@ -843,9 +871,13 @@ impl<S: Storage> Node<S> {
             Op::Put {
                 key,
                 value,
+                content_type,
                 context,
                 w,
-            } => self.write(origin, key, value, context, w),
+            } => {
+                let value = value.map(|v| (v, content_type));
+                self.write(origin, key, value, context, w)
+            }
             _ => unreachable!("only reads and writes wait for their context"),
         }
     }
@@ -864,18 +896,24 @@ impl<S: Storage> Node<S> {
             .unwrap_or_default()
     }
 
+    /// Coordinates a client write (`value`: the value and its content type; `None` deletes).
     fn write(
         &mut self,
         origin: Origin,
         key: Bytes,
-        value: Option<Bytes>,
+        value: Option<(Bytes, Option<Bytes>)>,
         ctx: VersionVector,
         w: Quorum,
     ) {
+        let tombstone = value.is_none();
+        let current = self.storage.get(&key).unwrap_or_default();
+        let (ctx, blind) = match self.write_context(&key, &current, tombstone, ctx) {
+            Ok(c) => c,
+            Err(e) => return self.finish(origin, Err(e)),
+        };
         self.counter += 1;
         let dot = Dot::new(self.actor, self.counter);
-        let tombstone = value.is_none();
-        let (set, had_value) = self.apply_new(dot, &key, value, &ctx);
+        let (set, had_value) = self.apply_new(dot, &key, current, value, &ctx);
         let members = self.members();
         if tombstone && self.cfg.canary != Some(Canary::EarlyTombstoneReap) {
             if members.len() == 1 {
@@ -902,6 +940,7 @@ impl<S: Storage> Node<S> {
             dot,
             context: self.reply_context(&ctx, &key),
             replaced: had_value,
+            coordinator_context: blind.then_some(ctx),
         };
         let need = w.resolve(members.len()).unwrap_or(members.len());
         if need <= 1 {
@@ -957,12 +996,23 @@ impl<S: Storage> Node<S> {
     /// Accepts a write for an unreachable shard as a durable hint under this node's hint actor
     /// for the key's partition. The partition becomes retained, so handoff delivers it to the
     /// replicas when they answer again, and drops it once all of them hold it.
-    fn write_hint(&mut self, client: ReqId, key: Bytes, value: Option<Bytes>, ctx: VersionVector) {
+    fn write_hint(
+        &mut self,
+        client: ReqId,
+        key: Bytes,
+        value: Option<(Bytes, Option<Bytes>)>,
+        ctx: VersionVector,
+    ) {
+        let current = self.storage.get(&key).unwrap_or_default();
+        let (ctx, blind) = match self.write_context(&key, &current, value.is_none(), ctx) {
+            Ok(c) => c,
+            Err(e) => return self.finish(Origin::Client(client), Err(e)),
+        };
         let p = self.cfg.view.partition_of(&key);
         let episode = self.dropped.get(&p).map_or(0, |d| d.1);
         let actor = self.actor.hint(p, episode);
         let dot = Dot::new(actor, self.clock.max(actor) + 1);
-        let (_, had_value) = self.apply_new(dot, &key, value, &ctx);
+        let (_, had_value) = self.apply_new(dot, &key, current, value, &ctx);
         self.needs_sync = true;
         if self.retained.insert(p) {
             self.persist_membership();
@@ -972,27 +1022,82 @@ impl<S: Storage> Node<S> {
             dot,
             context: self.reply_context(&ctx, &key),
             replaced: had_value,
+            coordinator_context: blind.then_some(ctx),
         };
         self.finish(Origin::Client(client), Ok(reply));
     }
 
-    /// Applies a write this node coordinates as `dot`: records the dot, stamps the hybrid
-    /// time, supersedes what `ctx` covers and stores the result. Returns the key's new version
-    /// set and whether it held a live value before.
+    /// The context a client write to `key` supersedes with, and whether it is a blind delete;
+    /// `current` is what this coordinator holds of the key. A delete without a context takes
+    /// `current`'s context: it deletes everything this replica holds (SPEC §2), and only
+    /// versions it has not seen survive as siblings. A write that would leave more than
+    /// `max_siblings` versions is refused; one that leaves [`WARN_SIBLINGS`] or more is logged.
+    fn write_context(
+        &mut self,
+        key: &[u8],
+        current: &VersionSet,
+        tombstone: bool,
+        ctx: VersionVector,
+    ) -> Result<(VersionVector, bool), ReqError> {
+        let blind = tombstone && ctx.is_empty();
+        let ctx = if blind {
+            current.context().clone()
+        } else {
+            ctx
+        };
+        let collapses = self.cfg.conflicts == ConflictMode::Lww
+            || self.cfg.canary == Some(Canary::LwwWithoutSiblings);
+        let siblings = if collapses {
+            1
+        } else {
+            current.siblings_after_write(&ctx)
+        };
+        let shown = String::from_utf8_lossy(key);
+        if siblings > self.cfg.max_siblings {
+            self.sibling_refusals += 1;
+            return Err(ReqError::Conflict(format!(
+                "key {shown:?} has {} siblings and this write would leave {siblings}, more than \
+                 the limit of {}: read the key and write (or delete) it with the read's causal \
+                 context to replace them",
+                siblings - 1,
+                self.cfg.max_siblings
+            )));
+        }
+        if siblings >= WARN_SIBLINGS {
+            self.sibling_warnings += 1;
+            tracing::warn!(
+                key = %shown,
+                siblings,
+                "key has many siblings; write it with a read's causal context to resolve them"
+            );
+        }
+        Ok((ctx, blind))
+    }
+
+    /// Applies a write this node coordinates as `dot` to `set`, the key's current version set:
+    /// records the dot, stamps the hybrid time, supersedes what `ctx` covers and stores the
+    /// result. Returns the key's new version set and whether it held a live value before.
     fn apply_new(
         &mut self,
         dot: Dot,
         key: &Bytes,
-        value: Option<Bytes>,
+        mut set: VersionSet,
+        value: Option<(Bytes, Option<Bytes>)>,
         ctx: &VersionVector,
     ) -> (VersionSet, bool) {
         self.clock.add(dot);
         self.clock_dirty = true;
         self.hlc = (self.hlc + 1).max(self.wall.as_micros());
-        let mut set = self.storage.get(key).unwrap_or_default();
         let had_value = set.has_value();
         let ts = self.hlc;
-        set.write(ctx, Version { dot, value, ts });
+        let (value, content_type) = value.map_or((None, None), |(v, c)| (Some(v), c));
+        let version = Version {
+            dot,
+            value,
+            ts,
+            content_type,
+        };
+        set.write(ctx, version);
         self.store(key, set.clone(), had_value);
         (set, had_value)
     }

@@ -10,6 +10,9 @@ use super::ring::{NodeId, View};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+/// Longest accepted content type of a value, in bytes.
+pub const MAX_CONTENT_TYPE_BYTES: usize = 256;
+
 /// Driver-chosen id that pairs a [`Reply`] with its [`Request`]; unique per node while pending.
 pub type ReqId = u64;
 
@@ -59,10 +62,14 @@ pub enum Op {
         context: VersionVector,
         r: Quorum,
     },
-    /// A write; `value: None` is a delete (a tombstone).
+    /// A write; `value: None` is a delete (a tombstone). It supersedes the versions `context`
+    /// covers — except a delete with an empty context (a *blind delete*), which supersedes
+    /// what the coordinating replica holds of the key when it executes it (SPEC §2).
     Put {
         key: Bytes,
         value: Option<Bytes>,
+        /// The value's media type (see [`Version::content_type`]); ignored for a delete.
+        content_type: Option<Bytes>,
         context: VersionVector,
         w: Quorum,
     },
@@ -132,6 +139,9 @@ pub enum Response {
         dot: Dot,
         context: VersionVector,
         replaced: bool,
+        /// For a blind delete: the coordinator's context of the key, which the delete
+        /// superseded (its effective context). `None` for every other write.
+        coordinator_context: Option<VersionVector>,
     },
     Listed {
         entries: Vec<ListEntry>,
@@ -157,11 +167,15 @@ pub enum Response {
     },
 }
 
-/// Why a request failed. `BadRequest` is the caller's fault (4xx); the others are 503s.
+/// Why a request failed. `BadRequest` and `Conflict` are the caller's to fix (4xx) and had no
+/// effect; the others are 503s.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ReqError {
     #[error("{0}")]
     BadRequest(String),
+    /// The write would leave the key with more than `max_siblings` versions; nothing applied.
+    #[error("{0}")]
+    Conflict(String),
     /// No reachable replica covered the request's causal context within `causal_wait`.
     #[error("unable to satisfy request")]
     Unsatisfiable,

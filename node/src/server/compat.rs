@@ -6,8 +6,10 @@
 //! `/v1`). PUT answers "Added" or "Updated" from the coordinator's own report of whether the key
 //! held a live value, so there is no read-before-write race; DELETE likewise answers 404 when the
 //! key held none (its tombstone is then harmless and reaped later). Writes are issued with the
-//! client's own `causal-context`, so they never replace versions the client has not seen. Replies carry `"causal-context"` (a token string)
-//! and, when another node executed the request, `"address"`.
+//! client's own `causal-context`, so they never replace versions the client has not seen — except
+//! a DELETE without one, which deletes what the coordinating replica holds (SPEC §2), as the
+//! seed's clients expect. A write beyond `max_siblings` is a 409. Replies carry
+//! `"causal-context"` (a token string) and, when another node executed the request, `"address"`.
 
 use super::http::{AppState, MAX_JSON_BYTES, decode_context};
 use super::input::{parse_query, percent_decode, read_body};
@@ -54,6 +56,7 @@ fn seed_error(status: StatusCode, error: &str, verb: &str) -> Response {
 fn core_error(e: ReqError, verb: &str) -> Response {
     match e {
         ReqError::BadRequest(m) => seed_error(StatusCode::BAD_REQUEST, &m, verb),
+        ReqError::Conflict(m) => seed_error(StatusCode::CONFLICT, &m, verb),
         ReqError::Unsatisfiable | ReqError::Unavailable(_) => seed_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "Unable to satisfy request",
@@ -162,6 +165,7 @@ async fn write(
     let op = Op::Put {
         key,
         value,
+        content_type: None,
         context,
         w: Quorum::default(),
     };

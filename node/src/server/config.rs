@@ -90,6 +90,9 @@ pub struct ServeArgs {
     /// Largest accepted value in bytes [default: 8388608]
     #[arg(long, env = "CAUSEWAY_MAX_VALUE_BYTES")]
     pub max_value_bytes: Option<usize>,
+    /// Most siblings a write may leave on a key; beyond it writes get 409 until a write with a read's context resolves them [default: 100]
+    #[arg(long, env = "CAUSEWAY_MAX_SIBLINGS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_siblings: Option<u32>,
     /// Resolution of concurrent writes; lww loses writes (see README) [default: siblings]
     #[arg(long, env = "CAUSEWAY_CONFLICTS", value_enum)]
     pub conflicts: Option<ConflictsArg>,
@@ -105,7 +108,7 @@ pub struct ServeArgs {
     /// Test-only planted fault: a request for this key panics the node (proves fail-stop)
     #[arg(long, env = "CAUSEWAY_TEST_PANIC_ON_KEY", hide = true)]
     pub test_panic_on_key: Option<String>,
-    /// TOML file with any of the keys above (listen, advertise, view, join, await_join, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, conflicts, hinted_handoff, encryption_key_file)
+    /// TOML file with any of the keys above (listen, advertise, view, join, await_join, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, conflicts, hinted_handoff, encryption_key_file, max_siblings)
     #[arg(long, env = "CAUSEWAY_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -124,6 +127,7 @@ struct FileConfig {
     sync: Option<SyncArg>,
     batch_sync_ms: Option<u64>,
     max_value_bytes: Option<usize>,
+    max_siblings: Option<u32>,
     conflicts: Option<ConflictsArg>,
     hinted_handoff: Option<bool>,
     encryption_key_file: Option<PathBuf>,
@@ -321,6 +325,11 @@ impl ServeArgs {
         if let Some(m) = self.max_value_bytes.or(file.max_value_bytes) {
             core.max_value_bytes = m;
         }
+        match self.max_siblings.or(file.max_siblings) {
+            Some(0) => bail!("max_siblings must be at least 1"),
+            Some(m) => core.max_siblings = m as usize,
+            None => {}
+        }
         let batch_ms = self
             .batch_sync_ms
             .or(file.batch_sync_ms)
@@ -472,7 +481,7 @@ mod tests {
             std::env::temp_dir().join(format!("causeway-config-{}.toml", std::process::id()));
         std::fs::write(
             &path,
-            "conflicts = \"lww\"\nsync = \"always\"\nhinted_handoff = true\n",
+            "conflicts = \"lww\"\nsync = \"always\"\nhinted_handoff = true\nmax_siblings = 7\n",
         )
         .expect("writing");
         let from_file = ServeArgs {
@@ -483,12 +492,15 @@ mod tests {
         assert_eq!(s.core.conflicts, ConflictMode::Lww);
         assert!(s.core.hinted_handoff);
         assert_eq!(s.core.sync, SyncMode::Always);
+        assert_eq!(s.core.max_siblings, 7);
         let flagged = ServeArgs {
             conflicts: Some(ConflictsArg::Siblings),
+            max_siblings: Some(9),
             ..from_file
         };
         let s = flagged.resolve(SeedEnv::default()).expect("flags");
         assert_eq!(s.core.conflicts, ConflictMode::Siblings);
+        assert_eq!(s.core.max_siblings, 9);
         std::fs::write(&path, "conflict = \"lww\"\n").expect("writing");
         let typo = ServeArgs {
             config: Some(path.clone()),

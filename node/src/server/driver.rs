@@ -385,5 +385,7 @@ impl Driver {
         metrics::counter!("causeway_forwarded_total").absolute(s.forwarded);
         metrics::counter!("causeway_failovers_total").absolute(s.failovers);
         metrics::counter!("causeway_replication_dropped_total").absolute(s.unacked_dropped);
+        metrics::counter!("causeway_sibling_warnings_total").absolute(s.sibling_warnings);
+        metrics::counter!("causeway_sibling_refusals_total").absolute(s.sibling_refusals);
     }
 }

@@ -6,7 +6,8 @@
 //! `pending_client_requests`, `live_keys`, `view_epoch`, `handoff_retained_partitions`,
 //! `handoff_awaiting_partitions`, `forwarded_total`, `failovers_total`,
 //! `replication_dropped_total`, `peer_rejected_total{reason}` (peer messages refused by
-//! [`crate::core::validate`]).
+//! [`crate::core::validate`]), `sibling_warnings_total` (writes that left a key with 25 or more
+//! siblings), `sibling_refusals_total` (writes refused beyond `max_siblings`).
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::time::Duration;

@@ -20,6 +20,7 @@ pub mod seal;
 pub mod storage;
 pub mod transport;
 pub mod ui;
+pub mod values;
 
 use anyhow::Context;
 use config::Settings;

@@ -390,6 +390,7 @@ mod tests {
             dot: Dot::new(Actor::new(1, 1, 1), 1),
             value: Some(Bytes::copy_from_slice(v.as_bytes())),
             ts: 0,
+            content_type: Some(Bytes::from_static(b"text/plain")),
         };
         s.write(&VersionVector::new(), version);
         s
