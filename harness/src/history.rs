@@ -59,7 +59,9 @@ impl OpRecord {
     pub fn outcome_of(&self, result: Result<Response, ReqError>) -> Outcome {
         match result {
             Ok(r) => Outcome::Ok(r),
-            Err(e @ ReqError::BadRequest(_)) => Outcome::Failed(e.to_string()),
+            Err(e @ (ReqError::BadRequest(_) | ReqError::Conflict(_))) => {
+                Outcome::Failed(e.to_string())
+            }
             Err(e) => self.unavailable(e.to_string()),
         }
     }

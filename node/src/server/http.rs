@@ -197,6 +197,7 @@ pub fn req_error(e: ReqError) -> ApiError {
         ReqError::Unavailable(m) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
         }
+        ReqError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
     }
 }
 
@@ -281,6 +282,7 @@ async fn kv_get(
 /// 200 with the value, 300 with `multipart/mixed` siblings, or 404; or the JSON form.
 fn render_read(versions: &[Version], ctx: &VersionVector, json: bool) -> Response {
     let values = live_values(versions);
+    metrics::histogram!("causeway_siblings_per_read").record(values.len() as f64);
     let deleted = !versions.is_empty() && values.is_empty();
     let status = match values.len() {
         0 => StatusCode::NOT_FOUND,
@@ -514,6 +516,9 @@ async fn cluster(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiEr
         "settled": me.state.as_ref().is_ok_and(membership::NodeState::settled),
         "status": status,
     });
+    // Everywhere in this reply `epoch` is a view's epoch number and `epoch_id` its unique id
+    // (the number with the proposer's hash), also in the status's view.
+    body["status"]["view"] = membership::view_json(view);
     if fan_out {
         let mut nodes = view.nodes.clone();
         if !nodes.contains(&st.node.me) {
