@@ -465,12 +465,6 @@ fn join_of_a_dead_address_is_refused_and_removal_leaves_nothing_behind() {
         "{}",
         unacked(&http)
     );
-    let r = http
-        .put(format!("{}/v1/cluster/view", c.url(0)))
-        .json(&json!({"nodes": c.addrs[..3], "repl_factor": 3}))
-        .send()
-        .expect("view change");
-    assert_eq!(r.status(), 200, "{:?}", r.text());
     let metrics = |http: &Client| {
         http.get(format!("{}/metrics", c.url(0)))
             .send()
@@ -478,6 +472,17 @@ fn join_of_a_dead_address_is_refused_and_removal_leaves_nothing_behind() {
             .unwrap_or_default()
     };
     let label = format!("peer=\"{gone}\"");
+    wait_until(
+        Duration::from_secs(5),
+        "the fourth node has metric series",
+        || metrics(&http).contains(&label),
+    );
+    let r = http
+        .put(format!("{}/v1/cluster/view", c.url(0)))
+        .json(&json!({"nodes": c.addrs[..3], "repl_factor": 3}))
+        .send()
+        .expect("view change");
+    assert_eq!(r.status(), 200, "{:?}", r.text());
     wait_until(
         Duration::from_secs(30),
         "the removed node's metric series are gone",
