@@ -1,7 +1,7 @@
 //! `/metrics` of a real node: every family is described (`# HELP`), and build, process,
 //! anti-entropy and handoff families are there.
 
-use causeway_e2e::{Cluster, client};
+use causeway_e2e::{Cluster, client, context_of};
 use std::collections::BTreeSet;
 
 #[test]
@@ -17,6 +17,7 @@ fn every_metric_family_has_help() {
         assert_eq!(r.status(), 204);
         let r = http
             .get(format!("{}/v1/kv/m{i}", c.url(0)))
+            .header("x-causal-context", context_of(&r))
             .send()
             .expect("get");
         assert_eq!(r.status(), 200);

@@ -259,7 +259,7 @@ pub struct Node<S: Storage> {
     last_heard: BTreeMap<NodeId, Time>,
     /// For each member of the view: since when this node expects to hear from it (it started,
     /// or the member joined). A member not heard from for `suspect_after` since then is
-    /// suspected like one that went silent.
+    /// reported as suspected ([`Node::never_heard`]).
     expecting: BTreeMap<NodeId, Time>,
     /// Join candidates probed and not yet answered, by probe id.
     joins: BTreeMap<Rid, membership::PendingJoin>,
@@ -479,7 +479,7 @@ impl<S: Storage> Node<S> {
                 .view
                 .nodes
                 .iter()
-                .filter(|n| self.is_suspect(n))
+                .filter(|n| self.is_suspect(n) || (**n != self.me && self.never_heard(n)))
                 .cloned()
                 .collect(),
             tombstones_pending: self.tombstones.len() + self.reaps.len(),
@@ -563,14 +563,24 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    /// A peer not heard from for `suspect_after`: since its last message, or, when it never
-    /// sent one, since this node started expecting to hear from it.
+    /// A member that never sent a message within `suspect_after` of when this node started
+    /// expecting to hear from it. Reported as suspected; routing learns of it when a forward to
+    /// it times out instead ([`Node::is_suspect`]), which keeps hinting as it was.
+    fn never_heard(&self, node: &str) -> bool {
+        !self.last_heard.contains_key(node)
+            && self
+                .expecting
+                .get(node)
+                .is_some_and(|t| self.now.since(*t) > self.cfg.suspect_after)
+    }
+
+    /// A peer not heard from for `suspect_after` since its last message (or whose forward timed
+    /// out before it was ever heard from).
     fn is_suspect(&self, node: &str) -> bool {
         node != self.me
             && self
                 .last_heard
                 .get(node)
-                .or_else(|| self.expecting.get(node))
                 .is_some_and(|t| self.now.since(*t) > self.cfg.suspect_after)
     }
 
