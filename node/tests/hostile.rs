@@ -45,6 +45,7 @@ fn put(n: &mut Node<MemStorage>, id: u64, key: &str) {
     let op = Op::Put {
         key: Bytes::copy_from_slice(key.as_bytes()),
         value: Some(Bytes::from_static(b"v")),
+        content_type: None,
         context: VersionVector::new(),
         w: Quorum::N(1),
     };
@@ -118,6 +119,7 @@ fn version_set() -> impl Strategy<Value = VersionSet> {
             dot,
             value: v.map(Bytes::from),
             ts: 0,
+            content_type: None,
         });
     (
         context(),
@@ -170,6 +172,7 @@ fn op() -> impl Strategy<Value = Op> {
         (key(), context(), any::<u8>()).prop_map(|(key, context, w)| Op::Put {
             key,
             value: Some(Bytes::from_static(b"x")),
+            content_type: None,
             context,
             w: Quorum::N(w),
         }),
@@ -426,6 +429,7 @@ fn malformed_views_and_keys_are_refused() {
         dot: Dot::new(me, issued + 1),
         value: None,
         ts: 0,
+        content_type: None,
     };
     set.write(&VersionVector::new(), v);
     let replicate = PeerMsg::Replicate {

@@ -52,6 +52,7 @@ fn malformed(view: &View) -> Vec<PeerMsg> {
         dot: causeway::core::Dot::new(Actor::new(1, view.epoch, 1), 1 << 62),
         value: None,
         ts: 0,
+        content_type: None,
     };
     erase.write(&forged, tomb);
     vec![
@@ -79,6 +80,7 @@ fn malformed(view: &View) -> Vec<PeerMsg> {
             op: Op::Put {
                 key: Bytes::new(),
                 value: Some(Bytes::from_static(b"x")),
+                content_type: None,
                 context: VersionVector::new(),
                 w: Quorum::N(1),
             },

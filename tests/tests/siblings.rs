@@ -50,7 +50,7 @@ fn sibling_count_is_bounded_and_resolvable() {
     let detail = j["detail"].as_str().expect("detail");
     assert!(detail.contains("\"crowded\""), "names the key: {detail}");
     assert!(detail.contains("context"), "says how to resolve: {detail}");
-    assert_eq!(j["error"], "too many siblings");
+    assert_eq!(j["error"], "conflict");
     // The compatibility API refuses it too.
     let r = http
         .put(format!("{}/kv-store/keys/crowded", c.url(0)))

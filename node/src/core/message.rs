@@ -145,6 +145,18 @@ pub enum PeerMsg {
     Join {
         node: NodeId,
     },
+    /// A member about to admit the receiver asks whether it is a Causeway node that may join:
+    /// answered with `JoinAnswer`. Only an answer admits a node, so an address nothing listens
+    /// on never becomes a replica.
+    JoinProbe {
+        rid: Rid,
+    },
+    /// The view the receiver runs with (a joining view lists no nodes: it is in no cluster).
+    JoinAnswer {
+        rid: Rid,
+        epoch: Epoch,
+        nodes: Vec<NodeId>,
+    },
     /// Part of a partition the sender no longer owns, for one of its replicas in the sender's
     /// view of `epoch`. Batch `seq` of stream `stream`; the first batch carries the sender's
     /// claims on the partition taken before it read any key, so every write they name is
@@ -213,6 +225,8 @@ impl PeerMsg {
             PeerMsg::Pong { .. } => "pong",
             PeerMsg::Views { .. } => "views",
             PeerMsg::Join { .. } => "join",
+            PeerMsg::JoinProbe { .. } => "join_probe",
+            PeerMsg::JoinAnswer { .. } => "join_answer",
             PeerMsg::HandoffBatch { .. } => "handoff_batch",
             PeerMsg::HandoffAck { .. } => "handoff_ack",
         }

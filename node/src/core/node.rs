@@ -75,7 +75,8 @@ pub enum Input {
 
 /// What the driver must do next, in order: send `early_messages` and deliver `early_replies`
 /// (they may also wait); if `sync`, make storage durable ([`Storage::sync`]); then send
-/// `messages` and deliver `replies`.
+/// `messages` and deliver `replies`; then drop whatever it keeps per peer (links, queues,
+/// metrics) for the nodes in `forget`, after writing what it already queued for them.
 ///
 /// Invariant: nothing in the early lists depends on a write of this Ready. They are answers to
 /// writes that just reached their `w` acknowledgements: the write itself was stored by an
@@ -88,17 +89,12 @@ pub struct Ready {
     pub early_replies: Vec<Reply>,
     pub messages: Vec<(NodeId, PeerMsg)>,
     pub replies: Vec<Reply>,
+    /// Nodes this node no longer talks to: removed from the view, or join candidates that did
+    /// not answer. The core itself has dropped every state it kept about them.
+    pub forget: Vec<NodeId>,
 }
 
 impl Ready {
-    pub fn is_empty(&self) -> bool {
-        !self.sync
-            && self.early_messages.is_empty()
-            && self.early_replies.is_empty()
-            && self.messages.is_empty()
-            && self.replies.is_empty()
-    }
-
     /// Moves the early lists to the front of the ordinary ones, for drivers whose sync is
     /// instantaneous (simulations) or that do not distinguish them.
     pub fn merge_early(&mut self) {
@@ -206,6 +202,10 @@ pub struct HandoffStatus {
     pub held_keys: usize,
     /// Writes accepted as hints since start.
     pub hints_accepted: u64,
+    /// Keys sent in handoff batches since start (a batch sent again counts again).
+    pub keys_sent: u64,
+    /// Keys received in handoff batches and applied, since start.
+    pub keys_received: u64,
     /// Partitions this node gained and has not yet received in full from a previous owner.
     pub awaiting: Vec<u32>,
 }
@@ -241,6 +241,8 @@ pub struct Node<S: Storage> {
     hints_accepted: u64,
     sibling_warnings: u64,
     sibling_refusals: u64,
+    /// Keys sent and received in handoff batches since start.
+    handoff_keys: (u64, u64),
     storage: S,
     clock: NodeClock,
     clock_dirty: bool,
@@ -263,6 +265,12 @@ pub struct Node<S: Storage> {
     reads: BTreeMap<Rid, PendingRead>,
     lists: BTreeMap<ReqId, PendingList>,
     last_heard: BTreeMap<NodeId, Time>,
+    /// For each member of the view: since when this node expects to hear from it (it started,
+    /// or the member joined). A member not heard from for `suspect_after` since then is
+    /// reported as suspected ([`Node::never_heard`]).
+    expecting: BTreeMap<NodeId, Time>,
+    /// Join candidates probed and not yet answered, by probe id.
+    joins: BTreeMap<Rid, membership::PendingJoin>,
     next_heartbeat: Time,
     merkle: Merkle,
     aae: Option<Exchange>,
@@ -369,6 +377,7 @@ impl<S: Storage> Node<S> {
             hints_accepted: 0,
             sibling_warnings: 0,
             sibling_refusals: 0,
+            handoff_keys: (0, 0),
             storage,
             clock,
             clock_dirty: true,
@@ -387,6 +396,8 @@ impl<S: Storage> Node<S> {
             reads: BTreeMap::new(),
             lists: BTreeMap::new(),
             last_heard: BTreeMap::new(),
+            expecting: BTreeMap::new(),
+            joins: BTreeMap::new(),
             next_heartbeat: now,
             merkle,
             aae: None,
@@ -399,6 +410,7 @@ impl<S: Storage> Node<S> {
         };
         node.windows = node.compute_windows();
         node.feeds = node.compute_feeds();
+        node.expect_members();
         node.persist_membership();
         node
     }
@@ -409,10 +421,6 @@ impl<S: Storage> Node<S> {
 
     pub fn actor(&self) -> Actor {
         self.actor
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.cfg
     }
 
     /// What [`crate::core::validate`] checks peer messages to this node against.
@@ -494,7 +502,7 @@ impl<S: Storage> Node<S> {
                 .view
                 .nodes
                 .iter()
-                .filter(|n| self.is_suspect(n))
+                .filter(|n| self.is_suspect(n) || (**n != self.me && self.never_heard(n)))
                 .cloned()
                 .collect(),
             tombstones_pending: self.tombstones.len() + self.reaps.len(),
@@ -513,6 +521,8 @@ impl<S: Storage> Node<S> {
                         .count(),
                 held_keys: self.held_keys(),
                 hints_accepted: self.hints_accepted,
+                keys_sent: self.handoff_keys.0,
+                keys_received: self.handoff_keys.1,
                 awaiting: self.awaiting.iter().copied().collect(),
             },
         }
@@ -578,6 +588,19 @@ impl<S: Storage> Node<S> {
         }
     }
 
+    /// A member that never sent a message within `suspect_after` of when this node started
+    /// expecting to hear from it. Reported as suspected; routing learns of it when a forward to
+    /// it times out instead ([`Node::is_suspect`]), which keeps hinting as it was.
+    fn never_heard(&self, node: &str) -> bool {
+        !self.last_heard.contains_key(node)
+            && self
+                .expecting
+                .get(node)
+                .is_some_and(|t| self.now.since(*t) > self.cfg.suspect_after)
+    }
+
+    /// A peer not heard from for `suspect_after` since its last message (or whose forward timed
+    /// out before it was ever heard from).
     fn is_suspect(&self, node: &str) -> bool {
         node != self.me
             && self
@@ -757,7 +780,7 @@ impl<S: Storage> Node<S> {
             Op::ChangeView { nodes, repl_factor } => {
                 return self.change_view(req.id, nodes, repl_factor);
             }
-            Op::Join { node } => return self.admit(Some(req.id), node),
+            Op::Join { node } => return self.admit(Some(req.id), node, false),
             _ => {}
         }
         match self.target_shard(&req.op) {
@@ -845,18 +868,18 @@ impl<S: Storage> Node<S> {
                 }
             }
             Op::KeyCount { shard } => {
-                let count = self
-                    .cfg
-                    .view
-                    .partitions_of(shard)
-                    .iter()
-                    .filter_map(|p| self.live.get(p))
-                    .sum();
+                let partitions = self.cfg.view.partitions_of(shard);
+                let count = partitions.iter().filter_map(|p| self.live.get(p)).sum();
                 let settled = self.awaiting.is_empty();
+                let mut context = VersionVector::new();
+                for p in &partitions {
+                    context.merge(&self.vouched(*p));
+                }
                 let resp = Response::KeyCount {
                     shard,
                     count,
                     settled,
+                    context,
                 };
                 self.finish(origin, Ok(resp));
             }
@@ -1380,8 +1403,18 @@ impl<S: Storage> Node<S> {
             PeerMsg::Pong { epoch, views } => self.compare_views(&from, epoch, views),
             PeerMsg::Views { views } => self.learn(views),
             PeerMsg::Join { node } => {
-                self.admit(None, node);
+                // A node asking for itself has answered as a joining node by asking; a request
+                // on behalf of another node is probed like a client's.
+                let asked_itself = node == from;
+                self.admit(None, node, asked_itself);
                 self.send_views(&from, 0);
+            }
+            PeerMsg::JoinProbe { rid } => {
+                let (epoch, nodes) = (self.cfg.view.epoch, self.cfg.view.nodes.clone());
+                self.send(&from, PeerMsg::JoinAnswer { rid, epoch, nodes });
+            }
+            PeerMsg::JoinAnswer { rid, epoch, nodes } => {
+                self.on_join_answer(&from, rid, epoch, nodes)
             }
             msg @ (PeerMsg::HandoffBatch { .. } | PeerMsg::HandoffAck { .. }) => {
                 self.on_handoff(from, msg)
@@ -1639,6 +1672,7 @@ impl<S: Storage> Node<S> {
         self.reap_due();
         self.anti_entropy_tick();
         self.membership_tick();
+        self.join_tick();
         self.handoff_tick();
         // Liveness pings, with jitter so nodes do not beat in lockstep.
         if now >= self.next_heartbeat {

@@ -150,10 +150,13 @@ pub enum Response {
     },
     /// Live keys of the shard's partitions at the replica that answered. `settled`: that replica
     /// has received a complete handoff of every partition it gained in a view change.
+    /// `context` names the writes to those partitions the replica holds (the join of the
+    /// contexts a read of a key of each would return): the writes the count reflects.
     KeyCount {
         shard: u32,
         count: u64,
         settled: bool,
+        context: VersionVector,
     },
     /// The view now installed at the node that made the change.
     ViewChanged { view: View },
@@ -167,21 +170,23 @@ pub enum Response {
     },
 }
 
-/// Why a request failed. `BadRequest` and `Conflict` are the caller's to fix (4xx) and had no
-/// effect; the others are 503s.
+/// Why a request failed. `BadRequest` (400) and `Conflict` (409) are the caller's to fix; the
+/// others are 503s.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ReqError {
     #[error("{0}")]
     BadRequest(String),
-    /// The write would leave the key with more than `max_siblings` versions; nothing applied.
-    #[error("{0}")]
-    Conflict(String),
     /// No reachable replica covered the request's causal context within `causal_wait`.
     #[error("unable to satisfy request")]
     Unsatisfiable,
     /// Not enough replicas answered in time. For a write this is indeterminate: it may apply.
     #[error("{0}")]
     Unavailable(String),
+    /// The request conflicts with the state of the key or the cluster (a write that would leave
+    /// the key with more than `max_siblings` versions; joining a node that serves a cluster of
+    /// its own); nothing applied, and retrying it unchanged fails again (409).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// The core's answer to a [`Request`].

@@ -249,12 +249,6 @@ impl View {
         Some(((i / self.repl_factor.max(1)) as u32).min(self.shard_count() - 1))
     }
 
-    /// The shard of the node whose address hashes to `hash`, if it is in the view.
-    pub fn shard_of_hash(&self, hash: u32) -> Option<ShardId> {
-        let i = self.nodes.iter().position(|n| node_hash(n) == hash)?;
-        Some(((i / self.repl_factor.max(1)) as u32).min(self.shard_count() - 1))
-    }
-
     pub fn partition_of(&self, key: &[u8]) -> u32 {
         partition_of(key, self.partitions)
     }

@@ -85,13 +85,20 @@ pub fn validate(msg: &PeerMsg, limits: &Limits) -> Result<(), Rejection> {
             c.op(op)
         }
         PeerMsg::NotReplica { epoch, .. } => c.epoch(*epoch),
+        PeerMsg::JoinProbe { .. } => Ok(()),
+        PeerMsg::JoinAnswer { nodes, .. } => {
+            c.count("join answer nodes", nodes.len())?;
+            nodes.iter().try_for_each(|n| c.node(n))
+        }
         PeerMsg::ForwardReply {
             served_by, result, ..
         } => {
             c.node(served_by)?;
             match result {
                 Ok(r) => c.response(r),
-                Err(ReqError::BadRequest(m) | ReqError::Unavailable(m)) => c.text(m),
+                Err(
+                    ReqError::BadRequest(m) | ReqError::Unavailable(m) | ReqError::Conflict(m),
+                ) => c.text(m),
                 Err(ReqError::Unsatisfiable) => Ok(()),
             }
         }
@@ -386,6 +393,13 @@ impl Checker<'_> {
         for (i, v) in versions.iter().enumerate() {
             self.dot(v.dot)?;
             self.value(&v.value)?;
+            if v
+                .content_type
+                .as_ref()
+                .is_some_and(|t| t.len() > crate::core::request::MAX_CONTENT_TYPE_BYTES)
+            {
+                return reject("version_set", "content type too long");
+            }
             if !set.context().covers(v.dot) {
                 return reject("version_set", format!("dot {:?} not in the context", v.dot));
             }

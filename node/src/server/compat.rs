@@ -259,7 +259,13 @@ async fn key_count(State(st): State<AppState>, uri: Uri) -> Response {
     if let Err(e) = parse_query(uri.query(), &[]) {
         return e.into_response();
     }
-    let shard = st.node.view().shard_of_node(&st.node.me).unwrap_or(0);
+    let Some(shard) = st.node.view().shard_of_node(&st.node.me) else {
+        return seed_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "This node is not a member of any shard",
+            "GET",
+        );
+    };
     match count(&st, shard).await {
         Ok(n) => reply(
             StatusCode::OK,
@@ -306,7 +312,8 @@ pub const VIEW_CHANGE_WAIT: Duration = Duration::from_secs(30);
 /// view, waits (up to [`VIEW_CHANGE_WAIT`]) until every moved partition has been handed off, and
 /// answers 200 `{"message": "View change successful", "shards": [{"shard-id", "key-count",
 /// "replicas"}]}`. `"settled": false` (an addition to the seed's reply) says the wait ran out and
-/// the counts may still change; the handoff goes on in the background.
+/// the counts may still change; the handoff goes on in the background. Its `causal-context` is
+/// the request's joined with the writes the counts reflect.
 async fn view_change(
     State(st): State<AppState>,
     uri: Uri,
@@ -360,7 +367,7 @@ async fn view_change(
         },
         Some(_) => return bad("repl-factor must be a whole number of at least 1"),
     };
-    let context = match body.get("causal-context") {
+    let mut context = match body.get("causal-context") {
         Some(Value::String(t)) => match decode_context(t) {
             Ok(c) => c,
             Err(e) => return e.into_response(),
@@ -377,6 +384,11 @@ async fn view_change(
     let s = membership::wait_settled(&st, &old, &view, VIEW_CHANGE_WAIT).await;
     if !s.settled {
         tracing::warn!(pending = ?s.pending, "view change reported before its handoff settled");
+    }
+    // The writes the reported counts reflect: a client continuing with this context reads at
+    // least what the counts counted, through any node of the new view.
+    for c in &s.shards {
+        context.merge(&c.context);
     }
     let shards: Vec<Value> = s
         .shards

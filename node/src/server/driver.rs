@@ -339,6 +339,9 @@ impl Driver {
                 self.node.storage().commit();
             }
             self.deliver(ready.messages, ready.replies);
+            for peer in &ready.forget {
+                self.transport.forget(peer);
+            }
             if self.loopback.is_empty() {
                 return;
             }
@@ -364,13 +367,16 @@ impl Driver {
         }
     }
 
+    /// Sets every gauge. Per-peer gauges are set for the view's members only: the series of a
+    /// node that left stops being set and the exporter removes it ([`super::metrics::IDLE`]).
     fn export_metrics(&self) {
         let s = self.node.status();
-        for (peer, depth) in &s.unacked {
+        let queued: HashMap<&NodeId, usize> = self.transport.depths().collect();
+        for peer in s.view.nodes.iter().filter(|n| **n != s.node) {
+            let unacked = s.unacked.get(peer).copied().unwrap_or(0);
             metrics::gauge!("causeway_replication_unacked", "peer" => peer.clone())
-                .set(*depth as f64);
-        }
-        for (peer, depth) in self.transport.depths() {
+                .set(unacked as f64);
+            let depth = queued.get(peer).copied().unwrap_or(0);
             metrics::gauge!("causeway_peer_queue_depth", "peer" => peer.clone()).set(depth as f64);
         }
         metrics::gauge!("causeway_causal_waits").set(s.causal_waits as f64);
@@ -387,5 +393,19 @@ impl Driver {
         metrics::counter!("causeway_replication_dropped_total").absolute(s.unacked_dropped);
         metrics::counter!("causeway_sibling_warnings_total").absolute(s.sibling_warnings);
         metrics::counter!("causeway_sibling_refusals_total").absolute(s.sibling_refusals);
+        metrics::gauge!("causeway_suspected_peers").set(s.suspects.len() as f64);
+        let a = &s.aae;
+        metrics::counter!("causeway_aae_exchanges_total").absolute(a.exchanges);
+        metrics::counter!("causeway_aae_exchanges_in_sync_total").absolute(a.exchanges_in_sync);
+        metrics::counter!("causeway_aae_exchanges_failed_total").absolute(a.exchanges_failed);
+        metrics::counter!("causeway_aae_keys_repaired_total").absolute(a.keys_repaired);
+        metrics::counter!("causeway_aae_bytes_total").absolute(a.bytes);
+        metrics::counter!("causeway_tombstones_reaped_total").absolute(a.tombstones_reaped);
+        let h = &s.handoff;
+        metrics::gauge!("causeway_handoff_pushing_streams").set(h.pushing as f64);
+        metrics::gauge!("causeway_handoff_held_keys").set(h.held_keys as f64);
+        metrics::counter!("causeway_handoff_keys_sent_total").absolute(h.keys_sent);
+        metrics::counter!("causeway_handoff_keys_received_total").absolute(h.keys_received);
+        metrics::counter!("causeway_hints_accepted_total").absolute(h.hints_accepted);
     }
 }

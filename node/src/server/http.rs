@@ -193,7 +193,6 @@ fn quorum(q: Option<&Vec<u8>>, name: &str) -> Result<Quorum, ApiError> {
 pub fn req_error(e: ReqError) -> ApiError {
     match e {
         ReqError::BadRequest(m) => ApiError::bad_request(m),
-        ReqError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "too many siblings", m),
         ReqError::Unsatisfiable => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unable to satisfy request",
@@ -202,6 +201,7 @@ pub fn req_error(e: ReqError) -> ApiError {
         ReqError::Unavailable(m) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
         }
+        ReqError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
     }
 }
 
@@ -405,6 +405,9 @@ async fn cluster(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiEr
         "settled": me.state.as_ref().is_ok_and(membership::NodeState::settled),
         "status": status,
     });
+    // Everywhere in this reply `epoch` is a view's epoch number and `epoch_id` its unique id
+    // (the number with the proposer's hash), also in the status's view.
+    body["status"]["view"] = membership::view_json(view);
     if fan_out {
         let mut nodes = view.nodes.clone();
         if !nodes.contains(&st.node.me) {

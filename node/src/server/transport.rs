@@ -60,9 +60,17 @@ impl Transport {
             tx
         });
         if queue.try_send(msg).is_err() {
-            metrics::counter!("causeway_peer_messages_dropped_total", "peer" => to.clone())
-                .increment(1);
+            // No peer label: a series per peer would outlive the peer (counters are never
+            // removed from the exporter); the queue depth gauge tells which peer is behind.
+            metrics::counter!("causeway_peer_messages_dropped_total").increment(1);
         }
+    }
+
+    /// Drops `peer`'s queue: its link writes what the queue holds if it is connected, and ends
+    /// at once if it is not (see [`run_link`]). A later [`Transport::send`] starts a new link.
+    pub fn forget(&mut self, peer: &str) {
+        self.peers.remove(peer);
+        self.links.retain(|l| !l.is_finished());
     }
 
     /// Closes every queue and waits, at most `within`, for the links to write what they hold.
@@ -85,10 +93,16 @@ impl Transport {
     }
 }
 
-/// Keeps a connection to `to` open and writes every queued message to it.
+/// Keeps a connection to `to` open and writes every queued message to it. Ends when the queue
+/// is closed and drained, or closed while the peer cannot be reached (it was forgotten: what it
+/// still holds is for nobody).
 async fn run_link(me: NodeId, to: NodeId, mut rx: mpsc::Receiver<PeerMsg>) {
     let mut backoff = MIN_BACKOFF;
     loop {
+        if rx.is_closed() && backoff > MIN_BACKOFF {
+            tracing::debug!(peer = %to, dropped = rx.len(), "link to a forgotten peer ends");
+            return;
+        }
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&to)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {

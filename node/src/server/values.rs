@@ -64,6 +64,7 @@ pub fn select_vtag(versions: Vec<Version>, vtag: &str) -> Result<Vec<Version>, A
 /// 200 with the value, 300 with `multipart/mixed` siblings, or 404; or the JSON form.
 pub fn render_read(versions: &[Version], ctx: &VersionVector, json: bool) -> Response {
     let live = live_versions(versions);
+    metrics::histogram!("causeway_siblings_per_read").record(live.len() as f64);
     let deleted = !versions.is_empty() && live.is_empty();
     if json {
         let status = match live.len() {
