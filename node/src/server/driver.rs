@@ -19,7 +19,7 @@ use super::transport::Transport;
 use crate::core::ring::epoch_number;
 use crate::core::{
     Config, Identity, Input, Node, NodeId, NodeStatus, Op, PeerMsg, Reply, ReqError, ReqId,
-    Request, Storage, SyncMode, Time, View,
+    Request, Response, Storage, SyncMode, Time, View,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -32,6 +32,8 @@ pub const MAX_TURN: usize = 4096;
 /// Capacity of the driver's input queue.
 pub const QUEUE: usize = 8192;
 const METRICS_EVERY: Duration = Duration::from_secs(1);
+/// How long writes stay refused after a failed storage commit.
+const STORAGE_FAILURE_HOLD: Duration = Duration::from_secs(1);
 /// Longest wait at shutdown for the peer links to write what is queued.
 const LINK_DRAIN: Duration = Duration::from_secs(1);
 
@@ -129,6 +131,7 @@ pub fn spawn(
     me: NodeId,
     storage: FjallStorage,
     batch_sync: Duration,
+    min_free_bytes: u64,
     stop: oneshot::Receiver<()>,
 ) -> std::io::Result<(NodeHandle, std::thread::JoinHandle<()>)> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -173,6 +176,8 @@ pub fn spawn(
                 loopback: VecDeque::new(),
                 links_pending: false,
                 view: view_tx,
+                min_free_bytes,
+                storage_failed_at: None,
             };
             driver.publish_view();
             started.store(true, Ordering::Release);
@@ -205,6 +210,10 @@ struct Driver {
     links_pending: bool,
     /// Where handlers read the node's current view.
     view: watch::Sender<Arc<View>>,
+    /// Below this much free space in the data directory, writes are refused (507).
+    min_free_bytes: u64,
+    /// When a storage commit or sync last failed (writes are refused for a while after).
+    storage_failed_at: Option<std::time::Instant>,
 }
 
 impl Driver {
@@ -216,7 +225,13 @@ impl Driver {
             tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                _ = ticks.tick() => self.node.handle(now(), Input::Tick),
+                _ = ticks.tick() => {
+                    for (peer, depth) in self.transport.depths() {
+                        self.node.set_link_backlog(peer, depth > 0);
+                    }
+                    self.watch_storage();
+                    self.node.handle(now(), Input::Tick)
+                }
                 _ = metrics.tick() => self.export_metrics(),
                 ev = self.rx.recv() => match ev {
                     Some(ev) => self.on_event(ev),
@@ -301,6 +316,9 @@ impl Driver {
             } else {
                 self.node.storage().commit();
             }
+            if self.node.storage().take_failure() {
+                self.withhold_acks(&mut ready);
+            }
             self.deliver(ready.messages, ready.replies);
             if self.loopback.is_empty() {
                 return;
@@ -311,6 +329,46 @@ impl Driver {
                 self.node.handle(now(), Input::Peer { from, msg });
             }
         }
+    }
+
+    /// Tells the node to refuse writes while the data directory is short of free space, or a
+    /// commit failed within the last [`STORAGE_FAILURE_HOLD`].
+    fn watch_storage(&mut self) {
+        let free = self.node.storage().free_bytes();
+        if let Some(free) = free {
+            metrics::gauge!("causeway_storage_free_bytes").set(free as f64);
+        }
+        let failing = self
+            .storage_failed_at
+            .is_some_and(|t| t.elapsed() < STORAGE_FAILURE_HOLD);
+        let short = free.is_some_and(|f| f < self.min_free_bytes);
+        self.node.set_storage_full(short || failing);
+    }
+
+    /// After a failed commit or sync: this turn's writes may not be on disk, so nothing may
+    /// acknowledge them. Client and forwarded write replies become 507 (indeterminate: the
+    /// staged writes are retried with the next commit), and replication and handoff
+    /// acknowledgements are withheld (their senders retry).
+    fn withhold_acks(&mut self, ready: &mut crate::core::Ready) {
+        self.storage_failed_at = Some(std::time::Instant::now());
+        self.node.set_storage_full(true);
+        let why = "storage failed (disk full?); the write may not be durable";
+        let refuse = |r: &mut Result<Response, ReqError>| {
+            if matches!(r, Ok(Response::Written { .. })) {
+                *r = Err(ReqError::InsufficientStorage(why.into()));
+            }
+        };
+        for reply in &mut ready.replies {
+            refuse(&mut reply.result);
+        }
+        ready.messages.retain_mut(|(_, msg)| match msg {
+            PeerMsg::ForwardReply { result, .. } => {
+                refuse(result);
+                true
+            }
+            PeerMsg::ReplicateAck { .. } | PeerMsg::HandoffAck { .. } => false,
+            _ => true,
+        });
     }
 
     /// Publishes the node's view to the handlers when its epoch changed.
@@ -333,6 +391,14 @@ impl Driver {
             metrics::gauge!("causeway_replication_unacked", "peer" => peer.clone())
                 .set(*depth as f64);
         }
+        for (peer, bytes) in &s.unacked_bytes {
+            metrics::gauge!("causeway_replication_unacked_bytes", "peer" => peer.clone())
+                .set(*bytes as f64);
+        }
+        for (peer, bytes) in &s.unacked_bytes {
+            metrics::gauge!("causeway_replication_unacked_bytes", "peer" => peer.clone())
+                .set(*bytes as f64);
+        }
         for (peer, depth) in self.transport.depths() {
             metrics::gauge!("causeway_peer_queue_depth", "peer" => peer.clone()).set(depth as f64);
         }
@@ -348,5 +414,6 @@ impl Driver {
         metrics::counter!("causeway_forwarded_total").absolute(s.forwarded);
         metrics::counter!("causeway_failovers_total").absolute(s.failovers);
         metrics::counter!("causeway_replication_dropped_total").absolute(s.unacked_dropped);
+        metrics::counter!("causeway_replication_resent_total").absolute(s.replication_resent);
     }
 }

@@ -5,7 +5,7 @@
 //! `peer_messages_dropped_total{peer}`, `causal_waits`, `pending_writes`,
 //! `pending_client_requests`, `live_keys`, `view_epoch`, `handoff_retained_partitions`,
 //! `handoff_awaiting_partitions`, `forwarded_total`, `failovers_total`,
-//! `replication_dropped_total`.
+//! `replication_dropped_total`, `replication_unacked_bytes{peer}`, `replication_resent_total`.
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::time::Duration;
