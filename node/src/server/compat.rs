@@ -54,6 +54,8 @@ fn seed_error(status: StatusCode, error: &str, verb: &str) -> Response {
 fn core_error(e: ReqError, verb: &str) -> Response {
     match e {
         ReqError::BadRequest(m) => seed_error(StatusCode::BAD_REQUEST, &m, verb),
+        ReqError::InsufficientStorage(m) => seed_error(StatusCode::INSUFFICIENT_STORAGE, &m, verb),
+        ReqError::TooLarge(m) => seed_error(StatusCode::PAYLOAD_TOO_LARGE, &m, verb),
         ReqError::Unsatisfiable | ReqError::Unavailable(_) => seed_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "Unable to satisfy request",

@@ -12,6 +12,8 @@ use std::time::Duration;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "causeway-data";
 pub const DEFAULT_BATCH_SYNC_MS: u64 = 50;
+/// Default free space the data directory must keep before writes are refused.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
 /// Replication factor when only a view is given: every node up to three.
 pub const DEFAULT_MAX_REPL: usize = 3;
 
@@ -90,6 +92,15 @@ pub struct ServeArgs {
     /// Largest accepted value in bytes [default: 8388608]
     #[arg(long, env = "CAUSEWAY_MAX_VALUE_BYTES")]
     pub max_value_bytes: Option<usize>,
+    /// Largest total of one key's sibling values in bytes; a write above it gets 413 [default: 33554432]
+    #[arg(long, env = "CAUSEWAY_MAX_SIBLING_BYTES")]
+    pub max_sibling_bytes: Option<usize>,
+    /// Replication bytes in flight to one peer before further replication to it waits; bounds the memory a slow or paused replica costs [default: 67108864]
+    #[arg(long, env = "CAUSEWAY_PEER_BUFFER_BYTES")]
+    pub peer_buffer_bytes: Option<u64>,
+    /// Free bytes the data directory's file system must keep; below it writes are refused with 507 [default: 67108864]
+    #[arg(long, env = "CAUSEWAY_MIN_FREE_BYTES")]
+    pub min_free_bytes: Option<u64>,
     /// Resolution of concurrent writes; lww loses writes (see README) [default: siblings]
     #[arg(long, env = "CAUSEWAY_CONFLICTS", value_enum)]
     pub conflicts: Option<ConflictsArg>,
@@ -99,7 +110,7 @@ pub struct ServeArgs {
     /// Name of this process in `/readyz`, so a launcher can tell its own child from another server on the port (1 to 64 of A-Z a-z 0-9 - _) [default: random, chosen at start]
     #[arg(long, env = "CAUSEWAY_INSTANCE_ID")]
     pub instance_id: Option<String>,
-    /// TOML file with any of the keys above (listen, advertise, view, join, await_join, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, conflicts, hinted_handoff)
+    /// TOML file with any of the keys above (listen, advertise, view, join, await_join, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, max_sibling_bytes, peer_buffer_bytes, min_free_bytes, conflicts, hinted_handoff)
     #[arg(long, env = "CAUSEWAY_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -118,6 +129,9 @@ struct FileConfig {
     sync: Option<SyncArg>,
     batch_sync_ms: Option<u64>,
     max_value_bytes: Option<usize>,
+    max_sibling_bytes: Option<usize>,
+    peer_buffer_bytes: Option<u64>,
+    min_free_bytes: Option<u64>,
     conflicts: Option<ConflictsArg>,
     hinted_handoff: Option<bool>,
 }
@@ -132,6 +146,8 @@ pub struct Settings {
     /// This process's instance id (`--instance-id`, else random); it names the process, not the
     /// node, so a restart on the same data gets a new one.
     pub instance: String,
+    /// Free space below which writes are refused (507).
+    pub min_free_bytes: u64,
     pub core: Config,
 }
 
@@ -308,6 +324,12 @@ impl ServeArgs {
         if let Some(m) = self.max_value_bytes.or(file.max_value_bytes) {
             core.max_value_bytes = m;
         }
+        if let Some(b) = self.max_sibling_bytes.or(file.max_sibling_bytes) {
+            core.max_sibling_bytes = b;
+        }
+        if let Some(b) = self.peer_buffer_bytes.or(file.peer_buffer_bytes) {
+            core.peer_buffer_bytes = b;
+        }
         let batch_ms = self
             .batch_sync_ms
             .or(file.batch_sync_ms)
@@ -330,6 +352,10 @@ impl ServeArgs {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             batch_sync: Duration::from_millis(batch_ms),
+            min_free_bytes: self
+                .min_free_bytes
+                .or(file.min_free_bytes)
+                .unwrap_or(DEFAULT_MIN_FREE_BYTES),
             core,
         })
     }

@@ -10,6 +10,7 @@ pub mod compat;
 pub mod config;
 pub mod driver;
 pub mod http;
+pub mod http_server;
 pub mod input;
 pub mod launcher;
 pub mod listing;
@@ -26,6 +27,8 @@ use tokio::sync::oneshot;
 /// Runs one node until SIGTERM or Ctrl-C, then drains in-flight requests, stops the driver
 /// (which delivers what is pending and records a clean shutdown) and returns.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let nofile = http_server::raise_nofile_limit();
+    let limits = http_server::HttpLimits::for_nofile(nofile);
     let prometheus = metrics::install()?;
     let storage = storage::FjallStorage::open(&settings.data_dir)?;
     let listener = tokio::net::TcpListener::bind(&settings.listen)
@@ -37,9 +40,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.advertise.clone(),
         storage,
         settings.batch_sync,
+        settings.min_free_bytes,
         stop_rx,
     )?;
-    let listener = transport::SplitListener::new(listener, node.inbox(), node.links())?;
+    let slots = http_server::connection_slots(&limits);
+    let listener = transport::SplitListener::new(listener, node.inbox(), node.links(), slots);
     tracing::info!(
         listen = %settings.listen,
         advertise = %settings.advertise,
@@ -49,13 +54,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         sync = ?settings.core.sync,
         data = %settings.data_dir.display(),
         instance = %settings.instance,
+        nofile,
+        max_connections = limits.max_connections,
         "serving"
     );
     let app =
         http::router(http::AppState::new(node, prometheus, &settings.instance)).merge(ui::routes());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let app = http_server::with_limits(app, &limits);
+    http_server::serve(listener, app, limits, shutdown_signal()).await;
     tracing::info!("HTTP drained; stopping the node");
     let _ = stop_tx.send(());
     tokio::task::spawn_blocking(move || thread.join())
