@@ -17,8 +17,17 @@ impl Drop for Tmpfs<'_> {
     }
 }
 
+/// Incompressible (xorshift) bytes, distinct per `i`, so the disk fills as fast as it is written.
 fn value(i: usize) -> Vec<u8> {
-    (0..VALUE_BYTES).map(|j| (j ^ (i * 7)) as u8).collect()
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (i as u64 + 1);
+    (0..VALUE_BYTES)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
 
 #[test]

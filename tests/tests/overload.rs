@@ -12,10 +12,16 @@ const WRITERS: usize = 25;
 /// The documented bound on one node's peak RSS under this load (docs/limits.md).
 const RSS_BOUND: u64 = 1536 << 20;
 
-/// The value writer `i` puts: distinct per writer, not compressible to a constant.
+/// The value writer `i` puts: distinct per writer and incompressible (xorshift).
 fn value(i: usize) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (i as u64 + 1);
     (0..VALUE_BYTES)
-        .map(|j| (j.wrapping_mul(31) ^ i.wrapping_mul(97)) as u8)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
         .collect()
 }
 
