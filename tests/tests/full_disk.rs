@@ -40,7 +40,9 @@ fn a_full_disk_refuses_writes_with_507_and_recovers() {
         .status()
         .is_ok_and(|s| s.success());
     if !mounted {
-        eprintln!("SKIPPED a_full_disk_refuses_writes_with_507_and_recovers: cannot mount a tmpfs (needs root)");
+        eprintln!(
+            "SKIPPED a_full_disk_refuses_writes_with_507_and_recovers: cannot mount a tmpfs (needs root)"
+        );
         return;
     }
     let _unmount = Tmpfs(&mnt);
@@ -74,7 +76,10 @@ fn a_full_disk_refuses_writes_with_507_and_recovers() {
         }
     }
     let refused = refused.expect("the writes hit 507 before 200 x 256 KiB on a 32 MiB disk");
-    eprintln!("full disk: {} writes acknowledged, 507 at write {refused}", acked.len());
+    eprintln!(
+        "full disk: {} writes acknowledged, 507 at write {refused}",
+        acked.len()
+    );
     assert!(!acked.is_empty(), "some writes fit");
     assert!(c.is_running(0), "the node stays up on a full disk");
     for &i in &acked {
@@ -83,7 +88,11 @@ fn a_full_disk_refuses_writes_with_507_and_recovers() {
             .send()
             .expect("reads are served on a full disk");
         assert_eq!(r.status(), 200, "fill-{i}");
-        assert_eq!(r.bytes().expect("body").as_ref(), value(i).as_slice(), "fill-{i}");
+        assert_eq!(
+            r.bytes().expect("body").as_ref(),
+            value(i).as_slice(),
+            "fill-{i}"
+        );
     }
     std::fs::remove_file(&filler).expect("removing the filler");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -96,7 +105,11 @@ fn a_full_disk_refuses_writes_with_507_and_recovers() {
         if r.status() == 204 {
             break;
         }
-        assert!(Instant::now() < deadline, "writes succeed once space frees: {}", r.status());
+        assert!(
+            Instant::now() < deadline,
+            "writes succeed once space frees: {}",
+            r.status()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -44,7 +44,8 @@ fn slowloris_connections_are_closed_by_the_header_timeout() {
     let mut conns: Vec<TcpStream> = (0..300)
         .map(|_| {
             let mut s = TcpStream::connect(&addr).expect("connecting");
-            s.write_all(b"GET /healthz HTTP/1.1\r\n").expect("first bytes");
+            s.write_all(b"GET /healthz HTTP/1.1\r\n")
+                .expect("first bytes");
             s
         })
         .collect();
@@ -61,10 +62,7 @@ fn slowloris_connections_are_closed_by_the_header_timeout() {
     }
     eprintln!("slowloris: worst probe latency {worst:?}");
     assert!(worst < Duration::from_secs(1), "probe took {worst:?}");
-    let open = conns
-        .iter()
-        .filter(|s| !closed_by_server(s))
-        .count();
+    let open = conns.iter().filter(|s| !closed_by_server(s)).count();
     assert_eq!(open, 0, "{open} of 300 slowloris connections still open");
 }
 
@@ -89,11 +87,11 @@ fn a_connection_flood_past_the_open_files_limit_is_shed() {
     }
     std::thread::sleep(Duration::from_millis(500));
     assert!(c.is_running(0), "the node survived 2,000 connections");
-    let shed = held
-        .iter()
-        .filter(|s| closed_by_server(s))
-        .count();
-    eprintln!("flood: {refused} refused, {shed} shed at once, {} held", held.len() - shed);
+    let shed = held.iter().filter(|s| closed_by_server(s)).count();
+    eprintln!(
+        "flood: {refused} refused, {shed} shed at once, {} held",
+        held.len() - shed
+    );
     assert!(
         refused + shed >= 2000 - 1024,
         "the excess was refused or shed: {refused} refused, {shed} shed"
@@ -101,7 +99,10 @@ fn a_connection_flood_past_the_open_files_limit_is_shed() {
     // The held connections time out; the node serves again, and was never down.
     let deadline = Instant::now() + HEADER_TIMEOUT + Duration::from_secs(5);
     while probe(&c.url(0)).is_none() {
-        assert!(Instant::now() < deadline, "the node serves again after the flood");
+        assert!(
+            Instant::now() < deadline,
+            "the node serves again after the flood"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(c.is_running(0), "the node is still up");

@@ -97,7 +97,10 @@ struct Watchdog {
 impl Watchdog {
     fn new(c: &Cluster) -> Watchdog {
         let pids: Vec<u32> = (0..3).map(|n| c.pid(n).expect("node runs")).collect();
-        let (stop, fired) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (stop, fired) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
         let (s, f) = (stop.clone(), fired.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
@@ -219,7 +222,11 @@ fn a_listing_over_large_values_pages_by_bytes() {
             "a page holds at most 16 MiB of values (+1): {} entries",
             entries.len()
         );
-        seen.extend(entries.iter().map(|e| e["key"].as_str().expect("key").to_owned()));
+        seen.extend(
+            entries
+                .iter()
+                .map(|e| e["key"].as_str().expect("key").to_owned()),
+        );
         pages += 1;
         match body["next"].as_str() {
             Some(n) => after = Some(n.to_owned()),

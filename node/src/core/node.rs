@@ -956,7 +956,9 @@ impl<S: Storage> Node<S> {
         for peer in self.peers() {
             let dots = if self.cfg.canary == Some(Canary::NoReplicationRetry) {
                 vec![dot]
-            } else if !self.outbox.push(&peer, &key, dot, self.cfg.max_unacked_per_peer)
+            } else if !self
+                .outbox
+                .push(&peer, &key, dot, self.cfg.max_unacked_per_peer)
                 || !self.outbox.has_room(&peer, budget)
             {
                 // Over the key cap (anti-entropy repairs), or waiting for room in the peer's
@@ -1530,8 +1532,7 @@ impl<S: Storage> Node<S> {
                 lower = Bound::Excluded(k.clone());
                 if s.has_value() && self.owns(&k) {
                     bytes += outbox::copy_bytes(&k, &s);
-                    if out.len() == limit || (!out.is_empty() && bytes > self.cfg.max_list_bytes)
-                    {
+                    if out.len() == limit || (!out.is_empty() && bytes > self.cfg.max_list_bytes) {
                         return (out, true);
                     }
                     out.push((k, s));

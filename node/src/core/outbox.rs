@@ -357,16 +357,29 @@ mod tests {
 
     #[test]
     fn new_writes_go_at_once_with_every_pending_dot_and_stay_charged_until_acknowledged() {
-        let (mut o, mut rng, p) = (Outbox::default(), SmallRng::seed_from_u64(1), "b".to_string());
+        let (mut o, mut rng, p) = (
+            Outbox::default(),
+            SmallRng::seed_from_u64(1),
+            "b".to_string(),
+        );
         let t = Time::ZERO;
         assert!(o.push(&p, &key("k"), dot(1), 10));
         assert!(o.has_room(&p, 1000));
-        assert_eq!(o.launch(&p, &key("k"), 100, t, 300 * MS, &mut rng), [dot(1)]);
+        assert_eq!(
+            o.launch(&p, &key("k"), 100, t, 300 * MS, &mut rng),
+            [dot(1)]
+        );
         assert!(o.push(&p, &key("k"), dot(2), 10));
-        assert_eq!(o.launch(&p, &key("k"), 100, t, 300 * MS, &mut rng), [dot(1), dot(2)]);
+        assert_eq!(
+            o.launch(&p, &key("k"), 100, t, 300 * MS, &mut rng),
+            [dot(1), dot(2)]
+        );
         assert_eq!(o.bytes()[&p], 200, "both copies may still be queued");
         // Nothing is waiting: the copy in flight is not sent again by the tick.
-        assert!(o.ready(None, t, 300 * MS, 10, 1000, &mut rng, sizes).is_empty());
+        assert!(
+            o.ready(None, t, 300 * MS, 10, 1000, &mut rng, sizes)
+                .is_empty()
+        );
         // The first copy's acknowledgement does not land the flight; the second's does.
         o.ack(&p, b"k", &[dot(1)]);
         assert_eq!(o.bytes()[&p], 200);
@@ -377,14 +390,25 @@ mod tests {
 
     #[test]
     fn the_byte_budget_holds_keys_back_until_acknowledgements_free_room() {
-        let (mut o, mut rng, p) = (Outbox::default(), SmallRng::seed_from_u64(1), "b".to_string());
+        let (mut o, mut rng, p) = (
+            Outbox::default(),
+            SmallRng::seed_from_u64(1),
+            "b".to_string(),
+        );
         let t = Time::ZERO;
         for i in 0..10 {
             assert!(o.push(&p, &key(&format!("k{i}")), dot(i + 1), 100));
         }
         let first = o.ready(None, t, 300 * MS, 100, 250, &mut rng, sizes);
-        assert_eq!(first.len(), 3, "under the budget of 250, 100-byte copies go until 300");
-        assert!(o.ready(None, t, 300 * MS, 100, 250, &mut rng, sizes).is_empty());
+        assert_eq!(
+            first.len(),
+            3,
+            "under the budget of 250, 100-byte copies go until 300"
+        );
+        assert!(
+            o.ready(None, t, 300 * MS, 100, 250, &mut rng, sizes)
+                .is_empty()
+        );
         o.ack(&p, b"k0", &[dot(1)]);
         let next = o.ready(Some(&p), t, 300 * MS, 100, 250, &mut rng, sizes);
         assert_eq!(next.len(), 1);
@@ -393,18 +417,34 @@ mod tests {
 
     #[test]
     fn a_lost_copy_is_resent_with_backoff_but_not_while_the_link_is_backlogged() {
-        let (mut o, mut rng, p) = (Outbox::default(), SmallRng::seed_from_u64(1), "b".to_string());
+        let (mut o, mut rng, p) = (
+            Outbox::default(),
+            SmallRng::seed_from_u64(1),
+            "b".to_string(),
+        );
         assert!(o.push(&p, &key("k"), dot(1), 10));
         o.launch(&p, &key("k"), 100, Time::ZERO, 300 * MS, &mut rng);
         let at = |ms| Time::from_millis(ms);
         assert!(o.overdue(at(299), 300 * MS, 10, &mut rng, sizes).is_empty());
         o.set_backlog(&p, true);
-        assert!(o.overdue(at(10_000), 300 * MS, 10, &mut rng, sizes).is_empty());
+        assert!(
+            o.overdue(at(10_000), 300 * MS, 10, &mut rng, sizes)
+                .is_empty()
+        );
         o.set_backlog(&p, false);
-        assert_eq!(o.overdue(at(10_000), 300 * MS, 10, &mut rng, sizes).len(), 1);
+        assert_eq!(
+            o.overdue(at(10_000), 300 * MS, 10, &mut rng, sizes).len(),
+            1
+        );
         // The next attempt waits at least twice the interval, and the copy is charged once.
-        assert!(o.overdue(at(10_599), 300 * MS, 10, &mut rng, sizes).is_empty());
-        assert_eq!(o.overdue(at(10_751), 300 * MS, 10, &mut rng, sizes).len(), 1);
+        assert!(
+            o.overdue(at(10_599), 300 * MS, 10, &mut rng, sizes)
+                .is_empty()
+        );
+        assert_eq!(
+            o.overdue(at(10_751), 300 * MS, 10, &mut rng, sizes).len(),
+            1
+        );
         assert_eq!(o.bytes()[&p], 100);
         assert_eq!(o.resent, 2);
     }

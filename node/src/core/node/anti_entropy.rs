@@ -179,7 +179,8 @@ impl<S: Storage> Node<S> {
                 for (k, d) in &mine {
                     if theirs.get(k) != Some(d) {
                         // The peer's replication budget bounds one exchange's values too.
-                        if sets.len() >= self.cfg.aae_max_keys || bytes >= self.cfg.peer_buffer_bytes
+                        if sets.len() >= self.cfg.aae_max_keys
+                            || bytes >= self.cfg.peer_buffer_bytes
                         {
                             truncated = true;
                             break;
