@@ -108,6 +108,7 @@ pub struct Cluster {
     dir: PathBuf,
     /// Each node's `serve` flags besides `--listen`, `--data-dir` and `--instance-id`.
     args: Vec<Vec<String>>,
+    opts: Opts,
     nodes: Vec<Option<Child>>,
     /// The instance id each node's current process was started with.
     instances: Vec<String>,
@@ -115,10 +116,24 @@ pub struct Cluster {
     spawned: usize,
 }
 
+/// How [`Cluster::start_with`] runs its nodes besides their flags.
+#[derive(Clone, Debug, Default)]
+pub struct Opts {
+    /// Open-files limit (soft and hard) of every node, set through `prlimit`.
+    pub nofile: Option<u64>,
+    /// Where the nodes' data directories go (default: the cluster's test directory).
+    pub data_root: Option<PathBuf>,
+}
+
 impl Cluster {
     /// Starts `n` nodes with `repl` replicas per shard and extra `serve` flags, and waits until
     /// every node's own process answers ready on `/readyz`.
     pub fn start(name: &str, n: usize, repl: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_with(name, n, repl, extra, Opts::default())
+    }
+
+    /// Like [`Cluster::start`], with the given [`Opts`].
+    pub fn start_with(name: &str, n: usize, repl: usize, extra: &[&str], opts: Opts) -> Cluster {
         let addrs: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
@@ -141,6 +156,7 @@ impl Cluster {
             repl,
             dir,
             args: vec![args; n],
+            opts,
             nodes: (0..n).map(|_| None).collect(),
             instances: vec![String::new(); n],
             spawned: 0,
@@ -180,12 +196,26 @@ impl Cluster {
             .expect("opening the node log");
         self.spawned += 1;
         self.instances[i] = format!("e2e-{}-{}", std::process::id(), self.spawned);
-        let child = Command::new(binary())
+        let mut cmd = match self.opts.nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let child = cmd
             .arg("serve")
             .args(["--listen", &self.addrs[i]])
             .args(["--instance-id", &self.instances[i]])
             .arg("--data-dir")
-            .arg(self.dir.join(format!("node{i}")))
+            .arg(
+                self.opts
+                    .data_root
+                    .as_ref()
+                    .unwrap_or(&self.dir)
+                    .join(format!("node{i}")),
+            )
             .args(&self.args[i])
             .env("RUST_LOG", "info,fjall=warn,lsm_tree=warn")
             .stdin(Stdio::null())
@@ -281,6 +311,35 @@ impl Cluster {
     /// Node `i`'s log so far.
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.dir.join(format!("node{i}.log"))).unwrap_or_default()
+    }
+
+    /// The process id of node `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].as_ref().map(Child::id)
+    }
+
+    /// Peak resident memory of node `i` so far in bytes (`VmHWM` in `/proc/PID/status`).
+    pub fn peak_rss(&self, i: usize) -> u64 {
+        let pid = self.pid(i).expect("node is running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .expect("reading the node's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmHWM in /proc/PID/status")
+            * 1024
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to node `i`.
+    pub fn signal(&self, i: usize, signal: &str) {
+        let pid = self.pid(i).expect("node is running");
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{signal} {pid}");
     }
 
     /// True while node `i`'s process runs.

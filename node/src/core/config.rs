@@ -126,10 +126,18 @@ pub struct Config {
     /// refused ([`crate::core::ReqError::Conflict`]) until a write with a read's context
     /// resolves them.
     pub max_siblings: usize,
+    /// Cap on the value bytes of one key's siblings; a write that would exceed it is refused.
+    pub max_sibling_bytes: usize,
     /// Cap on keys awaiting replication acknowledgement per peer; beyond it anti-entropy repairs.
     pub max_unacked_per_peer: usize,
     /// Cap on replication messages re-sent per peer per tick.
     pub retry_batch: usize,
+    /// Budget of replication bytes in flight to one peer (sent, not yet acknowledged): a slow
+    /// or paused replica costs at most this plus one version set of memory (see `outbox.rs`).
+    pub peer_buffer_bytes: u64,
+    /// Cap on the bytes of one listing page (and of each shard's part of it); a page that
+    /// reaches it ends early with a `next` cursor.
+    pub max_list_bytes: u64,
     /// Interval between anti-entropy exchanges a node starts (±25% jitter).
     pub aae_interval: Duration,
     /// Cap on keys whose digests one exchange compares; the rest waits for the next round.
@@ -172,8 +180,11 @@ impl Config {
             max_key_bytes: 1024,
             max_value_bytes: 8 << 20,
             max_siblings: 100,
+            max_sibling_bytes: 32 << 20,
             max_unacked_per_peer: 200_000,
             retry_batch: 512,
+            peer_buffer_bytes: 64 << 20,
+            max_list_bytes: 16 << 20,
             aae_interval: Duration::from_secs(5),
             aae_max_keys: 5_000,
             aae_timeout: Duration::from_secs(10),

@@ -23,7 +23,7 @@ use super::dvv::{Version, VersionSet};
 use super::history::History;
 use super::merkle::{self, BRANCHES, Merkle, SEGMENTS_PER_BRANCH};
 use super::message::{PeerMsg, Rid};
-use super::outbox::Outbox;
+use super::outbox::{self, Outbox};
 use super::proxy::{Forwarding, Proxy};
 use super::request::{
     ListEntry, MAX_CONTENT_TYPE_BYTES, Op, Quorum, Reply, ReqError, ReqId, Request, Response,
@@ -163,7 +163,23 @@ struct PendingList {
     waiting: BTreeSet<Rid>,
     entries: Vec<(Bytes, VersionSet)>,
     more: bool,
+    /// The smallest last key of the shard parts that stopped early: such a part may lack keys
+    /// after its last one, so the page ends there.
+    cutoff: Option<Bytes>,
     deadline: Time,
+}
+
+impl PendingList {
+    fn add(&mut self, entries: Vec<(Bytes, VersionSet)>, more: bool) {
+        if more
+            && let Some((last, _)) = entries.last()
+            && self.cutoff.as_ref().is_none_or(|c| last < c)
+        {
+            self.cutoff = Some(last.clone());
+        }
+        self.more |= more;
+        self.entries.extend(entries);
+    }
 }
 
 /// Counters and queue depths, for `/v1/cluster` and metrics.
@@ -176,6 +192,10 @@ pub struct NodeStatus {
     pub live_keys: u64,
     pub unacked: BTreeMap<NodeId, usize>,
     pub unacked_dropped: u64,
+    /// Bytes of replication in flight, per peer (bounded by `peer_buffer_bytes` + one set).
+    pub unacked_bytes: BTreeMap<NodeId, u64>,
+    /// Replication copies re-sent because their acknowledgement was overdue.
+    pub replication_resent: u64,
     pub clock_gaps: usize,
     pub causal_waits: usize,
     pub pending_writes: usize,
@@ -259,6 +279,8 @@ pub struct Node<S: Storage> {
     next_rid: Rid,
     out: Ready,
     outbox: Outbox,
+    /// Set by the driver while storage is (nearly) full: client writes are refused.
+    storage_full: bool,
     proxy: Proxy,
     parked: Vec<Parked>,
     writes: BTreeMap<Dot, PendingWrite>,
@@ -390,6 +412,7 @@ impl<S: Storage> Node<S> {
             next_rid: 1,
             out: Ready::default(),
             outbox: Outbox::default(),
+            storage_full: false,
             proxy: Proxy::default(),
             parked: Vec::new(),
             writes: BTreeMap::new(),
@@ -492,6 +515,8 @@ impl<S: Storage> Node<S> {
             live_keys: self.live.values().sum(),
             unacked: self.outbox.depths(),
             unacked_dropped: self.outbox.dropped,
+            unacked_bytes: self.outbox.bytes(),
+            replication_resent: self.outbox.resent,
             clock_gaps: self.clock.gaps(),
             causal_waits: self.parked.len(),
             pending_writes: self.writes.len(),
@@ -546,6 +571,39 @@ impl<S: Storage> Node<S> {
     fn rid(&mut self) -> Rid {
         self.next_rid += 1;
         self.next_rid
+    }
+
+    /// Sends the replication waiting for room in `peer`'s budget (every peer's when `None`).
+    fn replicate_ready(&mut self, peer: Option<&str>) {
+        let storage = &self.storage;
+        let ready = self.outbox.ready(
+            peer,
+            self.now,
+            self.cfg.retry_interval,
+            self.cfg.retry_batch,
+            self.cfg.peer_buffer_bytes,
+            &mut self.rng,
+            |k| {
+                let set = storage.get(k).unwrap_or_default();
+                let bytes = outbox::copy_bytes(k, &set);
+                (set, bytes)
+            },
+        );
+        for (peer, key, dots, set) in ready {
+            self.send(&peer, PeerMsg::Replicate { key, set, dots });
+        }
+    }
+
+    /// The driver tells whether its link to `peer` still holds unwritten messages; while it
+    /// does, no replication to that peer is presumed lost (see `outbox.rs`).
+    pub fn set_link_backlog(&mut self, peer: &str, queued: bool) {
+        self.outbox.set_backlog(peer, queued);
+    }
+
+    /// The driver tells whether storage is (nearly) full; while it is, this node refuses the
+    /// writes it would coordinate (replication from peers is still stored).
+    pub fn set_storage_full(&mut self, full: bool) {
+        self.storage_full = full;
     }
 
     fn send(&mut self, to: &NodeId, msg: PeerMsg) {
@@ -928,12 +986,35 @@ impl<S: Storage> Node<S> {
         ctx: VersionVector,
         w: Quorum,
     ) {
+        if self.storage_full {
+            let why = "the replica's storage is full; the write was not applied";
+            self.finish(origin, Err(ReqError::InsufficientStorage(why.into())));
+            return;
+        }
         let tombstone = value.is_none();
         let current = self.storage.get(&key).unwrap_or_default();
         let (ctx, blind) = match self.write_context(&key, &current, tombstone, ctx) {
             Ok(c) => c,
             Err(e) => return self.finish(origin, Err(e)),
         };
+        if let Some((v, _)) = &value {
+            let kept: usize = current
+                .versions()
+                .iter()
+                .filter(|x| !ctx.covers(x.dot))
+                .filter_map(|x| x.value.as_ref().map(Bytes::len))
+                .sum();
+            if kept + v.len() > self.cfg.max_sibling_bytes {
+                let why = format!(
+                    "the key's siblings would hold {} bytes, above the limit of {}; resolve them \
+                     (write with the context of a read) first",
+                    kept + v.len(),
+                    self.cfg.max_sibling_bytes
+                );
+                self.finish(origin, Err(ReqError::TooLarge(why)));
+                return;
+            }
+        }
         self.counter += 1;
         let dot = Dot::new(self.actor, self.counter);
         let (set, had_value) = self.apply_new(dot, &key, current, value, &ctx);
@@ -946,16 +1027,28 @@ impl<S: Storage> Node<S> {
                 self.tombstones.insert(dot, (key.clone(), BTreeSet::new()));
             }
         }
-        let retry_at = self.now + self.cfg.retry_interval;
+        let bytes = outbox::copy_bytes(&key, &set);
+        let (interval, budget) = (self.cfg.retry_interval, self.cfg.peer_buffer_bytes);
         for peer in self.peers() {
-            if self.cfg.canary != Some(Canary::NoReplicationRetry) {
-                let cap = self.cfg.max_unacked_per_peer;
-                self.outbox.push(&peer, &key, dot, cap, retry_at);
-            }
+            let dots = if self.cfg.canary == Some(Canary::NoReplicationRetry) {
+                vec![dot]
+            } else if !self
+                .outbox
+                .push(&peer, &key, dot, self.cfg.max_unacked_per_peer)
+                || !self.outbox.has_room(&peer, budget)
+            {
+                // Over the key cap (anti-entropy repairs), or waiting for room in the peer's
+                // budget (sent from `on_tick` and acknowledgements).
+                continue;
+            } else {
+                let now = self.now;
+                self.outbox
+                    .launch(&peer, &key, bytes, now, interval, &mut self.rng)
+            };
             let msg = PeerMsg::Replicate {
                 key: key.clone(),
                 set: set.clone(),
-                dots: vec![dot],
+                dots,
             };
             self.send(&peer, msg);
         }
@@ -1322,6 +1415,7 @@ impl<S: Storage> Node<S> {
             }
             PeerMsg::ReplicateAck { key, dots } => {
                 self.outbox.ack(&from, &key, &dots);
+                self.replicate_ready(Some(&from));
                 let peers = self.peers();
                 for d in &dots {
                     if let Some((k, acked)) = self.tombstones.get_mut(d) {
@@ -1466,13 +1560,13 @@ impl<S: Storage> Node<S> {
             waiting: BTreeSet::new(),
             entries: Vec::new(),
             more: false,
+            cutoff: None,
             deadline: self.now + self.cfg.quorum_timeout,
         };
         for shard in 0..self.cfg.view.shard_count() {
             if Some(shard) == self.shard {
                 let (entries, more) = self.list_local(&start, &end, &after, limit);
-                pending.entries.extend(entries);
-                pending.more |= more;
+                pending.add(entries, more);
             } else {
                 let rid = self.rid();
                 let to = self.candidates(shard)[0].clone();
@@ -1505,21 +1599,36 @@ impl<S: Storage> Node<S> {
         };
         let l = self.lists.get_mut(&id).expect("found above");
         l.waiting.remove(&rid);
-        l.entries.extend(entries);
-        l.more |= more;
+        l.add(entries, more);
         if l.waiting.is_empty() {
             let l = self.lists.remove(&id).expect("found above");
             self.complete_list(l);
         }
     }
 
-    /// Merges shard pages: the first `limit` keys overall. Each shard returned up to `limit`
-    /// keys in order, so no key below the page's last one is missing.
+    /// Merges shard pages: the first `limit` keys overall, up to the cutoff of the parts that
+    /// stopped early and within `max_list_bytes` (at least one key). Each shard returned its
+    /// keys in order up to its own limits, so no key below the page's last one is missing.
     fn complete_list(&mut self, mut l: PendingList) {
         l.entries.sort_by(|a, b| a.0.cmp(&b.0));
         let limit = l.limit as usize;
-        let more = l.more || l.entries.len() > limit;
+        let before = l.entries.len();
+        if let Some(cut) = &l.cutoff {
+            l.entries.retain(|(k, _)| k <= cut);
+        }
         l.entries.truncate(limit);
+        let mut bytes = 0;
+        let fit = l
+            .entries
+            .iter()
+            .position(|(k, s)| {
+                bytes += outbox::copy_bytes(k, s);
+                bytes > self.cfg.max_list_bytes
+            })
+            .unwrap_or(l.entries.len())
+            .max(1);
+        l.entries.truncate(fit);
+        let more = l.more || l.entries.len() < before;
         let next = if more {
             l.entries.last().map(|(k, _)| k.clone())
         } else {
@@ -1544,8 +1653,8 @@ impl<S: Storage> Node<S> {
         });
     }
 
-    /// Up to `limit` live keys of this replica in `[start, end)` after `after`; `more` when
-    /// the scan stopped at the limit.
+    /// Up to `limit` live keys of this replica in `[start, end)` after `after`, within
+    /// `max_list_bytes` (at least one key); `more` when the scan stopped at either limit.
     fn list_local(
         &self,
         start: &Option<Bytes>,
@@ -1565,6 +1674,7 @@ impl<S: Storage> Node<S> {
             .as_ref()
             .map_or(Bound::Unbounded, |e| Bound::Excluded(e.as_ref()));
         let mut out = Vec::new();
+        let mut bytes = 0;
         let chunk = (limit + 1).max(64);
         loop {
             let page = self
@@ -1574,7 +1684,8 @@ impl<S: Storage> Node<S> {
             for (k, s) in page {
                 lower = Bound::Excluded(k.clone());
                 if s.has_value() && self.owns(&k) {
-                    if out.len() == limit {
+                    bytes += outbox::copy_bytes(&k, &s);
+                    if out.len() == limit || (!out.is_empty() && bytes > self.cfg.max_list_bytes) {
                         return (out, true);
                     }
                     out.push((k, s));
@@ -1661,14 +1772,23 @@ impl<S: Storage> Node<S> {
                 });
             }
         }
-        // Replication retries.
-        for (peer, key, dots) in self
-            .outbox
-            .due(now, self.cfg.retry_interval, self.cfg.retry_batch)
-        {
-            let set = self.storage.get(&key).unwrap_or_default();
+        // Replication presumed lost, then replication waiting for room in a peer's budget.
+        let storage = &self.storage;
+        let resends = self.outbox.overdue(
+            now,
+            self.cfg.retry_interval,
+            self.cfg.retry_batch,
+            &mut self.rng,
+            |k| {
+                let set = storage.get(k).unwrap_or_default();
+                let bytes = outbox::copy_bytes(k, &set);
+                (set, bytes)
+            },
+        );
+        for (peer, key, dots, set) in resends {
             self.send(&peer, PeerMsg::Replicate { key, set, dots });
         }
+        self.replicate_ready(None);
         self.reap_due();
         self.anti_entropy_tick();
         self.membership_tick();

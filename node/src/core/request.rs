@@ -187,6 +187,13 @@ pub enum ReqError {
     /// its own); nothing applied, and retrying it unchanged fails again (409).
     #[error("{0}")]
     Conflict(String),
+    /// The replica's storage is full or failing: the write was refused, or (when the failure
+    /// came after it was applied in memory) is indeterminate and may still become durable.
+    #[error("{0}")]
+    InsufficientStorage(String),
+    /// The write would make the key's siblings exceed `max_sibling_bytes`; nothing was written.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// The core's answer to a [`Request`].

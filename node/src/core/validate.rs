@@ -97,7 +97,11 @@ pub fn validate(msg: &PeerMsg, limits: &Limits) -> Result<(), Rejection> {
             match result {
                 Ok(r) => c.response(r),
                 Err(
-                    ReqError::BadRequest(m) | ReqError::Unavailable(m) | ReqError::Conflict(m),
+                    ReqError::BadRequest(m)
+                    | ReqError::Unavailable(m)
+                    | ReqError::Conflict(m)
+                    | ReqError::InsufficientStorage(m)
+                    | ReqError::TooLarge(m),
                 ) => c.text(m),
                 Err(ReqError::Unsatisfiable) => Ok(()),
             }
@@ -393,8 +397,7 @@ impl Checker<'_> {
         for (i, v) in versions.iter().enumerate() {
             self.dot(v.dot)?;
             self.value(&v.value)?;
-            if v
-                .content_type
+            if v.content_type
                 .as_ref()
                 .is_some_and(|t| t.len() > crate::core::request::MAX_CONTENT_TYPE_BYTES)
             {

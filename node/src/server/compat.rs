@@ -57,6 +57,8 @@ fn core_error(e: ReqError, verb: &str) -> Response {
     match e {
         ReqError::BadRequest(m) => seed_error(StatusCode::BAD_REQUEST, &m, verb),
         ReqError::Conflict(m) => seed_error(StatusCode::CONFLICT, &m, verb),
+        ReqError::InsufficientStorage(m) => seed_error(StatusCode::INSUFFICIENT_STORAGE, &m, verb),
+        ReqError::TooLarge(m) => seed_error(StatusCode::PAYLOAD_TOO_LARGE, &m, verb),
         ReqError::Unsatisfiable | ReqError::Unavailable(_) => seed_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "Unable to satisfy request",

@@ -12,6 +12,8 @@ use std::time::Duration;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "causeway-data";
 pub const DEFAULT_BATCH_SYNC_MS: u64 = 50;
+/// Default free space the data directory must keep before writes are refused.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
 /// Replication factor when only a view is given: every node up to three.
 pub const DEFAULT_MAX_REPL: usize = 3;
 
@@ -93,6 +95,15 @@ pub struct ServeArgs {
     /// Most siblings a write may leave on a key; beyond it writes get 409 until a write with a read's context resolves them [default: 100]
     #[arg(long, env = "CAUSEWAY_MAX_SIBLINGS", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_siblings: Option<u32>,
+    /// Largest total of one key's sibling values in bytes; a write above it gets 413 [default: 33554432]
+    #[arg(long, env = "CAUSEWAY_MAX_SIBLING_BYTES")]
+    pub max_sibling_bytes: Option<usize>,
+    /// Replication bytes in flight to one peer before further replication to it waits; bounds the memory a slow or paused replica costs [default: 67108864]
+    #[arg(long, env = "CAUSEWAY_PEER_BUFFER_BYTES")]
+    pub peer_buffer_bytes: Option<u64>,
+    /// Free bytes the data directory's file system must keep; below it writes are refused with 507 [default: 67108864]
+    #[arg(long, env = "CAUSEWAY_MIN_FREE_BYTES")]
+    pub min_free_bytes: Option<u64>,
     /// Resolution of concurrent writes; lww loses writes (see README) [default: siblings]
     #[arg(long, env = "CAUSEWAY_CONFLICTS", value_enum)]
     pub conflicts: Option<ConflictsArg>,
@@ -108,7 +119,7 @@ pub struct ServeArgs {
     /// Test-only planted fault: a request for this key panics the node (proves fail-stop)
     #[arg(long, env = "CAUSEWAY_TEST_PANIC_ON_KEY", hide = true)]
     pub test_panic_on_key: Option<String>,
-    /// TOML file with any of the keys above (listen, advertise, view, join, await_join, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, conflicts, hinted_handoff, encryption_key_file, max_siblings)
+    /// TOML file with any of the keys above (listen, advertise, view, join, await_join, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, conflicts, hinted_handoff, encryption_key_file, max_siblings, max_sibling_bytes, peer_buffer_bytes, min_free_bytes)
     #[arg(long, env = "CAUSEWAY_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -128,6 +139,9 @@ struct FileConfig {
     batch_sync_ms: Option<u64>,
     max_value_bytes: Option<usize>,
     max_siblings: Option<u32>,
+    max_sibling_bytes: Option<usize>,
+    peer_buffer_bytes: Option<u64>,
+    min_free_bytes: Option<u64>,
     conflicts: Option<ConflictsArg>,
     hinted_handoff: Option<bool>,
     encryption_key_file: Option<PathBuf>,
@@ -145,6 +159,8 @@ pub struct Settings {
     pub instance: String,
     /// Keyring sealing stored values, if encryption at rest is on.
     pub encryption_key_file: Option<PathBuf>,
+    /// Free space below which writes are refused (507).
+    pub min_free_bytes: u64,
     pub core: Config,
 }
 
@@ -330,6 +346,12 @@ impl ServeArgs {
             Some(m) => core.max_siblings = m as usize,
             None => {}
         }
+        if let Some(b) = self.max_sibling_bytes.or(file.max_sibling_bytes) {
+            core.max_sibling_bytes = b;
+        }
+        if let Some(b) = self.peer_buffer_bytes.or(file.peer_buffer_bytes) {
+            core.peer_buffer_bytes = b;
+        }
         let batch_ms = self
             .batch_sync_ms
             .or(file.batch_sync_ms)
@@ -356,6 +378,10 @@ impl ServeArgs {
                 .encryption_key_file
                 .clone()
                 .or(file.encryption_key_file),
+            min_free_bytes: self
+                .min_free_bytes
+                .or(file.min_free_bytes)
+                .unwrap_or(DEFAULT_MIN_FREE_BYTES),
             core,
         })
     }

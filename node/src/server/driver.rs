@@ -19,7 +19,7 @@ use super::transport::Transport;
 use crate::core::ring::epoch_number;
 use crate::core::{
     Config, Identity, Input, Node, NodeId, NodeStatus, Op, PeerMsg, Rejection, Reply, ReqError,
-    ReqId, Request, Storage, SyncMode, Time, View, validate,
+    ReqId, Request, Response, Storage, SyncMode, Time, View, validate,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -32,6 +32,8 @@ pub const MAX_TURN: usize = 4096;
 /// Capacity of the driver's input queue.
 pub const QUEUE: usize = 8192;
 const METRICS_EVERY: Duration = Duration::from_secs(1);
+/// How long writes stay refused after a failed storage commit.
+const STORAGE_FAILURE_HOLD: Duration = Duration::from_secs(1);
 /// Longest wait at shutdown for the peer links to write what is queued.
 const LINK_DRAIN: Duration = Duration::from_secs(1);
 /// Least time between two warnings about refused peer messages (the rest are counted).
@@ -131,6 +133,7 @@ pub fn spawn(
     me: NodeId,
     storage: FjallStorage,
     batch_sync: Duration,
+    min_free_bytes: u64,
     stop: oneshot::Receiver<()>,
 ) -> std::io::Result<(NodeHandle, std::thread::JoinHandle<()>)> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -176,6 +179,8 @@ pub fn spawn(
                 links_pending: false,
                 view: view_tx,
                 rejections: RejectLog::default(),
+                min_free_bytes,
+                storage_failed_at: None,
             };
             driver.publish_view();
             started.store(true, Ordering::Release);
@@ -208,6 +213,10 @@ struct Driver {
     links_pending: bool,
     /// Where handlers read the node's current view.
     view: watch::Sender<Arc<View>>,
+    /// Below this much free space in the data directory, writes are refused (507).
+    min_free_bytes: u64,
+    /// When a storage commit or sync last failed (writes are refused for a while after).
+    storage_failed_at: Option<Instant>,
     rejections: RejectLog,
 }
 
@@ -252,7 +261,13 @@ impl Driver {
             tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                _ = ticks.tick() => self.node.handle(now(), Input::Tick),
+                _ = ticks.tick() => {
+                    for (peer, depth) in self.transport.depths() {
+                        self.node.set_link_backlog(peer, depth > 0);
+                    }
+                    self.watch_storage();
+                    self.node.handle(now(), Input::Tick)
+                }
                 _ = metrics.tick() => self.export_metrics(),
                 ev = self.rx.recv() => match ev {
                     Some(ev) => self.on_event(ev),
@@ -338,6 +353,9 @@ impl Driver {
             } else {
                 self.node.storage().commit();
             }
+            if self.node.storage().take_failure() {
+                self.withhold_acks(&mut ready);
+            }
             self.deliver(ready.messages, ready.replies);
             for peer in &ready.forget {
                 self.transport.forget(peer);
@@ -351,6 +369,46 @@ impl Driver {
                 self.node.handle(now(), Input::Peer { from, msg });
             }
         }
+    }
+
+    /// Tells the node to refuse writes while the data directory is short of free space, or a
+    /// commit failed within the last [`STORAGE_FAILURE_HOLD`].
+    fn watch_storage(&mut self) {
+        let free = self.node.storage().free_bytes();
+        if let Some(free) = free {
+            metrics::gauge!("causeway_storage_free_bytes").set(free as f64);
+        }
+        let failing = self
+            .storage_failed_at
+            .is_some_and(|t| t.elapsed() < STORAGE_FAILURE_HOLD);
+        let short = free.is_some_and(|f| f < self.min_free_bytes);
+        self.node.set_storage_full(short || failing);
+    }
+
+    /// After a failed commit or sync: this turn's writes may not be on disk, so nothing may
+    /// acknowledge them. Client and forwarded write replies become 507 (indeterminate: the
+    /// staged writes are retried with the next commit), and replication and handoff
+    /// acknowledgements are withheld (their senders retry).
+    fn withhold_acks(&mut self, ready: &mut crate::core::Ready) {
+        self.storage_failed_at = Some(std::time::Instant::now());
+        self.node.set_storage_full(true);
+        let why = "storage failed (disk full?); the write may not be durable";
+        let refuse = |r: &mut Result<Response, ReqError>| {
+            if matches!(r, Ok(Response::Written { .. })) {
+                *r = Err(ReqError::InsufficientStorage(why.into()));
+            }
+        };
+        for reply in &mut ready.replies {
+            refuse(&mut reply.result);
+        }
+        ready.messages.retain_mut(|(_, msg)| match msg {
+            PeerMsg::ForwardReply { result, .. } => {
+                refuse(result);
+                true
+            }
+            PeerMsg::ReplicateAck { .. } | PeerMsg::HandoffAck { .. } => false,
+            _ => true,
+        });
     }
 
     /// Publishes the node's view to the handlers when its epoch changed.
@@ -376,6 +434,9 @@ impl Driver {
             let unacked = s.unacked.get(peer).copied().unwrap_or(0);
             metrics::gauge!("causeway_replication_unacked", "peer" => peer.clone())
                 .set(unacked as f64);
+            let bytes = s.unacked_bytes.get(peer).copied().unwrap_or(0);
+            metrics::gauge!("causeway_replication_unacked_bytes", "peer" => peer.clone())
+                .set(bytes as f64);
             let depth = queued.get(peer).copied().unwrap_or(0);
             metrics::gauge!("causeway_peer_queue_depth", "peer" => peer.clone()).set(depth as f64);
         }
@@ -407,5 +468,6 @@ impl Driver {
         metrics::counter!("causeway_handoff_keys_sent_total").absolute(h.keys_sent);
         metrics::counter!("causeway_handoff_keys_received_total").absolute(h.keys_received);
         metrics::counter!("causeway_hints_accepted_total").absolute(h.hints_accepted);
+        metrics::counter!("causeway_replication_resent_total").absolute(s.replication_resent);
     }
 }

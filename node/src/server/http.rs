@@ -202,6 +202,10 @@ pub fn req_error(e: ReqError) -> ApiError {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
         }
         ReqError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+        ReqError::InsufficientStorage(m) => {
+            ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "insufficient storage", m)
+        }
+        ReqError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too large", m),
     }
 }
 

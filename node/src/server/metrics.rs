@@ -157,6 +157,31 @@ fn describe() {
         None,
         "View members this node has not heard from within suspect_after.",
     );
+    g(
+        "causeway_replication_unacked_bytes",
+        bytes,
+        "Bytes of replication copies a peer has not acknowledged (bounded by peer_buffer_bytes).",
+    );
+    c(
+        "causeway_replication_resent_total",
+        None,
+        "Replication copies sent again after their acknowledgement timed out.",
+    );
+    c(
+        "causeway_http_connections_shed_total",
+        None,
+        "Client connections refused with 503 because the connection cap was reached.",
+    );
+    c(
+        "causeway_storage_errors_total",
+        None,
+        "Storage commits or syncs that failed (writes get 507 until one succeeds).",
+    );
+    g(
+        "causeway_storage_free_bytes",
+        bytes,
+        "Free bytes on the data directory's file system.",
+    );
     c(
         "causeway_peer_rejected_total",
         None,

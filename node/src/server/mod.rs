@@ -11,6 +11,7 @@ pub mod config;
 pub mod driver;
 pub mod fail_stop;
 pub mod http;
+pub mod http_server;
 pub mod input;
 pub mod launcher;
 pub mod listing;
@@ -29,6 +30,8 @@ use tokio::sync::oneshot;
 /// Runs one node until SIGTERM or Ctrl-C, then drains in-flight requests, stops the driver
 /// (which delivers what is pending and records a clean shutdown) and returns.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let nofile = http_server::raise_nofile_limit();
+    let limits = http_server::HttpLimits::for_nofile(nofile);
     let prometheus = metrics::install()?;
     if settings.core.panic_on_key.is_some() {
         tracing::warn!("TEST BUILD SWITCH: --test-panic-on-key is set; a request panics the node");
@@ -47,9 +50,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.advertise.clone(),
         storage,
         settings.batch_sync,
+        settings.min_free_bytes,
         stop_rx,
     )?;
-    let listener = transport::SplitListener::new(listener, node.inbox(), node.links())?;
+    let slots = http_server::connection_slots(&limits);
+    let listener = transport::SplitListener::new(listener, node.inbox(), node.links(), slots);
     tracing::info!(
         listen = %settings.listen,
         advertise = %settings.advertise,
@@ -59,13 +64,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         sync = ?settings.core.sync,
         data = %settings.data_dir.display(),
         instance = %settings.instance,
+        nofile,
+        max_connections = limits.max_connections,
         "serving"
     );
     let app =
         http::router(http::AppState::new(node, prometheus, &settings.instance)).merge(ui::routes());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let app = http_server::with_limits(app, &limits);
+    http_server::serve(listener, app, limits, shutdown_signal()).await;
     tracing::info!("HTTP drained; stopping the node");
     let _ = stop_tx.send(());
     tokio::task::spawn_blocking(move || thread.join())

@@ -8,8 +8,10 @@
 //! process kill (docs/design.md), but a turn of N writes costs one journal write instead of
 //! N. [`Storage::sync`] makes everything durable against power loss with `PersistMode::SyncAll`.
 //! The journal is ordered and a batch is atomic, so the surviving writes are always a prefix of
-//! the issued ones (the core's prefix-durability requirement). Any I/O or decoding failure stops
-//! the process (fail-stop): the core never sees a partial failure.
+//! the issued ones (the core's prefix-durability requirement). A failed commit or sync (e.g. a
+//! full disk) keeps the staged writes for the next commit and is reported to the driver
+//! ([`FjallStorage::take_failure`]), which then acknowledges none of that turn's writes; any
+//! other I/O or decoding failure stops the process (fail-stop).
 //!
 //! With a [`Keyring`] (encryption at rest) every stored version set is sealed
 //! ([`super::seal`]) before it reaches fjall, with its key as associated data; keys and the meta
@@ -49,6 +51,8 @@ pub struct FjallStorage {
     committed: Arc<AtomicBool>,
     /// Seals stored values when encryption at rest is on.
     keyring: Option<Arc<Keyring>>,
+    /// A commit or sync failed since the driver last asked.
+    failed: std::cell::Cell<bool>,
 }
 
 /// Meta record sealed with the keyring when a directory is first opened with one.
@@ -99,6 +103,7 @@ impl FjallStorage {
             dir: dir.to_owned(),
             committed: Arc::default(),
             keyring,
+            failed: std::cell::Cell::new(false),
         })
         .and_then(FjallStorage::check_keyring)
     }
@@ -184,19 +189,51 @@ impl FjallStorage {
             return;
         }
         let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
-        for (key, set) in staged.data.drain() {
+        for (key, set) in &staged.data {
             match set {
-                Some(set) => batch.insert(&self.data, &*key, self.encode(&key, &set)),
-                None => batch.remove(&self.data, &*key),
+                Some(set) => batch.insert(&self.data, &**key, self.encode(key, set)),
+                None => batch.remove(&self.data, &**key),
             }
         }
-        for (name, value) in staged.meta.drain() {
-            batch.insert(&self.meta, name.as_bytes(), &*value);
+        for (name, value) in &staged.meta {
+            batch.insert(&self.meta, name.as_bytes(), &**value);
         }
-        if let Err(e) = batch.commit() {
-            fail_stop("commit", e)
+        match batch.commit() {
+            Ok(()) => {
+                staged.data.clear();
+                staged.meta.clear();
+                self.committed.store(true, Ordering::Release);
+            }
+            Err(e) => self.fail("commit", e),
         }
-        self.committed.store(true, Ordering::Release);
+    }
+
+    /// Records a failed commit or sync; the staged writes stay for the next commit.
+    fn fail(&self, what: &str, e: impl std::fmt::Display) {
+        tracing::warn!("storage {what} failed: {e}; writes are refused until it succeeds");
+        metrics::counter!("causeway_storage_errors_total").increment(1);
+        self.failed.set(true);
+    }
+
+    /// True when a commit or sync failed since the last call: the writes of the turn may not
+    /// have reached the disk, so the driver must not acknowledge them.
+    pub fn take_failure(&self) -> bool {
+        self.failed.replace(false)
+    }
+
+    /// Free bytes of the file system holding the data directory (`statvfs`).
+    pub fn free_bytes(&self) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs writes only into the zeroed struct it is given; `path` is a valid
+        // NUL-terminated string for the duration of the call.
+        unsafe {
+            let mut st: libc::statvfs = std::mem::zeroed();
+            if libc::statvfs(path.as_ptr(), &mut st) != 0 {
+                return None;
+            }
+            Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+        }
     }
 }
 
@@ -372,7 +409,7 @@ impl Storage for FjallStorage {
         let started = Instant::now();
         self.commit();
         if let Err(e) = self.db.persist(PersistMode::SyncAll) {
-            fail_stop("sync", e)
+            self.fail("sync", e);
         }
         metrics::histogram!("causeway_storage_sync_seconds")
             .record(started.elapsed().as_secs_f64());

@@ -12,14 +12,14 @@
 //! and so exert back-pressure on the sender through TCP.
 
 use super::driver::Event;
+use super::http_server::{Accepted, SHED_CONNECTION};
 use crate::core::{NodeId, PeerMsg};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// First bytes a peer sends on a new connection.
 pub const PEER_MAGIC: &[u8; 8] = b"\0CWPEER1";
@@ -208,9 +208,12 @@ async fn read_frames(mut stream: TcpStream, inbox: mpsc::Sender<Event>) -> std::
 }
 
 /// The HTTP half of a listener whose peer connections are diverted to the driver.
+///
+/// Every accepted connection takes a slot of `slots` (held until it closes, whichever half it
+/// goes to); when none is free it is answered with a canned 503 and closed at once, so a flood
+/// of connections cannot exhaust the open-files limit.
 pub struct SplitListener {
-    http: mpsc::Receiver<(TcpStream, SocketAddr)>,
-    local: SocketAddr,
+    http: mpsc::Receiver<Accepted>,
 }
 
 impl SplitListener {
@@ -220,19 +223,25 @@ impl SplitListener {
         listener: TcpListener,
         inbox: mpsc::Sender<Event>,
         links: Handle,
-    ) -> std::io::Result<Self> {
-        let local = listener.local_addr()?;
+        slots: std::sync::Arc<Semaphore>,
+    ) -> Self {
         let (tx, http) = mpsc::channel(1024);
-        tokio::spawn(accept_loop(listener, tx, inbox, links));
-        Ok(SplitListener { http, local })
+        tokio::spawn(accept_loop(listener, tx, inbox, links, slots));
+        SplitListener { http }
+    }
+
+    /// The next HTTP connection; `None` once the accept loop is gone.
+    pub async fn accept(&mut self) -> Option<Accepted> {
+        self.http.recv().await
     }
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    http: mpsc::Sender<(TcpStream, SocketAddr)>,
+    http: mpsc::Sender<Accepted>,
     inbox: mpsc::Sender<Event>,
     links: Handle,
+    slots: std::sync::Arc<Semaphore>,
 ) {
     loop {
         let (stream, addr) = match listener.accept().await {
@@ -240,6 +249,14 @@ async fn accept_loop(
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let permit: OwnedSemaphorePermit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                metrics::counter!("causeway_http_connections_shed_total").increment(1);
+                let _ = stream.try_write(SHED_CONNECTION);
                 continue;
             }
         };
@@ -253,6 +270,7 @@ async fn accept_loop(
                 Ok(Ok(1)) if first[0] == PEER_MAGIC[0] => match stream.into_std() {
                     Ok(stream) => {
                         links.spawn(async move {
+                            let _permit = permit;
                             let read = match TcpStream::from_std(stream) {
                                 Ok(stream) => read_frames(stream, inbox).await,
                                 Err(e) => Err(e),
@@ -265,26 +283,10 @@ async fn accept_loop(
                     Err(e) => tracing::debug!(%addr, "cannot hand over a peer link: {e}"),
                 },
                 Ok(Ok(n)) if n > 0 => {
-                    let _ = http.send((stream, addr)).await;
+                    let _ = http.send(Accepted { stream, permit }).await;
                 }
                 _ => {}
             }
         });
-    }
-}
-
-impl axum::serve::Listener for SplitListener {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.http.recv().await {
-            Some(c) => c,
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }

@@ -175,13 +175,18 @@ impl<S: Storage> Node<S> {
                 }
                 let mut sets = Vec::new();
                 let mut truncated = false;
+                let mut bytes = 0;
                 for (k, d) in &mine {
                     if theirs.get(k) != Some(d) {
-                        if sets.len() >= self.cfg.aae_max_keys {
+                        // The peer's replication budget bounds one exchange's values too.
+                        if sets.len() >= self.cfg.aae_max_keys
+                            || bytes >= self.cfg.peer_buffer_bytes
+                        {
                             truncated = true;
                             break;
                         }
                         if let Some(s) = self.storage.get(k) {
+                            bytes += outbox::copy_bytes(k, &s);
                             sets.push((k.clone(), s));
                         }
                     }
@@ -234,12 +239,21 @@ impl<S: Storage> Node<S> {
                     unreachable!("matched above")
                 };
                 let repaired = self.absorb_all(&from, &sets);
-                let mine: Vec<(Bytes, VersionSet)> = want
-                    .into_iter()
-                    .filter_map(|k| self.storage.get(&k).map(|s| (k, s)))
-                    .collect();
+                let mut mine: Vec<(Bytes, VersionSet)> = Vec::new();
+                let mut bytes = 0;
+                let mut held_back = false;
+                for k in want {
+                    if bytes >= self.cfg.peer_buffer_bytes {
+                        held_back = true;
+                        break;
+                    }
+                    if let Some(s) = self.storage.get(&k) {
+                        bytes += outbox::copy_bytes(&k, &s);
+                        mine.push((k, s));
+                    }
+                }
                 let ex = self.aae.as_mut().expect("matched above");
-                ex.truncated |= truncated;
+                ex.truncated |= truncated || held_back;
                 ex.keys_repaired += repaired + mine.len() as u64;
                 let complete = !ex.truncated;
                 let clock = complete.then(|| ex.clock.clone());
