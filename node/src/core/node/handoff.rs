@@ -25,6 +25,10 @@ pub(crate) struct Push {
     stream: u64,
     /// Next batch to send, or the one in flight.
     seq: u32,
+    /// Index in `keys` of batch `seq`'s first key.
+    pos: usize,
+    /// Index just past batch `seq`'s last key, once it was sent.
+    end: usize,
     /// The partition's keys when the stream started, in send order.
     keys: Vec<Bytes>,
     clock: VersionVector,
@@ -35,14 +39,9 @@ pub(crate) struct Push {
     pub(crate) done: bool,
 }
 
-impl Push {
-    /// The key range of batch `seq` with `batch` keys per batch, and whether it is the last.
-    fn batch_range(&self, seq: u32, batch: usize) -> (std::ops::Range<usize>, bool) {
-        let start = (seq as usize * batch).min(self.keys.len());
-        let end = (start + batch).min(self.keys.len());
-        (start..end, end == self.keys.len())
-    }
-}
+/// Most bytes of version sets one handoff batch carries (at least one key goes in every batch):
+/// far below the peer frame limit, so a partition of large values moves in many small batches.
+const HANDOFF_BATCH_BYTES: u64 = 16 << 20;
 
 /// A stream this node is receiving.
 #[derive(Debug)]
@@ -124,6 +123,8 @@ impl<S: Storage> Node<S> {
         Push {
             stream: self.rid(),
             seq: 0,
+            pos: 0,
+            end: 0,
             keys,
             clock,
             sent: None,
@@ -132,24 +133,43 @@ impl<S: Storage> Node<S> {
         }
     }
 
+    /// Sends batch `seq` of the stream: keys from `pos` on, at most `handoff_batch` of them and
+    /// (after the first) no more than [`HANDOFF_BATCH_BYTES`] of version sets, or the peer's
+    /// replication budget if that is smaller.
     fn send_batch(&mut self, partition: u32, target: &NodeId) {
         let batch = self.cfg.handoff_batch.max(1);
+        let cap = HANDOFF_BATCH_BYTES.min(self.cfg.peer_buffer_bytes.max(1));
+        let push = self
+            .pushes
+            .get(&(partition, target.clone()))
+            .expect("caller made the stream");
+        let mut sets = Vec::new();
+        let (mut end, mut bytes) = (push.pos, 0u64);
+        while end < push.keys.len() && end - push.pos < batch && (end == push.pos || bytes < cap) {
+            let key = &push.keys[end];
+            if let Some(set) = self.storage.get(key) {
+                let size = outbox::copy_bytes(key, &set);
+                if end > push.pos && bytes + size > cap {
+                    break;
+                }
+                bytes += size;
+                sets.push((key.clone(), set));
+            }
+            end += 1;
+        }
         let push = self
             .pushes
             .get_mut(&(partition, target.clone()))
             .expect("caller made the stream");
-        let (range, last) = push.batch_range(push.seq, batch);
-        let keys = push.keys[range].to_vec();
+        debug_assert!(end > push.pos || push.pos == push.keys.len());
+        push.end = end;
+        let last = end == push.keys.len();
         let clock = (push.seq == 0).then(|| push.clock.clone());
         let (stream, seq) = (push.stream, push.seq);
         push.sent = Some(self.now);
         if last && self.cfg.canary == Some(Canary::DropBeforeSynced) {
             push.done = true;
         }
-        let sets: Vec<_> = keys
-            .into_iter()
-            .filter_map(|k| self.storage.get(&k).map(|s| (k, s)))
-            .collect();
         self.handoff_keys.0 += sets.len() as u64;
         let msg = PeerMsg::HandoffBatch {
             partition,
@@ -265,9 +285,10 @@ impl<S: Storage> Node<S> {
             self.pushes.insert((partition, from.clone()), push);
             return;
         }
-        if push.batch_range(seq, self.cfg.handoff_batch.max(1)).1 {
+        if push.end == push.keys.len() {
             push.done = true;
         } else {
+            push.pos = push.end;
             push.seq += 1;
             self.send_batch(partition, &from);
         }
