@@ -131,6 +131,31 @@ fn joined_nodes_receive_their_partitions_and_old_owners_drop_them() {
 }
 
 #[test]
+fn handoff_batches_of_large_values_stay_within_the_byte_budget() {
+    let mut cfg = Config::new(View::new(vec![addr(0)], 1).unwrap());
+    cfg.peer_buffer_bytes = 64 << 10;
+    let mut w = World::with_config(cfg, 5);
+    let value = "x".repeat(20 << 10);
+    let mut ctx = VersionVector::new();
+    for i in 0..40 {
+        let r = w.call(&addr(0), put(&format!("k{i}"), &value, &ctx, Quorum::N(1)));
+        ctx.merge(&ctx_of(&r));
+    }
+    join(&mut w, &addr(1), &addr(0));
+    settle(&mut w);
+    assert!(w.max_handoff_batch_bytes > 0, "a handoff ran");
+    assert!(
+        w.max_handoff_batch_bytes <= 64 << 10,
+        "a batch carried {} bytes",
+        w.max_handoff_batch_bytes
+    );
+    for i in 0..40 {
+        let r = w.call(&addr(1), get(&format!("k{i}"), &ctx, Quorum::N(1)));
+        assert_eq!(values(&r), vec![value.clone()], "k{i}");
+    }
+}
+
+#[test]
 fn removal_and_replication_change_keep_every_key() {
     let (mut w, ctx) = loaded(4, 1, None);
     let three: Vec<NodeId> = (0..3).map(addr).collect();

@@ -36,6 +36,8 @@ pub struct World {
     next_req: ReqId,
     next_tick: Time,
     pub delivered: u64,
+    /// Most value bytes any one handoff batch carried.
+    pub max_handoff_batch_bytes: usize,
 }
 
 pub fn addr(i: usize) -> NodeId {
@@ -65,6 +67,7 @@ impl World {
             next_req: 1,
             next_tick: Time::ZERO,
             delivered: 0,
+            max_handoff_batch_bytes: 0,
         };
         for id in config.view.nodes.clone() {
             w.start(&id, MemStorage::new());
@@ -201,6 +204,14 @@ impl World {
             self.replies.insert(r.id, r);
         }
         for (to, msg) in ready.messages {
+            if let PeerMsg::HandoffBatch { sets, .. } = &msg {
+                let bytes = sets
+                    .iter()
+                    .flat_map(|(_, s)| s.versions())
+                    .filter_map(|v| v.value.as_ref().map(|b| b.len()))
+                    .sum();
+                self.max_handoff_batch_bytes = self.max_handoff_batch_bytes.max(bytes);
+            }
             if self.cut.contains(&(id.clone(), to.clone())) || self.down.contains(&to) {
                 continue;
             }
