@@ -133,11 +133,12 @@ fn joined_nodes_receive_their_partitions_and_old_owners_drop_them() {
 #[test]
 fn handoff_batches_of_large_values_stay_within_the_byte_budget() {
     let mut cfg = Config::new(View::new(vec![addr(0)], 1).unwrap());
-    cfg.peer_buffer_bytes = 64 << 10;
+    cfg.peer_buffer_bytes = 8 << 10;
     let mut w = World::with_config(cfg, 5);
-    let value = "x".repeat(20 << 10);
+    // ~10 keys per partition of 64: one key-count batch each would carry ~20 KiB.
+    let value = "x".repeat(2 << 10);
     let mut ctx = VersionVector::new();
-    for i in 0..40 {
+    for i in 0..600 {
         let r = w.call(&addr(0), put(&format!("k{i}"), &value, &ctx, Quorum::N(1)));
         ctx.merge(&ctx_of(&r));
     }
@@ -145,11 +146,11 @@ fn handoff_batches_of_large_values_stay_within_the_byte_budget() {
     settle(&mut w);
     assert!(w.max_handoff_batch_bytes > 0, "a handoff ran");
     assert!(
-        w.max_handoff_batch_bytes <= 64 << 10,
+        w.max_handoff_batch_bytes <= 8 << 10,
         "a batch carried {} bytes",
         w.max_handoff_batch_bytes
     );
-    for i in 0..40 {
+    for i in 0..600 {
         let r = w.call(&addr(1), get(&format!("k{i}"), &ctx, Quorum::N(1)));
         assert_eq!(values(&r), vec![value.clone()], "k{i}");
     }
