@@ -11,6 +11,8 @@
 use super::config::check_address;
 use super::http::{AppState, req_error};
 use super::input::{ApiError, json_body};
+use super::tls::NodeTls;
+use super::transport::{dial_tls, preamble};
 use crate::core::ring::{Epoch, epoch_number};
 use crate::core::{NodeId, NodeStatus, Op, Response as CoreResponse, View};
 use axum::Json;
@@ -24,6 +26,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 /// Largest membership request body. A view of [`MAX_NODES`] addresses fits easily.
@@ -41,14 +44,17 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/cluster/join", post(join))
 }
 
-/// The HTTP client a node uses to ask other nodes for their reports.
-pub fn peer_client() -> reqwest::Client {
-    reqwest::Client::builder()
+/// The HTTP client a node uses to ask other nodes for their reports; with TLS it presents the
+/// node's certificate (which has the `read` role on other nodes) and trusts only the cluster CA.
+pub fn peer_client(tls: Option<&NodeTls>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
         .timeout(REPORT_TIMEOUT)
         .connect_timeout(REPORT_TIMEOUT)
-        .no_proxy()
-        .build()
-        .unwrap_or_default()
+        .no_proxy();
+    if let Some(tls) = tls {
+        b = b.use_preconfigured_tls(tls.node_http_client.clone());
+    }
+    b.build().unwrap_or_default()
 }
 
 /// A view as the membership endpoints show it.
@@ -146,6 +152,22 @@ async fn join(
     let req: JoinRequest = json_body(&uri, &headers, body, MAX_BODY_BYTES).await?;
     check_address(&req.node).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let view = st.node.view();
+    if !view.nodes.contains(&req.node)
+        && req.node != st.node.me
+        && let Some(tls) = &st.tls
+        && let Err(why) = probe(tls, &req.node).await
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not a cluster node",
+            format!(
+                "{} did not complete a mutual-TLS handshake as a node of this cluster ({why}); \
+                 start it with a certificate of the cluster CA naming that address and \
+                 --await-join (or --join MEMBER)",
+                req.node
+            ),
+        ));
+    }
     if !view.nodes.contains(&req.node) && req.node != st.node.me {
         // A node serving a cluster of its own (a view sharing no other node with this one)
         // would bring that cluster's views and data along: refuse it. One that does not answer
@@ -170,6 +192,23 @@ async fn join(
         }
     }
     install(&st, Op::Join { node: req.node }).await
+}
+
+/// Admission: `node` must answer a peer-link handshake with a certificate of the cluster CA
+/// that names it (and accept this node's). Only a TLS ClientHello is sent to an address that
+/// fails.
+async fn probe(tls: &NodeTls, node: &str) -> Result<(), String> {
+    let attempt = async {
+        let tcp = tokio::net::TcpStream::connect(node).await?;
+        let mut s = dial_tls(tls, node, tcp).await?;
+        s.write_all(&preamble()).await?;
+        s.shutdown().await
+    };
+    match tokio::time::timeout(REPORT_TIMEOUT, attempt).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer in time".into()),
+    }
 }
 
 /// What a node reports of its membership: its epoch, shard, and partitions on the move.
@@ -277,7 +316,7 @@ pub async fn report(st: &AppState, node: &str) -> NodeReport {
             None => Err("the node is shutting down".to_string()),
         }
     } else {
-        fetch_state(&st.peers, node).await
+        fetch_state(&st.peers, st.peer_scheme, node).await
     };
     NodeReport {
         node: node.to_owned(),
@@ -285,9 +324,13 @@ pub async fn report(st: &AppState, node: &str) -> NodeReport {
     }
 }
 
-async fn fetch_state(client: &reqwest::Client, node: &str) -> Result<NodeState, String> {
+async fn fetch_state(
+    client: &reqwest::Client,
+    scheme: &str,
+    node: &str,
+) -> Result<NodeState, String> {
     let resp = client
-        .get(format!("http://{node}/v1/cluster?scope=local"))
+        .get(format!("{scheme}://{node}/v1/cluster?scope=local"))
         .send()
         .await
         .map_err(|e| format!("no answer: {e}"))?;

@@ -5,6 +5,8 @@
 //! Start reading at [`serve`]: it opens storage, starts the driver thread ([`driver`]), and serves
 //! HTTP and peer links on one listening socket ([`transport::SplitListener`]).
 
+pub mod auth;
+pub mod certs;
 pub mod cli;
 pub mod compat;
 pub mod config;
@@ -16,16 +18,90 @@ pub mod listing;
 pub mod membership;
 pub mod metrics;
 pub mod storage;
+pub mod tls;
 pub mod transport;
 pub mod ui;
 
 use anyhow::Context;
-use config::Settings;
+use config::{Security, Settings, is_loopback};
+use std::sync::Arc;
 use tokio::sync::oneshot;
+use transport::{Accepting, ConnInfo, PeerSecurity};
+
+/// What [`serve`] protects its port with, loaded from [`Security`].
+struct Protection {
+    accepting: Accepting,
+    tls: Option<Arc<tls::NodeTls>>,
+    tokens: Option<Arc<auth::Tokens>>,
+}
+
+fn protection(settings: &Settings) -> anyhow::Result<Protection> {
+    Ok(match &settings.security {
+        Security::Insecure => {
+            tracing::warn!(
+                "RUNNING INSECURE (--insecure / CAUSEWAY_INSECURE): no TLS between peers, no \
+                 client tokens. Anyone who can reach {} can read, overwrite and delete every key \
+                 and reconfigure the cluster. Use it only on a network you trust.",
+                settings.listen
+            );
+            Protection {
+                accepting: Accepting {
+                    security: PeerSecurity::Plain,
+                    plain_http: true,
+                },
+                tls: None,
+                tokens: None,
+            }
+        }
+        Security::LoopbackDev => {
+            tracing::warn!(
+                "no TLS and no tokens configured: serving plaintext without authentication on \
+                 loopback only ({}); see docs/security.md",
+                settings.listen
+            );
+            Protection {
+                accepting: Accepting {
+                    security: PeerSecurity::Plain,
+                    plain_http: true,
+                },
+                tls: None,
+                tokens: None,
+            }
+        }
+        Security::Secure { tls, tokens } => {
+            let tls = match tls {
+                Some(files) => Some(Arc::new(
+                    tls::NodeTls::load(files, &settings.advertise).context("loading TLS")?,
+                )),
+                None => None,
+            };
+            let tokens = match tokens {
+                Some(path) => Some(auth::Tokens::load(path)?),
+                None => None,
+            };
+            if tokens.is_none() {
+                tracing::warn!("no --tokens-file: clients are not authenticated (loopback only)");
+            }
+            Protection {
+                accepting: Accepting {
+                    security: match &tls {
+                        Some(t) => PeerSecurity::Tls(t.clone()),
+                        None => PeerSecurity::Plain,
+                    },
+                    plain_http: tls.is_none() || is_loopback(&settings.listen),
+                },
+                tls,
+                tokens,
+            }
+        }
+    })
+}
 
 /// Runs one node until SIGTERM or Ctrl-C, then drains in-flight requests, stops the driver
 /// (which delivers what is pending and records a clean shutdown) and returns.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    tls::install_provider();
+    let protection = protection(&settings)?;
     let prometheus = metrics::install()?;
     let storage = storage::FjallStorage::open(&settings.data_dir)?;
     let listener = tokio::net::TcpListener::bind(&settings.listen)
@@ -37,9 +113,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.advertise.clone(),
         storage,
         settings.batch_sync,
+        protection.accepting.security.clone(),
         stop_rx,
     )?;
-    let listener = transport::SplitListener::new(listener, node.inbox(), node.links())?;
+    let listener = transport::SplitListener::new(
+        listener,
+        node.inbox(),
+        node.links(),
+        protection.accepting.clone(),
+    )?;
     tracing::info!(
         listen = %settings.listen,
         advertise = %settings.advertise,
@@ -49,13 +131,22 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         sync = ?settings.core.sync,
         data = %settings.data_dir.display(),
         instance = %settings.instance,
+        tls = protection.tls.is_some(),
+        tokens = protection.tokens.is_some(),
         "serving"
     );
-    let app =
-        http::router(http::AppState::new(node, prometheus, &settings.instance)).merge(ui::routes());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let state = http::AppState::new(node, prometheus, &settings.instance, protection.tls.clone());
+    let mut app = http::router(state).merge(ui::routes());
+    if let Some(tokens) = protection.tokens {
+        tokens.clone().watch();
+        app = app.layer(axum::middleware::from_fn_with_state(tokens, auth::require));
+    }
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<ConnInfo>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     tracing::info!("HTTP drained; stopping the node");
     let _ = stop_tx.send(());
     tokio::task::spawn_blocking(move || thread.join())
