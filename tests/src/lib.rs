@@ -203,6 +203,8 @@ pub fn client() -> Client {
 
 /// A blocking HTTP client sending `token` (none: an anonymous client).
 pub fn client_with(token: Option<&str>) -> Client {
+    // reqwest is built without a bundled crypto provider: use ring, as the nodes do.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut b = Client::builder().timeout(Duration::from_secs(15));
     if let Some(t) = token {
         let mut h = reqwest::header::HeaderMap::new();

@@ -65,7 +65,15 @@ fn ui_shows_nodes_shards_and_keys() {
     let page = http.get(format!("{}/ui", c.url(2))).send().unwrap();
     assert_eq!(page.status(), 200, "/ui redirects to the page");
     let profile = std::env::temp_dir().join(format!("causeway-ui-{}", std::process::id()));
-    let dom = rendered(&format!("{}/ui/", c.url(2)), &profile);
+    // Without a token the page loads but its API calls are refused: it asks for one.
+    let anonymous = rendered(&format!("{}/ui/", c.url(2)), &profile);
+    assert!(
+        anonymous.contains("needs a token") && !anonymous.contains("apple"),
+        "the page asks for a token and shows no data"
+    );
+    // The token passed once in the fragment is kept in the tab's sessionStorage.
+    let token = &causeway_e2e::credentials().admin_token;
+    let dom = rendered(&format!("{}/ui/#token={token}", c.url(2)), &profile);
     let _ = std::fs::remove_dir_all(&profile);
     for a in &c.addrs {
         assert!(dom.contains(a.as_str()), "the nodes table lists {a}");

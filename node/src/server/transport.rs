@@ -565,7 +565,7 @@ impl SplitListener {
 }
 
 /// Refusal of plaintext HTTP on a node that serves HTTPS.
-const USE_HTTPS: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 84\r\n\r\n{\"error\":\"bad request\",\"detail\":\"this node serves HTTPS only on a non-loopback port\"}";
+const USE_HTTPS: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 85\r\n\r\n{\"error\":\"bad request\",\"detail\":\"this node serves HTTPS only on a non-loopback port\"}";
 
 async fn accept_loop(
     listener: TcpListener,
