@@ -43,7 +43,7 @@ enum LogFormat {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a node (with no flags: a single-node dev store on 127.0.0.1:8080, data in ./causeway-data)
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a local cluster of N nodes on loopback until Ctrl-C (generates a CA, node certificates and an admin token under its data directory)
     Cluster(ClusterArgs),
     /// Generate a development CA (once) and node certificates for a list of addresses

@@ -150,10 +150,14 @@ impl TokensFile {
     }
 }
 
+/// The stored hashes and their roles.
+type Hashes = Arc<Vec<([u8; 32], Role)>>;
+
 /// The tokens a node accepts, reloaded when the file changes.
 pub struct Tokens {
     path: PathBuf,
-    state: RwLock<(Option<SystemTime>, Arc<Vec<([u8; 32], Role)>>)>,
+    /// The file's modification time when it was read, and its hashes.
+    state: RwLock<(Option<SystemTime>, Hashes)>,
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
