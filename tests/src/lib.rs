@@ -83,6 +83,7 @@ pub fn run_cli(args: &[&str], stdin: &[u8]) -> std::process::Output {
         .args(args)
         .env_remove("CAUSEWAY_NODE")
         .env_remove("CAUSEWAY_SESSION")
+        .env("CAUSEWAY_TOKEN", &credentials().admin_token)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -7,7 +7,6 @@
 //! consecutive commands are causally consistent even when they go to different nodes.
 
 use super::http::{CONTEXT_HEADER, SERVED_BY_HEADER, encode_component};
-use super::{auth, certs};
 use crate::core::token;
 use anyhow::{Context, bail};
 use base64::Engine;
