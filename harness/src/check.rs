@@ -1,7 +1,8 @@
 //! The checkers of the guarantees G1–G7 (docs/guarantees.md), run on a [`History`].
 //!
 //! Supersession is derived from recorded contexts only: write `x` supersedes write `w` when
-//! `x`'s request context covers `w`'s dot, and transitively. For every write the index holds its
+//! the context `x` was applied with (its request context; for a blind delete its coordinator's
+//! context of the key) covers `w`'s dot, and transitively. For every write the index holds its
 //! *ancestry*: the version vector of everything it supersedes, transitively. No checker trusts a
 //! context or a version set the system reports about itself beyond what it returned to a client
 //! or holds as its final state.
@@ -55,7 +56,7 @@ impl<'a> KeyWrites<'a> {
         let mut anc: Vec<VersionVector> = Vec::with_capacity(writes.len());
         let mut by_dot: BTreeMap<Dot, Vec<usize>> = BTreeMap::new();
         for (i, w) in writes.iter().enumerate() {
-            let mut acc = w.context.clone();
+            let mut acc = w.supersedes.clone();
             let mut merged = VersionVector::new();
             for j in (0..i).rev() {
                 let x = writes[j];
@@ -493,6 +494,7 @@ mod tests {
             dot: d,
             key: key(),
             value,
+            supersedes: ctx.clone(),
             context: ctx,
             node: 0,
             at_us: op * 1000,
@@ -516,6 +518,7 @@ mod tests {
                 dot: d,
                 context: reply,
                 replaced: false,
+                coordinator_context: None,
             }),
             probe: false,
             blind: false,
@@ -551,6 +554,7 @@ mod tests {
             dot: d,
             value: val(v),
             ts: 0,
+            content_type: None,
         }
     }
     fn set_of(writes: &[(&VersionVector, Version)]) -> VersionSet {
@@ -810,6 +814,47 @@ mod tests {
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(v[0].detail.contains("delete"));
         assert!(checkers(&good(), Checker::G6).is_empty());
+    }
+
+    #[test]
+    fn blind_deletes_supersede_what_their_coordinator_held() {
+        // A blind delete (empty request context) executed where a was held supersedes a: the
+        // final tombstone alone is no lost write, a coming back is a resurrection.
+        let (a, d) = (dot(1, 1), dot(2, 1));
+        let mut del = put_op(2, 1, "", VersionVector::new(), d);
+        del.kind = OpKind::Delete;
+        del.value = None;
+        del.blind = true;
+        let mut blind = write(2, d, None, VersionVector::new());
+        blind.supersedes = vv(&[a]);
+        let tomb = Version {
+            value: None,
+            ..ver(d, "")
+        };
+        let deleted = set_of(&[
+            (&VersionVector::new(), ver(a, "a")),
+            (&vv(&[a]), tomb.clone()),
+        ]);
+        let mut h = History {
+            ops: vec![put_op(1, 0, "a", VersionVector::new(), a), del],
+            writes: vec![write(1, a, val("a"), VersionVector::new()), blind],
+            finals: BTreeMap::from([(key(), vec![(0, deleted)])]),
+            unsettled: Vec::new(),
+        };
+        assert_eq!(check(&h, &Checker::ALL, true), Vec::new());
+        let back = set_of(&[
+            (&VersionVector::new(), ver(a, "a")),
+            (&VersionVector::new(), tomb.clone()),
+        ]);
+        h.finals.insert(key(), vec![(0, back)]);
+        let v = checkers(&h, Checker::G6);
+        assert_eq!(v.len(), 1, "{v:?}");
+        // Judged by its request context alone, the delete would have lost a (G2).
+        h.writes[1].supersedes = VersionVector::new();
+        h.finals
+            .insert(key(), vec![(0, set_of(&[(&vv(&[a]), tomb)]))]);
+        let v = checkers(&h, Checker::G2);
+        assert!(v.len() == 1 && v[0].ops == vec![1], "{v:?}");
     }
 
     #[test]

@@ -59,7 +59,9 @@ impl OpRecord {
     pub fn outcome_of(&self, result: Result<Response, ReqError>) -> Outcome {
         match result {
             Ok(r) => Outcome::Ok(r),
-            Err(e @ ReqError::BadRequest(_)) => Outcome::Failed(e.to_string()),
+            Err(e @ (ReqError::BadRequest(_) | ReqError::Conflict(_))) => {
+                Outcome::Failed(e.to_string())
+            }
             Err(e) => self.unavailable(e.to_string()),
         }
     }
@@ -120,8 +122,12 @@ pub struct WriteRecord {
     pub key: Bytes,
     /// `None`: a delete.
     pub value: Option<Bytes>,
-    /// The context the write was issued with: it supersedes exactly the dots this covers.
+    /// The context the write was issued with.
     pub context: VersionVector,
+    /// The context it was applied with: it supersedes exactly the dots this covers. The
+    /// request's context, except for a blind delete (a delete with an empty context), which
+    /// supersedes everything its coordinator held of the key (SPEC §2).
+    pub supersedes: VersionVector,
     pub node: usize,
     pub at_us: u64,
     /// The client operation this execution serves (informative: identical requests of two

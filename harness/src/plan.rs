@@ -30,7 +30,8 @@ pub struct PlannedOp {
     /// Merge this other session's context into ours first (context passing between sessions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge_from: Option<usize>,
-    /// A blind write: sent with an empty context (see `Workload::blind_writes`).
+    /// A blind write or delete: sent with an empty context (see `Workload::blind_writes` and
+    /// `Workload::blind_deletes`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub blind: bool,
 }
@@ -281,9 +282,14 @@ fn gen_op(s: &Scenario, view: &View, session: usize, rng: &mut SmallRng, probe: 
         (!probe && w.sessions > 1 && rng.random_bool(w.merge_contexts.clamp(0.0, 1.0)))
             .then(|| (session + rng.random_range(1..w.sessions)) % w.sessions);
     let think_ms = rng.random_range(w.think_ms[0]..=w.think_ms[1]);
-    // Drawn only when the scenario asks for blind writes, so other scenarios' plans (and so
+    // Drawn only when the scenario asks for blind writes or deletes, so other scenarios' plans (and so
     // their seeds) stay what they were.
-    let blind = kind == OpKind::Put && w.blind_writes > 0.0 && rng.random_bool(w.blind_writes);
+    let p_blind = match kind {
+        OpKind::Put => w.blind_writes,
+        OpKind::Delete => w.blind_deletes,
+        OpKind::Get => 0.0,
+    };
+    let blind = p_blind > 0.0 && rng.random_bool(p_blind);
     PlannedOp {
         node,
         kind,
@@ -454,6 +460,17 @@ mod tests {
         );
         // The first session's first op is drawn before any blind draw: unchanged.
         assert_eq!(on.sessions[0].ops[0].key, off.sessions[0].ops[0].key);
+        s.workload.blind_writes = 0.0;
+        s.workload.delete = 0.3;
+        s.workload.blind_deletes = 0.5;
+        let deletes = generate(&s, 5);
+        let ops: Vec<&PlannedOp> = deletes.sessions.iter().flat_map(|x| &x.ops).collect();
+        assert!(ops.iter().any(|o| o.blind));
+        assert!(
+            ops.iter()
+                .filter(|o| o.blind)
+                .all(|o| o.kind == OpKind::Delete)
+        );
     }
 
     #[test]

@@ -178,6 +178,11 @@ pub struct Workload {
     /// its partition).
     #[serde(default)]
     pub blind_writes: f64,
+    /// Probability that a delete is *blind* (sent with an empty context): it deletes what its
+    /// coordinating replica holds at that moment (SPEC §2); versions the coordinator had not
+    /// seen survive as siblings. The session keeps its context as for a blind write.
+    #[serde(default)]
+    pub blind_deletes: f64,
     /// How long a client waits for a reply before giving up (the operation then counts as
     /// unavailable: failed for a read, indeterminate for a write), ms. Default: the core's
     /// request timeout plus a grace period, so only a lost reply times out. Shorter keeps
@@ -378,8 +383,14 @@ impl Scenario {
         if w.think_ms[0] > w.think_ms[1] || self.net.delay_us[0] > self.net.delay_us[1] {
             return Err("ranges must be [min, max]".into());
         }
-        if !(0.0..=1.0).contains(&w.blind_writes) || !(0.0..=1.0).contains(&w.merge_contexts) {
-            return Err("blind_writes and merge_contexts are probabilities within [0, 1]".into());
+        if ![w.blind_writes, w.blind_deletes, w.merge_contexts]
+            .iter()
+            .all(|p| (0.0..=1.0).contains(p))
+        {
+            return Err(
+                "blind_writes, blind_deletes and merge_contexts are probabilities within [0, 1]"
+                    .into(),
+            );
         }
         if w.timeout_ms == Some(0) {
             return Err("workload.timeout_ms must be positive".into());

@@ -17,6 +17,7 @@ fn set_of(actor: Actor, counter: u64, value: &[u8]) -> VersionSet {
         dot: Dot::new(actor, counter),
         value: Some(Bytes::copy_from_slice(value)),
         ts: counter,
+        content_type: None,
     };
     s.write(&VersionVector::new(), version);
     s

@@ -79,6 +79,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logs(cli.log.as_deref(), cli.log_format)?;
     causeway::server::tls::install_provider();
+    causeway::server::fail_stop::install();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -177,6 +177,17 @@ struct AwaitedWrite {
     reply: ReplyTo,
 }
 
+impl AwaitedWrite {
+    /// A delete with an empty context: it supersedes what its coordinator holds (SPEC §2).
+    fn blind_delete(&self) -> bool {
+        self.value.is_none() && self.context.is_empty()
+    }
+}
+
+/// An awaited write found executed: the write, its dot, and the context the core reports it was
+/// applied with (for a blind delete; others supersede their request context).
+type Found = (AwaitedWrite, Dot, Option<VersionVector>);
+
 /// Where the outcome of an awaited write is reported.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum ReplyTo {
@@ -567,15 +578,19 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             }
             _ => None,
         });
-        let mut found = Vec::new();
+        let mut found: Vec<Found> = Vec::new();
         for (to, result) in replies.chain(forwards) {
             if let Some(i) = self.slots[n].awaited.iter().position(|a| a.reply == to) {
                 let a = self.slots[n].awaited.remove(i);
                 // A proxy's reply carries a dot another node issued (and records).
-                if let Ok(Response::Written { dot, .. }) = result
+                if let Ok(Response::Written {
+                    dot,
+                    coordinator_context,
+                    ..
+                }) = result
                     && dot.actor.node() == mine
                 {
-                    found.push((a, *dot));
+                    found.push((a, *dot, coordinator_context.clone()));
                 }
             }
         }
@@ -584,7 +599,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
                 continue;
             };
             for d in dots.iter().filter(|d| d.actor.node() == mine) {
-                let done = |f: &[(AwaitedWrite, Dot)]| f.iter().any(|(_, x)| x == d);
+                let done = |f: &[Found]| f.iter().any(|(_, x, _)| x == d);
                 if self.slots[n].recorded.contains(d) || done(&found) {
                     continue;
                 }
@@ -599,11 +614,15 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
                     .position(|a| a.key == *key && value.is_none_or(|v| *v == a.value))
                     .or_else(|| awaited.iter().position(|a| a.key == *key));
                 if let Some(i) = i {
-                    found.push((self.slots[n].awaited.remove(i), *d));
+                    let a = self.slots[n].awaited.remove(i);
+                    // The replication of a fresh write carries the set the write produced: for
+                    // a blind delete its context is the coordinator's (plus the delete's dot).
+                    let applied = a.blind_delete().then(|| set.context().clone());
+                    found.push((a, *d, applied));
                 }
             }
         }
-        for (a, dot) in found {
+        for (a, dot, applied) in found {
             if !self.slots[n].recorded.insert(dot) {
                 continue;
             }
@@ -612,6 +631,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
                 dot,
                 key: a.key,
                 value: a.value,
+                supersedes: applied.unwrap_or_else(|| a.context.clone()),
                 context: a.context,
                 node: n,
                 at_us: self.now,
@@ -1051,6 +1071,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             OpKind::Put | OpKind::Delete => Op::Put {
                 key: key.clone(),
                 value: value.clone(),
+                content_type: None,
                 context: context.clone(),
                 w: self.w,
             },

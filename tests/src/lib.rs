@@ -12,11 +12,13 @@
 use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use reqwest::blocking::{Client, Response};
+
+pub mod peer;
 
 /// Ports handed out in this process, so parallel tests never share one.
 static USED_PORTS: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
@@ -391,6 +393,41 @@ impl Cluster {
     /// The process id of node `i`, while it runs.
     pub fn pid(&self, i: usize) -> Option<u32> {
         self.nodes[i].as_ref().map(Child::id)
+    }
+
+    /// Node `i`'s data directory.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("node{i}"))
+    }
+
+    /// Node `i`'s `serve` flags besides `--listen` and `--data-dir`, to change before a restart.
+    pub fn args_mut(&mut self, i: usize) -> &mut Vec<String> {
+        &mut self.args[i]
+    }
+
+    /// Starts node `i` again (after [`Cluster::kill`]) without waiting for it to be healthy.
+    pub fn start_again(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+    }
+
+    /// Waits up to `within` for node `i`'s process to exit; its status, or `None` if it runs on.
+    pub fn wait_exit(&mut self, i: usize, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        let child = self.nodes[i].as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.nodes[i] = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Node `i`'s log so far.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.join(format!("node{i}.log"))).unwrap_or_default()
     }
 
     /// True while node `i`'s process runs.

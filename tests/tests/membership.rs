@@ -3,7 +3,7 @@
 //! stays readable through every node with the key counts adding up; restarted nodes keep the
 //! newest view; bad membership requests are 4xx.
 
-use causeway_e2e::{Client, Cluster, client, context_of, merge};
+use causeway_e2e::{Client, Cluster, client, context_of, free_port, merge};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -394,4 +394,104 @@ fn membership_requests_are_checked() {
         "the other node learns the view",
         || view_of(&http, &c.url(waiting)).is_some_and(|(e, _)| e == epoch),
     );
+}
+
+/// Issue 18, defect 5: a join of an address nothing answers on is refused (the view and `w=all`
+/// stay as they were), and removing a node leaves no per-peer state behind at its former peers:
+/// not in `/v1/cluster` (`unacked`) and not in `/metrics` (`peer` series).
+#[test]
+fn join_of_a_dead_address_is_refused_and_removal_leaves_nothing_behind() {
+    let mut c = Cluster::start("join-dead", 3, 3, &[]);
+    let http = client();
+    let join = format!("{}/v1/cluster/join", c.url(0));
+    let dead = format!("127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let r = http
+        .post(&join)
+        .json(&json!({"node": dead}))
+        .send()
+        .expect("join");
+    let status = r.status().as_u16();
+    let j: Value = r.json().expect("json");
+    assert_eq!(status, 400, "{j}");
+    let detail = j["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("did not answer as a joining causeway node"),
+        "{j}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused in bounded time"
+    );
+    let (_, members) = view_of(&http, &c.url(0)).expect("view");
+    assert_eq!(members, c.addrs, "no phantom replica");
+    let put = |url: &str, key: &str, w: &str| {
+        http.put(format!("{url}/v1/kv/{key}?w={w}"))
+            .body("v")
+            .send()
+            .expect("put")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(
+        put(&c.url(1), "after-dead-join", "all"),
+        204,
+        "w=all keeps working"
+    );
+
+    // A fourth node joins, dies with replication pending to it, and is removed.
+    let fourth = c.add_node(&["--await-join"]);
+    let gone = c.addrs[fourth].clone();
+    let r = http
+        .post(&join)
+        .json(&json!({"node": gone}))
+        .send()
+        .expect("join");
+    assert_eq!(r.status(), 200, "{:?}", r.text());
+    wait_until(
+        Duration::from_secs(10),
+        "the fourth node is a member",
+        || view_of(&http, &c.url(fourth)).is_some_and(|(_, m)| m.contains(&gone)),
+    );
+    c.kill(fourth);
+    for i in 0..50 {
+        assert_eq!(put(&c.url(0), &format!("pending-{i}"), "1"), 204);
+    }
+    let unacked = |http: &Client| {
+        cluster_json(http, &c.url(0), "local").expect("cluster")["status"]["unacked"].clone()
+    };
+    assert!(
+        unacked(&http)[&gone].as_u64().is_some_and(|n| n > 0),
+        "{}",
+        unacked(&http)
+    );
+    let metrics = |http: &Client| {
+        http.get(format!("{}/metrics", c.url(0)))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default()
+    };
+    let label = format!("peer=\"{gone}\"");
+    wait_until(
+        Duration::from_secs(5),
+        "the fourth node has metric series",
+        || metrics(&http).contains(&label),
+    );
+    let r = http
+        .put(format!("{}/v1/cluster/view", c.url(0)))
+        .json(&json!({"nodes": c.addrs[..3], "repl_factor": 3}))
+        .send()
+        .expect("view change");
+    assert_eq!(r.status(), 200, "{:?}", r.text());
+    wait_until(
+        Duration::from_secs(30),
+        "the removed node's metric series are gone",
+        || !metrics(&http).contains(&label),
+    );
+    let left = unacked(&http);
+    assert!(
+        left.get(&gone).is_none(),
+        "unacked still lists {gone}: {left}"
+    );
+    assert_eq!(put(&c.url(0), "after-removal", "all"), 204);
 }

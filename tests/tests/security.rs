@@ -20,9 +20,7 @@ const KEYS: usize = 20;
 
 /// The peer preamble of this build: magic and protocol version 2.
 fn preamble() -> Vec<u8> {
-    let mut p = b"\0CWPEER".to_vec();
-    p.extend_from_slice(&2u16.to_be_bytes());
-    p
+    causeway_e2e::peer::preamble().to_vec()
 }
 
 /// A frame claiming to come from `from`: a repair that adds a forged sibling to `key`.
@@ -35,6 +33,7 @@ fn forged_frame(from: &str, key: &str) -> Vec<u8> {
             dot,
             value: Some(Bytes::from_static(b"forged")),
             ts: 1,
+            content_type: None,
         },
     );
     let msg = PeerMsg::Repair {
@@ -398,16 +397,29 @@ fn a_join_of_an_address_that_is_not_a_cluster_node_is_refused() {
     let nobody = format!("127.0.0.1:{}", free_port());
     // An insecure causeway node: plaintext, so not a member of this cluster either.
     let plain = Cluster::start("sec-join-plain", 1, 1, &["--insecure"]);
-    for node in [fake, nobody, plain.addrs[0].clone()] {
-        let (s, j) = status_and_json(
+    let join = |node: &str| {
+        status_and_json(
             http.post(format!("{}/v1/cluster/join", c.url(0)))
                 .json(&json!({"node": node}))
                 .send()
                 .unwrap(),
-        );
+        )
+    };
+    for node in [fake, plain.addrs[0].clone()] {
+        let (s, j) = join(&node);
         assert_eq!(s, 409, "join of {node}: {j}");
         assert_eq!(j["error"], "not a cluster node", "{j}");
     }
+    // Where nothing answers, the handshake check has nothing to ask: the core's join probe
+    // refuses the address as not answering.
+    let (s, j) = join(&nobody);
+    assert_eq!(s, 400, "join of {nobody}: {j}");
+    assert!(
+        j["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("did not answer as a joining causeway node")),
+        "{j}"
+    );
     let v: Value = http
         .get(format!("{}/v1/cluster?scope=local", c.url(0)))
         .send()

@@ -20,10 +20,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Expectations the tour states for behaviour another branch is landing; they are reported but
-/// not asserted until it has. (A blind DELETE deleting the value, issue 18 defect 1: the 404.)
-const PENDING: &[&str] = &["HTTP/1.1 404 Not Found"];
-
 /// The README's ports, in node order.
 const README_PORTS: [u16; 3] = [8080, 8081, 8082];
 
@@ -262,10 +258,6 @@ fn readme_tour_runs_as_written() {
         for e in &step.expect {
             let e = localise(e, &ports);
             if out.lines().any(|l| matches(&e, l.trim_end_matches('\r'))) {
-                continue;
-            }
-            if PENDING.contains(&e.as_str()) {
-                eprintln!("pending (not asserted yet): step {i} expects {e:?}; output:\n{out}");
                 continue;
             }
             failures.push(format!(

@@ -175,6 +175,16 @@ impl NodeClock {
     }
 
     /// Number of dots applied out of order (waiting for a gap below them to fill).
+    /// Number of actors the clock has an entry for.
+    pub fn actors(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Each actor's contiguous base and the counters applied above it (for validation).
+    pub fn entries(&self) -> impl Iterator<Item = (Actor, u64, &BTreeSet<u64>)> + '_ {
+        self.0.iter().map(|(&a, e)| (a, e.base, &e.above))
+    }
+
     pub fn gaps(&self) -> usize {
         self.0.values().map(|e| e.above.len()).sum()
     }

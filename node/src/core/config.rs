@@ -88,6 +88,10 @@ impl Canary {
     }
 }
 
+/// A write that leaves a key with at least this many siblings logs a warning naming the key and
+/// counts in [`crate::core::NodeStatus::sibling_warnings`] (Riak's warning threshold).
+pub const WARN_SIBLINGS: usize = 25;
+
 /// Everything a core node needs to know besides its identity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
@@ -118,6 +122,10 @@ pub struct Config {
     pub max_key_bytes: usize,
     /// Largest accepted value, in bytes.
     pub max_value_bytes: usize,
+    /// Most siblings a client write may leave on a key; a write that would leave more is
+    /// refused ([`crate::core::ReqError::Conflict`]) until a write with a read's context
+    /// resolves them.
+    pub max_siblings: usize,
     /// Cap on keys awaiting replication acknowledgement per peer; beyond it anti-entropy repairs.
     pub max_unacked_per_peer: usize,
     /// Cap on replication messages re-sent per peer per tick.
@@ -140,6 +148,9 @@ pub struct Config {
     pub max_hint_keys: usize,
     /// Planted bug for checker canaries. `None` in every real deployment.
     pub canary: Option<Canary>,
+    /// Planted fault for the fail-stop test: a client request for this key panics the core.
+    /// `None` in every real deployment.
+    pub panic_on_key: Option<bytes::Bytes>,
 }
 
 impl Config {
@@ -160,6 +171,7 @@ impl Config {
             tick_interval: Duration::from_millis(20),
             max_key_bytes: 1024,
             max_value_bytes: 8 << 20,
+            max_siblings: 100,
             max_unacked_per_peer: 200_000,
             retry_batch: 512,
             aae_interval: Duration::from_secs(5),
@@ -170,6 +182,7 @@ impl Config {
             hinted_handoff: false,
             max_hint_keys: 100_000,
             canary: None,
+            panic_on_key: None,
         }
     }
 }

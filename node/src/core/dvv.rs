@@ -14,6 +14,8 @@
 
 use super::clock::VersionVector;
 use super::dot::Dot;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +25,29 @@ pub struct Version {
     pub dot: Dot,
     /// `None` marks a deletion (a tombstone).
     pub value: Option<Bytes>,
-    /// Hybrid timestamp (microseconds) of the write; used only to pick a winner in LWW mode.
+    /// Hybrid timestamp (microseconds since the Unix epoch on the coordinator's clock, moved
+    /// forward past every earlier write of its node): `Last-Modified`, and the winner in LWW
+    /// mode. No correctness decision depends on it.
     pub ts: u64,
+    /// The media type the value was written with, as the client sent it (at most
+    /// [`super::request::MAX_CONTENT_TYPE_BYTES`]); `None` for tombstones and for values
+    /// written without one, which read as `application/octet-stream`.
+    pub content_type: Option<Bytes>,
+}
+
+impl Version {
+    /// A stable tag naming this sibling (Riak's vtag): derived from the dot alone, so every
+    /// replica gives the same version the same tag. URL-safe, 11 characters.
+    pub fn vtag(&self) -> String {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        let a = self.dot.actor;
+        h.update(&a.node().to_le_bytes());
+        h.update(&a.epoch().to_le_bytes());
+        h.update(&a.incarnation().to_le_bytes());
+        h.update(&a.hint_code().to_le_bytes());
+        h.update(&self.dot.counter.to_le_bytes());
+        URL_SAFE_NO_PAD.encode(h.digest().to_be_bytes())
+    }
 }
 
 /// All versions of one key that no other known version supersedes, and what the key has seen.
@@ -61,6 +84,16 @@ impl VersionSet {
     /// True when at least one sibling holds a value.
     pub fn has_value(&self) -> bool {
         self.versions.iter().any(|v| v.value.is_some())
+    }
+
+    /// How many versions the set holds after a write with `context`: those `context` does not
+    /// cover, plus the write's own.
+    pub fn siblings_after_write(&self, context: &VersionVector) -> usize {
+        self.versions
+            .iter()
+            .filter(|v| !context.covers(v.dot))
+            .count()
+            + 1
     }
 
     /// Applies a write issued with client context `context`: removes exactly the versions that
@@ -137,6 +170,7 @@ mod tests {
             dot: Dot::new(Actor::new(actor, 1, 1), counter),
             value: value.map(|s| Bytes::from_static(s.as_bytes())),
             ts: counter,
+            content_type: None,
         }
     }
 

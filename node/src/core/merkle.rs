@@ -20,8 +20,8 @@ pub const SEGMENTS_PER_BRANCH: usize = 32;
 /// Branches per partition tree.
 pub const BRANCHES: usize = SEGMENTS / SEGMENTS_PER_BRANCH;
 
-/// Digest of a version set: covers the context and every version's dot, timestamp and value
-/// bytes, fed field by field (little-endian, length-prefixed) into one streaming xxh3, so equal
+/// Digest of a version set: covers the context and every version's dot, timestamp, value bytes
+/// and content type, fed field by field (little-endian, length-prefixed) into one streaming xxh3, so equal
 /// sets hash equally on every node and no encoding is allocated.
 pub fn digest(set: &VersionSet) -> u64 {
     let mut h = Xxh3::new();
@@ -39,6 +39,14 @@ pub fn digest(set: &VersionSet) -> u64 {
                 h.update(&[1]);
                 h.update(&(b.len() as u64).to_le_bytes());
                 h.update(b);
+            }
+            None => h.update(&[0]),
+        }
+        match &v.content_type {
+            Some(c) => {
+                h.update(&[1]);
+                h.update(&(c.len() as u64).to_le_bytes());
+                h.update(c);
             }
             None => h.update(&[0]),
         }
@@ -204,12 +212,13 @@ mod tests {
     }
 
     #[test]
-    fn digest_sees_values_versions_and_context() {
+    fn digest_sees_values_versions_content_types_and_context() {
         use crate::core::{Actor, Dot, Version, VersionVector};
         let version = |counter, value: Option<&'static [u8]>| Version {
             dot: Dot::new(Actor::new(1, 1, 1), counter),
             value: value.map(Bytes::from_static),
             ts: 7,
+            content_type: None,
         };
         let mut a = VersionSet::new();
         a.write(&VersionVector::new(), version(1, Some(b"x")));
@@ -222,8 +231,14 @@ mod tests {
             &[(Actor::new(2, 1, 1), 3)].into_iter().collect(),
             version(2, Some(b"x")),
         );
-        let digests = [digest(&a), digest(&b), digest(&c), digest(&d)];
-        for i in 0..4 {
+        let mut e = VersionSet::new();
+        let typed = Version {
+            content_type: Some(Bytes::from_static(b"text/plain")),
+            ..version(1, Some(b"x"))
+        };
+        e.write(&VersionVector::new(), typed);
+        let digests = [digest(&a), digest(&b), digest(&c), digest(&d), digest(&e)];
+        for i in 0..digests.len() {
             for j in 0..i {
                 assert_ne!(digests[i], digests[j], "sets {i} and {j}");
             }

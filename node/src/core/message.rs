@@ -145,6 +145,18 @@ pub enum PeerMsg {
     Join {
         node: NodeId,
     },
+    /// A member about to admit the receiver asks whether it is a Causeway node that may join:
+    /// answered with `JoinAnswer`. Only an answer admits a node, so an address nothing listens
+    /// on never becomes a replica.
+    JoinProbe {
+        rid: Rid,
+    },
+    /// The view the receiver runs with (a joining view lists no nodes: it is in no cluster).
+    JoinAnswer {
+        rid: Rid,
+        epoch: Epoch,
+        nodes: Vec<NodeId>,
+    },
     /// Part of a partition the sender no longer owns, for one of its replicas in the sender's
     /// view of `epoch`. Batch `seq` of stream `stream`; the first batch carries the sender's
     /// claims on the partition taken before it read any key, so every write they name is
@@ -167,6 +179,24 @@ pub enum PeerMsg {
         seq: u32,
         ok: bool,
     },
+}
+
+/// Largest peer frame (the bincode body after the length prefix) accepted or sent.
+pub const MAX_FRAME: usize = 256 << 20;
+
+/// Decodes the body of one peer frame, `bincode((from, PeerMsg))`, allocating at most
+/// [`MAX_FRAME`] bytes whatever lengths the bytes claim. Pure: the server's transport and the
+/// fuzz tests run exactly this.
+pub fn decode_frame(body: &[u8]) -> Result<(NodeId, PeerMsg), bincode::error::DecodeError> {
+    let cfg = bincode::config::standard().with_limit::<{ MAX_FRAME }>();
+    bincode::serde::decode_from_slice(body, cfg).map(|(m, _)| m)
+}
+
+/// Encodes the body of one peer frame as [`decode_frame`] reads it (the transport adds the
+/// length prefix).
+pub fn encode_frame(from: &str, msg: &PeerMsg) -> Vec<u8> {
+    bincode::serde::encode_to_vec((from, msg), bincode::config::standard())
+        .expect("in-memory encoding cannot fail")
 }
 
 impl PeerMsg {
@@ -195,6 +225,8 @@ impl PeerMsg {
             PeerMsg::Pong { .. } => "pong",
             PeerMsg::Views { .. } => "views",
             PeerMsg::Join { .. } => "join",
+            PeerMsg::JoinProbe { .. } => "join_probe",
+            PeerMsg::JoinAnswer { .. } => "join_answer",
             PeerMsg::HandoffBatch { .. } => "handoff_batch",
             PeerMsg::HandoffAck { .. } => "handoff_ack",
         }

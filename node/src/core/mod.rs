@@ -21,6 +21,7 @@ pub mod ring;
 pub mod storage;
 pub mod time;
 pub mod token;
+pub mod validate;
 
 pub use clock::{NodeClock, VersionVector};
 pub use config::{Canary, Config, ConflictMode, SyncMode};
@@ -32,3 +33,4 @@ pub use request::{ListEntry, Op, Quorum, Reply, ReqError, ReqId, Request, Respon
 pub use ring::{NodeId, ShardId, View};
 pub use storage::{MemStorage, Storage};
 pub use time::Time;
+pub use validate::{Limits, Rejection, validate};

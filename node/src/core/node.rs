@@ -17,7 +17,7 @@
 
 use super::aae::{AaeStats, Claims, Exchange, encoded_len};
 use super::clock::{NodeClock, VersionVector};
-use super::config::{Canary, Config, ConflictMode, SyncMode};
+use super::config::{Canary, Config, ConflictMode, SyncMode, WARN_SIBLINGS};
 use super::dot::{Actor, Dot};
 use super::dvv::{Version, VersionSet};
 use super::history::History;
@@ -25,7 +25,9 @@ use super::merkle::{self, BRANCHES, Merkle, SEGMENTS_PER_BRANCH};
 use super::message::{PeerMsg, Rid};
 use super::outbox::Outbox;
 use super::proxy::{Forwarding, Proxy};
-use super::request::{ListEntry, Op, Quorum, Reply, ReqError, ReqId, Request, Response};
+use super::request::{
+    ListEntry, MAX_CONTENT_TYPE_BYTES, Op, Quorum, Reply, ReqError, ReqId, Request, Response,
+};
 use super::ring::{Epoch, NodeId, ShardId, View, node_hash, partition_of};
 use super::storage::Storage;
 use super::time::Time;
@@ -73,7 +75,8 @@ pub enum Input {
 
 /// What the driver must do next, in order: send `early_messages` and deliver `early_replies`
 /// (they may also wait); if `sync`, make storage durable ([`Storage::sync`]); then send
-/// `messages` and deliver `replies`.
+/// `messages` and deliver `replies`; then drop whatever it keeps per peer (links, queues,
+/// metrics) for the nodes in `forget`, after writing what it already queued for them.
 ///
 /// Invariant: nothing in the early lists depends on a write of this Ready. They are answers to
 /// writes that just reached their `w` acknowledgements: the write itself was stored by an
@@ -86,17 +89,12 @@ pub struct Ready {
     pub early_replies: Vec<Reply>,
     pub messages: Vec<(NodeId, PeerMsg)>,
     pub replies: Vec<Reply>,
+    /// Nodes this node no longer talks to: removed from the view, or join candidates that did
+    /// not answer. The core itself has dropped every state it kept about them.
+    pub forget: Vec<NodeId>,
 }
 
 impl Ready {
-    pub fn is_empty(&self) -> bool {
-        !self.sync
-            && self.early_messages.is_empty()
-            && self.early_replies.is_empty()
-            && self.messages.is_empty()
-            && self.replies.is_empty()
-    }
-
     /// Moves the early lists to the front of the ordinary ones, for drivers whose sync is
     /// instantaneous (simulations) or that do not distinguish them.
     pub fn merge_early(&mut self) {
@@ -185,6 +183,10 @@ pub struct NodeStatus {
     pub failovers: u64,
     pub suspects: Vec<NodeId>,
     pub tombstones_pending: usize,
+    /// Client writes that left a key with at least [`WARN_SIBLINGS`] siblings.
+    pub sibling_warnings: u64,
+    /// Client writes refused because they would exceed `max_siblings`.
+    pub sibling_refusals: u64,
     pub aae: AaeStats,
     pub handoff: HandoffStatus,
 }
@@ -200,6 +202,10 @@ pub struct HandoffStatus {
     pub held_keys: usize,
     /// Writes accepted as hints since start.
     pub hints_accepted: u64,
+    /// Keys sent in handoff batches since start (a batch sent again counts again).
+    pub keys_sent: u64,
+    /// Keys received in handoff batches and applied, since start.
+    pub keys_received: u64,
     /// Partitions this node gained and has not yet received in full from a previous owner.
     pub awaiting: Vec<u32>,
 }
@@ -233,6 +239,10 @@ pub struct Node<S: Storage> {
     rerouting: Vec<(Forwarding, Time)>,
     next_join: Time,
     hints_accepted: u64,
+    sibling_warnings: u64,
+    sibling_refusals: u64,
+    /// Keys sent and received in handoff batches since start.
+    handoff_keys: (u64, u64),
     storage: S,
     clock: NodeClock,
     clock_dirty: bool,
@@ -255,6 +265,12 @@ pub struct Node<S: Storage> {
     reads: BTreeMap<Rid, PendingRead>,
     lists: BTreeMap<ReqId, PendingList>,
     last_heard: BTreeMap<NodeId, Time>,
+    /// For each member of the view: since when this node expects to hear from it (it started,
+    /// or the member joined). A member not heard from for `suspect_after` since then is
+    /// reported as suspected ([`Node::never_heard`]).
+    expecting: BTreeMap<NodeId, Time>,
+    /// Join candidates probed and not yet answered, by probe id.
+    joins: BTreeMap<Rid, membership::PendingJoin>,
     next_heartbeat: Time,
     merkle: Merkle,
     aae: Option<Exchange>,
@@ -280,7 +296,10 @@ impl<S: Storage> Node<S> {
             .meta_get(META_VIEWS)
             .and_then(|b| decode(&b))
             .unwrap_or_default();
-        for v in saved {
+        for v in saved
+            .into_iter()
+            .filter(|v| v.is_joining() || v.check().is_ok())
+        {
             history.insert(v);
         }
         cfg.view = history.latest().clone();
@@ -356,6 +375,9 @@ impl<S: Storage> Node<S> {
             rerouting: Vec::new(),
             next_join: now,
             hints_accepted: 0,
+            sibling_warnings: 0,
+            sibling_refusals: 0,
+            handoff_keys: (0, 0),
             storage,
             clock,
             clock_dirty: true,
@@ -374,6 +396,8 @@ impl<S: Storage> Node<S> {
             reads: BTreeMap::new(),
             lists: BTreeMap::new(),
             last_heard: BTreeMap::new(),
+            expecting: BTreeMap::new(),
+            joins: BTreeMap::new(),
             next_heartbeat: now,
             merkle,
             aae: None,
@@ -386,6 +410,7 @@ impl<S: Storage> Node<S> {
         };
         node.windows = node.compute_windows();
         node.feeds = node.compute_feeds();
+        node.expect_members();
         node.persist_membership();
         node
     }
@@ -398,8 +423,14 @@ impl<S: Storage> Node<S> {
         self.actor
     }
 
-    pub fn config(&self) -> &Config {
-        &self.cfg
+    /// What [`crate::core::validate`] checks peer messages to this node against.
+    pub fn peer_limits(&self) -> crate::core::Limits {
+        crate::core::Limits {
+            max_key_bytes: self.cfg.max_key_bytes,
+            max_value_bytes: self.cfg.max_value_bytes,
+            epoch: self.cfg.view.epoch,
+            own: (self.actor, self.counter),
+        }
     }
 
     /// The newest view this node has installed.
@@ -471,10 +502,12 @@ impl<S: Storage> Node<S> {
                 .view
                 .nodes
                 .iter()
-                .filter(|n| self.is_suspect(n))
+                .filter(|n| self.is_suspect(n) || (**n != self.me && self.never_heard(n)))
                 .cloned()
                 .collect(),
             tombstones_pending: self.tombstones.len() + self.reaps.len(),
+            sibling_warnings: self.sibling_warnings,
+            sibling_refusals: self.sibling_refusals,
             aae: self.aae_stats.clone(),
             handoff: HandoffStatus {
                 retained: self.retained.iter().copied().collect(),
@@ -488,6 +521,8 @@ impl<S: Storage> Node<S> {
                         .count(),
                 held_keys: self.held_keys(),
                 hints_accepted: self.hints_accepted,
+                keys_sent: self.handoff_keys.0,
+                keys_received: self.handoff_keys.1,
                 awaiting: self.awaiting.iter().copied().collect(),
             },
         }
@@ -553,6 +588,19 @@ impl<S: Storage> Node<S> {
         }
     }
 
+    /// A member that never sent a message within `suspect_after` of when this node started
+    /// expecting to hear from it. Reported as suspected; routing learns of it when a forward to
+    /// it times out instead ([`Node::is_suspect`]), which keeps hinting as it was.
+    fn never_heard(&self, node: &str) -> bool {
+        !self.last_heard.contains_key(node)
+            && self
+                .expecting
+                .get(node)
+                .is_some_and(|t| self.now.since(*t) > self.cfg.suspect_after)
+    }
+
+    /// A peer not heard from for `suspect_after` since its last message (or whose forward timed
+    /// out before it was ever heard from).
     fn is_suspect(&self, node: &str) -> bool {
         node != self.me
             && self
@@ -656,7 +704,13 @@ impl<S: Storage> Node<S> {
             self.cfg.view.shard_members(shard).len()
         };
         match op {
-            Op::Put { key, value, w, .. } => {
+            Op::Put {
+                key,
+                value,
+                content_type,
+                w,
+                ..
+            } => {
                 if value
                     .as_ref()
                     .is_some_and(|v| v.len() > self.cfg.max_value_bytes)
@@ -664,6 +718,14 @@ impl<S: Storage> Node<S> {
                     return bad(format!(
                         "value is longer than {} bytes",
                         self.cfg.max_value_bytes
+                    ));
+                }
+                if content_type
+                    .as_ref()
+                    .is_some_and(|c| c.len() > MAX_CONTENT_TYPE_BYTES)
+                {
+                    return bad(format!(
+                        "content type is longer than {MAX_CONTENT_TYPE_BYTES} bytes"
                     ));
                 }
                 if w.resolve(replicas(key)).is_none() {
@@ -702,6 +764,9 @@ impl<S: Storage> Node<S> {
     }
 
     fn on_client(&mut self, req: Request) {
+        if self.cfg.panic_on_key.is_some() && req.op.key() == self.cfg.panic_on_key.as_ref() {
+            panic!("planted panic on a request for the key named by --test-panic-on-key");
+        }
         let admin = matches!(req.op, Op::ChangeView { .. } | Op::Join { .. });
         if self.cfg.view.is_joining() && !admin {
             let msg = "this node has not joined a cluster yet".to_string();
@@ -715,7 +780,7 @@ impl<S: Storage> Node<S> {
             Op::ChangeView { nodes, repl_factor } => {
                 return self.change_view(req.id, nodes, repl_factor);
             }
-            Op::Join { node } => return self.admit(Some(req.id), node),
+            Op::Join { node } => return self.admit(Some(req.id), node, false),
             _ => {}
         }
         match self.target_shard(&req.op) {
@@ -736,12 +801,14 @@ impl<S: Storage> Node<S> {
                 let Op::Put {
                     key,
                     value,
+                    content_type,
                     context,
                     ..
                 } = op
                 else {
                     unreachable!("only writes are hintable")
                 };
+                let value = value.map(|v| (v, content_type));
                 self.write_hint(client, key, value, context);
             }
             Some(s) => {
@@ -801,18 +868,18 @@ impl<S: Storage> Node<S> {
                 }
             }
             Op::KeyCount { shard } => {
-                let count = self
-                    .cfg
-                    .view
-                    .partitions_of(shard)
-                    .iter()
-                    .filter_map(|p| self.live.get(p))
-                    .sum();
+                let partitions = self.cfg.view.partitions_of(shard);
+                let count = partitions.iter().filter_map(|p| self.live.get(p)).sum();
                 let settled = self.awaiting.is_empty();
+                let mut context = VersionVector::new();
+                for p in &partitions {
+                    context.merge(&self.vouched(*p));
+                }
                 let resp = Response::KeyCount {
                     shard,
                     count,
                     settled,
+                    context,
                 };
                 self.finish(origin, Ok(resp));
             }
@@ -827,9 +894,13 @@ impl<S: Storage> Node<S> {
             Op::Put {
                 key,
                 value,
+                content_type,
                 context,
                 w,
-            } => self.write(origin, key, value, context, w),
+            } => {
+                let value = value.map(|v| (v, content_type));
+                self.write(origin, key, value, context, w)
+            }
             _ => unreachable!("only reads and writes wait for their context"),
         }
     }
@@ -848,18 +919,24 @@ impl<S: Storage> Node<S> {
             .unwrap_or_default()
     }
 
+    /// Coordinates a client write (`value`: the value and its content type; `None` deletes).
     fn write(
         &mut self,
         origin: Origin,
         key: Bytes,
-        value: Option<Bytes>,
+        value: Option<(Bytes, Option<Bytes>)>,
         ctx: VersionVector,
         w: Quorum,
     ) {
+        let tombstone = value.is_none();
+        let current = self.storage.get(&key).unwrap_or_default();
+        let (ctx, blind) = match self.write_context(&key, &current, tombstone, ctx) {
+            Ok(c) => c,
+            Err(e) => return self.finish(origin, Err(e)),
+        };
         self.counter += 1;
         let dot = Dot::new(self.actor, self.counter);
-        let tombstone = value.is_none();
-        let (set, had_value) = self.apply_new(dot, &key, value, &ctx);
+        let (set, had_value) = self.apply_new(dot, &key, current, value, &ctx);
         let members = self.members();
         if tombstone && self.cfg.canary != Some(Canary::EarlyTombstoneReap) {
             if members.len() == 1 {
@@ -886,6 +963,7 @@ impl<S: Storage> Node<S> {
             dot,
             context: self.reply_context(&ctx, &key),
             replaced: had_value,
+            coordinator_context: blind.then_some(ctx),
         };
         let need = w.resolve(members.len()).unwrap_or(members.len());
         if need <= 1 {
@@ -941,12 +1019,23 @@ impl<S: Storage> Node<S> {
     /// Accepts a write for an unreachable shard as a durable hint under this node's hint actor
     /// for the key's partition. The partition becomes retained, so handoff delivers it to the
     /// replicas when they answer again, and drops it once all of them hold it.
-    fn write_hint(&mut self, client: ReqId, key: Bytes, value: Option<Bytes>, ctx: VersionVector) {
+    fn write_hint(
+        &mut self,
+        client: ReqId,
+        key: Bytes,
+        value: Option<(Bytes, Option<Bytes>)>,
+        ctx: VersionVector,
+    ) {
+        let current = self.storage.get(&key).unwrap_or_default();
+        let (ctx, blind) = match self.write_context(&key, &current, value.is_none(), ctx) {
+            Ok(c) => c,
+            Err(e) => return self.finish(Origin::Client(client), Err(e)),
+        };
         let p = self.cfg.view.partition_of(&key);
         let episode = self.dropped.get(&p).map_or(0, |d| d.1);
         let actor = self.actor.hint(p, episode);
         let dot = Dot::new(actor, self.clock.max(actor) + 1);
-        let (_, had_value) = self.apply_new(dot, &key, value, &ctx);
+        let (_, had_value) = self.apply_new(dot, &key, current, value, &ctx);
         self.needs_sync = true;
         if self.retained.insert(p) {
             self.persist_membership();
@@ -956,27 +1045,82 @@ impl<S: Storage> Node<S> {
             dot,
             context: self.reply_context(&ctx, &key),
             replaced: had_value,
+            coordinator_context: blind.then_some(ctx),
         };
         self.finish(Origin::Client(client), Ok(reply));
     }
 
-    /// Applies a write this node coordinates as `dot`: records the dot, stamps the hybrid
-    /// time, supersedes what `ctx` covers and stores the result. Returns the key's new version
-    /// set and whether it held a live value before.
+    /// The context a client write to `key` supersedes with, and whether it is a blind delete;
+    /// `current` is what this coordinator holds of the key. A delete without a context takes
+    /// `current`'s context: it deletes everything this replica holds (SPEC §2), and only
+    /// versions it has not seen survive as siblings. A write that would leave more than
+    /// `max_siblings` versions is refused; one that leaves [`WARN_SIBLINGS`] or more is logged.
+    fn write_context(
+        &mut self,
+        key: &[u8],
+        current: &VersionSet,
+        tombstone: bool,
+        ctx: VersionVector,
+    ) -> Result<(VersionVector, bool), ReqError> {
+        let blind = tombstone && ctx.is_empty();
+        let ctx = if blind {
+            current.context().clone()
+        } else {
+            ctx
+        };
+        let collapses = self.cfg.conflicts == ConflictMode::Lww
+            || self.cfg.canary == Some(Canary::LwwWithoutSiblings);
+        let siblings = if collapses {
+            1
+        } else {
+            current.siblings_after_write(&ctx)
+        };
+        let shown = String::from_utf8_lossy(key);
+        if siblings > self.cfg.max_siblings {
+            self.sibling_refusals += 1;
+            return Err(ReqError::Conflict(format!(
+                "key {shown:?} has {} siblings and this write would leave {siblings}, more than \
+                 the limit of {}: read the key and write (or delete) it with the read's causal \
+                 context to replace them",
+                siblings - 1,
+                self.cfg.max_siblings
+            )));
+        }
+        if siblings >= WARN_SIBLINGS {
+            self.sibling_warnings += 1;
+            tracing::warn!(
+                key = %shown,
+                siblings,
+                "key has many siblings; write it with a read's causal context to resolve them"
+            );
+        }
+        Ok((ctx, blind))
+    }
+
+    /// Applies a write this node coordinates as `dot` to `set`, the key's current version set:
+    /// records the dot, stamps the hybrid time, supersedes what `ctx` covers and stores the
+    /// result. Returns the key's new version set and whether it held a live value before.
     fn apply_new(
         &mut self,
         dot: Dot,
         key: &Bytes,
-        value: Option<Bytes>,
+        mut set: VersionSet,
+        value: Option<(Bytes, Option<Bytes>)>,
         ctx: &VersionVector,
     ) -> (VersionSet, bool) {
         self.clock.add(dot);
         self.clock_dirty = true;
         self.hlc = (self.hlc + 1).max(self.wall.as_micros());
-        let mut set = self.storage.get(key).unwrap_or_default();
         let had_value = set.has_value();
         let ts = self.hlc;
-        set.write(ctx, Version { dot, value, ts });
+        let (value, content_type) = value.map_or((None, None), |(v, c)| (Some(v), c));
+        let version = Version {
+            dot,
+            value,
+            ts,
+            content_type,
+        };
+        set.write(ctx, version);
         self.store(key, set.clone(), had_value);
         (set, had_value)
     }
@@ -1259,8 +1403,18 @@ impl<S: Storage> Node<S> {
             PeerMsg::Pong { epoch, views } => self.compare_views(&from, epoch, views),
             PeerMsg::Views { views } => self.learn(views),
             PeerMsg::Join { node } => {
-                self.admit(None, node);
+                // A node asking for itself has answered as a joining node by asking; a request
+                // on behalf of another node is probed like a client's.
+                let asked_itself = node == from;
+                self.admit(None, node, asked_itself);
                 self.send_views(&from, 0);
+            }
+            PeerMsg::JoinProbe { rid } => {
+                let (epoch, nodes) = (self.cfg.view.epoch, self.cfg.view.nodes.clone());
+                self.send(&from, PeerMsg::JoinAnswer { rid, epoch, nodes });
+            }
+            PeerMsg::JoinAnswer { rid, epoch, nodes } => {
+                self.on_join_answer(&from, rid, epoch, nodes)
             }
             msg @ (PeerMsg::HandoffBatch { .. } | PeerMsg::HandoffAck { .. }) => {
                 self.on_handoff(from, msg)
@@ -1518,6 +1672,7 @@ impl<S: Storage> Node<S> {
         self.reap_due();
         self.anti_entropy_tick();
         self.membership_tick();
+        self.join_tick();
         self.handoff_tick();
         // Liveness pings, with jitter so nodes do not beat in lockstep.
         if now >= self.next_heartbeat {

@@ -123,9 +123,9 @@ impl Outbox {
         self.peers.values().any(|p| p.keys.keys().any(|k| pred(k)))
     }
 
-    /// Keys awaiting acknowledgement from `peer`.
-    pub fn depth(&self, peer: &str) -> usize {
-        self.peers.get(peer).map_or(0, |p| p.keys.len())
+    /// Drops everything pending for `peer` (it left the view: handoff delivers its keys).
+    pub fn forget(&mut self, peer: &str) {
+        self.peers.remove(peer);
     }
 
     /// Keys awaiting acknowledgement, per peer.

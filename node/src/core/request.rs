@@ -10,6 +10,9 @@ use super::ring::{NodeId, View};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+/// Longest accepted content type of a value, in bytes.
+pub const MAX_CONTENT_TYPE_BYTES: usize = 256;
+
 /// Driver-chosen id that pairs a [`Reply`] with its [`Request`]; unique per node while pending.
 pub type ReqId = u64;
 
@@ -59,10 +62,14 @@ pub enum Op {
         context: VersionVector,
         r: Quorum,
     },
-    /// A write; `value: None` is a delete (a tombstone).
+    /// A write; `value: None` is a delete (a tombstone). It supersedes the versions `context`
+    /// covers — except a delete with an empty context (a *blind delete*), which supersedes
+    /// what the coordinating replica holds of the key when it executes it (SPEC §2).
     Put {
         key: Bytes,
         value: Option<Bytes>,
+        /// The value's media type (see [`Version::content_type`]); ignored for a delete.
+        content_type: Option<Bytes>,
         context: VersionVector,
         w: Quorum,
     },
@@ -132,6 +139,9 @@ pub enum Response {
         dot: Dot,
         context: VersionVector,
         replaced: bool,
+        /// For a blind delete: the coordinator's context of the key, which the delete
+        /// superseded (its effective context). `None` for every other write.
+        coordinator_context: Option<VersionVector>,
     },
     Listed {
         entries: Vec<ListEntry>,
@@ -140,10 +150,13 @@ pub enum Response {
     },
     /// Live keys of the shard's partitions at the replica that answered. `settled`: that replica
     /// has received a complete handoff of every partition it gained in a view change.
+    /// `context` names the writes to those partitions the replica holds (the join of the
+    /// contexts a read of a key of each would return): the writes the count reflects.
     KeyCount {
         shard: u32,
         count: u64,
         settled: bool,
+        context: VersionVector,
     },
     /// The view now installed at the node that made the change.
     ViewChanged { view: View },
@@ -157,7 +170,8 @@ pub enum Response {
     },
 }
 
-/// Why a request failed. `BadRequest` is the caller's fault (4xx); the others are 503s.
+/// Why a request failed. `BadRequest` (400) and `Conflict` (409) are the caller's to fix; the
+/// others are 503s.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ReqError {
     #[error("{0}")]
@@ -168,6 +182,11 @@ pub enum ReqError {
     /// Not enough replicas answered in time. For a write this is indeterminate: it may apply.
     #[error("{0}")]
     Unavailable(String),
+    /// The request conflicts with the state of the key or the cluster (a write that would leave
+    /// the key with more than `max_siblings` versions; joining a node that serves a cluster of
+    /// its own); nothing applied, and retrying it unchanged fails again (409).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// The core's answer to a [`Request`].

@@ -38,14 +38,23 @@ pub fn epoch_number(epoch: Epoch) -> u64 {
     epoch >> 32
 }
 
+/// The epoch of view change number `number` proposed by `proposer`, if `number` fits in the
+/// 32 bits of an epoch's number (checked: an epoch never wraps).
+pub fn next_epoch(number: u64, proposer: &str) -> Result<Epoch, ViewError> {
+    if number > u64::from(u32::MAX) {
+        return Err(ViewError::EpochsExhausted);
+    }
+    Ok((number << 32) | u64::from(node_hash(proposer)))
+}
+
 /// 32-bit hash of a node address; identifies the node in every [`crate::core::Actor`].
 pub fn node_hash(node: &str) -> u32 {
     (xxh3_64(node.as_bytes()) >> 32) as u32
 }
 
-/// Partition of a key among `partitions`.
+/// Partition of a key among `partitions` (a count of 0, never valid in a view, acts as 1).
 pub fn partition_of(key: &[u8], partitions: u32) -> u32 {
-    (xxh3_64(key) % u64::from(partitions)) as u32
+    (xxh3_64(key) % u64::from(partitions.max(1))) as u32
 }
 
 /// Why a view is unusable.
@@ -61,6 +70,10 @@ pub enum ViewError {
     HashCollision(String, String),
     #[error("partitions must be between 1 and {MAX_PARTITIONS}")]
     BadPartitions,
+    #[error("the epoch number is at its maximum; no later view can be made")]
+    EpochsExhausted,
+    #[error("the assignment does not map each of the view's partitions to one of its shards")]
+    BadAssignment,
 }
 
 /// Cluster membership and shape. Invariants (checked by [`View::new`] and [`View::change`]):
@@ -97,8 +110,9 @@ fn check_nodes(nodes: &[NodeId], repl_factor: usize) -> Result<(), ViewError> {
     Ok(())
 }
 
+/// Shards of a view; a replication factor of 0 (never valid in a view) acts as 1.
 fn shards_for(nodes: usize, repl_factor: usize) -> u32 {
-    (nodes / repl_factor).max(1) as u32
+    (nodes / repl_factor.max(1)).max(1) as u32
 }
 
 impl View {
@@ -125,6 +139,22 @@ impl View {
             repl_factor,
             partitions,
         })
+    }
+
+    /// Checks the invariants of a non-joining view received from elsewhere (a peer, storage):
+    /// what [`View::new`] and [`View::change`] guarantee for views made here.
+    pub fn check(&self) -> Result<(), ViewError> {
+        check_nodes(&self.nodes, self.repl_factor)?;
+        if self.partitions == 0 || self.partitions > MAX_PARTITIONS {
+            return Err(ViewError::BadPartitions);
+        }
+        let shards = self.shard_count();
+        if self.assignment.len() != self.partitions as usize
+            || self.assignment.iter().any(|s| *s >= shards)
+        {
+            return Err(ViewError::BadAssignment);
+        }
+        Ok(())
     }
 
     /// The view of a node that has not joined a cluster yet: epoch 0, no nodes, owns nothing.
@@ -189,7 +219,7 @@ impl View {
             assignment[p as usize] = s as ShardId;
         }
         Ok(View {
-            epoch: ((epoch_number(self.epoch) + 1) << 32) | u64::from(node_hash(proposer)),
+            epoch: next_epoch(epoch_number(self.epoch) + 1, proposer)?,
             nodes,
             repl_factor,
             partitions: self.partitions,
@@ -204,11 +234,11 @@ impl View {
     /// The replicas of `shard`, in view order.
     pub fn shard_members(&self, shard: ShardId) -> &[NodeId] {
         let s = shard as usize;
-        let start = s * self.repl_factor;
+        let start = s.saturating_mul(self.repl_factor);
         let end = if shard + 1 == self.shard_count() {
             self.nodes.len()
         } else {
-            start + self.repl_factor
+            start.saturating_add(self.repl_factor)
         };
         &self.nodes[start.min(self.nodes.len())..end.min(self.nodes.len())]
     }
@@ -216,13 +246,7 @@ impl View {
     /// The shard `node` is a replica of, if it is in the view.
     pub fn shard_of_node(&self, node: &str) -> Option<ShardId> {
         let i = self.nodes.iter().position(|n| n == node)?;
-        Some(((i / self.repl_factor) as u32).min(self.shard_count() - 1))
-    }
-
-    /// The shard of the node whose address hashes to `hash`, if it is in the view.
-    pub fn shard_of_hash(&self, hash: u32) -> Option<ShardId> {
-        let i = self.nodes.iter().position(|n| node_hash(n) == hash)?;
-        Some(((i / self.repl_factor) as u32).min(self.shard_count() - 1))
+        Some(((i / self.repl_factor.max(1)) as u32).min(self.shard_count() - 1))
     }
 
     pub fn partition_of(&self, key: &[u8]) -> u32 {

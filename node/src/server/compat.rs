@@ -6,8 +6,10 @@
 //! `/v1`). PUT answers "Added" or "Updated" from the coordinator's own report of whether the key
 //! held a live value, so there is no read-before-write race; DELETE likewise answers 404 when the
 //! key held none (its tombstone is then harmless and reaped later). Writes are issued with the
-//! client's own `causal-context`, so they never replace versions the client has not seen. Replies carry `"causal-context"` (a token string)
-//! and, when another node executed the request, `"address"`.
+//! client's own `causal-context`, so they never replace versions the client has not seen — except
+//! a DELETE without one, which deletes what the coordinating replica holds (SPEC §2), as the
+//! seed's clients expect. A write beyond `max_siblings` is a 409. Replies carry
+//! `"causal-context"` (a token string) and, when another node executed the request, `"address"`.
 
 use super::http::{AppState, MAX_JSON_BYTES, decode_context};
 use super::input::{parse_query, percent_decode, read_body};
@@ -54,6 +56,7 @@ fn seed_error(status: StatusCode, error: &str, verb: &str) -> Response {
 fn core_error(e: ReqError, verb: &str) -> Response {
     match e {
         ReqError::BadRequest(m) => seed_error(StatusCode::BAD_REQUEST, &m, verb),
+        ReqError::Conflict(m) => seed_error(StatusCode::CONFLICT, &m, verb),
         ReqError::Unsatisfiable | ReqError::Unavailable(_) => seed_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "Unable to satisfy request",
@@ -162,6 +165,7 @@ async fn write(
     let op = Op::Put {
         key,
         value,
+        content_type: None,
         context,
         w: Quorum::default(),
     };
@@ -255,7 +259,13 @@ async fn key_count(State(st): State<AppState>, uri: Uri) -> Response {
     if let Err(e) = parse_query(uri.query(), &[]) {
         return e.into_response();
     }
-    let shard = st.node.view().shard_of_node(&st.node.me).unwrap_or(0);
+    let Some(shard) = st.node.view().shard_of_node(&st.node.me) else {
+        return seed_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "This node is not a member of any shard",
+            "GET",
+        );
+    };
     match count(&st, shard).await {
         Ok(n) => reply(
             StatusCode::OK,
@@ -302,7 +312,8 @@ pub const VIEW_CHANGE_WAIT: Duration = Duration::from_secs(30);
 /// view, waits (up to [`VIEW_CHANGE_WAIT`]) until every moved partition has been handed off, and
 /// answers 200 `{"message": "View change successful", "shards": [{"shard-id", "key-count",
 /// "replicas"}]}`. `"settled": false` (an addition to the seed's reply) says the wait ran out and
-/// the counts may still change; the handoff goes on in the background.
+/// the counts may still change; the handoff goes on in the background. Its `causal-context` is
+/// the request's joined with the writes the counts reflect.
 async fn view_change(
     State(st): State<AppState>,
     uri: Uri,
@@ -356,7 +367,7 @@ async fn view_change(
         },
         Some(_) => return bad("repl-factor must be a whole number of at least 1"),
     };
-    let context = match body.get("causal-context") {
+    let mut context = match body.get("causal-context") {
         Some(Value::String(t)) => match decode_context(t) {
             Ok(c) => c,
             Err(e) => return e.into_response(),
@@ -373,6 +384,11 @@ async fn view_change(
     let s = membership::wait_settled(&st, &old, &view, VIEW_CHANGE_WAIT).await;
     if !s.settled {
         tracing::warn!(pending = ?s.pending, "view change reported before its handoff settled");
+    }
+    // The writes the reported counts reflect: a client continuing with this context reads at
+    // least what the counts counted, through any node of the new view.
+    for c in &s.shards {
+        context.merge(&c.context);
     }
     let shards: Vec<Value> = s
         .shards

@@ -91,6 +91,9 @@ pub struct ServeArgs {
     /// Largest accepted value in bytes [default: 8388608]
     #[arg(long, env = "CAUSEWAY_MAX_VALUE_BYTES")]
     pub max_value_bytes: Option<usize>,
+    /// Most siblings a write may leave on a key; beyond it writes get 409 until a write with a read's context resolves them [default: 100]
+    #[arg(long, env = "CAUSEWAY_MAX_SIBLINGS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_siblings: Option<u32>,
     /// Resolution of concurrent writes; lww loses writes (see README) [default: siblings]
     #[arg(long, env = "CAUSEWAY_CONFLICTS", value_enum)]
     pub conflicts: Option<ConflictsArg>,
@@ -121,7 +124,13 @@ pub struct ServeArgs {
     /// Turn TLS and tokens off: anyone who reaches the port can read, write and reconfigure the cluster (needed to listen on a non-loopback address without them)
     #[arg(long, env = "CAUSEWAY_INSECURE")]
     pub insecure: bool,
-    /// TOML file with any of the keys above (listen, advertise, view, join, await_join, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, conflicts, hinted_handoff, tls_ca, tls_cert, tls_key, tls_client_cert, tls_client_key, tokens_file, insecure)
+    /// Keyring for encryption at rest: every stored value is sealed with its newest key (XChaCha20-Poly1305); see docs/security-at-rest.md
+    #[arg(long, env = "CAUSEWAY_ENCRYPTION_KEY_FILE")]
+    pub encryption_key_file: Option<PathBuf>,
+    /// Test-only planted fault: a request for this key panics the node (proves fail-stop)
+    #[arg(long, env = "CAUSEWAY_TEST_PANIC_ON_KEY", hide = true)]
+    pub test_panic_on_key: Option<String>,
+    /// TOML file with any of the keys above (listen, advertise, view, join, await_join, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, conflicts, hinted_handoff, encryption_key_file, max_siblings, tls_ca, tls_cert, tls_key, tls_client_cert, tls_client_key, tokens_file, insecure)
     #[arg(long, env = "CAUSEWAY_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -140,8 +149,10 @@ struct FileConfig {
     sync: Option<SyncArg>,
     batch_sync_ms: Option<u64>,
     max_value_bytes: Option<usize>,
+    max_siblings: Option<u32>,
     conflicts: Option<ConflictsArg>,
     hinted_handoff: Option<bool>,
+    encryption_key_file: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -187,6 +198,8 @@ pub struct Settings {
     /// node, so a restart on the same data gets a new one.
     pub instance: String,
     pub security: Security,
+    /// Keyring sealing stored values, if encryption at rest is on.
+    pub encryption_key_file: Option<PathBuf>,
     pub core: Config,
 }
 
@@ -424,8 +437,17 @@ impl ServeArgs {
             .or(file.conflicts)
             .unwrap_or(ConflictsArg::Siblings)
             .into();
+        core.panic_on_key = self
+            .test_panic_on_key
+            .as_ref()
+            .map(|k| bytes::Bytes::copy_from_slice(k.as_bytes()));
         if let Some(m) = self.max_value_bytes.or(file.max_value_bytes) {
             core.max_value_bytes = m;
+        }
+        match self.max_siblings.or(file.max_siblings) {
+            Some(0) => bail!("max_siblings must be at least 1"),
+            Some(m) => core.max_siblings = m as usize,
+            None => {}
         }
         let batch_ms = self
             .batch_sync_ms
@@ -450,6 +472,10 @@ impl ServeArgs {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             batch_sync: Duration::from_millis(batch_ms),
+            encryption_key_file: self
+                .encryption_key_file
+                .clone()
+                .or(file.encryption_key_file),
             core,
         })
     }
@@ -633,7 +659,7 @@ mod tests {
             std::env::temp_dir().join(format!("causeway-config-{}.toml", std::process::id()));
         std::fs::write(
             &path,
-            "conflicts = \"lww\"\nsync = \"always\"\nhinted_handoff = true\n",
+            "conflicts = \"lww\"\nsync = \"always\"\nhinted_handoff = true\nmax_siblings = 7\n",
         )
         .expect("writing");
         let from_file = ServeArgs {
@@ -644,12 +670,15 @@ mod tests {
         assert_eq!(s.core.conflicts, ConflictMode::Lww);
         assert!(s.core.hinted_handoff);
         assert_eq!(s.core.sync, SyncMode::Always);
+        assert_eq!(s.core.max_siblings, 7);
         let flagged = ServeArgs {
             conflicts: Some(ConflictsArg::Siblings),
+            max_siblings: Some(9),
             ..from_file
         };
         let s = flagged.resolve(SeedEnv::default()).expect("flags");
         assert_eq!(s.core.conflicts, ConflictMode::Siblings);
+        assert_eq!(s.core.max_siblings, 9);
         std::fs::write(&path, "conflict = \"lww\"\n").expect("writing");
         let typo = ServeArgs {
             config: Some(path.clone()),

@@ -18,13 +18,13 @@ use super::storage::FjallStorage;
 use super::transport::{PeerSecurity, Transport};
 use crate::core::ring::epoch_number;
 use crate::core::{
-    Config, Identity, Input, Node, NodeId, NodeStatus, Op, PeerMsg, Reply, ReqError, ReqId,
-    Request, Storage, SyncMode, Time, View,
+    Config, Identity, Input, Node, NodeId, NodeStatus, Op, PeerMsg, Rejection, Reply, ReqError,
+    ReqId, Request, Storage, SyncMode, Time, View, validate,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most queued events handled before the loop syncs and delivers.
@@ -34,6 +34,8 @@ pub const QUEUE: usize = 8192;
 const METRICS_EVERY: Duration = Duration::from_secs(1);
 /// Longest wait at shutdown for the peer links to write what is queued.
 const LINK_DRAIN: Duration = Duration::from_secs(1);
+/// Least time between two warnings about refused peer messages (the rest are counted).
+const REJECT_WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// Something for the node to handle.
 pub enum Event {
@@ -174,6 +176,7 @@ pub fn spawn(
                 loopback: VecDeque::new(),
                 links_pending: false,
                 view: view_tx,
+                rejections: RejectLog::default(),
             };
             driver.publish_view();
             started.store(true, Ordering::Release);
@@ -206,6 +209,39 @@ struct Driver {
     links_pending: bool,
     /// Where handlers read the node's current view.
     view: watch::Sender<Arc<View>>,
+    rejections: RejectLog,
+}
+
+/// Rate limit of the warnings about refused peer messages.
+#[derive(Default)]
+struct RejectLog {
+    last_warn: Option<Instant>,
+    /// Refusals since the last warning.
+    suppressed: u64,
+}
+
+impl RejectLog {
+    /// Counts a refused message in `causeway_peer_rejected_total{reason}` and warns about it
+    /// unless a warning went out less than [`REJECT_WARN_EVERY`] ago.
+    fn record(&mut self, from: &str, kind: &str, why: &Rejection) {
+        metrics::counter!("causeway_peer_rejected_total", "reason" => why.reason).increment(1);
+        let now = Instant::now();
+        if self
+            .last_warn
+            .is_some_and(|t| now.duration_since(t) < REJECT_WARN_EVERY)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            peer = %from,
+            kind,
+            suppressed = self.suppressed,
+            "refused an invalid peer message: {why}"
+        );
+        self.last_warn = Some(now);
+        self.suppressed = 0;
+    }
 }
 
 impl Driver {
@@ -249,9 +285,10 @@ impl Driver {
                 self.pending.insert(id, reply);
                 self.node.handle(now, Input::Client(Request { id, op }));
             }
-            Event::Peer { from, msg } => {
-                self.node.handle(now, Input::Peer { from, msg });
-            }
+            Event::Peer { from, msg } => match validate(&msg, &self.node.peer_limits()) {
+                Ok(()) => self.node.handle(now, Input::Peer { from, msg }),
+                Err(why) => self.rejections.record(&from, msg.kind(), &why),
+            },
             Event::Status(tx) => {
                 let _ = tx.send(self.node.status());
             }
@@ -303,6 +340,9 @@ impl Driver {
                 self.node.storage().commit();
             }
             self.deliver(ready.messages, ready.replies);
+            for peer in &ready.forget {
+                self.transport.forget(peer);
+            }
             if self.loopback.is_empty() {
                 return;
             }
@@ -328,13 +368,16 @@ impl Driver {
         }
     }
 
+    /// Sets every gauge. Per-peer gauges are set for the view's members only: the series of a
+    /// node that left stops being set and the exporter removes it ([`super::metrics::IDLE`]).
     fn export_metrics(&self) {
         let s = self.node.status();
-        for (peer, depth) in &s.unacked {
+        let queued: HashMap<&NodeId, usize> = self.transport.depths().collect();
+        for peer in s.view.nodes.iter().filter(|n| **n != s.node) {
+            let unacked = s.unacked.get(peer).copied().unwrap_or(0);
             metrics::gauge!("causeway_replication_unacked", "peer" => peer.clone())
-                .set(*depth as f64);
-        }
-        for (peer, depth) in self.transport.depths() {
+                .set(unacked as f64);
+            let depth = queued.get(peer).copied().unwrap_or(0);
             metrics::gauge!("causeway_peer_queue_depth", "peer" => peer.clone()).set(depth as f64);
         }
         metrics::gauge!("causeway_causal_waits").set(s.causal_waits as f64);
@@ -349,5 +392,21 @@ impl Driver {
         metrics::counter!("causeway_forwarded_total").absolute(s.forwarded);
         metrics::counter!("causeway_failovers_total").absolute(s.failovers);
         metrics::counter!("causeway_replication_dropped_total").absolute(s.unacked_dropped);
+        metrics::counter!("causeway_sibling_warnings_total").absolute(s.sibling_warnings);
+        metrics::counter!("causeway_sibling_refusals_total").absolute(s.sibling_refusals);
+        metrics::gauge!("causeway_suspected_peers").set(s.suspects.len() as f64);
+        let a = &s.aae;
+        metrics::counter!("causeway_aae_exchanges_total").absolute(a.exchanges);
+        metrics::counter!("causeway_aae_exchanges_in_sync_total").absolute(a.exchanges_in_sync);
+        metrics::counter!("causeway_aae_exchanges_failed_total").absolute(a.exchanges_failed);
+        metrics::counter!("causeway_aae_keys_repaired_total").absolute(a.keys_repaired);
+        metrics::counter!("causeway_aae_bytes_total").absolute(a.bytes);
+        metrics::counter!("causeway_tombstones_reaped_total").absolute(a.tombstones_reaped);
+        let h = &s.handoff;
+        metrics::gauge!("causeway_handoff_pushing_streams").set(h.pushing as f64);
+        metrics::gauge!("causeway_handoff_held_keys").set(h.held_keys as f64);
+        metrics::counter!("causeway_handoff_keys_sent_total").absolute(h.keys_sent);
+        metrics::counter!("causeway_handoff_keys_received_total").absolute(h.keys_received);
+        metrics::counter!("causeway_hints_accepted_total").absolute(h.hints_accepted);
     }
 }

@@ -12,7 +12,8 @@ use super::input::{ApiError, json_body, parse_query, percent_decode, read_body, 
 use super::listing;
 use super::membership;
 use super::tls::NodeTls;
-use crate::core::{Op, Quorum, ReqError, Response as CoreResponse, Version, VersionVector, token};
+use super::values::{render_read, select_vtag};
+use crate::core::{Op, Quorum, ReqError, Response as CoreResponse, VersionVector, token};
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
@@ -20,8 +21,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::cell::RefCell;
@@ -215,6 +214,7 @@ pub fn req_error(e: ReqError) -> ApiError {
         ReqError::Unavailable(m) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
         }
+        ReqError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
     }
 }
 
@@ -250,17 +250,6 @@ pub(crate) fn with_headers(
     resp
 }
 
-/// The distinct live values among `versions`, in dot order.
-pub fn live_values(versions: &[Version]) -> Vec<Bytes> {
-    let mut out: Vec<Bytes> = Vec::new();
-    for v in versions.iter().filter_map(|v| v.value.as_ref()) {
-        if !out.contains(v) {
-            out.push(v.clone());
-        }
-    }
-    out
-}
-
 fn wants_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -274,15 +263,22 @@ async fn kv_get(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = key_from_path(&uri, "/v1/kv/", st.node.max_key_bytes)?;
-    let q = parse_query(uri.query(), &["r"])?;
+    let q = parse_query(uri.query(), &["r", "vtag"])?;
     let r = quorum(q.get("r"), "r")?;
+    let vtag = q.get("vtag").map(|v| text("vtag", v)).transpose()?;
     let context = context_header(&headers)?;
     let reply = st.node.call(Op::Get { key, context, r }).await;
     let (resp, ctx) = match reply.result {
-        Ok(CoreResponse::Read { versions, context }) => (
-            render_read(&versions, &context, wants_json(&headers)),
-            context,
-        ),
+        Ok(CoreResponse::Read { versions, context }) => {
+            let resp = match vtag {
+                None => render_read(&versions, &context, wants_json(&headers)),
+                Some(t) => match select_vtag(versions, &t) {
+                    Ok(one) => render_read(&one, &context, wants_json(&headers)),
+                    Err(e) => e.into_response(),
+                },
+            };
+            (resp, context)
+        }
         Ok(_) => return Err(unexpected()),
         Err(e) => {
             return Ok(with_headers(
@@ -296,76 +292,6 @@ async fn kv_get(
     Ok(with_headers(&st, resp, &reply.served_by, Some(&ctx)))
 }
 
-/// 200 with the value, 300 with `multipart/mixed` siblings, or 404; or the JSON form.
-fn render_read(versions: &[Version], ctx: &VersionVector, json: bool) -> Response {
-    let values = live_values(versions);
-    let deleted = !versions.is_empty() && values.is_empty();
-    let status = match values.len() {
-        0 => StatusCode::NOT_FOUND,
-        1 => StatusCode::OK,
-        _ => StatusCode::MULTIPLE_CHOICES,
-    };
-    if json {
-        let body = serde_json::json!({
-            "values": values.iter().map(|v| B64.encode(v)).collect::<Vec<_>>(),
-            "deleted": deleted,
-            "context": token::encode(ctx),
-        });
-        return (status, Json(body)).into_response();
-    }
-    match values.as_slice() {
-        [] => {
-            let detail = if deleted {
-                "the key was deleted"
-            } else {
-                "the key does not exist"
-            };
-            ApiError::new(StatusCode::NOT_FOUND, "not found", detail).into_response()
-        }
-        [one] => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/octet-stream")],
-            one.clone(),
-        )
-            .into_response(),
-        many => {
-            let (boundary, body) = multipart(many);
-            (
-                StatusCode::MULTIPLE_CHOICES,
-                [(
-                    header::CONTENT_TYPE,
-                    format!("multipart/mixed; boundary={boundary}"),
-                )],
-                body,
-            )
-                .into_response()
-        }
-    }
-}
-
-/// A `multipart/mixed` body with one part per value, and its boundary (which occurs in no value).
-fn multipart(values: &[Bytes]) -> (String, Vec<u8>) {
-    let mut n: u64 = 0x9e37_79b9_7f4a_7c15;
-    let boundary = loop {
-        let b = format!("causeway-{n:016x}");
-        if !values
-            .iter()
-            .any(|v| v.windows(b.len()).any(|w| w == b.as_bytes()))
-        {
-            break b;
-        }
-        n = n.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-    };
-    let mut body = Vec::new();
-    for v in values {
-        body.extend_from_slice(format!("--{boundary}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n", v.len()).as_bytes());
-        body.extend_from_slice(v);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (boundary, body)
-}
-
 async fn kv_put(
     State(st): State<AppState>,
     uri: Uri,
@@ -376,8 +302,12 @@ async fn kv_put(
     let q = parse_query(uri.query(), &["w"])?;
     let w = quorum(q.get("w"), "w")?;
     let context = context_header(&headers)?;
+    // Bounded by the core (MAX_CONTENT_TYPE_BYTES, a 400); a header is already bounded by hyper.
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|c| Bytes::copy_from_slice(c.as_bytes()));
     let value = read_body(&headers, body, st.node.max_value_bytes).await?;
-    write(&st, key, Some(value), context, w).await
+    write(&st, key, Some((value, content_type)), context, w).await
 }
 
 async fn kv_delete(
@@ -392,18 +322,22 @@ async fn kv_delete(
     write(&st, key, None, context, w).await
 }
 
+/// Writes `value` (with its content type) or, for `None`, deletes; a delete without a context
+/// deletes what the coordinating replica holds (SPEC §2).
 async fn write(
     st: &AppState,
     key: Bytes,
-    value: Option<Bytes>,
+    value: Option<(Bytes, Option<Bytes>)>,
     context: VersionVector,
     w: Quorum,
 ) -> Result<Response, ApiError> {
+    let (value, content_type) = value.map_or((None, None), |(v, c)| (Some(v), c));
     let reply = st
         .node
         .call(Op::Put {
             key,
             value,
+            content_type,
             context,
             w,
         })
@@ -484,6 +418,9 @@ async fn cluster(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiEr
         "settled": me.state.as_ref().is_ok_and(membership::NodeState::settled),
         "status": status,
     });
+    // Everywhere in this reply `epoch` is a view's epoch number and `epoch_id` its unique id
+    // (the number with the proposer's hash), also in the status's view.
+    body["status"]["view"] = membership::view_json(view);
     if fan_out {
         let mut nodes = view.nodes.clone();
         if !nodes.contains(&st.node.me) {

@@ -14,7 +14,9 @@ use super::input::{ApiError, json_body};
 use super::tls::NodeTls;
 use super::transport::{dial_tls, preamble};
 use crate::core::ring::{Epoch, epoch_number};
-use crate::core::{NodeId, NodeStatus, Op, Response as CoreResponse, View};
+use crate::core::{
+    NodeId, NodeStatus, Op, ReqError, Response as CoreResponse, VersionVector, View,
+};
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
@@ -122,6 +124,11 @@ async fn install(st: &AppState, op: Op) -> Result<Response, ApiError> {
             "internal error",
             "the node answered with an unexpected response",
         )),
+        Err(ReqError::Conflict(m)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already in a cluster",
+            m,
+        )),
         Err(e) => Err(req_error(e)),
     }
 }
@@ -142,7 +149,12 @@ async fn change_view(
     install(&st, op).await
 }
 
-/// `POST /v1/cluster/join` `{"node": "host:port"}`: adds a node to the view.
+/// `POST /v1/cluster/join` `{"node": "host:port"}`: adds a node to the view once it has
+/// answered as a Causeway node that may join. Two checks, in order: on a TLS cluster a node that
+/// accepts the connection must complete a mutual-TLS handshake as that address (409
+/// otherwise); then the core
+/// probes it over the peer link: 400 when it does not answer in time, 409 when it serves a
+/// cluster of its own.
 async fn join(
     State(st): State<AppState>,
     uri: Uri,
@@ -168,38 +180,18 @@ async fn join(
             ),
         ));
     }
-    if !view.nodes.contains(&req.node) && req.node != st.node.me {
-        // A node serving a cluster of its own (a view sharing no other node with this one)
-        // would bring that cluster's views and data along: refuse it. One that does not answer
-        // may be added; it joins when it starts (with --await-join or --join).
-        if let Ok(state) = report(&st, &req.node).await.state
-            && !state.nodes.is_empty()
-            && !state
-                .nodes
-                .iter()
-                .any(|n| *n != req.node && view.nodes.contains(n))
-        {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "already in a cluster",
-                format!(
-                    "{} already runs with a view of its own (epoch {}); start it with an empty \
-                     data directory and --await-join (or --join MEMBER) to add it",
-                    req.node,
-                    epoch_number(state.epoch)
-                ),
-            ));
-        }
-    }
     install(&st, Op::Join { node: req.node }).await
 }
 
 /// Admission: `node` must answer a peer-link handshake with a certificate of the cluster CA
 /// that names it (and accept this node's). Only a TLS ClientHello is sent to an address that
-/// fails.
+/// fails. An address that refuses the connection passes this check: nothing answers there, and
+/// the core's join probe (over a mutual-TLS link too) refuses it as not answering.
 async fn probe(tls: &NodeTls, node: &str) -> Result<(), String> {
     let attempt = async {
-        let tcp = tokio::net::TcpStream::connect(node).await?;
+        let Ok(tcp) = tokio::net::TcpStream::connect(node).await else {
+            return Ok(());
+        };
         let mut s = dial_tls(tls, node, tcp).await?;
         s.write_all(&preamble()).await?;
         s.shutdown().await
@@ -267,7 +259,8 @@ struct RemoteStatus {
 
 #[derive(Deserialize)]
 struct RemoteView {
-    epoch: Epoch,
+    /// The view's unique epoch id ([`view_json`]), as a decimal string.
+    epoch_id: String,
     nodes: Vec<NodeId>,
 }
 
@@ -279,10 +272,6 @@ pub struct NodeReport {
 }
 
 impl NodeReport {
-    pub fn epoch(&self) -> Option<Epoch> {
-        self.state.as_ref().ok().map(|s| s.epoch)
-    }
-
     pub fn to_json(&self) -> Value {
         match &self.state {
             Err(e) => json!({
@@ -341,8 +330,14 @@ async fn fetch_state(
         .json()
         .await
         .map_err(|e| format!("unreadable answer: {e}"))?;
+    let epoch = c
+        .status
+        .view
+        .epoch_id
+        .parse()
+        .map_err(|_| "unreadable answer: a malformed epoch_id".to_string())?;
     Ok(NodeState {
-        epoch: c.status.view.epoch,
+        epoch,
         nodes: c.status.view.nodes,
         shard: c.status.shard,
         live_keys: c.status.live_keys,
@@ -382,12 +377,13 @@ pub struct ShardCount {
     pub count: Option<u64>,
     /// The answering replica had received every partition it gained.
     pub settled: bool,
+    /// The writes the count reflects (see [`CoreResponse::KeyCount`]).
+    pub context: VersionVector,
 }
 
 /// The outcome of [`wait_settled`].
 #[derive(Debug)]
 pub struct Settlement {
-    pub view: View,
     /// True when every check passed before the deadline.
     pub settled: bool,
     pub shards: Vec<ShardCount>,
@@ -437,7 +433,6 @@ pub async fn wait_settled(st: &AppState, old: &View, view: &View, limit: Duratio
         let settled = pending.is_empty();
         if settled || Instant::now() + SETTLE_POLL >= deadline {
             return Settlement {
-                view: view.clone(),
                 settled,
                 shards,
                 pending,
@@ -451,15 +446,21 @@ pub async fn wait_settled(st: &AppState, old: &View, view: &View, limit: Duratio
 pub async fn shard_counts(st: &AppState, view: &View) -> Vec<ShardCount> {
     let mut out = Vec::new();
     for shard in 0..view.shard_count() {
-        let (count, settled) = match st.node.call(Op::KeyCount { shard }).await.result {
-            Ok(CoreResponse::KeyCount { count, settled, .. }) => (Some(count), settled),
-            _ => (None, false),
+        let (count, settled, context) = match st.node.call(Op::KeyCount { shard }).await.result {
+            Ok(CoreResponse::KeyCount {
+                count,
+                settled,
+                context,
+                ..
+            }) => (Some(count), settled, context),
+            _ => (None, false, VersionVector::new()),
         };
         out.push(ShardCount {
             shard,
             replicas: view.shard_members(shard).to_vec(),
             count,
             settled,
+            context,
         });
     }
     out

@@ -11,16 +11,19 @@ pub mod cli;
 pub mod compat;
 pub mod config;
 pub mod driver;
+pub mod fail_stop;
 pub mod http;
 pub mod input;
 pub mod launcher;
 pub mod listing;
 pub mod membership;
 pub mod metrics;
+pub mod seal;
 pub mod storage;
 pub mod tls;
 pub mod transport;
 pub mod ui;
+pub mod values;
 
 use anyhow::Context;
 use config::{Security, Settings, is_loopback};
@@ -103,7 +106,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     tls::install_provider();
     let protection = protection(&settings)?;
     let prometheus = metrics::install()?;
-    let storage = storage::FjallStorage::open(&settings.data_dir)?;
+    if settings.core.panic_on_key.is_some() {
+        tracing::warn!("TEST BUILD SWITCH: --test-panic-on-key is set; a request panics the node");
+    }
+    let keyring = match &settings.encryption_key_file {
+        Some(path) => Some(std::sync::Arc::new(seal::Keyring::load(path)?)),
+        None => None,
+    };
+    let storage = storage::FjallStorage::open_sealed(&settings.data_dir, keyring)?;
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;

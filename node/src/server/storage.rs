@@ -11,9 +11,17 @@
 //! the issued ones (the core's prefix-durability requirement). Any I/O or decoding failure stops
 //! the process (fail-stop): the core never sees a partial failure.
 //!
+//! With a [`Keyring`] (encryption at rest) every stored version set is sealed
+//! ([`super::seal`]) before it reaches fjall, with its key as associated data; keys and the meta
+//! records stay plaintext. A sealed `meta` record, [`META_SEAL_CHECK`], lets [`FjallStorage::open_sealed`]
+//! refuse at start a directory sealed with a key the ring lacks, or an encrypted directory opened
+//! without a keyring. A record that does not open later stops the node (fail-stop), so a wrong
+//! key never returns garbage.
+//!
 //! With `sync = "batch"` the periodic fsync runs on its own thread ([`JournalSyncer`]), so a slow
 //! disk stalls no request.
 
+use super::seal::{Keyring, is_sealed};
 use crate::core::storage::empty_range;
 use crate::core::{Storage, VersionSet};
 use anyhow::Context;
@@ -39,7 +47,13 @@ pub struct FjallStorage {
     dir: PathBuf,
     /// Set after every commit; a [`JournalSyncer`] clears it before it fsyncs.
     committed: Arc<AtomicBool>,
+    /// Seals stored values when encryption at rest is on.
+    keyring: Option<Arc<Keyring>>,
 }
+
+/// Meta record sealed with the keyring when a directory is first opened with one.
+pub const META_SEAL_CHECK: &str = "seal-check";
+const SEAL_CHECK_PLAIN: &[u8] = b"causeway encryption at rest";
 
 /// The latest staged state of each key written since the last commit (`None`: removed).
 #[derive(Default)]
@@ -60,16 +74,16 @@ fn encode(set: &VersionSet) -> Vec<u8> {
         .unwrap_or_else(|e| fail_stop("encode", e))
 }
 
-fn decode(key: &[u8], bytes: &[u8]) -> VersionSet {
-    match bincode::serde::decode_from_slice(bytes, bincode::config::standard()) {
-        Ok((set, _)) => set,
-        Err(e) => fail_stop(&format!("decode key {key:?}"), e),
-    }
-}
-
 impl FjallStorage {
-    /// Opens (or creates) the database in `dir`, replaying its journal.
+    /// Opens (or creates) the database in `dir` without encryption at rest.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        FjallStorage::open_sealed(dir, None)
+    }
+
+    /// Opens (or creates) the database in `dir`, replaying its journal; with a keyring, values
+    /// are sealed. Fails when the directory was sealed with a key `keyring` lacks, or is
+    /// encrypted and no keyring is given.
+    pub fn open_sealed(dir: &Path, keyring: Option<Arc<Keyring>>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating data directory {}", dir.display()))?;
         let db = Database::builder(dir)
@@ -84,7 +98,73 @@ impl FjallStorage {
             staged: RefCell::default(),
             dir: dir.to_owned(),
             committed: Arc::default(),
+            keyring,
         })
+        .and_then(FjallStorage::check_keyring)
+    }
+
+    /// Refuses a keyring that cannot open this directory's records, and an encrypted directory
+    /// without one; records the check for the next start.
+    fn check_keyring(self) -> anyhow::Result<Self> {
+        let check = self.meta.get(META_SEAL_CHECK)?;
+        match (&self.keyring, check) {
+            (None, None) => {}
+            (None, Some(_)) => anyhow::bail!(
+                "the data directory {} is encrypted at rest; start with --encryption-key-file",
+                self.dir.display()
+            ),
+            (Some(ring), Some(sealed)) => {
+                let opened = ring.open(META_SEAL_CHECK.as_bytes(), &sealed);
+                if opened.as_deref() != Ok(SEAL_CHECK_PLAIN) {
+                    let why = opened
+                        .err()
+                        .map_or("unexpected content".into(), |e| e.to_string());
+                    anyhow::bail!(
+                        "the encryption key file cannot open the data directory {}: {why}",
+                        self.dir.display()
+                    );
+                }
+            }
+            (Some(ring), None) => {
+                let sealed = ring.seal(META_SEAL_CHECK.as_bytes(), SEAL_CHECK_PLAIN);
+                self.meta.insert(META_SEAL_CHECK, sealed)?;
+                self.db.persist(PersistMode::SyncAll)?;
+            }
+        }
+        Ok(self)
+    }
+
+    /// The stored form of `set` at `key`: sealed when a keyring is set.
+    fn encode(&self, key: &[u8], set: &VersionSet) -> Vec<u8> {
+        let plain = encode(set);
+        match &self.keyring {
+            Some(ring) => ring.seal(key, &plain),
+            None => plain,
+        }
+    }
+
+    /// Decodes a stored record; a sealed one is opened first (a plaintext record is read as
+    /// such: written before the keyring was configured). Any failure stops the node.
+    fn decode(&self, key: &[u8], bytes: &[u8]) -> VersionSet {
+        let opened;
+        let plain = if is_sealed(bytes) {
+            let Some(ring) = &self.keyring else {
+                fail_stop(
+                    &format!("read key {key:?}"),
+                    "the record is encrypted and no --encryption-key-file is configured",
+                )
+            };
+            opened = ring
+                .open(key, bytes)
+                .unwrap_or_else(|e| fail_stop(&format!("decrypt key {key:?}"), e));
+            &opened[..]
+        } else {
+            bytes
+        };
+        match bincode::serde::decode_from_slice(plain, bincode::config::standard()) {
+            Ok((set, _)) => set,
+            Err(e) => fail_stop(&format!("decode key {key:?}"), e),
+        }
     }
 
     /// A handle that makes this database's committed writes durable from another thread.
@@ -106,7 +186,7 @@ impl FjallStorage {
         let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
         for (key, set) in staged.data.drain() {
             match set {
-                Some(set) => batch.insert(&self.data, &*key, encode(&set)),
+                Some(set) => batch.insert(&self.data, &*key, self.encode(&key, &set)),
                 None => batch.remove(&self.data, &*key),
             }
         }
@@ -200,18 +280,31 @@ impl Drop for FjallStorage {
     }
 }
 
+/// fjall asserts that keys are non-empty (a panic); the core validates every key it stores, so
+/// an empty one here is a bug elsewhere: it is logged and refused, never handed to fjall.
+fn empty_key(op: &str) -> bool {
+    tracing::error!("storage refused an empty key ({op})");
+    true
+}
+
 impl Storage for FjallStorage {
     fn get(&self, key: &[u8]) -> Option<VersionSet> {
+        if key.is_empty() && empty_key("get") {
+            return None;
+        }
         if let Some(staged) = self.staged.borrow().data.get(key) {
             return staged.clone();
         }
         match self.data.get(key) {
-            Ok(v) => v.map(|v| decode(key, &v)),
+            Ok(v) => v.map(|v| self.decode(key, &v)),
             Err(e) => fail_stop("get", e),
         }
     }
 
     fn put(&mut self, key: &[u8], set: &VersionSet) {
+        if key.is_empty() && empty_key("put") {
+            return;
+        }
         let staged = &mut self.staged.get_mut().data;
         match staged.get_mut(key) {
             Some(slot) => *slot = Some(set.clone()),
@@ -222,6 +315,9 @@ impl Storage for FjallStorage {
     }
 
     fn remove(&mut self, key: &[u8]) {
+        if key.is_empty() && empty_key("remove") {
+            return;
+        }
         self.staged.get_mut().data.insert(key.into(), None);
     }
 
@@ -239,7 +335,7 @@ impl Storage for FjallStorage {
         for guard in self.data.range::<&[u8], _>((start, end)).take(limit) {
             match guard.into_inner() {
                 Ok((k, v)) => {
-                    let set = decode(&k, &v);
+                    let set = self.decode(&k, &v);
                     out.push((Bytes::copy_from_slice(&k), set));
                 }
                 Err(e) => fail_stop("range", e),
@@ -252,7 +348,7 @@ impl Storage for FjallStorage {
         self.commit();
         for guard in self.data.iter() {
             match guard.into_inner() {
-                Ok((k, v)) => f(&k, &decode(&k, &v)),
+                Ok((k, v)) => f(&k, &self.decode(&k, &v)),
                 Err(e) => fail_stop("scan", e),
             }
         }
@@ -294,6 +390,7 @@ mod tests {
             dot: Dot::new(Actor::new(1, 1, 1), 1),
             value: Some(Bytes::copy_from_slice(v.as_bytes())),
             ts: 0,
+            content_type: Some(Bytes::from_static(b"text/plain")),
         };
         s.write(&VersionVector::new(), version);
         s
@@ -346,6 +443,64 @@ mod tests {
         let mut n = 0;
         s.for_each(&mut |_, _| n += 1);
         assert_eq!(n, 4);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn keyring(byte: u8) -> Option<Arc<Keyring>> {
+        use base64::Engine;
+        let key = base64::engine::general_purpose::STANDARD.encode([byte; 32]);
+        Some(Arc::new(
+            Keyring::parse(&format!("1 {key}")).expect("keyring"),
+        ))
+    }
+
+    /// Every byte of every file under `dir`.
+    fn all_bytes(dir: &Path) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).expect("list").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(all_bytes(&p));
+            } else {
+                out.extend(std::fs::read(&p).expect("read"));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn sealed_values_never_reach_disk_in_plaintext() {
+        let dir = std::env::temp_dir().join(format!("causeway-sealed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let mut s = FjallStorage::open_sealed(&dir, keyring(1)).expect("open");
+            s.put(b"k", &set("plaintext-marker-1234"));
+            s.sync();
+        }
+        let bytes = all_bytes(&dir);
+        assert!(!bytes.windows(21).any(|w| w == b"plaintext-marker-1234"));
+        let s = FjallStorage::open_sealed(&dir, keyring(1)).expect("reopen");
+        assert_eq!(s.get(b"k"), Some(set("plaintext-marker-1234")));
+        drop(s);
+        let wrong = FjallStorage::open_sealed(&dir, keyring(2))
+            .err()
+            .expect("wrong key");
+        assert!(wrong.to_string().contains("cannot open"), "{wrong}");
+        let none = FjallStorage::open(&dir).err().expect("no key");
+        assert!(none.to_string().contains("encrypted"), "{none}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn empty_keys_are_refused_not_a_panic() {
+        let dir = std::env::temp_dir().join(format!("causeway-empty-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut s = FjallStorage::open(&dir).expect("open");
+        s.put(b"", &set("v"));
+        s.remove(b"");
+        s.sync();
+        assert_eq!(s.get(b""), None);
+        drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

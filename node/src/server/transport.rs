@@ -48,8 +48,8 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 pub const PEER_MAGIC: &[u8; 7] = b"\0CWPEER";
 /// Version of the peer protocol (frames and messages); peers must speak the same one.
 pub const PEER_VERSION: u16 = 2;
-/// Largest frame accepted or sent.
-pub const MAX_FRAME: usize = 256 << 20;
+/// Largest frame accepted or sent (the core's decode limit).
+pub const MAX_FRAME: usize = crate::core::message::MAX_FRAME;
 /// Most bytes of a frame read (and allocated) per read call.
 pub const READ_CHUNK: usize = 64 << 10;
 /// Longest a link may stall in the middle of a preamble or frame.
@@ -115,9 +115,17 @@ impl Transport {
             tx
         });
         if queue.try_send(msg).is_err() {
-            metrics::counter!("causeway_peer_messages_dropped_total", "peer" => to.clone())
-                .increment(1);
+            // No peer label: a series per peer would outlive the peer (counters are never
+            // removed from the exporter); the queue depth gauge tells which peer is behind.
+            metrics::counter!("causeway_peer_messages_dropped_total").increment(1);
         }
+    }
+
+    /// Drops `peer`'s queue: its link writes what the queue holds if it is connected, and ends
+    /// at once if it is not (see [`run_link`]). A later [`Transport::send`] starts a new link.
+    pub fn forget(&mut self, peer: &str) {
+        self.peers.remove(peer);
+        self.links.retain(|l| !l.is_finished());
     }
 
     /// Closes every queue and waits, at most `within`, for the links to write what they hold.
@@ -165,10 +173,16 @@ pub async fn dial_tls(
     Ok(stream)
 }
 
-/// Keeps a connection to `to` open and writes every queued message to it.
+/// Keeps a connection to `to` open and writes every queued message to it. Ends when the queue
+/// is closed and drained, or closed while the peer cannot be reached (it was forgotten: what it
+/// still holds is for nobody).
 async fn run_link(me: NodeId, to: NodeId, security: PeerSecurity, mut rx: mpsc::Receiver<PeerMsg>) {
     let mut backoff = MIN_BACKOFF;
     loop {
+        if rx.is_closed() && backoff > MIN_BACKOFF {
+            tracing::debug!(peer = %to, dropped = rx.len(), "link to a forgotten peer ends");
+            return;
+        }
         let connect = async {
             let tcp = TcpStream::connect(&to).await?;
             let _ = tcp.set_nodelay(true);
@@ -368,10 +382,8 @@ async fn read_frames<R: AsyncRead + Unpin>(
             ));
         }
         read_frame(&mut r, &mut buf, len).await?;
-        let cfg = bincode::config::standard().with_limit::<{ MAX_FRAME }>();
-        let ((from, msg), _): ((NodeId, PeerMsg), usize) =
-            bincode::serde::decode_from_slice(&buf, cfg)
-                .map_err(|e| Refused::new("malformed", e.to_string()))?;
+        let (from, msg) = crate::core::message::decode_frame(&buf)
+            .map_err(|e| Refused::new("malformed", e.to_string()))?;
         if buf.capacity() > KEEP_BUFFER {
             buf = Vec::new();
         }

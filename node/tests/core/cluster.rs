@@ -608,3 +608,40 @@ fn quorum_reply_leaves_before_the_sync_of_later_writes() {
         "the new write still waits for its quorum"
     );
 }
+
+#[test]
+fn blind_delete_supersedes_what_its_coordinator_holds_and_nothing_else() {
+    let mut w = World::new(3, 3, 11);
+    let key = "blind".to_string();
+    let a = w.call(&addr(0), put(&key, "a", &VersionVector::new(), Quorum::All));
+    let a_dot = match a.result {
+        Ok(Response::Written { dot, .. }) => dot,
+        other => panic!("{other:?}"),
+    };
+    // Node 1 writes b concurrently while node 0 cannot hear from it.
+    w.isolate(&addr(1), true);
+    w.call(
+        &addr(1),
+        put(&key, "b", &VersionVector::new(), Quorum::N(1)),
+    );
+    let d = w.call(&addr(0), del(&key, &VersionVector::new()));
+    let Ok(Response::Written {
+        coordinator_context: Some(applied),
+        ..
+    }) = &d.result
+    else {
+        panic!("a blind delete reports the context it applied: {d:?}");
+    };
+    assert!(applied.covers(a_dot), "it superseded a, which node 0 held");
+    let d_ctx = ctx_of(&d);
+    w.isolate(&addr(1), false);
+    w.run_for(Duration::from_secs(15));
+    for i in 0..3 {
+        let r = w.call(&addr(i), get(&key, &d_ctx, Quorum::All));
+        assert_eq!(
+            values(&r),
+            vec!["b".to_string()],
+            "node {i}: only b survives"
+        );
+    }
+}

@@ -356,3 +356,132 @@ fn hints_are_refused_for_writes_that_depend_on_the_partition_and_forgetting_them
         .count();
     assert_eq!(lost, written.len(), "the canary forgets every hint");
 }
+
+/// Issue 18, defect 5: a join is installed only once the candidate answers as a Causeway node
+/// that may join; an address nothing answers on is refused in bounded time and leaves no trace.
+#[test]
+fn join_admits_only_a_node_that_answers_as_a_joining_node() {
+    let mut w = World::new(3, 3, 5);
+    let epoch = w.nodes[&addr(0)].view().epoch;
+    let silent = addr(9);
+    let started = w.now;
+    let r = w.call(
+        &addr(0),
+        Op::Join {
+            node: silent.clone(),
+        },
+    );
+    match &r.result {
+        Err(ReqError::BadRequest(m)) => {
+            assert!(
+                m.contains("did not answer as a joining causeway node"),
+                "{m}"
+            )
+        }
+        other => panic!("a silent address was not refused: {other:?}"),
+    }
+    assert!(
+        w.now.since(started) <= Duration::from_secs(3),
+        "refused in bounded time"
+    );
+    assert_eq!(
+        w.nodes[&addr(0)].view().epoch,
+        epoch,
+        "no view was installed"
+    );
+    let s = w.nodes[&addr(0)].status();
+    assert!(!s.unacked.contains_key(&silent), "{:?}", s.unacked);
+    let r = w.call(
+        &addr(1),
+        put("after", "v", &VersionVector::new(), Quorum::All),
+    );
+    assert!(r.result.is_ok(), "w=all still works: {:?}", r.result);
+
+    // A node serving a cluster of its own is refused with a conflict.
+    let mut own = w.config.clone();
+    own.view = View::new(vec![addr(7)], 1).unwrap();
+    w.start_with(&addr(7), MemStorage::new(), own);
+    let r = w.call(&addr(0), Op::Join { node: addr(7) });
+    assert!(
+        matches!(r.result, Err(ReqError::Conflict(_))),
+        "{:?}",
+        r.result
+    );
+
+    // A node waiting to be added (in no view, asking no one) answers the probe and is taken.
+    let mut waiting = w.config.clone();
+    waiting.view = View::joining();
+    w.start_with(&addr(3), MemStorage::new(), waiting);
+    let r = w.call(&addr(0), Op::Join { node: addr(3) });
+    match &r.result {
+        Ok(Response::ViewChanged { view }) => assert!(view.nodes.contains(&addr(3))),
+        other => panic!("a waiting node was not admitted: {other:?}"),
+    }
+    w.run_for(Duration::from_secs(2));
+    assert!(
+        w.nodes[&addr(3)].view().nodes.contains(&addr(3)),
+        "it learned the view"
+    );
+}
+
+/// Issue 18, defect 5: a member that never sent a single message is suspected after
+/// `suspect_after` from when this node started expecting it, like one that went silent.
+#[test]
+fn members_never_heard_from_are_suspected() {
+    let mut w = World::new(3, 3, 6);
+    w.crash(&addr(2));
+    w.run_for(Duration::from_millis(500));
+    assert!(
+        w.nodes[&addr(0)].status().suspects.is_empty(),
+        "not before the timeout"
+    );
+    w.run_for(Duration::from_secs(2));
+    for i in [0, 1] {
+        assert_eq!(
+            w.nodes[&addr(i)].status().suspects,
+            vec![addr(2)],
+            "at {}",
+            addr(i)
+        );
+    }
+}
+
+/// Issue 18, defect 5: removing a node drops what its former peers kept about it.
+#[test]
+fn removal_drops_per_peer_state() {
+    let mut w = World::new(3, 3, 7);
+    w.run_for(Duration::from_millis(500));
+    w.crash(&addr(2));
+    for i in 0..20 {
+        w.call(
+            &addr(0),
+            put(&format!("k{i}"), "v", &VersionVector::new(), Quorum::N(1)),
+        );
+    }
+    assert!(
+        w.nodes[&addr(0)]
+            .status()
+            .unacked
+            .get(&addr(2))
+            .is_some_and(|d| *d > 0)
+    );
+    let r = w.call(
+        &addr(0),
+        Op::ChangeView {
+            nodes: vec![addr(0), addr(1)],
+            repl_factor: Some(2),
+        },
+    );
+    assert!(r.result.is_ok(), "{:?}", r.result);
+    w.run_for(Duration::from_secs(3));
+    for i in [0, 1] {
+        let s = w.nodes[&addr(i)].status();
+        assert!(
+            !s.unacked.contains_key(&addr(2)),
+            "{}: {:?}",
+            addr(i),
+            s.unacked
+        );
+        assert!(s.suspects.is_empty(), "{}: {:?}", addr(i), s.suspects);
+    }
+}

@@ -227,6 +227,7 @@ pub fn put(key: &str, value: &str, ctx: &VersionVector, w: Quorum) -> Op {
     Op::Put {
         key: Bytes::copy_from_slice(key.as_bytes()),
         value: Some(Bytes::copy_from_slice(value.as_bytes())),
+        content_type: None,
         context: ctx.clone(),
         w,
     }
@@ -236,6 +237,7 @@ pub fn del(key: &str, ctx: &VersionVector) -> Op {
     Op::Put {
         key: Bytes::copy_from_slice(key.as_bytes()),
         value: None,
+        content_type: None,
         context: ctx.clone(),
         w: Quorum::N(1),
     }

@@ -146,10 +146,11 @@ impl<S: Storage> Node<S> {
         if last && self.cfg.canary == Some(Canary::DropBeforeSynced) {
             push.done = true;
         }
-        let sets = keys
+        let sets: Vec<_> = keys
             .into_iter()
             .filter_map(|k| self.storage.get(&k).map(|s| (k, s)))
             .collect();
+        self.handoff_keys.0 += sets.len() as u64;
         let msg = PeerMsg::HandoffBatch {
             partition,
             epoch: self.cfg.view.epoch,
@@ -233,6 +234,7 @@ impl<S: Storage> Node<S> {
             return false;
         }
         inc.next += 1;
+        self.handoff_keys.1 += sets.len() as u64;
         for (k, s) in &sets {
             if self.cfg.view.partition_of(k) == partition {
                 self.absorb(k, s, None);

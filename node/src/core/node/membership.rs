@@ -5,8 +5,22 @@
 //! its own answers with the views the other lacks, so the newest view spreads within a heartbeat
 //! or two. A view change is made at whichever node receives it, with an epoch above every epoch
 //! that node knows; concurrent changes get distinct epochs and the higher one wins everywhere.
+//!
+//! Joins: a node is admitted only once it has answered as a Causeway node that may join — it
+//! asked to join itself ([`PeerMsg::Join`]), or it answered a [`PeerMsg::JoinProbe`] with a view
+//! that is empty (it is in no cluster) or shares a member with this node's (it is one of ours).
+//! A candidate that does not answer within `quorum_timeout` is refused and forgotten.
 
 use super::*;
+
+/// A join waiting for its candidate to answer a [`PeerMsg::JoinProbe`].
+#[derive(Debug)]
+pub(super) struct PendingJoin {
+    client: Option<ReqId>,
+    node: NodeId,
+    deadline: Time,
+    next_probe: Time,
+}
 
 impl<S: Storage> Node<S> {
     /// Sends `to` the views newer than `epoch`.
@@ -28,10 +42,7 @@ impl<S: Storage> Node<S> {
     pub(super) fn learn(&mut self, views: Vec<View>) {
         let mut changed = false;
         for v in views {
-            let valid = v.is_joining()
-                || (v.assignment.len() == v.partitions as usize
-                    && v.assignment.iter().all(|s| *s < v.shard_count()));
-            if valid {
+            if (v.is_joining() && v.epoch == 0) || v.check().is_ok() {
                 changed |= self.history.insert(v);
             }
         }
@@ -66,8 +77,25 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    /// Adds `node` to the view unless it is a member already; answers `client` if given.
-    pub(super) fn admit(&mut self, client: Option<ReqId>, node: NodeId) {
+    /// Adds `node` to the view unless it is a member already; answers `client` if given. A
+    /// node that has not `answered` as a joining node yet is probed first (see the module doc).
+    pub(super) fn admit(&mut self, client: Option<ReqId>, node: NodeId, answered: bool) {
+        let probe = !answered
+            && !self.cfg.view.is_joining()
+            && !self.cfg.view.nodes.contains(&node)
+            && node != self.me;
+        if probe {
+            let rid = self.rid();
+            self.send(&node, PeerMsg::JoinProbe { rid });
+            let join = PendingJoin {
+                client,
+                node,
+                deadline: self.now + self.cfg.quorum_timeout,
+                next_probe: self.now + self.cfg.retry_interval,
+            };
+            self.joins.insert(rid, join);
+            return;
+        }
         let result = if self.cfg.view.is_joining() {
             Err(ReqError::Unavailable(
                 "this node has not joined a cluster yet".into(),
@@ -86,6 +114,102 @@ impl<S: Storage> Node<S> {
         }
     }
 
+    /// A join candidate's answer to its probe: admit it, or refuse a node serving a cluster of
+    /// its own (it would bring that cluster's views and data along).
+    pub(super) fn on_join_answer(
+        &mut self,
+        from: &NodeId,
+        rid: Rid,
+        epoch: Epoch,
+        nodes: Vec<NodeId>,
+    ) {
+        if self.joins.get(&rid).is_none_or(|j| j.node != *from) {
+            return;
+        }
+        let join = self.joins.remove(&rid).expect("checked above");
+        let ours = &self.cfg.view.nodes;
+        let joinable = nodes.is_empty() || nodes.iter().any(|n| n != from && ours.contains(n));
+        if joinable {
+            return self.admit(join.client, join.node, true);
+        }
+        if let Some(id) = join.client {
+            let msg = format!(
+                "{} already runs with a view of its own (epoch {}); start it with an empty data \
+                 directory and --await-join (or --join MEMBER) to add it",
+                join.node,
+                super::super::ring::epoch_number(epoch)
+            );
+            self.finish(Origin::Client(id), Err(ReqError::Conflict(msg)));
+        }
+        self.forget(join.node);
+    }
+
+    /// Probes again the join candidates that have not answered yet; refuses those whose time is
+    /// up.
+    pub(super) fn join_tick(&mut self) {
+        let now = self.now;
+        let late: Vec<Rid> = self
+            .joins
+            .iter()
+            .filter(|(_, j)| j.deadline <= now)
+            .map(|(r, _)| *r)
+            .collect();
+        for rid in late {
+            let join = self.joins.remove(&rid).expect("listed above");
+            if let Some(id) = join.client {
+                let msg = format!(
+                    "{} did not answer as a joining causeway node within {:?}; start it with \
+                     --await-join (or --join MEMBER) and try again",
+                    join.node, self.cfg.quorum_timeout
+                );
+                self.finish(Origin::Client(id), Err(ReqError::BadRequest(msg)));
+            }
+            self.forget(join.node);
+        }
+        let mut again = Vec::new();
+        for (rid, j) in &mut self.joins {
+            if j.next_probe <= now {
+                j.next_probe = now + self.cfg.retry_interval;
+                again.push((j.node.clone(), *rid));
+            }
+        }
+        for (node, rid) in again {
+            self.send(&node, PeerMsg::JoinProbe { rid });
+        }
+    }
+
+    /// Starts expecting to hear from members this node has no record of, and stops expecting
+    /// anything of nodes that left the view (see [`Node::is_suspect`]).
+    pub(super) fn expect_members(&mut self) {
+        let members: BTreeSet<&NodeId> = self.cfg.view.nodes.iter().collect();
+        self.expecting.retain(|n, _| members.contains(n));
+        for n in members {
+            if *n != self.me {
+                self.expecting.entry(n.clone()).or_insert(self.now);
+            }
+        }
+    }
+
+    /// Drops every state kept about `node`, which is no member of the view and no pending join
+    /// candidate, and tells the driver to drop its own ([`Ready::forget`]). Forwards waiting
+    /// for it fail over at the next tick.
+    pub(super) fn forget(&mut self, node: NodeId) {
+        let pending = self.joins.values().any(|j| j.node == node);
+        if pending || node == self.me || self.cfg.view.nodes.contains(&node) {
+            return;
+        }
+        self.last_heard.remove(&node);
+        self.expecting.remove(&node);
+        self.outbox.forget(&node);
+        let now = self.now;
+        for f in self.proxy.pending.values_mut() {
+            if *f.current() == node {
+                f.attempt_deadline = now;
+            }
+        }
+        self.out.forget.push(node);
+    }
+
     fn propose(
         &mut self,
         nodes: Vec<NodeId>,
@@ -95,8 +219,8 @@ impl<S: Storage> Node<S> {
         // Above every epoch this node knows, so it wins over views it has only heard of.
         let known = self.history.latest().epoch;
         if view.epoch <= known {
-            view.epoch = ((super::super::ring::epoch_number(known) + 1) << 32)
-                | u64::from(node_hash(&self.me));
+            let number = super::super::ring::epoch_number(known) + 1;
+            view.epoch = super::super::ring::next_epoch(number, &self.me)?;
         }
         self.history.insert(view.clone());
         self.switch(view.clone());
@@ -158,10 +282,15 @@ impl<S: Storage> Node<S> {
         let mut peers: BTreeSet<NodeId> = old.nodes.iter().cloned().collect();
         peers.extend(self.cfg.view.nodes.iter().cloned());
         peers.remove(&me);
-        for p in peers {
-            self.send_views(&p, 0);
+        for p in &peers {
+            self.send_views(p, 0);
         }
+        self.expect_members();
         self.reroute_all();
+        // After the views above: the driver writes what it queued for a removed node first.
+        for p in peers {
+            self.forget(p);
+        }
     }
 
     /// Routes again what waited under the previous view: parked operations on keys this node no
