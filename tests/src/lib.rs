@@ -172,6 +172,10 @@ pub fn secure_flags(addr: &str) -> Vec<String> {
     let creds = credentials();
     let stem = format!("node-{}", addr.replace(':', "_"));
     let cert = creds.tls_dir.join(format!("{stem}.pem"));
+    // One `causeway certs` at a time: parallel tests would otherwise race to create (and read
+    // half-written) the shared CA.
+    static ISSUING: Mutex<()> = Mutex::new(());
+    let _issuing = ISSUING.lock().unwrap_or_else(|e| e.into_inner());
     if !cert.exists() {
         let out = Command::new(binary())
             .arg("certs")
