@@ -10,6 +10,7 @@
 //!   the member, the closest etcd read to a causeway `r=1` read;
 //! - `ceiling`: any request to the ceiling server, which answers 200 without doing any work.
 
+use crate::server::cli::http_builder;
 use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -74,6 +75,12 @@ pub struct BenchArgs {
     /// Read quorum for causeway
     #[arg(long)]
     pub r: Option<String>,
+    /// Bearer token for nodes that require one
+    #[arg(long, env = "CAUSEWAY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate to trust for https:// targets
+    #[arg(long, env = "CAUSEWAY_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
     /// Print the summary as JSON
     #[arg(long)]
     pub json: bool,
@@ -194,7 +201,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Summary> {
     if args.concurrency == 0 || args.keys == 0 || args.target.is_empty() {
         bail!("--concurrency, --keys and --target must be non-empty");
     }
-    let http = reqwest::Client::builder()
+    let http = http_builder(args.token.as_deref(), args.ca_cert.as_deref())?
         .pool_max_idle_per_host(args.concurrency)
         .timeout(Duration::from_secs(30))
         .build()

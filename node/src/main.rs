@@ -43,9 +43,13 @@ enum LogFormat {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a node (with no flags: a single-node dev store on 127.0.0.1:8080, data in ./causeway-data)
-    Serve(ServeArgs),
-    /// Run a local cluster of N nodes on loopback until Ctrl-C, restarting nodes that exit
+    Serve(Box<ServeArgs>),
+    /// Run a local cluster of N nodes on loopback until Ctrl-C (generates a CA, node certificates and an admin token under its data directory)
     Cluster(ClusterArgs),
+    /// Generate a development CA (once) and node certificates for a list of addresses
+    Certs(causeway::server::certs::CertsArgs),
+    /// Manage the bearer tokens of a tokens file: add (prints the token once), list, remove
+    Tokens(causeway::server::auth::TokensArgs),
     /// Load a cluster (or etcd, or the bare HTTP ceiling) and report throughput and latencies
     Bench(causeway::bench::BenchArgs),
     /// Serve the HTTP ceiling for benchmarks: an axum handler that answers 200 and does nothing
@@ -74,6 +78,7 @@ fn init_logs(filter: Option<&str>, format: Option<LogFormat>) -> anyhow::Result<
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logs(cli.log.as_deref(), cli.log_format)?;
+    causeway::server::tls::install_provider();
     causeway::server::fail_stop::install();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -95,6 +100,8 @@ fn main() -> anyhow::Result<()> {
                 causeway::server::launcher::run(args, logs).await
             }
             Command::Bench(args) => causeway::bench::run(args).await.map(drop),
+            Command::Certs(args) => causeway::server::certs::run(&args),
+            Command::Tokens(args) => causeway::server::auth::run(&args),
             Command::Ceiling { listen } => causeway::bench::serve_ceiling(&listen).await,
             Command::Client(cmd) => causeway::server::cli::run(cmd).await,
         }

@@ -1,6 +1,11 @@
 //! Support for end-to-end tests of the real `causeway` binary: loopback clusters of child
 //! processes (killed on drop), `kill -9` and restart, and a small blocking HTTP client.
 //!
+//! Clusters are secure by default, as a deployment would run: every node gets a certificate of
+//! one test CA (`causeway certs`) and reads one tokens file, both shared by every cluster of the
+//! test process ([`credentials`]); [`client`] carries the admin token. A cluster started with
+//! `--insecure` among its flags runs without either.
+//!
 //! The binary is `$CAUSEWAY_BIN`, else `$CARGO_TARGET_DIR/release/causeway`, else
 //! `target/release/causeway` in the workspace (`ci/test` builds it before the tests run).
 
@@ -8,7 +13,7 @@ use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use reqwest::blocking::{Client, Response};
@@ -80,6 +85,7 @@ pub fn run_cli(args: &[&str], stdin: &[u8]) -> std::process::Output {
         .args(args)
         .env_remove("CAUSEWAY_NODE")
         .env_remove("CAUSEWAY_SESSION")
+        .env("CAUSEWAY_TOKEN", &credentials().admin_token)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -92,12 +98,130 @@ pub fn run_cli(args: &[&str], stdin: &[u8]) -> std::process::Output {
     child.wait_with_output().expect("running causeway")
 }
 
-/// A blocking HTTP client with a bounded timeout.
+/// The test process's CA, node certificates and tokens file.
+pub struct Credentials {
+    /// `causeway certs --out` directory: `ca.pem` and one certificate per node address.
+    pub tls_dir: PathBuf,
+    pub tokens_file: PathBuf,
+    /// A token with the admin role.
+    pub admin_token: String,
+}
+
+/// The shared credentials, created on first use in a directory removed by nothing (it is small
+/// and lives in the temporary directory).
+pub fn credentials() -> &'static Credentials {
+    static CREDS: OnceLock<Credentials> = OnceLock::new();
+    CREDS.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("causeway-e2e-creds-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating the credentials directory");
+        let creds = Credentials {
+            tls_dir: dir.join("tls"),
+            tokens_file: dir.join("tokens.json"),
+            admin_token: String::new(),
+        };
+        let admin_token = add_token_to(&creds.tokens_file, "admin");
+        Credentials {
+            admin_token,
+            ..creds
+        }
+    })
+}
+
+fn add_token_to(file: &Path, role: &str) -> String {
+    let out = Command::new(binary())
+        .arg("tokens")
+        .arg("--tokens-file")
+        .arg(file)
+        .args(["add", "--role", role])
+        .output()
+        .expect("running causeway tokens add");
+    assert!(
+        out.status.success(),
+        "causeway tokens add failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("the token is text")
+        .trim()
+        .to_owned()
+}
+
+/// Creates a token with `role` in the shared tokens file. Running nodes accept it within about a
+/// second (they reload the file when it changes): wait for that with [`wait_token`].
+pub fn add_token(role: &str) -> String {
+    add_token_to(&credentials().tokens_file, role)
+}
+
+/// Waits (bounded) until `url` (a node's `/v1/cluster?scope=local`) accepts `token`.
+pub fn wait_token(url: &str, token: &str) {
+    let c = client_with(Some(token));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if c.get(url).send().is_ok_and(|r| r.status() != 401) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{url} did not accept a new token within 10 s");
+}
+
+/// Issues (once per address) a certificate of the shared CA for `addr`; returns the `serve`
+/// flags that use it and the tokens file.
+pub fn secure_flags(addr: &str) -> Vec<String> {
+    let creds = credentials();
+    let stem = format!("node-{}", addr.replace(':', "_"));
+    let cert = creds.tls_dir.join(format!("{stem}.pem"));
+    // One `causeway certs` at a time: parallel tests would otherwise race to create (and read
+    // half-written) the shared CA.
+    static ISSUING: Mutex<()> = Mutex::new(());
+    let _issuing = ISSUING.lock().unwrap_or_else(|e| e.into_inner());
+    if !cert.exists() {
+        let out = Command::new(binary())
+            .arg("certs")
+            .arg("--out")
+            .arg(&creds.tls_dir)
+            .arg(addr)
+            .output()
+            .expect("running causeway certs");
+        assert!(
+            out.status.success(),
+            "causeway certs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let path = |p: PathBuf| p.to_string_lossy().into_owned();
+    vec![
+        "--tls-ca".into(),
+        path(creds.tls_dir.join("ca.pem")),
+        "--tls-cert".into(),
+        path(cert),
+        "--tls-key".into(),
+        path(creds.tls_dir.join(format!("{stem}.key"))),
+        "--tokens-file".into(),
+        path(creds.tokens_file.clone()),
+    ]
+}
+
+/// A blocking HTTP client with a bounded timeout that sends the admin token.
 pub fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .expect("building the HTTP client")
+    client_with(Some(&credentials().admin_token))
+}
+
+/// A blocking HTTP client sending `token` (none: an anonymous client).
+pub fn client_with(token: Option<&str>) -> Client {
+    // reqwest is built without a bundled crypto provider: use ring, as the nodes do.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut b = Client::builder().timeout(Duration::from_secs(15));
+    if let Some(t) = token {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {t}").parse().expect("a header value"),
+        );
+        b = b.default_headers(h);
+    }
+    b.build().expect("building the HTTP client")
 }
 
 /// A local cluster of `causeway serve` processes. Dropping it kills every node and removes its
@@ -106,9 +230,12 @@ pub struct Cluster {
     pub addrs: Vec<String>,
     pub repl: usize,
     dir: PathBuf,
-    /// Each node's `serve` flags besides `--listen`, `--data-dir` and `--instance-id`.
+    /// Each node's `serve` flags besides `--listen`, `--data-dir`, `--instance-id` and its
+    /// credentials.
     args: Vec<Vec<String>>,
     opts: Opts,
+    /// False when the cluster runs `--insecure` (no certificates or tokens).
+    pub secure: bool,
     nodes: Vec<Option<Child>>,
     /// The instance id each node's current process was started with.
     instances: Vec<String>,
@@ -128,6 +255,7 @@ pub struct Opts {
 impl Cluster {
     /// Starts `n` nodes with `repl` replicas per shard and extra `serve` flags, and waits until
     /// every node's own process answers ready on `/readyz`.
+    /// Secure (TLS between peers, tokens for clients) unless `extra` holds `--insecure`.
     pub fn start(name: &str, n: usize, repl: usize, extra: &[&str]) -> Cluster {
         Cluster::start_with(name, n, repl, extra, Opts::default())
     }
@@ -151,7 +279,9 @@ impl Cluster {
             repl.to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        let secure = !extra.contains(&"--insecure");
         let mut c = Cluster {
+            secure,
             addrs,
             repl,
             dir,
@@ -176,11 +306,16 @@ impl Cluster {
 
     /// Starts one more node on a fresh port with these `serve` flags (e.g. `--join ADDR` or
     /// `--await-join`) instead of the cluster's view, waits until it answers `/healthz` (it is
-    /// ready only once a member admits it), and returns its index.
+    /// ready only once a member admits it), and returns its index. It is as
+    /// secure as the cluster.
     pub fn add_node(&mut self, args: &[&str]) -> usize {
         let i = self.addrs.len();
         self.addrs.push(format!("127.0.0.1:{}", free_port()));
-        self.args.push(args.iter().map(|s| s.to_string()).collect());
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        if !self.secure {
+            args.push("--insecure".into());
+        }
+        self.args.push(args);
         self.nodes.push(None);
         self.instances.push(String::new());
         self.spawn(i);
@@ -204,6 +339,12 @@ impl Cluster {
             }
             None => Command::new(binary()),
         };
+
+        let creds = if self.secure {
+            secure_flags(&self.addrs[i])
+        } else {
+            Vec::new()
+        };
         let child = cmd
             .arg("serve")
             .args(["--listen", &self.addrs[i]])
@@ -217,6 +358,7 @@ impl Cluster {
                     .join(format!("node{i}")),
             )
             .args(&self.args[i])
+            .args(&creds)
             .env("RUST_LOG", "info,fjall=warn,lsm_tree=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -224,6 +366,11 @@ impl Cluster {
             .spawn()
             .expect("starting causeway serve");
         self.nodes[i] = Some(child);
+    }
+
+    /// The directory of the cluster's data and logs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Waits (bounded) until node `i`'s current process answers `/healthz`: it is alive, not
@@ -278,6 +425,11 @@ impl Cluster {
         self.wait_ready(i);
     }
 
+    /// The process id of node `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].as_ref().map(Child::id)
+    }
+
     /// Node `i`'s data directory.
     pub fn data_dir(&self, i: usize) -> PathBuf {
         self.dir.join(format!("node{i}"))
@@ -311,11 +463,6 @@ impl Cluster {
     /// Node `i`'s log so far.
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.dir.join(format!("node{i}.log"))).unwrap_or_default()
-    }
-
-    /// The process id of node `i`, while it runs.
-    pub fn pid(&self, i: usize) -> Option<u32> {
-        self.nodes[i].as_ref().map(Child::id)
     }
 
     /// Peak resident memory of node `i` so far in bytes (`VmHWM` in `/proc/PID/status`).
@@ -424,8 +571,22 @@ fn split_bytes<'a>(mut hay: &'a [u8], delim: &[u8]) -> Vec<&'a [u8]> {
 
 /// Sends raw bytes over a fresh connection and returns the reply's status code (0 when the
 /// connection closed without a status line).
+/// The admin token is added as a header after the request line, so the request reaches the
+/// handler on a secure node.
 pub fn raw_status(addr: &str, request: &[u8], half_close: bool) -> u16 {
     use std::io::{Read, Write};
+    let request = match request.windows(2).position(|w| w == b"\r\n") {
+        Some(i) => {
+            let mut r = request[..i + 2].to_vec();
+            r.extend_from_slice(
+                format!("Authorization: Bearer {}\r\n", credentials().admin_token).as_bytes(),
+            );
+            r.extend_from_slice(&request[i + 2..]);
+            r
+        }
+        None => request.to_vec(),
+    };
+    let request = request.as_slice();
     let mut s = std::net::TcpStream::connect(addr).expect("connecting");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");

@@ -2,7 +2,7 @@
 //! `causeway delete` command with a fresh session, and the compatibility API. Each deletes what
 //! the coordinating replica holds, so the next read answers 404.
 
-use causeway_e2e::{Cluster, binary, client, context_of};
+use causeway_e2e::{Cluster, binary, client, context_of, credentials};
 use serde_json::Value;
 use std::process::Command;
 
@@ -56,6 +56,7 @@ fn cli(node: &str, session: &std::path::Path, args: &[&str]) -> std::process::Ou
         .args(args)
         .env("CAUSEWAY_NODE", node)
         .env("CAUSEWAY_SESSION", session)
+        .env("CAUSEWAY_TOKEN", &credentials().admin_token)
         .output()
         .expect("running the causeway CLI")
 }

@@ -91,7 +91,9 @@ fn malformed(view: &View) -> Vec<PeerMsg> {
 
 #[test]
 fn malformed_peer_messages_leave_every_node_serving() {
-    let c = Cluster::start("hostile-peer", 3, 3, &["--sync", "always"]);
+    // Plaintext peer links are accepted only by --insecure nodes; the validation under test
+    // runs on every decoded frame, whatever secured the link (mutual TLS: security.rs).
+    let c = Cluster::start("hostile-peer", 3, 3, &["--sync", "always", "--insecure"]);
     for k in 0..10 {
         put(&c, k % 3, &format!("k{k}"), &format!("value {k}"));
     }

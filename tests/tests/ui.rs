@@ -70,7 +70,15 @@ fn ui_shows_nodes_shards_and_keys() {
     let page = http.get(format!("{}/ui", c.url(2))).send().unwrap();
     assert_eq!(page.status(), 200, "/ui redirects to the page");
     let profile = std::env::temp_dir().join(format!("causeway-ui-{}", std::process::id()));
-    let dom = rendered(&format!("{}/ui/", c.url(2)), &profile);
+    // Without a token the page loads but its API calls are refused: it asks for one.
+    let anonymous = rendered(&format!("{}/ui/", c.url(2)), &profile);
+    assert!(
+        anonymous.contains("needs a token") && !anonymous.contains("apple"),
+        "the page asks for a token and shows no data"
+    );
+    // The token passed once in the fragment is kept in the tab's sessionStorage.
+    let token = &causeway_e2e::credentials().admin_token;
+    let dom = rendered(&format!("{}/ui/#token={token}", c.url(2)), &profile);
     let _ = std::fs::remove_dir_all(&profile);
     for a in &c.addrs {
         assert!(dom.contains(a.as_str()), "the nodes table lists {a}");
@@ -257,9 +265,10 @@ fn ui_delete_button_deletes_a_key_written_elsewhere() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 204);
-    // A fresh page (empty session) at another node: type the key, press Delete, and read what
-    // the page then shows for the key.
-    let mut b = Browser::open(&format!("{}/ui/", c.url(1)));
+    // A fresh page (empty session but the admin token) at another node: type the key, press
+    // Delete, and read what the page then shows for the key.
+    let token = &causeway_e2e::credentials().admin_token;
+    let mut b = Browser::open(&format!("{}/ui/#token={token}", c.url(1)));
     let deadline = Instant::now() + Duration::from_secs(20);
     while b.eval(r#"document.readyState === "complete" && location.pathname === "/ui/""#) != true {
         assert!(Instant::now() < deadline, "the UI page did not load");

@@ -27,6 +27,41 @@ pub struct ClientOpts {
     /// File holding this session's causal context
     #[arg(long, env = "CAUSEWAY_SESSION", default_value = ".causeway-session")]
     pub session: PathBuf,
+    /// Bearer token for nodes that require one (`causeway tokens add`; `causeway cluster` writes causeway-data/admin.token)
+    #[arg(long, env = "CAUSEWAY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate to trust for https:// nodes (e.g. causeway-data/tls/ca.pem)
+    #[arg(long, env = "CAUSEWAY_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl ClientOpts {
+    /// An HTTP client builder that sends the token and trusts `--ca-cert`.
+    pub fn http_builder(&self) -> anyhow::Result<reqwest::ClientBuilder> {
+        http_builder(self.token.as_deref(), self.ca_cert.as_deref())
+    }
+}
+
+/// An HTTP client builder that sends `token` as a bearer token and trusts the CA in `ca`.
+pub fn http_builder(
+    token: Option<&str>,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<reqwest::ClientBuilder> {
+    {
+        let mut b = reqwest::Client::builder();
+        if let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the token is not a valid header value")?;
+            v.set_sensitive(true);
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(reqwest::header::AUTHORIZATION, v);
+            b = b.default_headers(h);
+        }
+        if let Some(ca) = ca {
+            b = b.use_preconfigured_tls(super::tls::client_trusting(ca)?);
+        }
+        Ok(b)
+    }
 }
 
 /// The base URL of `node` without a trailing slash; `host:port` means `http://host:port`.
@@ -168,7 +203,8 @@ struct Client {
 impl Client {
     fn new(opts: &ClientOpts) -> anyhow::Result<Client> {
         Ok(Client {
-            http: reqwest::Client::builder()
+            http: opts
+                .http_builder()?
                 .timeout(Duration::from_secs(30))
                 .build()?,
             base: base_url(&opts.node)?,

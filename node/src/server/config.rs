@@ -2,6 +2,7 @@
 //! (`--config`) < the seed's `ADDRESS`/`PORT`/`VIEW`/`REPL_FACTOR` < `CAUSEWAY_*` environment <
 //! command-line flags. clap merges the last two; [`ServeArgs::resolve`] applies the rest.
 
+use super::tls::TlsFiles;
 use crate::core::{Config, ConflictMode, SyncMode, View};
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -113,13 +114,34 @@ pub struct ServeArgs {
     /// Name of this process in `/readyz`, so a launcher can tell its own child from another server on the port (1 to 64 of A-Z a-z 0-9 - _) [default: random, chosen at start]
     #[arg(long, env = "CAUSEWAY_INSTANCE_ID")]
     pub instance_id: Option<String>,
+    /// The cluster CA's certificate (PEM): peers must present a certificate it signed
+    #[arg(long, env = "CAUSEWAY_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM), signed by the cluster CA, naming its address (`causeway certs`)
+    #[arg(long, env = "CAUSEWAY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM)
+    #[arg(long, env = "CAUSEWAY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// A certificate for HTTPS clients instead of the node certificate (e.g. one of a public CA)
+    #[arg(long, env = "CAUSEWAY_TLS_CLIENT_CERT", requires = "tls_client_key")]
+    pub tls_client_cert: Option<PathBuf>,
+    /// The key of --tls-client-cert
+    #[arg(long, env = "CAUSEWAY_TLS_CLIENT_KEY", requires = "tls_client_cert")]
+    pub tls_client_key: Option<PathBuf>,
+    /// Bearer tokens clients must present (`causeway tokens add`); without it a loopback node serves everyone
+    #[arg(long, env = "CAUSEWAY_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Turn TLS and tokens off: anyone who reaches the port can read, write and reconfigure the cluster (needed to listen on a non-loopback address without them)
+    #[arg(long, env = "CAUSEWAY_INSECURE")]
+    pub insecure: bool,
     /// Keyring for encryption at rest: every stored value is sealed with its newest key (XChaCha20-Poly1305); see docs/security-at-rest.md
     #[arg(long, env = "CAUSEWAY_ENCRYPTION_KEY_FILE")]
     pub encryption_key_file: Option<PathBuf>,
     /// Test-only planted fault: a request for this key panics the node (proves fail-stop)
     #[arg(long, env = "CAUSEWAY_TEST_PANIC_ON_KEY", hide = true)]
     pub test_panic_on_key: Option<String>,
-    /// TOML file with any of the keys above (listen, advertise, view, join, await_join, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, conflicts, hinted_handoff, encryption_key_file, max_siblings, max_sibling_bytes, peer_buffer_bytes, min_free_bytes)
+    /// TOML file with any of the keys above (listen, advertise, view, join, await_join, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, conflicts, hinted_handoff, encryption_key_file, max_siblings, max_sibling_bytes, peer_buffer_bytes, min_free_bytes, tls_ca, tls_cert, tls_key, tls_client_cert, tls_client_key, tokens_file, insecure)
     #[arg(long, env = "CAUSEWAY_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -145,6 +167,38 @@ struct FileConfig {
     conflicts: Option<ConflictsArg>,
     hinted_handoff: Option<bool>,
     encryption_key_file: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_cert: Option<PathBuf>,
+    tls_client_key: Option<PathBuf>,
+    tokens_file: Option<PathBuf>,
+    insecure: Option<bool>,
+}
+
+/// How a node protects its port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Security {
+    /// `--insecure`: no TLS, no tokens.
+    Insecure,
+    /// The loopback dev store without credentials configured: plaintext, no tokens.
+    LoopbackDev,
+    /// TLS for peers (and HTTPS for clients) when `tls` is set; tokens when `tokens` is set.
+    /// Off loopback both are set.
+    Secure {
+        tls: Option<TlsFiles>,
+        tokens: Option<PathBuf>,
+    },
+}
+
+/// True when `listen` binds only loopback addresses.
+pub fn is_loopback(listen: &str) -> bool {
+    let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Everything `serve` runs with.
@@ -157,6 +211,7 @@ pub struct Settings {
     /// This process's instance id (`--instance-id`, else random); it names the process, not the
     /// node, so a restart on the same data gets a new one.
     pub instance: String,
+    pub security: Security,
     /// Keyring sealing stored values, if encryption at rest is on.
     pub encryption_key_file: Option<PathBuf>,
     /// Free space below which writes are refused (507).
@@ -248,7 +303,70 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
 }
 
+/// The security keys of the config file, as flags would give them.
+fn file_security(f: &FileConfig) -> ServeArgs {
+    ServeArgs {
+        tls_ca: f.tls_ca.clone(),
+        tls_cert: f.tls_cert.clone(),
+        tls_key: f.tls_key.clone(),
+        tls_client_cert: f.tls_client_cert.clone(),
+        tls_client_key: f.tls_client_key.clone(),
+        tokens_file: f.tokens_file.clone(),
+        insecure: f.insecure.unwrap_or(false),
+        ..ServeArgs::default()
+    }
+}
+
 impl ServeArgs {
+    /// Decides [`Security`]: flags over the file's keys; off loopback TLS and tokens are required
+    /// unless `--insecure`.
+    fn security(&self, file: ServeArgs, listen: &str) -> anyhow::Result<Security> {
+        if self.insecure || file.insecure {
+            return Ok(Security::Insecure);
+        }
+        let ca = self.tls_ca.clone().or(file.tls_ca);
+        let cert = self.tls_cert.clone().or(file.tls_cert);
+        let key = self.tls_key.clone().or(file.tls_key);
+        let client_cert = match (
+            self.tls_client_cert.clone().or(file.tls_client_cert),
+            self.tls_client_key.clone().or(file.tls_client_key),
+        ) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => bail!("--tls-client-cert and --tls-client-key go together"),
+        };
+        let tls = match (ca, cert, key) {
+            (Some(ca), Some(cert), Some(key)) => Some(TlsFiles {
+                ca,
+                cert,
+                key,
+                client_cert,
+            }),
+            (None, None, None) if client_cert.is_none() => None,
+            _ => bail!("TLS needs all of --tls-ca, --tls-cert and --tls-key"),
+        };
+        let tokens = self.tokens_file.clone().or(file.tokens_file);
+        if !is_loopback(listen) && (tls.is_none() || tokens.is_none()) {
+            bail!(
+                "refusing to listen on {listen} without {}: anyone who reaches a non-loopback \
+                 port could read, overwrite and reconfigure the cluster. Generate credentials \
+                 with `causeway certs ADDR…` and `causeway tokens add --role admin`, or pass \
+                 --insecure (CAUSEWAY_INSECURE=true) to run without TLS and tokens on a trusted \
+                 network",
+                match (&tls, &tokens) {
+                    (None, None) =>
+                        "TLS (--tls-ca/--tls-cert/--tls-key) and tokens (--tokens-file)",
+                    (None, Some(_)) => "TLS (--tls-ca/--tls-cert/--tls-key)",
+                    _ => "tokens (--tokens-file)",
+                }
+            );
+        }
+        Ok(match (tls, tokens) {
+            (None, None) => Security::LoopbackDev,
+            (tls, tokens) => Security::Secure { tls, tokens },
+        })
+    }
+
     /// Applies the precedence rules and checks the result.
     pub fn resolve(&self, seed: SeedEnv) -> anyhow::Result<Settings> {
         let file = match &self.config {
@@ -265,8 +383,9 @@ impl ServeArgs {
             .listen
             .clone()
             .or(seed_listen)
-            .or(file.listen)
+            .or(file.listen.clone())
             .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let security = self.security(file_security(&file), &listen)?;
         let advertise = self
             .advertise
             .clone()
@@ -365,6 +484,7 @@ impl ServeArgs {
             None => format!("{:016x}", super::driver::random_u64()),
         };
         Ok(Settings {
+            security,
             listen,
             advertise,
             instance,
@@ -427,12 +547,18 @@ mod tests {
             view: Some(split_list("10.0.0.2:13800,10.0.0.3:13800")),
             repl_factor: Some(2),
         };
-        let s = ServeArgs::default().resolve(seed).expect("seed env");
+        let insecure = ServeArgs {
+            insecure: true,
+            ..ServeArgs::default()
+        };
+        let s = insecure.resolve(seed).expect("seed env");
+        assert_eq!(s.security, Security::Insecure);
         assert_eq!(s.listen, "0.0.0.0:13800");
         assert_eq!(s.advertise, "10.0.0.2:13800");
         assert_eq!(s.core.view.repl_factor, 2);
         let flags = ServeArgs {
             repl_factor: Some(1),
+            insecure: true,
             ..ServeArgs::default()
         };
         let seed = SeedEnv {
@@ -450,6 +576,57 @@ mod tests {
     }
 
     #[test]
+    fn off_loopback_needs_tls_and_tokens_or_insecure() {
+        let public = |extra: ServeArgs| ServeArgs {
+            listen: Some("0.0.0.0:13800".into()),
+            advertise: Some("10.0.0.2:13800".into()),
+            ..extra
+        };
+        let err = public(ServeArgs::default())
+            .resolve(SeedEnv::default())
+            .expect_err("plaintext off loopback");
+        assert!(err.to_string().contains("--insecure"), "{err}");
+        let tls_only = ServeArgs {
+            tls_ca: Some("ca.pem".into()),
+            tls_cert: Some("n.pem".into()),
+            tls_key: Some("n.key".into()),
+            ..ServeArgs::default()
+        };
+        let err = public(tls_only.clone())
+            .resolve(SeedEnv::default())
+            .expect_err("no tokens");
+        assert!(err.to_string().contains("--tokens-file"), "{err}");
+        let both = ServeArgs {
+            tokens_file: Some("tokens.json".into()),
+            ..tls_only
+        };
+        let s = public(both).resolve(SeedEnv::default()).expect("secure");
+        assert!(matches!(
+            s.security,
+            Security::Secure {
+                tls: Some(_),
+                tokens: Some(_)
+            }
+        ));
+        let partial = ServeArgs {
+            tls_ca: Some("ca.pem".into()),
+            ..ServeArgs::default()
+        };
+        assert!(
+            partial.resolve(SeedEnv::default()).is_err(),
+            "half a TLS setup"
+        );
+        let dev = ServeArgs::default()
+            .resolve(SeedEnv::default())
+            .expect("dev");
+        assert_eq!(dev.security, Security::LoopbackDev);
+        assert!(
+            is_loopback("127.0.0.1:8080") && is_loopback("[::1]:1") && is_loopback("localhost:1")
+        );
+        assert!(!is_loopback("0.0.0.0:8080") && !is_loopback("10.0.0.1:1"));
+    }
+
+    #[test]
     fn join_starts_outside_any_view() {
         let seed = SeedEnv {
             address: Some("10.0.0.4:13800".into()),
@@ -458,6 +635,7 @@ mod tests {
         };
         let args = ServeArgs {
             join: Some("10.0.0.2:13800".into()),
+            insecure: true,
             ..ServeArgs::default()
         };
         let s = args.resolve(seed).expect("join ignores VIEW");

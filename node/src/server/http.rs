@@ -11,6 +11,7 @@ use super::driver::NodeHandle;
 use super::input::{ApiError, json_body, parse_query, percent_decode, read_body, text};
 use super::listing;
 use super::membership;
+use super::tls::NodeTls;
 use super::values::{render_read, select_vtag};
 use crate::core::{Op, Quorum, ReqError, Response as CoreResponse, VersionVector, token};
 use axum::body::Body;
@@ -42,8 +43,13 @@ pub const MAX_JSON_BYTES: usize = 1 << 20;
 pub struct AppState {
     pub node: Arc<NodeHandle>,
     pub prometheus: PrometheusHandle,
-    /// Client for asking other nodes about their state (cluster status, settle waits).
+    /// Client for asking other nodes about their state (cluster status, settle waits): over
+    /// HTTPS with this node's certificate when TLS is on.
     pub peers: reqwest::Client,
+    /// `http` or `https`: how [`Self::peers`] reaches other nodes.
+    pub peer_scheme: &'static str,
+    /// This node's TLS configuration (admission probes of joining nodes).
+    pub tls: Option<Arc<NodeTls>>,
     /// `X-Served-By` for requests this node executed itself, built once.
     me_header: Option<HeaderValue>,
     /// This process's instance id, named by `/healthz` and `/readyz`.
@@ -51,12 +57,19 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(node: NodeHandle, prometheus: PrometheusHandle, instance: &str) -> Self {
+    pub fn new(
+        node: NodeHandle,
+        prometheus: PrometheusHandle,
+        instance: &str,
+        tls: Option<Arc<NodeTls>>,
+    ) -> Self {
         let me_header = HeaderValue::from_str(&node.me).ok();
         AppState {
             node: Arc::new(node),
             prometheus,
-            peers: membership::peer_client(),
+            peers: membership::peer_client(tls.as_deref()),
+            peer_scheme: if tls.is_some() { "https" } else { "http" },
+            tls,
             me_header,
             instance: instance.into(),
         }

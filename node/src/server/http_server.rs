@@ -14,8 +14,10 @@
 
 use super::input::ApiError;
 use super::transport::SplitListener;
+use super::transport::{Conn, ConnInfo};
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -27,7 +29,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceBuilder;
 
@@ -119,7 +120,9 @@ pub fn with_limits(app: Router, limits: &HttpLimits) -> Router {
 
 /// An accepted HTTP connection with its slot under the connection cap.
 pub struct Accepted {
-    pub stream: TcpStream,
+    pub conn: Conn,
+    /// Who the connection is from (read by the auth layer as `ConnectInfo`).
+    pub info: ConnInfo,
     pub permit: OwnedSemaphorePermit,
 }
 
@@ -138,11 +141,12 @@ pub async fn serve(
             c = listener.accept() => c,
             _ = &mut shutdown => break,
         };
-        let Some(Accepted { stream, permit }) = conn else {
+        let Some(Accepted { conn, info, permit }) = conn else {
             break;
         };
-        let io = TokioIo::new(StallLimited::new(stream, limits.write_timeout));
-        let service = TowerToHyperService::new(app.clone());
+        let io = TokioIo::new(StallLimited::new(conn, limits.write_timeout));
+        let app = app.clone().layer(axum::Extension(ConnectInfo(info)));
+        let service = TowerToHyperService::new(app);
         let mut stop = stop_rx.clone();
         let header_timeout = limits.header_timeout;
         tokio::spawn(async move {

@@ -10,6 +10,7 @@
 
 use super::config::DEFAULT_MAX_REPL;
 use super::driver::random_u64;
+use super::{auth, certs};
 use anyhow::{Context, bail};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -47,6 +48,50 @@ pub struct ClusterArgs {
     /// Seconds a node may take to become ready (at start and after a restart)
     #[arg(long, default_value_t = 60)]
     pub start_timeout: u64,
+    /// Run the nodes without TLS and tokens (see `serve --insecure`)
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// The credentials `cluster` runs its nodes with, created under its data directory on first use:
+/// the CA and node certificates in `tls/`, `tokens.json`, and the admin token in `admin.token`.
+struct ClusterCredentials {
+    tls_dir: PathBuf,
+    tokens_file: PathBuf,
+    token_file: PathBuf,
+    token: String,
+}
+
+fn credentials(data: &std::path::Path, addrs: &[String]) -> anyhow::Result<ClusterCredentials> {
+    let tls_dir = data.join("tls");
+    for a in addrs {
+        if !certs::node_files(&tls_dir, a).cert.exists() {
+            certs::issue(&tls_dir, a)?;
+        }
+    }
+    let tokens_file = data.join("tokens.json");
+    let token_file = data.join("admin.token");
+    let mut tokens = auth::TokensFile::read(&tokens_file)?;
+    let kept = std::fs::read_to_string(&token_file)
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty() && tokens.tokens.iter().any(|e| e.name == "admin"));
+    let token = match kept {
+        Some(t) => t,
+        None => {
+            tokens.tokens.retain(|e| e.name != "admin");
+            let t = tokens.add("admin", auth::Role::Admin)?;
+            tokens.write(&tokens_file)?;
+            certs::write_private(&token_file, &format!("{t}\n"))?;
+            t
+        }
+    };
+    Ok(ClusterCredentials {
+        tls_dir,
+        tokens_file,
+        token_file,
+        token,
+    })
 }
 
 /// How the children log: the `--log` filter and `--log-format` the cluster was given, if any.
@@ -63,6 +108,8 @@ struct Plan {
     repl: usize,
     args: ClusterArgs,
     logs: ChildLogs,
+    /// None with `--insecure`.
+    creds: Option<ClusterCredentials>,
 }
 
 /// One supervised child process.
@@ -92,6 +139,22 @@ impl Plan {
             .kill_on_drop(true);
         if let Some(f) = &self.logs.format {
             cmd.args(["--log-format", f]);
+        }
+        match &self.creds {
+            None => {
+                cmd.arg("--insecure");
+            }
+            Some(c) => {
+                let files = certs::node_files(&c.tls_dir, addr);
+                cmd.arg("--tls-ca")
+                    .arg(&files.ca)
+                    .arg("--tls-cert")
+                    .arg(&files.cert)
+                    .arg("--tls-key")
+                    .arg(&files.key)
+                    .arg("--tokens-file")
+                    .arg(&c.tokens_file);
+            }
         }
         let child = cmd
             .spawn()
@@ -269,7 +332,13 @@ pub async fn run(args: ClusterArgs, logs: ChildLogs) -> anyhow::Result<()> {
         .map(|i| format!("127.0.0.1:{}", usize::from(args.base_port) + i))
         .collect();
     check_ports_free(&addrs)?;
+    let creds = if args.insecure {
+        None
+    } else {
+        Some(credentials(&args.data, &addrs).context("creating the cluster's credentials")?)
+    };
     let plan = Plan {
+        creds,
         exe: std::env::current_exe().context("locating the causeway binary")?,
         addrs,
         repl,
@@ -310,9 +379,36 @@ fn print_banner(plan: &Plan, members: &[Member]) {
     }
     let first = &plan.addrs[0];
     let last = &plan.addrs[n - 1];
+    let auth = match &plan.creds {
+        Some(c) => {
+            println!(
+                "\nPeers talk mutual TLS (CA and certificates in {}); clients need a token.",
+                c.tls_dir.display()
+            );
+            println!(
+                "Admin token (kept in {}): {}",
+                c.token_file.display(),
+                c.token
+            );
+            println!(
+                "\n  export CAUSEWAY_TOKEN=$(cat {})",
+                c.token_file.display()
+            );
+            "-H \"Authorization: Bearer $CAUSEWAY_TOKEN\" "
+        }
+        None => {
+            println!("\nRunning INSECURE: no TLS, no tokens.");
+            ""
+        }
+    };
     println!("\nTry it (write through one node, read through another):");
-    println!("  curl -i -X PUT --data-binary 'hello' http://{first}/v1/kv/greeting");
-    println!("  curl -i http://{last}/v1/kv/greeting");
-    println!("  curl -s http://{last}/v1/cluster");
+    println!("  curl -i {auth}-X PUT --data-binary 'hello' http://{first}/v1/kv/greeting");
+    println!("  curl -i {auth}http://{last}/v1/kv/greeting");
+    println!("  curl -s {auth}http://{last}/v1/cluster");
+    if plan.creds.is_some() {
+        println!(
+            "  web UI: http://{first}/ui/#token=$CAUSEWAY_TOKEN (or paste the token into its login field)"
+        );
+    }
     println!("\nPress Ctrl-C to stop all nodes.");
 }

@@ -11,6 +11,8 @@
 use super::config::check_address;
 use super::http::{AppState, req_error};
 use super::input::{ApiError, json_body};
+use super::tls::NodeTls;
+use super::transport::{dial_tls, preamble};
 use crate::core::ring::{Epoch, epoch_number};
 use crate::core::{
     NodeId, NodeStatus, Op, ReqError, Response as CoreResponse, VersionVector, View,
@@ -26,6 +28,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 /// Largest membership request body. A view of [`MAX_NODES`] addresses fits easily.
@@ -43,14 +46,17 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/cluster/join", post(join))
 }
 
-/// The HTTP client a node uses to ask other nodes for their reports.
-pub fn peer_client() -> reqwest::Client {
-    reqwest::Client::builder()
+/// The HTTP client a node uses to ask other nodes for their reports; with TLS it presents the
+/// node's certificate (which has the `read` role on other nodes) and trusts only the cluster CA.
+pub fn peer_client(tls: Option<&NodeTls>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
         .timeout(REPORT_TIMEOUT)
         .connect_timeout(REPORT_TIMEOUT)
-        .no_proxy()
-        .build()
-        .unwrap_or_default()
+        .no_proxy();
+    if let Some(tls) = tls {
+        b = b.use_preconfigured_tls(tls.node_http_client.clone());
+    }
+    b.build().unwrap_or_default()
 }
 
 /// A view as the membership endpoints show it.
@@ -144,8 +150,11 @@ async fn change_view(
 }
 
 /// `POST /v1/cluster/join` `{"node": "host:port"}`: adds a node to the view once it has
-/// answered as a Causeway node that may join (the core probes it over the peer link): 400 when
-/// it does not answer in time, 409 when it serves a cluster of its own.
+/// answered as a Causeway node that may join. Two checks, in order: on a TLS cluster a node that
+/// accepts the connection must complete a mutual-TLS handshake as that address (409
+/// otherwise); then the core
+/// probes it over the peer link: 400 when it does not answer in time, 409 when it serves a
+/// cluster of its own.
 async fn join(
     State(st): State<AppState>,
     uri: Uri,
@@ -154,7 +163,44 @@ async fn join(
 ) -> Result<Response, ApiError> {
     let req: JoinRequest = json_body(&uri, &headers, body, MAX_BODY_BYTES).await?;
     check_address(&req.node).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let view = st.node.view();
+    if !view.nodes.contains(&req.node)
+        && req.node != st.node.me
+        && let Some(tls) = &st.tls
+        && let Err(why) = probe(tls, &req.node).await
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not a cluster node",
+            format!(
+                "{} did not complete a mutual-TLS handshake as a node of this cluster ({why}); \
+                 start it with a certificate of the cluster CA naming that address and \
+                 --await-join (or --join MEMBER)",
+                req.node
+            ),
+        ));
+    }
     install(&st, Op::Join { node: req.node }).await
+}
+
+/// Admission: `node` must answer a peer-link handshake with a certificate of the cluster CA
+/// that names it (and accept this node's). Only a TLS ClientHello is sent to an address that
+/// fails. An address that refuses the connection passes this check: nothing answers there, and
+/// the core's join probe (over a mutual-TLS link too) refuses it as not answering.
+async fn probe(tls: &NodeTls, node: &str) -> Result<(), String> {
+    let attempt = async {
+        let Ok(tcp) = tokio::net::TcpStream::connect(node).await else {
+            return Ok(());
+        };
+        let mut s = dial_tls(tls, node, tcp).await?;
+        s.write_all(&preamble()).await?;
+        s.shutdown().await
+    };
+    match tokio::time::timeout(REPORT_TIMEOUT, attempt).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer in time".into()),
+    }
 }
 
 /// What a node reports of its membership: its epoch, shard, and partitions on the move.
@@ -259,7 +305,7 @@ pub async fn report(st: &AppState, node: &str) -> NodeReport {
             None => Err("the node is shutting down".to_string()),
         }
     } else {
-        fetch_state(&st.peers, node).await
+        fetch_state(&st.peers, st.peer_scheme, node).await
     };
     NodeReport {
         node: node.to_owned(),
@@ -267,9 +313,13 @@ pub async fn report(st: &AppState, node: &str) -> NodeReport {
     }
 }
 
-async fn fetch_state(client: &reqwest::Client, node: &str) -> Result<NodeState, String> {
+async fn fetch_state(
+    client: &reqwest::Client,
+    scheme: &str,
+    node: &str,
+) -> Result<NodeState, String> {
     let resp = client
-        .get(format!("http://{node}/v1/cluster?scope=local"))
+        .get(format!("{scheme}://{node}/v1/cluster?scope=local"))
         .send()
         .await
         .map_err(|e| format!("no answer: {e}"))?;

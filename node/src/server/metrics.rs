@@ -185,7 +185,12 @@ fn describe() {
     c(
         "causeway_peer_rejected_total",
         None,
-        "Peer messages refused by validation before reaching the core, by reason.",
+        "Peer links and messages refused (preamble, framing, sender or validation) before reaching the core, by reason.",
+    );
+    c(
+        "causeway_auth_rejected_total",
+        None,
+        "Client requests refused for a missing or invalid token (unauthenticated) or a role too weak (forbidden).",
     );
     c(
         "causeway_forwarded_total",

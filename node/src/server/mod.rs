@@ -5,6 +5,8 @@
 //! Start reading at [`serve`]: it opens storage, starts the driver thread ([`driver`]), and serves
 //! HTTP and peer links on one listening socket ([`transport::SplitListener`]).
 
+pub mod auth;
+pub mod certs;
 pub mod cli;
 pub mod compat;
 pub mod config;
@@ -19,19 +21,93 @@ pub mod membership;
 pub mod metrics;
 pub mod seal;
 pub mod storage;
+pub mod tls;
 pub mod transport;
 pub mod ui;
 pub mod values;
 
 use anyhow::Context;
-use config::Settings;
+use config::{Security, Settings, is_loopback};
+use std::sync::Arc;
 use tokio::sync::oneshot;
+use transport::{Accepting, PeerSecurity};
+
+/// What [`serve`] protects its port with, loaded from [`Security`].
+struct Protection {
+    accepting: Accepting,
+    tls: Option<Arc<tls::NodeTls>>,
+    tokens: Option<Arc<auth::Tokens>>,
+}
+
+fn protection(settings: &Settings) -> anyhow::Result<Protection> {
+    Ok(match &settings.security {
+        Security::Insecure => {
+            tracing::warn!(
+                "RUNNING INSECURE (--insecure / CAUSEWAY_INSECURE): no TLS between peers, no \
+                 client tokens. Anyone who can reach {} can read, overwrite and delete every key \
+                 and reconfigure the cluster. Use it only on a network you trust.",
+                settings.listen
+            );
+            Protection {
+                accepting: Accepting {
+                    security: PeerSecurity::Plain,
+                    plain_http: true,
+                },
+                tls: None,
+                tokens: None,
+            }
+        }
+        Security::LoopbackDev => {
+            tracing::warn!(
+                "no TLS and no tokens configured: serving plaintext without authentication on \
+                 loopback only ({}); see docs/security.md",
+                settings.listen
+            );
+            Protection {
+                accepting: Accepting {
+                    security: PeerSecurity::Plain,
+                    plain_http: true,
+                },
+                tls: None,
+                tokens: None,
+            }
+        }
+        Security::Secure { tls, tokens } => {
+            let tls = match tls {
+                Some(files) => Some(Arc::new(
+                    tls::NodeTls::load(files, &settings.advertise).context("loading TLS")?,
+                )),
+                None => None,
+            };
+            let tokens = match tokens {
+                Some(path) => Some(auth::Tokens::load(path)?),
+                None => None,
+            };
+            if tokens.is_none() {
+                tracing::warn!("no --tokens-file: clients are not authenticated (loopback only)");
+            }
+            Protection {
+                accepting: Accepting {
+                    security: match &tls {
+                        Some(t) => PeerSecurity::Tls(t.clone()),
+                        None => PeerSecurity::Plain,
+                    },
+                    plain_http: tls.is_none() || is_loopback(&settings.listen),
+                },
+                tls,
+                tokens,
+            }
+        }
+    })
+}
 
 /// Runs one node until SIGTERM or Ctrl-C, then drains in-flight requests, stops the driver
 /// (which delivers what is pending and records a clean shutdown) and returns.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let nofile = http_server::raise_nofile_limit();
     let limits = http_server::HttpLimits::for_nofile(nofile);
+    tls::install_provider();
+    let protection = protection(&settings)?;
     let prometheus = metrics::install()?;
     if settings.core.panic_on_key.is_some() {
         tracing::warn!("TEST BUILD SWITCH: --test-panic-on-key is set; a request panics the node");
@@ -51,10 +127,17 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         storage,
         settings.batch_sync,
         settings.min_free_bytes,
+        protection.accepting.security.clone(),
         stop_rx,
     )?;
     let slots = http_server::connection_slots(&limits);
-    let listener = transport::SplitListener::new(listener, node.inbox(), node.links(), slots);
+    let listener = transport::SplitListener::new(
+        listener,
+        node.inbox(),
+        node.links(),
+        protection.accepting.clone(),
+        slots,
+    );
     tracing::info!(
         listen = %settings.listen,
         advertise = %settings.advertise,
@@ -66,10 +149,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         instance = %settings.instance,
         nofile,
         max_connections = limits.max_connections,
+        tls = protection.tls.is_some(),
+        tokens = protection.tokens.is_some(),
         "serving"
     );
-    let app =
-        http::router(http::AppState::new(node, prometheus, &settings.instance)).merge(ui::routes());
+    let state = http::AppState::new(node, prometheus, &settings.instance, protection.tls.clone());
+    let mut app = http::router(state).merge(ui::routes());
+    if let Some(tokens) = protection.tokens {
+        tokens.clone().watch();
+        app = app.layer(axum::middleware::from_fn_with_state(tokens, auth::require));
+    }
     let app = http_server::with_limits(app, &limits);
     http_server::serve(listener, app, limits, shutdown_signal()).await;
     tracing::info!("HTTP drained; stopping the node");

@@ -1,30 +1,62 @@
-//! Peer transport: persistent TCP connections carrying length-prefixed bincode frames.
+//! Peer transport: persistent connections carrying length-prefixed bincode frames, over mutual
+//! TLS unless the node runs `--insecure`.
 //!
-//! Peers reach each other on the same address clients use: a connection whose first byte is NUL
-//! (never the first byte of an HTTP request) and that opens with [`PEER_MAGIC`] is a peer link;
-//! every other connection goes to the HTTP server ([`SplitListener`]).
+//! Peers reach each other on the same address clients use, told apart by the first byte
+//! ([`SplitListener`]):
+//! - `0x16` (a TLS ClientHello) with a TLS configuration: the handshake runs first; ALPN
+//!   [`PEER_ALPN`] with a certificate of the cluster CA makes a peer link, [`NODE_HTTP_ALPN`]
+//!   with one makes HTTP from another node, anything else is client HTTPS. A presented
+//!   certificate of another CA fails the handshake, so nothing from it is ever decoded.
+//! - NUL: a plaintext peer link, accepted only by an `--insecure` node (refused and counted
+//!   otherwise);
+//! - anything else: plaintext HTTP, served unless TLS is configured and the node listens on a
+//!   non-loopback address (then a fixed 400 names HTTPS and the connection is closed).
 //!
-//! Both directions run on the driver's runtime (see `driver.rs`). A frame is a big-endian `u32`
-//! length followed by `bincode((from, PeerMsg))`. Each peer has one outbound connection fed by a
-//! bounded queue ([`PEER_QUEUE`] messages); when it is full, messages are dropped and counted — the core retries replication and fails forwards over, so
-//! a slow or dead peer costs bounded memory. Connections are re-established with exponential
-//! backoff (up to [`MAX_BACKOFF`]). Inbound links push messages into the driver's bounded queue
-//! and so exert back-pressure on the sender through TCP.
+//! A link opens with the preamble [`PEER_MAGIC`] + a big-endian `u16` [`PEER_VERSION`]; a peer of
+//! another version is refused with a log line. A frame is a big-endian `u32` length (at most
+//! [`MAX_FRAME`], checked before anything is allocated) followed by `bincode((from, PeerMsg))`.
+//! Its bytes are read in chunks of at most [`READ_CHUNK`] as they arrive, so a claimed length
+//! costs nothing until the bytes come; a link that stalls mid-frame for [`READ_TIMEOUT`], or
+//! stays silent for [`IDLE_TIMEOUT`], is closed. Over TLS the sender is the authenticated
+//! certificate's identity: a frame whose `from` is not among the addresses the certificate names
+//! is rejected and the link closed. Every refusal is counted in
+//! `causeway_peer_rejected_total{reason}`.
+//!
+//! Both directions run on the driver's runtime (see `driver.rs`). Each peer has one outbound
+//! connection fed by a bounded queue ([`PEER_QUEUE`] messages); when it is full, messages are
+//! dropped and counted — the core retries replication and fails forwards over, so a slow or dead
+//! peer costs bounded memory. Connections are re-established with exponential backoff (up to
+//! [`MAX_BACKOFF`]). Inbound links push messages into the driver's bounded queue and so exert
+//! back-pressure on the sender through TCP.
 
 use super::driver::Event;
 use super::http_server::{Accepted, SHED_CONNECTION};
+use super::tls::{NODE_HTTP_ALPN, NodeTls, PEER_ALPN, identities, server_name};
 use crate::core::{NodeId, PeerMsg};
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-/// First bytes a peer sends on a new connection.
-pub const PEER_MAGIC: &[u8; 8] = b"\0CWPEER1";
-/// Largest frame accepted or sent.
-pub const MAX_FRAME: usize = 256 << 20;
+/// First bytes a peer sends on a new link, followed by its [`PEER_VERSION`].
+pub const PEER_MAGIC: &[u8; 7] = b"\0CWPEER";
+/// Version of the peer protocol (frames and messages); peers must speak the same one.
+pub const PEER_VERSION: u16 = 2;
+/// Largest frame accepted or sent (the core's decode limit).
+pub const MAX_FRAME: usize = crate::core::message::MAX_FRAME;
+/// Most bytes of a frame read (and allocated) per read call.
+pub const READ_CHUNK: usize = 64 << 10;
+/// Longest a link may stall in the middle of a preamble or frame.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a link may stay without any frame (members ping every tick, so live links never do).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Messages queued per peer before new ones are dropped.
 pub const PEER_QUEUE: usize = 8192;
 /// Longest pause between reconnection attempts.
@@ -33,19 +65,39 @@ const MIN_BACKOFF: Duration = Duration::from_millis(20);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an accepted connection may stay silent before it is classified as HTTP.
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
+/// First byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+/// A read buffer larger than this is released after its frame instead of being kept.
+const KEEP_BUFFER: usize = 4 << 20;
+
+/// Counts a refused connection or frame.
+fn reject(reason: &'static str) {
+    metrics::counter!("causeway_peer_rejected_total", "reason" => reason).increment(1);
+}
+
+/// How peer links are secured.
+#[derive(Clone)]
+pub enum PeerSecurity {
+    /// `--insecure`: plaintext links, senders are whoever the frames say.
+    Plain,
+    /// Mutual TLS with the cluster CA.
+    Tls(Arc<NodeTls>),
+}
 
 /// Outbound side: one queue and one connection task per peer, created on first use on the
 /// runtime that calls [`Transport::send`] (the driver's).
 pub struct Transport {
     me: NodeId,
+    security: PeerSecurity,
     peers: HashMap<NodeId, mpsc::Sender<PeerMsg>>,
     links: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Transport {
-    pub fn new(me: NodeId) -> Self {
+    pub fn new(me: NodeId, security: PeerSecurity) -> Self {
         Transport {
             me,
+            security,
             peers: HashMap::new(),
             links: Vec::new(),
         }
@@ -55,8 +107,12 @@ impl Transport {
     pub fn send(&mut self, to: &NodeId, msg: PeerMsg) {
         let queue = self.peers.entry(to.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
-            self.links
-                .push(tokio::spawn(run_link(self.me.clone(), to.clone(), rx)));
+            self.links.push(tokio::spawn(run_link(
+                self.me.clone(),
+                to.clone(),
+                self.security.clone(),
+                rx,
+            )));
             tx
         });
         if queue.try_send(msg).is_err() {
@@ -93,18 +149,53 @@ impl Transport {
     }
 }
 
+/// Opens a TLS peer link to `to` and checks that the certificate it presents names `to`.
+pub async fn dial_tls(
+    tls: &NodeTls,
+    to: &str,
+    tcp: TcpStream,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let name = server_name(to).map_err(std::io::Error::other)?;
+    let stream = TlsConnector::from(tls.peer_client.clone())
+        .connect(name, tcp)
+        .await?;
+    let names = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(identities)
+        .unwrap_or_default();
+    if !names.iter().any(|n| n == to) {
+        return Err(std::io::Error::other(format!(
+            "{to} presented a certificate for {names:?}"
+        )));
+    }
+    Ok(stream)
+}
+
 /// Keeps a connection to `to` open and writes every queued message to it. Ends when the queue
 /// is closed and drained, or closed while the peer cannot be reached (it was forgotten: what it
 /// still holds is for nobody).
-async fn run_link(me: NodeId, to: NodeId, mut rx: mpsc::Receiver<PeerMsg>) {
+async fn run_link(me: NodeId, to: NodeId, security: PeerSecurity, mut rx: mpsc::Receiver<PeerMsg>) {
     let mut backoff = MIN_BACKOFF;
     loop {
         if rx.is_closed() && backoff > MIN_BACKOFF {
             tracing::debug!(peer = %to, dropped = rx.len(), "link to a forgotten peer ends");
             return;
         }
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&to)).await {
-            Ok(Ok(s)) => s,
+        let connect = async {
+            let tcp = TcpStream::connect(&to).await?;
+            let _ = tcp.set_nodelay(true);
+            match &security {
+                PeerSecurity::Plain => Ok(Link::Plain(tcp)),
+                PeerSecurity::Tls(tls) => dial_tls(tls, &to, tcp)
+                    .await
+                    .map(|s| Link::Tls(Box::new(s))),
+            }
+        };
+        let link = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(link)) => link,
             Ok(Err(e)) => {
                 tracing::debug!(peer = %to, "connect failed: {e}");
                 tokio::time::sleep(backoff).await;
@@ -117,14 +208,31 @@ async fn run_link(me: NodeId, to: NodeId, mut rx: mpsc::Receiver<PeerMsg>) {
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         backoff = MIN_BACKOFF;
         tracing::debug!(peer = %to, "connected");
-        match write_frames(&me, stream, &mut rx).await {
+        let written = match link {
+            Link::Plain(s) => write_frames(&me, s, &mut rx).await,
+            Link::Tls(s) => write_frames(&me, *s, &mut rx).await,
+        };
+        match written {
             Ok(()) => return,
             Err(e) => tracing::debug!(peer = %to, "link lost: {e}"),
         }
     }
+}
+
+/// An outbound link's stream.
+enum Link {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// The preamble of a link: magic and protocol version.
+pub fn preamble() -> [u8; 9] {
+    let mut p = [0u8; 9];
+    p[..7].copy_from_slice(PEER_MAGIC);
+    p[7..].copy_from_slice(&PEER_VERSION.to_be_bytes());
+    p
 }
 
 /// Writes queued messages until the queue closes (`Ok`) or the connection fails (`Err`).
@@ -133,14 +241,14 @@ async fn run_link(me: NodeId, to: NodeId, mut rx: mpsc::Receiver<PeerMsg>) {
 /// (e.g. its process died and the kernel sent FIN). Watching for that while idle lets the link
 /// reconnect at once to a restarted peer, instead of writing the next messages into the dead
 /// socket, where they would be lost (a forwarded request then waits out its timeout).
-async fn write_frames(
+async fn write_frames<S: AsyncRead + AsyncWrite + Unpin>(
     me: &str,
-    stream: TcpStream,
+    stream: S,
     rx: &mut mpsc::Receiver<PeerMsg>,
 ) -> std::io::Result<()> {
-    let (mut rd, wr) = stream.into_split();
+    let (mut rd, wr) = tokio::io::split(stream);
     let mut w = BufWriter::with_capacity(64 << 10, wr);
-    w.write_all(PEER_MAGIC).await?;
+    w.write_all(&preamble()).await?;
     w.flush().await?;
     let mut buf = Vec::new();
     let mut probe = [0u8; 64];
@@ -163,8 +271,8 @@ async fn write_frames(
     }
 }
 
-async fn write_frame(
-    w: &mut BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
     buf: &mut Vec<u8>,
     me: &str,
     msg: &PeerMsg,
@@ -182,27 +290,256 @@ async fn write_frame(
     w.write_all(buf).await
 }
 
-/// Reads frames from an accepted peer link and hands them to the driver.
-async fn read_frames(mut stream: TcpStream, inbox: mpsc::Sender<Event>) -> std::io::Result<()> {
-    let mut magic = [0u8; PEER_MAGIC.len()];
-    stream.read_exact(&mut magic).await?;
-    if &magic != PEER_MAGIC {
-        return Err(std::io::Error::other("bad peer preamble"));
+/// Why an inbound link was closed.
+#[derive(Debug)]
+struct Refused {
+    reason: &'static str,
+    detail: String,
+}
+
+impl Refused {
+    fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+        Refused {
+            reason,
+            detail: detail.into(),
+        }
     }
-    let _ = stream.set_nodelay(true);
-    let mut r = tokio::io::BufReader::with_capacity(64 << 10, stream);
+}
+
+/// Reads exactly `buf.len()` bytes, each read within [`READ_TIMEOUT`].
+async fn read_within<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<(), Refused> {
+    match tokio::time::timeout(READ_TIMEOUT, r.read_exact(buf)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(Refused::new("truncated", e.to_string())),
+        Err(_) => Err(Refused::new("timeout", "the peer stalled")),
+    }
+}
+
+/// Reads a frame of `len` bytes into `buf` in chunks of at most [`READ_CHUNK`], so memory grows
+/// only with the bytes that actually arrived.
+async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    len: usize,
+) -> Result<(), Refused> {
+    buf.clear();
+    while buf.len() < len {
+        let start = buf.len();
+        buf.resize(start + (len - start).min(READ_CHUNK), 0);
+        match tokio::time::timeout(READ_TIMEOUT, r.read(&mut buf[start..])).await {
+            Ok(Ok(0)) => {
+                return Err(Refused::new(
+                    "truncated",
+                    format!("the link closed after {start} of {len} bytes"),
+                ));
+            }
+            Ok(Ok(n)) => buf.truncate(start + n),
+            Ok(Err(e)) => return Err(Refused::new("truncated", e.to_string())),
+            Err(_) => {
+                return Err(Refused::new(
+                    "timeout",
+                    format!("stalled after {start} of {len} bytes"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads frames from an accepted peer link and hands them to the driver. `sender` is the set
+/// of addresses the link's certificate names (`None` on a plaintext link: anything goes).
+async fn read_frames<R: AsyncRead + Unpin>(
+    stream: R,
+    sender: Option<Vec<NodeId>>,
+    inbox: mpsc::Sender<Event>,
+) -> Result<(), Refused> {
+    let mut r = tokio::io::BufReader::with_capacity(READ_CHUNK, stream);
+    let mut pre = [0u8; 9];
+    read_within(&mut r, &mut pre).await?;
+    if pre[..7] != PEER_MAGIC[..] {
+        return Err(Refused::new("preamble", "not a peer preamble"));
+    }
+    let version = u16::from_be_bytes([pre[7], pre[8]]);
+    if version != PEER_VERSION {
+        return Err(Refused::new(
+            "version",
+            format!("the peer speaks protocol version {version}; this node speaks {PEER_VERSION}"),
+        ));
+    }
     let mut buf = Vec::new();
     loop {
-        let len = r.read_u32().await? as usize;
-        if len > MAX_FRAME {
-            return Err(std::io::Error::other(format!("frame of {len} bytes")));
+        let mut header = [0u8; 4];
+        match tokio::time::timeout(IDLE_TIMEOUT, r.read_exact(&mut header[..1])).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Ok(()),
+            Err(_) => return Err(Refused::new("idle", "no frame within the idle timeout")),
         }
-        buf.resize(len, 0);
-        r.read_exact(&mut buf).await?;
-        let (from, msg) =
-            crate::core::message::decode_frame(&buf).map_err(std::io::Error::other)?;
+        read_within(&mut r, &mut header[1..]).await?;
+        let len = u32::from_be_bytes(header) as usize;
+        if len > MAX_FRAME {
+            return Err(Refused::new(
+                "oversize",
+                format!("a frame of {len} bytes (the limit is {MAX_FRAME})"),
+            ));
+        }
+        read_frame(&mut r, &mut buf, len).await?;
+        let (from, msg) = crate::core::message::decode_frame(&buf)
+            .map_err(|e| Refused::new("malformed", e.to_string()))?;
+        if buf.capacity() > KEEP_BUFFER {
+            buf = Vec::new();
+        }
+        if let Some(names) = &sender {
+            if !names.contains(&from) {
+                return Err(Refused::new(
+                    "sender",
+                    format!("a frame claims to come from {from}; the certificate names {names:?}"),
+                ));
+            }
+            // A join names the joining node: only that node may ask.
+            if let PeerMsg::Join { node } = &msg
+                && *node != from
+            {
+                return Err(Refused::new(
+                    "sender",
+                    format!("{from} asked to join on behalf of {node}"),
+                ));
+            }
+        }
         if inbox.send(Event::Peer { from, msg }).await.is_err() {
             return Ok(());
+        }
+    }
+}
+
+/// Who is on the other side of an HTTP connection, for handlers (`ConnectInfo`).
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub remote: SocketAddr,
+    /// The node addresses named by a cluster certificate presented for node HTTP.
+    pub node: Option<Arc<[NodeId]>>,
+}
+
+/// A TCP stream that can be moved to another runtime after a TLS handshake ran over it.
+pub struct Movable(Option<TcpStream>);
+
+impl Movable {
+    fn io(&mut self) -> std::io::Result<&mut TcpStream> {
+        self.0
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("the stream is being moved"))
+    }
+
+    /// Re-registers the stream with the current runtime.
+    fn rebind(&mut self) -> std::io::Result<()> {
+        if let Some(s) = self.0.take() {
+            self.0 = Some(TcpStream::from_std(s.into_std()?)?);
+        }
+        Ok(())
+    }
+}
+
+impl AsyncRead for Movable {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.io() {
+            Ok(s) => Pin::new(s).poll_read(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl AsyncWrite for Movable {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.io() {
+            Ok(s) => Pin::new(s).poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.io() {
+            Ok(s) => Pin::new(s).poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.io() {
+            Ok(s) => Pin::new(s).poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+type ServerTls = tokio_rustls::server::TlsStream<Movable>;
+
+/// An HTTP connection: plaintext or TLS.
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<ServerTls>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -216,6 +553,14 @@ pub struct SplitListener {
     http: mpsc::Receiver<Accepted>,
 }
 
+/// What the listener accepts.
+#[derive(Clone)]
+pub struct Accepting {
+    pub security: PeerSecurity,
+    /// Serve plaintext HTTP (always with `--insecure` or without TLS; with TLS only on loopback).
+    pub plain_http: bool,
+}
+
 impl SplitListener {
     /// Accepts on `listener`, classifying each connection by its first byte; peer links are
     /// read on `links` (the driver's runtime).
@@ -223,10 +568,11 @@ impl SplitListener {
         listener: TcpListener,
         inbox: mpsc::Sender<Event>,
         links: Handle,
-        slots: std::sync::Arc<Semaphore>,
+        accepting: Accepting,
+        slots: Arc<Semaphore>,
     ) -> Self {
         let (tx, http) = mpsc::channel(1024);
-        tokio::spawn(accept_loop(listener, tx, inbox, links, slots));
+        tokio::spawn(accept_loop(listener, tx, inbox, links, accepting, slots));
         SplitListener { http }
     }
 
@@ -236,12 +582,16 @@ impl SplitListener {
     }
 }
 
+/// Refusal of plaintext HTTP on a node that serves HTTPS.
+const USE_HTTPS: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 85\r\n\r\n{\"error\":\"bad request\",\"detail\":\"this node serves HTTPS only on a non-loopback port\"}";
+
 async fn accept_loop(
     listener: TcpListener,
     http: mpsc::Sender<Accepted>,
     inbox: mpsc::Sender<Event>,
     links: Handle,
-    slots: std::sync::Arc<Semaphore>,
+    accepting: Accepting,
+    slots: Arc<Semaphore>,
 ) {
     loop {
         let (stream, addr) = match listener.accept().await {
@@ -263,30 +613,147 @@ async fn accept_loop(
         let http = http.clone();
         let inbox = inbox.clone();
         let links = links.clone();
+        let accepting = accepting.clone();
         tokio::spawn(async move {
             let mut first = [0u8; 1];
             let peeked = tokio::time::timeout(SNIFF_TIMEOUT, stream.peek(&mut first)).await;
-            match peeked {
-                Ok(Ok(1)) if first[0] == PEER_MAGIC[0] => match stream.into_std() {
-                    Ok(stream) => {
-                        links.spawn(async move {
-                            let _permit = permit;
-                            let read = match TcpStream::from_std(stream) {
-                                Ok(stream) => read_frames(stream, inbox).await,
-                                Err(e) => Err(e),
-                            };
-                            if let Err(e) = read {
-                                tracing::debug!(%addr, "peer link closed: {e}");
-                            }
-                        });
-                    }
-                    Err(e) => tracing::debug!(%addr, "cannot hand over a peer link: {e}"),
-                },
-                Ok(Ok(n)) if n > 0 => {
-                    let _ = http.send(Accepted { stream, permit }).await;
+            let first = match peeked {
+                Ok(Ok(1)) => first[0],
+                _ => return,
+            };
+            match (&accepting.security, first) {
+                (PeerSecurity::Plain, 0) => plain_link(stream, addr, inbox, &links, permit),
+                (PeerSecurity::Tls(_), 0) => {
+                    reject("plaintext");
+                    tracing::debug!(%addr, "refused a plaintext peer link: peers must use TLS");
                 }
-                _ => {}
+                (PeerSecurity::Tls(tls), TLS_HANDSHAKE) => {
+                    let tls = tls.clone();
+                    if let Some(conn) = handshake(&tls, stream, addr, inbox, &links, permit).await {
+                        let _ = http.send(conn).await;
+                    }
+                }
+                _ if accepting.plain_http => {
+                    let info = ConnInfo {
+                        remote: addr,
+                        node: None,
+                    };
+                    let conn = Conn::Plain(stream);
+                    let _ = http.send(Accepted { conn, info, permit }).await;
+                }
+                _ => {
+                    let mut stream = stream;
+                    let _ = stream.write_all(USE_HTTPS).await;
+                }
             }
         });
+    }
+}
+
+/// Hands a plaintext peer link to the driver's runtime.
+fn plain_link(
+    stream: TcpStream,
+    addr: SocketAddr,
+    inbox: mpsc::Sender<Event>,
+    links: &Handle,
+    permit: OwnedSemaphorePermit,
+) {
+    match stream.into_std() {
+        Ok(stream) => {
+            links.spawn(async move {
+                let _permit = permit;
+                let read = match TcpStream::from_std(stream) {
+                    Ok(stream) => {
+                        let _ = stream.set_nodelay(true);
+                        read_frames(stream, None, inbox).await
+                    }
+                    Err(e) => Err(Refused::new("io", e.to_string())),
+                };
+                log_refusal(addr, read);
+            });
+        }
+        Err(e) => tracing::debug!(%addr, "cannot hand over a peer link: {e}"),
+    }
+}
+
+fn log_refusal(addr: SocketAddr, read: Result<(), Refused>) {
+    if let Err(r) = read {
+        reject(r.reason);
+        if r.reason == "version" {
+            tracing::warn!(%addr, "refused a peer link: {}", r.detail);
+        } else {
+            tracing::debug!(%addr, reason = r.reason, "closed a peer link: {}", r.detail);
+        }
+    }
+}
+
+/// Runs a TLS handshake and routes the connection by ALPN: peer links go to the driver's
+/// runtime, HTTP comes back to be served.
+async fn handshake(
+    tls: &NodeTls,
+    stream: TcpStream,
+    addr: SocketAddr,
+    inbox: mpsc::Sender<Event>,
+    links: &Handle,
+    permit: OwnedSemaphorePermit,
+) -> Option<Accepted> {
+    let accept = TlsAcceptor::from(tls.server.clone()).accept(Movable(Some(stream)));
+    let stream = match tokio::time::timeout(SNIFF_TIMEOUT, accept).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            reject("handshake");
+            tracing::debug!(%addr, "TLS handshake failed: {e}");
+            return None;
+        }
+        Err(_) => {
+            reject("handshake");
+            return None;
+        }
+    };
+    let conn = stream.get_ref().1;
+    let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
+    let names = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(identities);
+    match (alpn.as_deref(), names) {
+        (Some(PEER_ALPN), Some(names)) if !names.is_empty() => {
+            let mut stream = stream;
+            links.spawn(async move {
+                let _permit = permit;
+                let read = match stream.get_mut().0.rebind() {
+                    Ok(()) => {
+                        if let Ok(s) = stream.get_mut().0.io() {
+                            let _ = s.set_nodelay(true);
+                        }
+                        read_frames(stream, Some(names), inbox).await
+                    }
+                    Err(e) => Err(Refused::new("io", e.to_string())),
+                };
+                log_refusal(addr, read);
+            });
+            None
+        }
+        (Some(PEER_ALPN), _) => {
+            reject("no_certificate");
+            tracing::debug!(%addr, "refused a peer link without a node certificate");
+            None
+        }
+        (Some(NODE_HTTP_ALPN), Some(names)) if !names.is_empty() => {
+            let info = ConnInfo {
+                remote: addr,
+                node: Some(names.into()),
+            };
+            let conn = Conn::Tls(Box::new(stream));
+            Some(Accepted { conn, info, permit })
+        }
+        _ => {
+            let info = ConnInfo {
+                remote: addr,
+                node: None,
+            };
+            let conn = Conn::Tls(Box::new(stream));
+            Some(Accepted { conn, info, permit })
+        }
     }
 }
