@@ -169,9 +169,16 @@ pub async fn serve(
             let _ = conn.await;
         });
     }
+    // Every connection holds a clone of `stop_rx`: once the original is gone, `closed` resolves
+    // when the last connection has finished; a connection that does not finish within
+    // SHUTDOWN_GRACE is abandoned (the process is exiting).
+    drop(stop_rx);
     let _ = stop_tx.send(true);
-    stop_tx.closed().await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, stop_tx.closed()).await;
 }
+
+/// How long a stopping server waits for in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The connection cap shared by the accept loop and the server.
 pub fn connection_slots(limits: &HttpLimits) -> Arc<Semaphore> {
