@@ -275,15 +275,18 @@ fn ui_delete_button_deletes_a_key_written_elsewhere() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let shown = b.eval(
-        r#"(async () => {
+        &r#"(async () => {
             const until = async (f) => { for (let i = 0; i < 200 && !f(); i++) await new Promise(r => setTimeout(r, 50)); };
             await until(() => document.getElementById("del"));
+            document.getElementById("token").value = "TOKEN";
+            document.getElementById("login").click();
             document.getElementById("key").value = "doomed";
             document.getElementById("del").click();
             const shown = () => document.getElementById("value").textContent || document.getElementById("error").textContent;
             await until(shown);
             return "value=[" + document.getElementById("value").textContent + "] error=[" + document.getElementById("error").textContent + "]";
-        })()"#,
+        })()"#
+            .replace("TOKEN", token),
     );
     assert_eq!(
         shown, "value=[not found] error=[]",
