@@ -126,7 +126,7 @@ pub struct WriteRecord {
     pub context: VersionVector,
     /// The context it was applied with: it supersedes exactly the dots this covers. The
     /// request's context, except for a blind delete (a delete with an empty context), which
-    /// supersedes everything its coordinator held of the key (SPEC §2).
+    /// supersedes everything its coordinator held of the key (docs/guarantees.md, blind deletes).
     pub supersedes: VersionVector,
     pub node: usize,
     pub at_us: u64,

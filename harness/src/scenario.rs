@@ -179,7 +179,7 @@ pub struct Workload {
     #[serde(default)]
     pub blind_writes: f64,
     /// Probability that a delete is *blind* (sent with an empty context): it deletes what its
-    /// coordinating replica holds at that moment (SPEC §2); versions the coordinator had not
+    /// coordinating replica holds at that moment (docs/guarantees.md, blind deletes); versions the coordinator had not
     /// seen survive as siblings. The session keeps its context as for a blind write.
     #[serde(default)]
     pub blind_deletes: f64,

@@ -178,7 +178,7 @@ struct AwaitedWrite {
 }
 
 impl AwaitedWrite {
-    /// A delete with an empty context: it supersedes what its coordinator holds (SPEC §2).
+    /// A delete with an empty context: it supersedes what its coordinator holds (docs/guarantees.md).
     fn blind_delete(&self) -> bool {
         self.value.is_none() && self.context.is_empty()
     }

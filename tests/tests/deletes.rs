@@ -1,4 +1,4 @@
-//! Deletes without a causal context, as a new user sends them (SPEC §2): `curl -X DELETE`, the
+//! Deletes without a causal context, as a new user sends them (docs/guarantees.md): `curl -X DELETE`, the
 //! `causeway delete` command with a fresh session, and the compatibility API. Each deletes what
 //! the coordinating replica holds, so the next read answers 404.
 

@@ -1,4 +1,4 @@
-//! The trust boundary with real processes (SPEC §6): each attack from issue 12 is scripted
+//! The trust boundary with real processes (docs/security.md): each attack from issue 12 is scripted
 //! against a cluster started with the default secure settings and must fail, with the data read
 //! back unchanged; the same forged frame against an `--insecure` cluster succeeds, which shows the
 //! attack is real and the test able to fail.

@@ -1145,7 +1145,7 @@ impl<S: Storage> Node<S> {
 
     /// The context a client write to `key` supersedes with, and whether it is a blind delete;
     /// `current` is what this coordinator holds of the key. A delete without a context takes
-    /// `current`'s context: it deletes everything this replica holds (SPEC §2), and only
+    /// `current`'s context: it deletes everything this replica holds (docs/guarantees.md, blind deletes), and only
     /// versions it has not seen survive as siblings. A write that would leave more than
     /// `max_siblings` versions is refused; one that leaves [`WARN_SIBLINGS`] or more is logged.
     fn write_context(

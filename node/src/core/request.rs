@@ -64,7 +64,7 @@ pub enum Op {
     },
     /// A write; `value: None` is a delete (a tombstone). It supersedes the versions `context`
     /// covers — except a delete with an empty context (a *blind delete*), which supersedes
-    /// what the coordinating replica holds of the key when it executes it (SPEC §2).
+    /// what the coordinating replica holds of the key when it executes it (docs/guarantees.md, blind deletes).
     Put {
         key: Bytes,
         value: Option<Bytes>,

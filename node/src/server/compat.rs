@@ -7,7 +7,7 @@
 //! held a live value, so there is no read-before-write race; DELETE likewise answers 404 when the
 //! key held none (its tombstone is then harmless and reaped later). Writes are issued with the
 //! client's own `causal-context`, so they never replace versions the client has not seen — except
-//! a DELETE without one, which deletes what the coordinating replica holds (SPEC §2), as the
+//! a DELETE without one, which deletes what the coordinating replica holds (docs/guarantees.md), as the
 //! seed's clients expect. A write beyond `max_siblings` is a 409. Replies carry
 //! `"causal-context"` (a token string) and, when another node executed the request, `"address"`.
 

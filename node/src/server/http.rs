@@ -327,7 +327,7 @@ async fn kv_delete(
 }
 
 /// Writes `value` (with its content type) or, for `None`, deletes; a delete without a context
-/// deletes what the coordinating replica holds (SPEC §2).
+/// deletes what the coordinating replica holds (docs/guarantees.md).
 async fn write(
     st: &AppState,
     key: Bytes,

@@ -1,4 +1,4 @@
-//! How the native API renders a read's versions (SPEC §2): 200 with the one value and its
+//! How the native API renders a read's versions (docs/guarantees.md): 200 with the one value and its
 //! metadata, 300 `multipart/mixed` with one part per sibling, 404, or the JSON form; and
 //! `?vtag=` selection of one sibling.
 //!
