@@ -6,7 +6,7 @@
 //! the seed no longer generates the workload and faults, it only drives network randomness.
 
 use crate::plan::{Fault, Plan, TimedFault};
-use causeway::core::{ConflictMode, Quorum, SyncMode};
+use causeway::core::{ConflictMode, Probe, Quorum, SyncMode};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
@@ -91,6 +91,14 @@ pub struct Cluster {
     /// when they return.
     #[serde(default)]
     pub hinted_handoff: bool,
+    /// How long a tombstone every replica holds is kept before it is reaped
+    /// (`Config::tombstone_grace`; default the core's 30 s, longer than most runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tombstone_grace_s: Option<f64>,
+    /// The anti-entropy round interval (`Config::aae_interval`; default the core's 5 s). A long
+    /// one keeps anti-entropy from repairing what replication retries must deliver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aae_interval_s: Option<f64>,
 }
 
 impl Cluster {
@@ -324,6 +332,9 @@ pub struct Expect {
     /// Fewest writes the nodes must accept as hints in every seed (counted by the cores): a
     /// seed with fewer fails, so a hinted-handoff scenario cannot silently test nothing.
     pub min_hints: u64,
+    /// The rare paths this scenario exists to reach ([`Probe`]): a sweep of at least
+    /// `COVERAGE_MIN_SEEDS` seeds in which one of them is never reached fails.
+    pub sometimes: Vec<Probe>,
 }
 
 impl Default for Expect {
@@ -335,6 +346,7 @@ impl Default for Expect {
             reason: String::new(),
             canaries: Vec::new(),
             min_hints: 0,
+            sometimes: Vec::new(),
         }
     }
 }
@@ -391,6 +403,10 @@ impl Scenario {
                 "blind_writes, blind_deletes and merge_contexts are probabilities within [0, 1]"
                     .into(),
             );
+        }
+        let positive = |x: Option<f64>| x.is_none_or(|x| x > 0.0 && x.is_finite());
+        if !positive(c.tombstone_grace_s) || !positive(c.aae_interval_s) {
+            return Err("cluster.tombstone_grace_s and aae_interval_s must be positive".into());
         }
         if w.timeout_ms == Some(0) {
             return Err("workload.timeout_ms must be positive".into());

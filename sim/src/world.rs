@@ -11,8 +11,8 @@
 use crate::disk::SimDisk;
 use bytes::Bytes;
 use causeway::core::{
-    Canary, Config, Dot, Identity, Input, Node, NodeId, Op, PeerMsg, Quorum, Ready, Request,
-    Response, SyncMode, Time, VersionSet, VersionVector, View,
+    Canary, Config, Dot, Identity, Input, Node, NodeId, Op, PeerMsg, Probes, Quorum, Ready,
+    Request, Response, SyncMode, Time, VersionSet, VersionVector, View,
 };
 use causeway_harness::history::{History, OpRecord, Outcome, WriteRecord};
 use causeway_harness::plan::{Fault, OpKind, Plan, PlannedOp, key_name, node_addr, view_of};
@@ -141,7 +141,7 @@ enum Phase {
 }
 
 /// Counters of one run.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Stats {
     pub messages: u64,
     pub dropped: u64,
@@ -153,6 +153,8 @@ pub struct Stats {
     /// Writes the nodes accepted as hints (`NodeStatus::handoff.hints_accepted`, summed over
     /// every incarnation of every node).
     pub hints_accepted: u64,
+    /// The rare paths the nodes reached (`NodeStatus::probes`, summed like `hints_accepted`).
+    pub probes: Probes,
 }
 
 /// Everything a run produced.
@@ -250,6 +252,12 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         config.conflicts = scenario.cluster.conflicts;
         config.canary = canary;
         config.hinted_handoff = scenario.cluster.hinted_handoff;
+        if let Some(g) = scenario.cluster.tombstone_grace_s {
+            config.tombstone_grace = Duration::from_secs_f64(g);
+        }
+        if let Some(i) = scenario.cluster.aae_interval_s {
+            config.aae_interval = Duration::from_secs_f64(i);
+        }
         let slots = (0..scenario.cluster.slots())
             .map(|i| {
                 let c = plan.clocks.get(i).copied().unwrap_or_default();
@@ -335,7 +343,9 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         self.capture_finals();
         for slot in &self.slots {
             if let Some(node) = &slot.node {
-                self.stats.hints_accepted += node.status().handoff.hints_accepted;
+                let st = node.status();
+                self.stats.hints_accepted += st.handoff.hints_accepted;
+                self.stats.probes.merge(&st.probes);
             }
         }
         for op in &self.history.ops {
@@ -580,7 +590,9 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         });
         let mut found: Vec<Found> = Vec::new();
         for (to, result) in replies.chain(forwards) {
-            if let Some(i) = self.slots[n].awaited.iter().position(|a| a.reply == to) {
+            // The latest with that address: a restarted proxy numbers its forwards from the
+            // start again, so an older entry may carry the same one.
+            if let Some(i) = self.slots[n].awaited.iter().rposition(|a| a.reply == to) {
                 let a = self.slots[n].awaited.remove(i);
                 // A proxy's reply carries a dot another node issued (and records).
                 if let Ok(Response::Written {
@@ -608,16 +620,29 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
                     .iter()
                     .find(|v| v.dot == *d)
                     .map(|v| &v.value);
+                // The set a fresh write produces merges the write's context, so a write whose
+                // context the set does not dominate was not the one executed (it still waits, or
+                // went elsewhere); of the rest, the first handed over (parked writes run in
+                // order).
                 let awaited = &self.slots[n].awaited;
+                let same = |a: &AwaitedWrite| a.key == *key && value.is_none_or(|v| *v == a.value);
                 let i = awaited
                     .iter()
-                    .position(|a| a.key == *key && value.is_none_or(|v| *v == a.value))
+                    .position(|a| same(a) && set.context().dominates(&a.context))
+                    .or_else(|| awaited.iter().position(same))
                     .or_else(|| awaited.iter().position(|a| a.key == *key));
                 if let Some(i) = i {
                     let a = self.slots[n].awaited.remove(i);
                     // The replication of a fresh write carries the set the write produced: for
-                    // a blind delete its context is the coordinator's (plus the delete's dot).
-                    let applied = a.blind_delete().then(|| set.context().clone());
+                    // a blind delete its context is the coordinator's plus the delete's own dot,
+                    // which it does not supersede. The dot is fresh, so the coordinator's context
+                    // held less of its actor: lowering that entry recovers exactly that context.
+                    let applied = a.blind_delete().then(|| {
+                        set.context()
+                            .iter()
+                            .map(|(x, n)| (x, if x == d.actor { d.counter - 1 } else { n }))
+                            .collect()
+                    });
                     found.push((a, *d, applied));
                 }
             }
@@ -745,7 +770,9 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             return;
         };
         self.stats.crashes += 1;
-        self.stats.hints_accepted += node.status().handoff.hints_accepted;
+        let st = node.status();
+        self.stats.hints_accepted += st.handoff.hints_accepted;
+        self.stats.probes.merge(&st.probes);
         let mut disk = node.into_storage();
         let (kept, torn) = (
             self.range(0, disk.unsynced() as u64) as usize,

@@ -24,6 +24,7 @@ use super::history::History;
 use super::merkle::{self, BRANCHES, Merkle, SEGMENTS_PER_BRANCH};
 use super::message::{PeerMsg, Rid};
 use super::outbox::{self, Outbox};
+use super::probe::{Probe, Probes};
 use super::proxy::{Forwarding, Proxy};
 use super::request::{
     ListEntry, MAX_CONTENT_TYPE_BYTES, Op, Quorum, Reply, ReqError, ReqId, Request, Response,
@@ -209,6 +210,8 @@ pub struct NodeStatus {
     pub sibling_refusals: u64,
     pub aae: AaeStats,
     pub handoff: HandoffStatus,
+    /// The rare paths this node took since it started ([`Probe`]).
+    pub probes: Probes,
 }
 
 /// Partitions on the move at one node. The node is settled when both lists are empty.
@@ -303,6 +306,9 @@ pub struct Node<S: Storage> {
     tombstones: BTreeMap<Dot, (Bytes, BTreeSet<NodeId>)>,
     /// Tombstones every replica holds, with the time their grace period ends.
     reaps: BTreeMap<Dot, (Bytes, Time)>,
+    /// The rare paths taken since start (reported in [`NodeStatus::probes`]; no effect on
+    /// behaviour).
+    probes: Probes,
 }
 
 impl<S: Storage> Node<S> {
@@ -346,6 +352,10 @@ impl<S: Storage> Node<S> {
         };
         storage.meta_put(META_ACTOR, &encode(&actor));
         storage.meta_put(META_CLEAN, &[0]);
+        let mut probes = Probes::default();
+        if previous.is_some_and(|p| p != actor) {
+            probes.hit(Probe::NewIncarnation);
+        }
         let (merkle, live) = index(&storage, cfg.view.partitions);
         let shard = cfg.view.shard_of_node(&id.node);
         let handoff: BTreeMap<u32, VersionVector> = storage
@@ -429,6 +439,7 @@ impl<S: Storage> Node<S> {
             aae_turn: 0,
             tombstones: BTreeMap::new(),
             reaps: BTreeMap::new(),
+            probes,
             cfg,
         };
         node.windows = node.compute_windows();
@@ -549,6 +560,11 @@ impl<S: Storage> Node<S> {
                 keys_sent: self.handoff_keys.0,
                 keys_received: self.handoff_keys.1,
                 awaiting: self.awaiting.iter().copied().collect(),
+            },
+            probes: {
+                let mut p = self.probes.clone();
+                p.add(Probe::ReplicationResent, self.outbox.resent);
+                p
             },
         }
     }
@@ -918,6 +934,7 @@ impl<S: Storage> Node<S> {
                     self.run(origin, op);
                 } else {
                     let deadline = self.now + self.cfg.causal_wait;
+                    self.probes.hit(Probe::CausalWait);
                     self.parked.push(Parked {
                         origin,
                         op,
@@ -1018,6 +1035,12 @@ impl<S: Storage> Node<S> {
         self.counter += 1;
         let dot = Dot::new(self.actor, self.counter);
         let (set, had_value) = self.apply_new(dot, &key, current, value, &ctx);
+        if blind {
+            self.probes.hit(Probe::BlindDelete);
+        }
+        if set.versions().iter().filter(|v| v.value.is_some()).count() > 1 {
+            self.probes.hit(Probe::SiblingCreated);
+        }
         let members = self.members();
         if tombstone && self.cfg.canary != Some(Canary::EarlyTombstoneReap) {
             if members.len() == 1 {
@@ -1134,6 +1157,7 @@ impl<S: Storage> Node<S> {
             self.persist_membership();
         }
         self.hints_accepted += 1;
+        self.probes.hit(Probe::HintAccepted);
         let reply = Response::Written {
             dot,
             context: self.reply_context(&ctx, &key),
@@ -1171,6 +1195,7 @@ impl<S: Storage> Node<S> {
         let shown = String::from_utf8_lossy(key);
         if siblings > self.cfg.max_siblings {
             self.sibling_refusals += 1;
+            self.probes.hit(Probe::SiblingRefused);
             return Err(ReqError::Conflict(format!(
                 "key {shown:?} has {} siblings and this write would leave {siblings}, more than \
                  the limit of {}: read the key and write (or delete) it with the read's causal \
@@ -1273,7 +1298,8 @@ impl<S: Storage> Node<S> {
                 && set.versions().iter().all(|x| x.dot != v.dot)
         };
         let guard = self.cfg.canary != Some(Canary::EarlyTombstoneReap);
-        let changed = if guard && incoming.versions().iter().any(reaped_here) {
+        let stale = guard && incoming.versions().iter().any(reaped_here);
+        let changed = if stale {
             let mut kept = incoming.clone();
             kept.retain_versions(|v| !reaped_here(v));
             let dead = local.is_none() && kept.is_empty() && incoming.is_deleted();
@@ -1289,6 +1315,9 @@ impl<S: Storage> Node<S> {
         } else {
             set.merge(incoming)
         };
+        if stale {
+            self.probes.hit(Probe::StaleCopyDropped);
+        }
         if changed {
             self.store(key, set, had_value);
         }
@@ -1341,6 +1370,7 @@ impl<S: Storage> Node<S> {
             if *s == merged {
                 continue;
             }
+            self.probes.hit(Probe::ReadRepair);
             if *node == self.me {
                 self.absorb(&p.key, &merged, None);
             } else {
@@ -1469,6 +1499,7 @@ impl<S: Storage> Node<S> {
                 if reapable {
                     self.remove_key(&key);
                     self.aae_stats.tombstones_reaped += 1;
+                    self.probes.hit(Probe::TombstoneReaped);
                 }
             }
             msg @ (PeerMsg::AaeRoots { .. }
@@ -1535,6 +1566,7 @@ impl<S: Storage> Node<S> {
         };
         if retry && f.can_fail_over(self.now) {
             self.proxy.failovers += 1;
+            self.probes.hit(Probe::ProxyFailover);
             return self.attempt(f);
         }
         self.out.replies.push(Reply {
@@ -1705,6 +1737,7 @@ impl<S: Storage> Node<S> {
             .partition(|p| p.deadline <= now);
         self.parked = kept;
         for p in expired {
+            self.probes.hit(Probe::CausalWaitExpired);
             self.finish(p.origin, Err(ReqError::Unsatisfiable));
         }
         // Writes still short of `w` acknowledgements: indeterminate.
@@ -1716,6 +1749,7 @@ impl<S: Storage> Node<S> {
             .collect();
         for d in late {
             let w = self.writes.remove(&d).expect("listed above");
+            self.probes.hit(Probe::WriteIndeterminate);
             let msg = format!(
                 "only {} of {} replicas acknowledged in time; the write may still apply",
                 w.acked.len(),
@@ -1761,6 +1795,7 @@ impl<S: Storage> Node<S> {
                 .or_insert(Time::ZERO);
             if f.can_fail_over(now) {
                 self.proxy.failovers += 1;
+                self.probes.hit(Probe::ProxyFailover);
                 self.attempt(f);
             } else {
                 self.out.replies.push(Reply {

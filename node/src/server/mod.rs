@@ -39,6 +39,20 @@ struct Protection {
     tokens: Option<Arc<auth::Tokens>>,
 }
 
+impl Protection {
+    /// No TLS and no tokens: plaintext peers and clients, unauthenticated.
+    fn plaintext() -> Self {
+        Protection {
+            accepting: Accepting {
+                security: PeerSecurity::Plain,
+                plain_http: true,
+            },
+            tls: None,
+            tokens: None,
+        }
+    }
+}
+
 fn protection(settings: &Settings) -> anyhow::Result<Protection> {
     Ok(match &settings.security {
         Security::Insecure => {
@@ -48,14 +62,7 @@ fn protection(settings: &Settings) -> anyhow::Result<Protection> {
                  and reconfigure the cluster. Use it only on a network you trust.",
                 settings.listen
             );
-            Protection {
-                accepting: Accepting {
-                    security: PeerSecurity::Plain,
-                    plain_http: true,
-                },
-                tls: None,
-                tokens: None,
-            }
+            Protection::plaintext()
         }
         Security::LoopbackDev => {
             tracing::warn!(
@@ -63,14 +70,7 @@ fn protection(settings: &Settings) -> anyhow::Result<Protection> {
                  loopback only ({}); see docs/security.md",
                 settings.listen
             );
-            Protection {
-                accepting: Accepting {
-                    security: PeerSecurity::Plain,
-                    plain_http: true,
-                },
-                tls: None,
-                tokens: None,
-            }
+            Protection::plaintext()
         }
         Security::Secure { tls, tokens } => {
             let tls = match tls {

@@ -10,11 +10,14 @@
 //! ```
 //! A sweep ends with `sweep: <seeds> seeds, <scenarios> scenarios, <failures> failures,
 //! <sim_s> simulated s in <wall_s> wall s` (after one line per scenario with hinted handoff on:
-//! hints accepted in all and fewest in one seed) and exits non-zero on any failure. With `--jobs J`
+//! hints accepted in all and fewest in one seed, and one coverage line per scenario: how many
+//! seeds reached each probe, and the probes none reached) and exits non-zero on any failure,
+//! including a probe a scenario declares in `expect.sometimes` that none of at least
+//! `COVERAGE_MIN_SEEDS` seeds reached. With `--jobs J`
 //! the sweep runs in J worker processes (no threads: madsim forbids them) and sums their lines.
 //! Wall-clock time is read only here, outside every simulation.
 
-use causeway::core::Canary;
+use causeway::core::{Canary, Probe};
 use causeway_harness::scenario::{Outcome, Scenario};
 use causeway_sim::run::{SeedResult, load_scenarios, run_seed, shrink};
 use clap::Parser;
@@ -27,6 +30,8 @@ use std::time::Instant;
 
 /// Violations printed per failing seed; the rest are counted.
 const SHOWN: usize = 4;
+/// Seeds of a scenario a sweep must run before a `sometimes` probe that no seed reached fails it.
+const COVERAGE_MIN_SEEDS: u64 = 20;
 /// The scenario directory, relative to the repository root (where `ci/sweep` runs).
 const DEFAULT_DIR: &str = "scenarios";
 
@@ -312,6 +317,8 @@ struct Totals {
     quiet: BTreeMap<String, (u64, BTreeSet<u64>)>,
     /// Per scenario whose nodes accepted hints: seeds, hints in all, fewest in one seed.
     hints: BTreeMap<String, (u64, u64, u64)>,
+    /// Per scenario: seeds run, and per probe the seeds that reached it.
+    coverage: BTreeMap<String, (u64, BTreeMap<Probe, u64>)>,
 }
 
 impl Totals {
@@ -319,6 +326,14 @@ impl Totals {
         if s.cluster.hinted_handoff {
             let e = self.hints.entry(s.name.clone()).or_insert((0, 0, u64::MAX));
             *e = (e.0 + 1, e.1 + n, e.2.min(n));
+        }
+    }
+
+    fn coverage(&mut self, scenario: &str, reached: impl IntoIterator<Item = Probe>) {
+        let e = self.coverage.entry(scenario.to_string()).or_default();
+        e.0 += 1;
+        for p in reached {
+            *e.1.entry(p).or_default() += 1;
         }
     }
 
@@ -366,15 +381,21 @@ fn sweep(args: &Args) -> Result<bool, String> {
                 }
                 if args.worker.is_some() {
                     let xf = s.expect.outcome == Outcome::Fail;
+                    let reached: Vec<&str> = r.stats.probes.iter().map(|(p, _)| p.name()).collect();
                     writeln!(
                         out,
-                        "@seed {} {} {} {} {} {}",
+                        "@seed {} {} {} {} {} {} {}",
                         s.name,
                         u8::from(failed),
                         r.sim_us,
                         u8::from(xf),
                         u8::from(!r.violations.is_empty()),
-                        r.stats.hints_accepted
+                        r.stats.hints_accepted,
+                        if reached.is_empty() {
+                            "-".to_string()
+                        } else {
+                            reached.join(",")
+                        }
                     )
                     .map_err(|e| e.to_string())?;
                 }
@@ -382,6 +403,7 @@ fn sweep(args: &Args) -> Result<bool, String> {
                 t.failures += u64::from(failed);
                 t.sim_us += r.sim_us;
                 t.hints(s, r.stats.hints_accepted);
+                t.coverage(&s.name, r.stats.probes.iter().map(|(p, _)| p));
                 if s.expect.outcome == Outcome::Fail {
                     *t.xfail.entry(s.name.clone()).or_default() |= !r.violations.is_empty();
                 }
@@ -403,6 +425,36 @@ fn sweep(args: &Args) -> Result<bool, String> {
         println!(
             "  ({name}: {all} writes accepted as hints over {seeds} seeds, fewest in one seed {fewest})"
         );
+    }
+    for s in &scenarios {
+        let Some((seeds, reached)) = t.coverage.get(&s.name) else {
+            continue;
+        };
+        let hit: Vec<String> = reached.iter().map(|(p, n)| format!("{p} {n}")).collect();
+        let never: Vec<&str> = Probe::ALL
+            .iter()
+            .filter(|p| !reached.contains_key(p))
+            .map(|p| p.name())
+            .collect();
+        println!(
+            "  coverage {} ({seeds} seeds): {}; never: {}",
+            s.name,
+            hit.join(", "),
+            if never.is_empty() {
+                "-".to_string()
+            } else {
+                never.join(", ")
+            }
+        );
+        for p in &s.expect.sometimes {
+            if !reached.contains_key(p) && *seeds >= COVERAGE_MIN_SEEDS {
+                println!(
+                    "FAIL {}: expect.sometimes names {p}, which none of its {seeds} seeds reached",
+                    s.name
+                );
+                t.failures += 1;
+            }
+        }
     }
     for (name, seen) in &t.xfail {
         if !seen {
@@ -457,9 +509,15 @@ fn run_workers(args: &Args, scenarios: &[Scenario], t: &mut Totals) -> Result<()
                 continue;
             };
             let f: Vec<&str> = rest.split(' ').collect();
-            let [name, failed, sim_us, xf, violated, hints] = f[..] else {
+            let [name, failed, sim_us, xf, violated, hints, probes] = f[..] else {
                 return Err(format!("bad worker line {line:?}"));
             };
+            let reached = probes
+                .split(',')
+                .filter(|p| *p != "-")
+                .map(|p| Probe::parse(p).ok_or_else(|| format!("bad worker line {line:?}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            t.coverage(name, reached);
             if let Some(s) = scenarios.iter().find(|s| s.name == name) {
                 t.hints(
                     s,

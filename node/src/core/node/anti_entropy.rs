@@ -107,6 +107,7 @@ impl<S: Storage> Node<S> {
             }
         }
         self.aae_stats.keys_repaired += repaired;
+        self.probes.add(Probe::AaeRepaired, repaired);
         repaired
     }
 
@@ -371,6 +372,7 @@ impl<S: Storage> Node<S> {
             if only_this {
                 self.remove_key(&key);
                 self.aae_stats.tombstones_reaped += 1;
+                self.probes.hit(Probe::TombstoneReaped);
                 for peer in self.peers() {
                     let msg = PeerMsg::Reap {
                         key: key.clone(),

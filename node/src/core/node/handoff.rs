@@ -171,6 +171,7 @@ impl<S: Storage> Node<S> {
             push.done = true;
         }
         self.handoff_keys.0 += sets.len() as u64;
+        self.probes.hit(Probe::HandoffSent);
         let msg = PeerMsg::HandoffBatch {
             partition,
             epoch: self.cfg.view.epoch,
@@ -255,6 +256,7 @@ impl<S: Storage> Node<S> {
         }
         inc.next += 1;
         self.handoff_keys.1 += sets.len() as u64;
+        self.probes.hit(Probe::HandoffReceived);
         for (k, s) in &sets {
             if self.cfg.view.partition_of(k) == partition {
                 self.absorb(k, s, None);

@@ -232,6 +232,7 @@ impl<S: Storage> Node<S> {
     /// routed again by the new view.
     fn switch(&mut self, view: View) {
         let old = std::mem::replace(&mut self.cfg.view, view);
+        self.probes.hit(Probe::ViewInstalled);
         let me = self.me.clone();
         self.shard = self.cfg.view.shard_of_node(&me);
         if old.partitions != self.cfg.view.partitions {
@@ -325,6 +326,7 @@ impl<S: Storage> Node<S> {
         };
         if epoch <= self.cfg.view.epoch && f.can_fail_over(self.now) {
             self.proxy.failovers += 1;
+            self.probes.hit(Probe::ProxyFailover);
             return self.attempt(f);
         }
         // Either this node's view is behind (the newer one is on its way by gossip) or the
