@@ -608,3 +608,17 @@ pub fn raw_status(addr: &str, request: &[u8], half_close: bool) -> u16 {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
 }
+
+/// `len` incompressible (xorshift) bytes, distinct per `seed`: a value that fills memory, disks
+/// and links as fast as it is written.
+pub fn incompressible(seed: usize, len: usize) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (seed as u64 + 1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

@@ -2,7 +2,7 @@
 //! every acknowledged write reads back, and writes succeed again once space frees. Needs root
 //! to mount a small tmpfs; skips (loudly) when it cannot.
 
-use causeway_e2e::{Cluster, Opts, client};
+use causeway_e2e::{Cluster, Opts, client, incompressible};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -15,19 +15,6 @@ impl Drop for Tmpfs<'_> {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(self.0).status();
     }
-}
-
-/// Incompressible (xorshift) bytes, distinct per `i`, so the disk fills as fast as it is written.
-fn value(i: usize) -> Vec<u8> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (i as u64 + 1);
-    (0..VALUE_BYTES)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]
@@ -61,7 +48,7 @@ fn a_full_disk_refuses_writes_with_507_and_recovers() {
     for i in 0..200 {
         let r = http
             .put(format!("{url}/v1/kv/fill-{i}"))
-            .body(value(i))
+            .body(incompressible(i, VALUE_BYTES))
             .send()
             .expect("the node answers every write");
         match r.status().as_u16() {
@@ -90,7 +77,7 @@ fn a_full_disk_refuses_writes_with_507_and_recovers() {
         assert_eq!(r.status(), 200, "fill-{i}");
         assert_eq!(
             r.bytes().expect("body").as_ref(),
-            value(i).as_slice(),
+            incompressible(i, VALUE_BYTES).as_slice(),
             "fill-{i}"
         );
     }

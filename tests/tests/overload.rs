@@ -2,7 +2,7 @@
 //! stays bounded by configuration, also while a replica is paused (SIGSTOP), and every
 //! acknowledged write reads back from all replicas afterwards.
 
-use causeway_e2e::{Cluster, client};
+use causeway_e2e::{Cluster, client, incompressible};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -11,19 +11,6 @@ const VALUE_BYTES: usize = 8 << 20;
 const WRITERS: usize = 25;
 /// The documented bound on one node's peak RSS under this load (docs/limits.md).
 const RSS_BOUND: u64 = 1536 << 20;
-
-/// The value writer `i` puts: distinct per writer and incompressible (xorshift).
-fn value(i: usize) -> Vec<u8> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (i as u64 + 1);
-    (0..VALUE_BYTES)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// 25 concurrent 8 MiB PUTs through the nodes in `via`; returns the acknowledged writers.
 fn put_all(c: &Cluster, via: &[usize], w: &str) -> Vec<usize> {
@@ -34,7 +21,7 @@ fn put_all(c: &Cluster, via: &[usize], w: &str) -> Vec<usize> {
                 let r = client()
                     .put(url)
                     .timeout(Duration::from_secs(30))
-                    .body(value(i))
+                    .body(incompressible(i, VALUE_BYTES))
                     .send();
                 match r {
                     Ok(r) if r.status() == 204 => Some(i),
@@ -61,7 +48,7 @@ fn read_back_all(c: &Cluster, acked: &[usize]) {
     let http = client();
     let deadline = Instant::now() + Duration::from_secs(30);
     for &i in acked {
-        let want = value(i);
+        let want = incompressible(i, VALUE_BYTES);
         loop {
             let r = http
                 .get(format!("{}/v1/kv/big-{i}?r=all", c.url(i % 3)))
