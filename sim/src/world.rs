@@ -581,6 +581,16 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             .replies
             .iter()
             .map(|r| (ReplyTo::Client(r.id), &r.result));
+        // A forward this node refused is never executed here: it stops being awaited (left
+        // behind, it would take the answer to a later forward under the same proxy and rid).
+        for (to, m) in &ready.messages {
+            if let PeerMsg::NotReplica { rid, .. } = m
+                && let Some(&from) = self.index.get(to)
+            {
+                let refused = ReplyTo::Forward { from, rid: *rid };
+                self.slots[n].awaited.retain(|a| a.reply != refused);
+            }
+        }
         let forwards = ready.messages.iter().filter_map(|(to, m)| match m {
             PeerMsg::ForwardReply { rid, result, .. } => {
                 let from = *self.index.get(to)?;
@@ -1267,4 +1277,81 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
 
 fn mix(h: u64, x: u64) -> u64 {
     (h.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Any stream: nothing the test checks depends on the draws.
+    struct Steps(u64);
+
+    impl Entropy for Steps {
+        fn next_u64(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            self.0
+        }
+    }
+
+    const TWO_SHARDS: &str = r#"
+        name = "two-shards"
+        description = "Two nodes, one replica each."
+        [cluster]
+        nodes = 2
+        rf = 1
+        [workload]
+        sessions = 1
+        keys = 1
+        ops_per_session = 0
+        read = 1.0
+        write = 1.0
+        delete = 0.0
+    "#;
+
+    /// A forward the replica refused is not awaited there: the write a later forward under the
+    /// same proxy and rid carries (a restarted proxy may reuse a rid) is recorded as itself.
+    #[test]
+    fn a_refused_forward_leaves_nothing_awaited() {
+        let scenario = Scenario::from_toml(TWO_SHARDS).unwrap();
+        let plan = Plan::default();
+        let mut w = World::new(&scenario, &plan, None, Steps(0), |_| {}, false);
+        w.start(0);
+        w.start(1);
+        let view = w.config.view.clone();
+        let mine = view.shard_of_node(&node_addr(1)).unwrap();
+        let key = |owned: bool| {
+            (0..)
+                .map(key_name)
+                .find(|k| (view.shard_of_key(k.as_bytes()) == mine) == owned)
+                .map(Bytes::from)
+                .unwrap()
+        };
+        let forward = |key: Bytes, value: &'static str| Input::Peer {
+            from: node_addr(0),
+            msg: PeerMsg::Forward {
+                rid: 9,
+                op: Op::Put {
+                    key,
+                    value: Some(Bytes::from_static(value.as_bytes())),
+                    content_type: None,
+                    context: VersionVector::new(),
+                    w: Quorum::N(1),
+                },
+                epoch: view.epoch,
+            },
+        };
+        w.feed(1, forward(key(false), "refused"));
+        assert!(w.history.writes.is_empty());
+        w.feed(1, forward(key(true), "executed"));
+        let recorded: Vec<(&Bytes, Option<&Bytes>)> = w
+            .history
+            .writes
+            .iter()
+            .map(|r| (&r.key, r.value.as_ref()))
+            .collect();
+        assert_eq!(
+            recorded,
+            [(&key(true), Some(&Bytes::from_static(b"executed")))]
+        );
+    }
 }

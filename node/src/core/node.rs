@@ -419,7 +419,7 @@ impl<S: Storage> Node<S> {
             wall: now,
             hlc: now.as_micros(),
             live,
-            next_rid: 1,
+            next_rid: id.nonce,
             out: Ready::default(),
             outbox: Outbox::default(),
             storage_full: false,
@@ -584,8 +584,12 @@ impl<S: Storage> Node<S> {
         self.clock_dirty = false;
     }
 
+    /// A fresh request id. Each incarnation counts from its own random start (the nonce), so an
+    /// answer to a request of a previous incarnation — still in flight, or held by a replica in
+    /// its causal wait — is not taken for one of this incarnation's (the chance that two
+    /// incarnations' ranges of rids meet is negligible).
     fn rid(&mut self) -> Rid {
-        self.next_rid += 1;
+        self.next_rid = self.next_rid.wrapping_add(1);
         self.next_rid
     }
 

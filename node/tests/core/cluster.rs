@@ -3,7 +3,8 @@
 use super::world::{Faults, World, addr, del, get, put};
 use causeway::core::ring::node_hash;
 use causeway::core::{
-    Config, ReqError, Response, SyncMode, Version, VersionSet, VersionVector, View,
+    Config, Identity, Input, MemStorage, Node, NodeId, PeerMsg, ReqError, Request, Response,
+    SyncMode, Time, Version, VersionSet, VersionVector, View,
 };
 use causeway::core::{Quorum, Reply};
 use std::time::Duration;
@@ -230,6 +231,83 @@ fn proxied_read_fails_over_to_a_replica_that_satisfies_the_context() {
     assert_eq!(values(&r), vec!["x"]);
     assert_ne!(r.served_by, first, "the lagging replica must not answer");
     assert_eq!(w.nodes[&addr(4)].status().failovers, 1);
+}
+
+/// The first message of `kind` in what `node` has to send.
+fn sent(node: &mut Node<MemStorage>, kind: &str) -> PeerMsg {
+    let mut ready = node.take_ready();
+    ready.merge_early();
+    ready
+        .messages
+        .into_iter()
+        .map(|(_, m)| m)
+        .find(|m| m.kind() == kind)
+        .unwrap_or_else(|| panic!("no {kind} sent"))
+}
+
+#[test]
+fn a_restarted_proxy_ignores_answers_to_its_previous_incarnation() {
+    let view = View::new(vec![addr(0), addr(1)], 1).unwrap();
+    let cfg = Config::new(view.clone());
+    let shard = view.shard_of_node(&addr(1)).unwrap();
+    let key = (0..)
+        .map(|i| format!("key-{i}"))
+        .find(|k| view.shard_of_key(k.as_bytes()) == shard)
+        .unwrap();
+    let now = Time::from_millis(1_000_000_000);
+    let start = |id: NodeId, nonce: u64, storage: MemStorage| {
+        Node::new(cfg.clone(), Identity { node: id, nonce }, storage, now)
+    };
+    let write = |id: u64, value: &str| {
+        let op = put(&key, value, &VersionVector::new(), Quorum::N(1));
+        Input::Client(Request { id, op })
+    };
+    // The replica answers a forward; returns the answer and the dot it issued.
+    let answer = |replica: &mut Node<MemStorage>, forward: PeerMsg| {
+        let from = addr(0);
+        replica.handle(now, Input::Peer { from, msg: forward });
+        let reply = sent(replica, "forward_reply");
+        let PeerMsg::ForwardReply {
+            result: Ok(Response::Written { dot, .. }),
+            ..
+        } = &reply
+        else {
+            panic!("the replica did not execute the write: {reply:?}");
+        };
+        (*dot, reply)
+    };
+    let mut replica = start(addr(1), 7, MemStorage::new());
+    let mut proxy = start(addr(0), 1, MemStorage::new());
+    proxy.handle(now, write(1, "old"));
+    let old = sent(&mut proxy, "forward");
+    // The proxy restarts before the answer arrives and forwards another client's write.
+    let mut proxy = start(addr(0), 2, proxy.into_storage());
+    proxy.handle(now, write(2, "new"));
+    let new = sent(&mut proxy, "forward");
+    let (_, late) = answer(&mut replica, old);
+    proxy.handle(
+        now,
+        Input::Peer {
+            from: addr(1),
+            msg: late,
+        },
+    );
+    assert!(
+        proxy.take_ready().replies.is_empty(),
+        "the answer to the previous incarnation's write was taken for request 2"
+    );
+    let (dot, reply) = answer(&mut replica, new);
+    proxy.handle(
+        now,
+        Input::Peer {
+            from: addr(1),
+            msg: reply,
+        },
+    );
+    let replies = proxy.take_ready().replies;
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].id, 2);
+    assert!(matches!(&replies[0].result, Ok(Response::Written { dot: d, .. }) if *d == dot));
 }
 
 #[test]
