@@ -522,6 +522,36 @@ mod tests {
     }
 
     #[test]
+    fn probes_and_timing_knobs_parse_and_are_checked() {
+        let base = r#"
+            name = "t"
+            [cluster]
+            nodes = 3
+            rf = 3
+            tombstone_grace_s = 2.5
+            [workload]
+            sessions = 1
+            keys = 1
+            ops_per_session = 1
+            read = 1.0
+            write = 1.0
+            [expect]
+            sometimes = ["read-repair", "tombstone-reaped"]
+        "#;
+        let s = Scenario::from_toml(base).unwrap();
+        assert_eq!(
+            s.expect.sometimes,
+            [Probe::ReadRepair, Probe::TombstoneReaped]
+        );
+        assert_eq!(s.cluster.tombstone_grace_s, Some(2.5));
+        assert_eq!(s.cluster.aae_interval_s, None);
+        let err = Scenario::from_toml(&base.replace("read-repair", "read-repairs")).unwrap_err();
+        assert!(err.contains("read-repairs"), "{err}");
+        let err = Scenario::from_toml(&base.replace("2.5", "0.0")).unwrap_err();
+        assert!(err.contains("tombstone_grace_s"), "{err}");
+    }
+
+    #[test]
     fn hint_options_parse_and_are_checked() {
         let base = r#"
             name = "t"

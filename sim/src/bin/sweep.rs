@@ -31,7 +31,7 @@ use std::time::Instant;
 /// Violations printed per failing seed; the rest are counted.
 const SHOWN: usize = 4;
 /// Seeds of a scenario a sweep must run before a `sometimes` probe that no seed reached fails it.
-const COVERAGE_MIN_SEEDS: u64 = 20;
+const COVERAGE_MIN_SEEDS: u64 = 100;
 /// The scenario directory, relative to the repository root (where `ci/sweep` runs).
 const DEFAULT_DIR: &str = "scenarios";
 
