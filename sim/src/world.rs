@@ -11,7 +11,7 @@
 use crate::disk::SimDisk;
 use bytes::Bytes;
 use causeway::core::{
-    Canary, Config, Dot, Identity, Input, Node, NodeId, Op, PeerMsg, Probes, Quorum, Ready,
+    Canary, Config, Dot, Identity, Input, Node, NodeId, Op, Origin, PeerMsg, Probes, Quorum, Ready,
     Request, Response, SyncMode, Time, VersionSet, VersionVector, View,
 };
 use causeway_harness::history::{History, OpRecord, Outcome, WriteRecord};
@@ -166,29 +166,15 @@ pub struct RunOutput {
     pub stats: Stats,
 }
 
-/// A write a replica was asked to execute and whose dot is not known yet. The core may execute
-/// it at once or later (after waiting for its context), so every `Ready` of that replica is
-/// searched for it: first by reply id (a `Written` reply or forward reply), then by a fresh dot of
-/// the replica's own actor in the replication it sends, matched by key and value.
+/// A write a replica was handed and has not executed yet: the core may execute it at once or
+/// later (after waiting for its context), and reports it in [`Ready::executed`] with the
+/// request's origin, which names this entry.
 struct AwaitedWrite {
-    key: Bytes,
-    value: Option<Bytes>,
     context: VersionVector,
     /// The client operation it serves (`UNATTRIBUTED` when no sent operation matches).
     op: u64,
     reply: ReplyTo,
 }
-
-impl AwaitedWrite {
-    /// A delete with an empty context: it supersedes what its coordinator holds (docs/guarantees.md).
-    fn blind_delete(&self) -> bool {
-        self.value.is_none() && self.context.is_empty()
-    }
-}
-
-/// An awaited write found executed: the write, its dot, and the context the core reports it was
-/// applied with (for a blind delete; others supersede their request context).
-type Found = (AwaitedWrite, Dot, Option<VersionVector>);
 
 /// Where the outcome of an awaited write is reported.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -521,13 +507,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             }
             _ => return None,
         };
-        let Op::Put {
-            key,
-            value,
-            context,
-            ..
-        } = op
-        else {
+        let Op::Put { context, .. } = op else {
             return None;
         };
         // Awaited at every node it reaches, owner or not: the node may execute it later (after
@@ -535,8 +515,6 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         // again), and a node executes only writes it was handed.
         self.slots[n].node.as_ref()?;
         Some(AwaitedWrite {
-            key: key.clone(),
-            value: value.clone(),
             context: context.clone(),
             op: client_op.unwrap_or(UNATTRIBUTED),
             reply,
@@ -566,112 +544,63 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             })
     }
 
-    /// Records the executions `ready` reveals (see [`AwaitedWrite`]).
+    /// Records the writes `ready` reports executed ([`Ready::executed`]), each under the client
+    /// operation its request serves, and stops awaiting requests that were answered or refused.
     fn observe_writes(&mut self, n: usize, ready: &Ready) {
-        if self.slots[n].awaited.is_empty() {
-            return;
-        }
         if self.slots[n].node.is_none() {
             return;
         }
         let me = self.slots[n].id.clone();
-        // Dots of any actor of this node (a view change gives it a new one).
-        let mine = causeway::core::ring::node_hash(&me);
-        let replies = ready
-            .replies
-            .iter()
-            .map(|r| (ReplyTo::Client(r.id), &r.result));
-        // A forward this node refused is never executed here: it stops being awaited (left
-        // behind, it would take the answer to a later forward under the same proxy and rid).
-        for (to, m) in &ready.messages {
-            if let PeerMsg::NotReplica { rid, .. } = m
-                && let Some(&from) = self.index.get(to)
-            {
-                let refused = ReplyTo::Forward { from, rid: *rid };
-                self.slots[n].awaited.retain(|a| a.reply != refused);
-            }
-        }
-        let forwards = ready.messages.iter().filter_map(|(to, m)| match m {
-            PeerMsg::ForwardReply { rid, result, .. } => {
-                let from = *self.index.get(to)?;
-                Some((ReplyTo::Forward { from, rid: *rid }, result))
-            }
-            _ => None,
-        });
-        let mut found: Vec<Found> = Vec::new();
-        for (to, result) in replies.chain(forwards) {
-            // The latest with that address: a restarted proxy numbers its forwards from the
-            // start again, so an older entry may carry the same one.
-            if let Some(i) = self.slots[n].awaited.iter().rposition(|a| a.reply == to) {
-                let a = self.slots[n].awaited.remove(i);
-                // A proxy's reply carries a dot another node issued (and records).
-                if let Ok(Response::Written {
-                    dot,
-                    coordinator_context,
-                    ..
-                }) = result
-                    && dot.actor.node() == mine
-                {
-                    found.push((a, *dot, coordinator_context.clone()));
-                }
-            }
-        }
-        for (_, m) in &ready.messages {
-            let PeerMsg::Replicate { key, set, dots } = m else {
-                continue;
+        for e in &ready.executed {
+            let to = match &e.origin {
+                Origin::Client(id) => Some(ReplyTo::Client(*id)),
+                Origin::Proxy { from, rid } => self
+                    .index
+                    .get(from)
+                    .map(|&from| ReplyTo::Forward { from, rid: *rid }),
             };
-            for d in dots.iter().filter(|d| d.actor.node() == mine) {
-                let done = |f: &[Found]| f.iter().any(|(_, x, _)| x == d);
-                if self.slots[n].recorded.contains(d) || done(&found) {
-                    continue;
-                }
-                let value = set
-                    .versions()
-                    .iter()
-                    .find(|v| v.dot == *d)
-                    .map(|v| &v.value);
-                // The set a fresh write produces merges the write's context, so a write whose
-                // context the set does not dominate was not the one executed (it still waits, or
-                // went elsewhere); of the rest, the first handed over (parked writes run in
-                // order).
-                let awaited = &self.slots[n].awaited;
-                let same = |a: &AwaitedWrite| a.key == *key && value.is_none_or(|v| *v == a.value);
-                let i = awaited
-                    .iter()
-                    .position(|a| same(a) && set.context().dominates(&a.context))
-                    .or_else(|| awaited.iter().position(same))
-                    .or_else(|| awaited.iter().position(|a| a.key == *key));
-                if let Some(i) = i {
-                    let a = self.slots[n].awaited.remove(i);
-                    // The replication of a fresh write carries the set the write produced: for
-                    // a blind delete its context is the coordinator's plus the delete's own dot,
-                    // which it does not supersede. The dot is fresh, so the coordinator's context
-                    // held less of its actor: lowering that entry recovers exactly that context.
-                    let applied = a.blind_delete().then(|| {
-                        set.context()
-                            .iter()
-                            .map(|(x, n)| (x, if x == d.actor { d.counter - 1 } else { n }))
-                            .collect()
-                    });
-                    found.push((a, *d, applied));
-                }
-            }
-        }
-        for (a, dot, applied) in found {
-            if !self.slots[n].recorded.insert(dot) {
+            // The newest with that address: a restarted proxy numbers its forwards from the
+            // start again, so an older entry may carry the same one.
+            let awaited = &mut self.slots[n].awaited;
+            let a = to
+                .and_then(|to| awaited.iter().rposition(|a| a.reply == to))
+                .map(|i| awaited.remove(i));
+            if !self.slots[n].recorded.insert(e.dot) {
                 continue;
             }
-            self.note(6, |_| format!("{me} executes {dot:?} for op#{}", a.op));
+            let (op, context) =
+                a.map_or((UNATTRIBUTED, e.supersedes.clone()), |a| (a.op, a.context));
+            self.note(6, |_| format!("{me} executes {:?} for op#{op}", e.dot));
             self.history.writes.push(WriteRecord {
-                dot,
-                key: a.key,
-                value: a.value,
-                supersedes: applied.unwrap_or_else(|| a.context.clone()),
-                context: a.context,
+                dot: e.dot,
+                key: e.key.clone(),
+                value: e.value.clone(),
+                supersedes: e.supersedes.clone(),
+                context,
                 node: n,
                 at_us: self.now,
-                op: a.op,
+                op,
             });
+        }
+        // A request answered here (or, for a forward, refused) is not executed here later.
+        let answered = ready
+            .replies
+            .iter()
+            .map(|r| Some(ReplyTo::Client(r.id)))
+            .chain(ready.messages.iter().map(|(to, m)| match m {
+                PeerMsg::ForwardReply { rid, .. } | PeerMsg::NotReplica { rid, .. } => {
+                    let from = *self.index.get(to)?;
+                    Some(ReplyTo::Forward { from, rid: *rid })
+                }
+                _ => None,
+            }))
+            .flatten()
+            .collect::<Vec<_>>();
+        for to in answered {
+            let awaited = &mut self.slots[n].awaited;
+            if let Some(i) = awaited.iter().rposition(|a| a.reply == to) {
+                awaited.remove(i);
+            }
         }
     }
 

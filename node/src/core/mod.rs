@@ -29,7 +29,7 @@ pub use config::{Canary, Config, ConflictMode, SyncMode};
 pub use dot::{Actor, Dot};
 pub use dvv::{Version, VersionSet};
 pub use message::PeerMsg;
-pub use node::{Identity, Input, Node, NodeStatus, Ready};
+pub use node::{Executed, Identity, Input, Node, NodeStatus, Origin, Ready};
 pub use probe::{Probe, Probes};
 pub use request::{ListEntry, Op, Quorum, Reply, ReqError, ReqId, Request, Response};
 pub use ring::{NodeId, ShardId, View};

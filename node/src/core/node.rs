@@ -93,6 +93,24 @@ pub struct Ready {
     /// Nodes this node no longer talks to: removed from the view, or join candidates that did
     /// not answer. The core itself has dropped every state it kept about them.
     pub forget: Vec<NodeId>,
+    /// The client writes this node executed, in order: what the simulator's write registry is
+    /// built from. Drivers may ignore it; nothing else in the Ready depends on it.
+    pub executed: Vec<Executed>,
+}
+
+/// A client write a node executed: the dot it issued, for which request, and exactly what the
+/// write supersedes. Invariant: `supersedes` does not cover `dot` (a write never supersedes
+/// itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Executed {
+    pub dot: Dot,
+    pub key: Bytes,
+    /// The value written; `None` for a delete.
+    pub value: Option<Bytes>,
+    /// The request's context, or for a blind delete what the coordinator held of the key.
+    pub supersedes: VersionVector,
+    /// The request it serves.
+    pub origin: Origin,
 }
 
 impl Ready {
@@ -110,7 +128,7 @@ impl Ready {
 
 /// Where the answer to an operation this node executes goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Origin {
+pub enum Origin {
     Client(ReqId),
     Proxy { from: NodeId, rid: Rid },
 }
@@ -1038,6 +1056,7 @@ impl<S: Storage> Node<S> {
         }
         self.counter += 1;
         let dot = Dot::new(self.actor, self.counter);
+        self.executed(dot, &key, &value, &ctx, &origin);
         let (set, had_value) = self.apply_new(dot, &key, current, value, &ctx);
         if blind {
             self.probes.hit(Probe::BlindDelete);
@@ -1101,6 +1120,25 @@ impl<S: Storage> Node<S> {
         self.wake_parked();
     }
 
+    /// Reports a client write executed as `dot`, superseding `ctx`, in [`Ready::executed`].
+    fn executed(
+        &mut self,
+        dot: Dot,
+        key: &Bytes,
+        value: &Option<(Bytes, Option<Bytes>)>,
+        ctx: &VersionVector,
+        origin: &Origin,
+    ) {
+        debug_assert!(!ctx.covers(dot), "a write never supersedes itself");
+        self.out.executed.push(Executed {
+            dot,
+            key: key.clone(),
+            value: value.as_ref().map(|(v, _)| v.clone()),
+            supersedes: ctx.clone(),
+            origin: origin.clone(),
+        });
+    }
+
     /// Whether a client's write for `shard` may be kept here as a hint: hinted handoff is on,
     /// it is a `w=1` write, every replica of the shard is suspected down, there is room, and its
     /// context names no write of the key's partition (a hint cannot wait for those writes, and
@@ -1155,6 +1193,7 @@ impl<S: Storage> Node<S> {
         let episode = self.dropped.get(&p).map_or(0, |d| d.1);
         let actor = self.actor.hint(p, episode);
         let dot = Dot::new(actor, self.clock.max(actor) + 1);
+        self.executed(dot, &key, &value, &ctx, &Origin::Client(client));
         let (_, had_value) = self.apply_new(dot, &key, current, value, &ctx);
         self.needs_sync = true;
         if self.retained.insert(p) {
