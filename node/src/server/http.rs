@@ -6,6 +6,7 @@
 //! that executed it; it differs from this node when the request was proxied) and, for key
 //! operations, `X-Causal-Context`.
 
+use super::batch;
 use super::compat;
 use super::driver::NodeHandle;
 use super::input::{ApiError, json_body, parse_query, percent_decode, read_body, text};
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
         .route("/v1/kv", get(listing::kv_list))
+        .route("/v1/batch", post(batch::batch))
         .route("/v1/cluster", get(cluster))
         .route("/v1/context/merge", post(merge_contexts))
         .route("/v1/admin/aae/pull", post(aae_pull))

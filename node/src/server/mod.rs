@@ -6,6 +6,7 @@
 //! HTTP and peer links on one listening socket ([`transport::SplitListener`]).
 
 pub mod auth;
+pub mod batch;
 pub mod certs;
 pub mod cli;
 pub mod compat;
