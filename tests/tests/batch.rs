@@ -37,8 +37,10 @@ fn batches_run_every_operation_like_the_single_key_api() {
     let mut ops: Vec<Value> = (0..999)
         .map(|i| json!({"op": "put", "key": format!("b-{i:04}"), "value": B64.encode(format!("v{i}"))}))
         .collect();
-    ops.push(json!({"op": "put", "key_base64": B64.encode(b"\x00bin\xff"), "value": B64.encode("raw"),
-                    "content_type": "text/plain", "w": "all"}));
+    ops.push(
+        json!({"op": "put", "key_base64": B64.encode(b"\x00bin\xff"), "value": B64.encode("raw"),
+                    "content_type": "text/plain", "w": "all"}),
+    );
     let (status, reply) = batch(&url, &json!({"ops": ops}), None);
     assert_eq!(status, 200, "{reply}");
     assert!(statuses(&reply).iter().all(|s| *s == 204), "{reply}");
@@ -59,7 +61,10 @@ fn batches_run_every_operation_like_the_single_key_api() {
         assert_eq!(r.status(), 200);
         assert_eq!(r.text().unwrap(), format!("v{i}"));
     }
-    let r = http.get(format!("{}/v1/kv/%00bin%FF", c.url(1))).send().unwrap();
+    let r = http
+        .get(format!("{}/v1/kv/%00bin%FF", c.url(1)))
+        .send()
+        .unwrap();
     assert_eq!(r.headers()["content-type"], "text/plain");
     assert_eq!(r.text().unwrap(), "raw");
 
@@ -84,10 +89,17 @@ fn batches_run_every_operation_like_the_single_key_api() {
     );
     let results = reply["results"].as_array().unwrap();
     assert_eq!(results[0]["values"], json!([B64.encode("v5")]));
-    assert!(results[0]["context"].as_str().is_some_and(|c| !c.is_empty()));
+    assert!(
+        results[0]["context"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty())
+    );
     assert_eq!(results[3]["error"], "bad request");
     assert_eq!(results[4]["error"], "payload too large");
-    assert!(results[7]["detail"].as_str().unwrap().contains("replicas"), "{reply}");
+    assert!(
+        results[7]["detail"].as_str().unwrap().contains("replicas"),
+        "{reply}"
+    );
     let r = http
         .get(format!("{}/v1/kv/b-0006", c.url(1)))
         .header("X-Causal-Context", reply["context"].as_str().unwrap())
@@ -114,7 +126,10 @@ fn batches_run_every_operation_like_the_single_key_api() {
     let ops = json!({"ops": [{"op": "put", "key": "fruit", "value": B64.encode("cherry"),
                               "context": ctx, "w": "all"}]});
     assert_eq!(statuses(&batch(&url, &ops, None).1), [204]);
-    let r = http.get(format!("{}/v1/kv/fruit", c.url(2))).send().unwrap();
+    let r = http
+        .get(format!("{}/v1/kv/fruit", c.url(2)))
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(!context_of(&r).is_empty());
     assert_eq!(r.text().unwrap(), "cherry");
@@ -154,7 +169,11 @@ fn oversized_malformed_and_unauthorised_batches_are_refused_whole() {
         "[]",
         "{\"ops\":[{\"op\":\"get\",\"key\":\"k\",\"colour\":1}]}",
     ] {
-        let r = http.post(format!("{url}/v1/batch")).body(body).send().unwrap();
+        let r = http
+            .post(format!("{url}/v1/batch"))
+            .body(body)
+            .send()
+            .unwrap();
         assert_eq!(r.status(), 400, "{body}");
         assert_eq!(r.json::<Value>().unwrap()["error"], "bad request", "{body}");
     }

@@ -6,6 +6,7 @@
 //! that executed it; it differs from this node when the request was proxied) and, for key
 //! operations, `X-Causal-Context`.
 
+use super::backup;
 use super::batch;
 use super::compat;
 use super::driver::NodeHandle;
@@ -86,6 +87,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cluster", get(cluster))
         .route("/v1/context/merge", post(merge_contexts))
         .route("/v1/admin/aae/pull", post(aae_pull))
+        .route("/v1/admin/backup", get(backup::backup_page))
+        .route("/v1/admin/restore", post(backup::restore_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

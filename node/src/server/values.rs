@@ -72,7 +72,11 @@ pub fn read_status(live: &[&Version]) -> StatusCode {
 
 /// The JSON form of a read (`values`, `siblings`, `deleted`, `context`); `live` is
 /// [`live_versions`] of `versions`.
-pub fn read_json(versions: &[Version], live: &[&Version], ctx: &VersionVector) -> serde_json::Value {
+pub fn read_json(
+    versions: &[Version],
+    live: &[&Version],
+    ctx: &VersionVector,
+) -> serde_json::Value {
     let values: Vec<String> = live
         .iter()
         .filter_map(|v| v.value.as_ref().map(|b| B64.encode(b)))
