@@ -5,16 +5,19 @@
 //! every key's version set as one replica held it when its page was read, so writes made during
 //! the backup may or may not be in it. A restore first reads the whole file and checks its
 //! structure and SHA-256 digest — a damaged or truncated file is refused before anything is
-//! sent — then posts its frames to `POST /v1/admin/restore`, a few at a time. Restoring joins
+//! sent — then posts its frames to `POST /v1/admin/restore`, a few at a time, each split into one
+//! request per shard sent to a replica of that shard (by the view `--node` reports), so keys
+//! are not forwarded one by one. Restoring joins
 //! the backed-up version sets into what the cluster holds (never overwriting newer writes); it
 //! is idempotent, so a restore that stopped half-way (a node went away) is completed by running
 //! it again.
 
-use super::backup::{COUNT_HEADER, NEXT_HEADER};
+use super::backup::{COUNT_HEADER, Entries, NEXT_HEADER, decode_entries, encode_entries};
 use super::backup_file::{self, Writer};
 use super::cli::{ClientOpts, base_url};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -36,7 +39,7 @@ pub struct RestoreArgs {
     pub conn: ClientOpts,
     /// The backup file to restore
     pub file: PathBuf,
-    /// Frames sent at once
+    /// Requests in flight at once (a frame is split into one request per shard)
     #[arg(long, default_value_t = 4)]
     pub parallel: usize,
 }
@@ -121,22 +124,99 @@ pub async fn backup(a: BackupArgs) -> anyhow::Result<u64> {
     Ok(keys)
 }
 
-/// Sends one frame, retrying what may pass on a later attempt (no answer, 503).
+/// Where a restore sends each key: a replica of its shard in the view `--node` reported, so
+/// keys reach a replica without being forwarded one at a time. A replica the restore cannot
+/// reach is replaced by `--node`, which forwards (as it does for keys of a later view).
+struct Routes {
+    partitions: u32,
+    /// Per partition, the base URLs of its shard's replicas.
+    replicas: Vec<Vec<String>>,
+}
+
+impl Routes {
+    async fn load(client: &reqwest::Client, base: &str) -> anyhow::Result<Routes> {
+        let resp = client
+            .get(format!("{base}/v1/cluster?scope=local"))
+            .send()
+            .await
+            .with_context(|| format!("no answer from {base}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("{status}: {}", resp.text().await.unwrap_or_default());
+        }
+        let v: serde_json::Value = resp.json().await.context("the node's view is not JSON")?;
+        let partitions = v["partitions"].as_u64().unwrap_or(0) as u32;
+        let scheme = base.split("://").next().unwrap_or("http");
+        let mut replicas = vec![Vec::new(); partitions as usize];
+        for shard in v["shards"].as_array().into_iter().flatten() {
+            let urls: Vec<String> = shard["replicas"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.as_str().map(|a| format!("{scheme}://{a}")))
+                .collect();
+            for p in shard["partitions"].as_array().into_iter().flatten() {
+                if let Some(slot) = p.as_u64().and_then(|p| replicas.get_mut(p as usize)) {
+                    slot.clone_from(&urls);
+                }
+            }
+        }
+        Ok(Routes {
+            partitions,
+            replicas,
+        })
+    }
+
+    /// Splits a frame into one part per replica to send it to (`fallback` for keys whose
+    /// partition the view did not name), the `n`th frame using the `n`th replica of each shard.
+    fn split(
+        &self,
+        frame: Vec<u8>,
+        n: usize,
+        fallback: &str,
+    ) -> anyhow::Result<Vec<(String, u32, Vec<u8>)>> {
+        if self.partitions == 0 {
+            return Ok(vec![(fallback.to_owned(), 0, frame)]);
+        }
+        let entries =
+            decode_entries(&frame).map_err(|e| anyhow::anyhow!("the backup is damaged: {e}"))?;
+        let mut parts: BTreeMap<String, Entries> = BTreeMap::new();
+        for (key, set) in entries {
+            let p = crate::core::ring::partition_of(&key, self.partitions) as usize;
+            let to = match self.replicas.get(p).filter(|r| !r.is_empty()) {
+                Some(r) => r[n % r.len()].clone(),
+                None => fallback.to_owned(),
+            };
+            parts.entry(to).or_default().push((key, set));
+        }
+        Ok(parts
+            .into_iter()
+            .map(|(to, e)| (to, e.len() as u32, encode_entries(&e)))
+            .collect())
+    }
+}
+
+/// Sends one part of a frame to `base` (or, when `base` does not answer, to `fallback`),
+/// retrying what may pass on a later attempt (no answer, 503).
 async fn send_frame(
     client: &reqwest::Client,
-    url: &str,
+    base: &str,
+    fallback: &str,
     frame: Vec<u8>,
 ) -> anyhow::Result<serde_json::Value> {
     let frame = bytes::Bytes::from(frame);
     let mut last = String::new();
+    let mut to = base;
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(500 << attempt.min(3))).await;
         }
-        let resp = match client.post(url).body(frame.clone()).send().await {
+        let url = format!("{to}/v1/admin/restore");
+        let resp = match client.post(&url).body(frame.clone()).send().await {
             Ok(r) => r,
             Err(e) => {
-                last = format!("no answer: {e}");
+                last = format!("no answer from {to}: {e}");
+                to = fallback;
                 continue;
             }
         };
@@ -156,7 +236,7 @@ async fn send_frame(
 /// Restores a backup after verifying it; returns (keys, keys whose state changed).
 pub async fn restore(a: RestoreArgs) -> anyhow::Result<(u64, u64)> {
     let client = http(&a.conn)?;
-    let url = format!("{}/v1/admin/restore", base_url(&a.conn.node)?);
+    let base = base_url(&a.conn.node)?;
     let size = std::fs::metadata(&a.file)
         .with_context(|| format!("opening {}", a.file.display()))?
         .len();
@@ -165,6 +245,7 @@ pub async fn restore(a: RestoreArgs) -> anyhow::Result<(u64, u64)> {
         .with_context(|| format!("{} was not restored", a.file.display()))?;
     check.finish_and_clear();
     let started = Instant::now();
+    let routes = Routes::load(&client, &base).await?;
     let pb = bar(Some(summary.keys), "restore");
     let mut reader = backup_file::Reader::open(&a.file)?;
     let mut running = tokio::task::JoinSet::new();
@@ -176,14 +257,18 @@ pub async fn restore(a: RestoreArgs) -> anyhow::Result<(u64, u64)> {
         pb.inc(u64::from(count));
         anyhow::Ok(())
     };
-    while let Some((count, frame)) = reader.next_frame()? {
-        if running.len() >= a.parallel.max(1)
-            && let Some(done) = running.join_next().await
-        {
-            collect(done)?;
+    let mut n = 0;
+    while let Some((_, frame)) = reader.next_frame()? {
+        for (to, count, part) in routes.split(frame, n, &base)? {
+            if running.len() >= a.parallel.max(1)
+                && let Some(done) = running.join_next().await
+            {
+                collect(done)?;
+            }
+            let (client, base) = (client.clone(), base.clone());
+            running.spawn(async move { Ok((count, send_frame(&client, &to, &base, part).await?)) });
         }
-        let (client, url) = (client.clone(), url.clone());
-        running.spawn(async move { Ok((count, send_frame(&client, &url, frame).await?)) });
+        n += 1;
     }
     while let Some(done) = running.join_next().await {
         collect(done)?;
