@@ -31,6 +31,9 @@ pub struct BackupArgs {
     /// Keys per page (1..=1000)
     #[arg(long, default_value_t = 1000)]
     pub page: u32,
+    /// Read at most this many keys per second, leaving the cluster room to serve (0: as fast as it answers)
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -108,6 +111,10 @@ pub async fn backup(a: BackupArgs) -> anyhow::Result<u64> {
             file.frame(count, &body)?;
         }
         pb.inc(u64::from(count));
+        if a.rate > 0 {
+            let due = Duration::from_secs_f64(pb.position() as f64 / a.rate as f64);
+            tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
+        }
         match next {
             Some(n) => after = Some(n),
             None => break,
