@@ -41,8 +41,20 @@ pub fn encode_entries(entries: &Entries) -> Vec<u8> {
         .expect("encoding bytes and integers cannot fail")
 }
 
-/// Decodes a frame, refusing trailing bytes; allocation is bounded by [`MAX_FRAME_BYTES`].
+/// Most keys in one frame (a backup page holds at most 1,000).
+pub const MAX_FRAME_KEYS: u64 = 10_000;
+
+/// Decodes a frame, refusing trailing bytes. The key count (the encoding's length prefix) is
+/// checked against [`MAX_FRAME_KEYS`] before anything is decoded, and decoding is bounded by
+/// [`MAX_FRAME_BYTES`], so a hostile frame cannot make it allocate more than a real one.
 pub fn decode_entries(b: &[u8]) -> Result<Entries, String> {
+    let (keys, _): (u64, usize) = bincode::serde::decode_from_slice(b, bincode_config())
+        .map_err(|e| format!("not a backup frame: {e}"))?;
+    if keys > MAX_FRAME_KEYS {
+        return Err(format!(
+            "the frame claims {keys} keys; a frame holds at most {MAX_FRAME_KEYS}"
+        ));
+    }
     let (entries, used): (Entries, usize) = bincode::serde::decode_from_slice(b, bincode_config())
         .map_err(|e| format!("not a backup frame: {e}"))?;
     if used != b.len() {
