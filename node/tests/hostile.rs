@@ -206,6 +206,7 @@ fn peer_msg() -> impl Strategy<Value = PeerMsg> {
                 end: None,
                 after,
                 limit,
+                full: false,
             }),
         (
             rid(),

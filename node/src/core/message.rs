@@ -60,13 +60,15 @@ pub enum PeerMsg {
         key: Bytes,
         set: VersionSet,
     },
-    /// List up to `limit` live keys in `[start, end)` after `after` from your shard.
+    /// List up to `limit` live keys in `[start, end)` after `after` from your shard (with
+    /// `full`, tombstone-only keys too).
     ListPart {
         rid: Rid,
         start: Option<Bytes>,
         end: Option<Bytes>,
         after: Option<Bytes>,
         limit: u32,
+        full: bool,
     },
     ListPartReply {
         rid: Rid,

@@ -35,4 +35,4 @@ pub use request::{ListEntry, Op, Quorum, Reply, ReqError, ReqId, Request, Respon
 pub use ring::{NodeId, ShardId, View};
 pub use storage::{MemStorage, Storage};
 pub use time::Time;
-pub use validate::{Limits, Rejection, validate};
+pub use validate::{Limits, Rejection, validate, validate_set};

@@ -179,6 +179,8 @@ impl PendingRead {
 struct PendingList {
     client: ReqId,
     limit: u32,
+    /// Whole version sets, tombstone-only keys included ([`Op::List`]).
+    full: bool,
     waiting: BTreeSet<Rid>,
     entries: Vec<(Bytes, VersionSet)>,
     more: bool,
@@ -838,6 +840,11 @@ impl<S: Storage> Node<S> {
                 ));
             }
             Op::List { limit, .. } if *limit == 0 => return bad("limit must be at least 1".into()),
+            Op::Merge { set, .. } => {
+                if let Err(e) = super::validate::validate_set(set, &self.peer_limits()) {
+                    return bad(format!("malformed version set: {e}"));
+                }
+            }
             Op::KeyCount { shard } if *shard >= self.cfg.view.shard_count() => {
                 return bad(format!("no shard {shard}"));
             }
@@ -853,7 +860,9 @@ impl<S: Storage> Node<S> {
 
     fn target_shard(&self, op: &Op) -> Option<ShardId> {
         match op {
-            Op::Get { key, .. } | Op::Put { key, .. } => Some(self.cfg.view.shard_of_key(key)),
+            Op::Get { key, .. } | Op::Put { key, .. } | Op::Merge { key, .. } => {
+                Some(self.cfg.view.shard_of_key(key))
+            }
             Op::KeyCount { shard } => Some(*shard),
             _ => None,
         }
@@ -964,6 +973,7 @@ impl<S: Storage> Node<S> {
                     });
                 }
             }
+            Op::Merge { key, set } => self.merge_restored(origin, key, set),
             Op::KeyCount { shard } => {
                 let partitions = self.cfg.view.partitions_of(shard);
                 let count = partitions.iter().filter_map(|p| self.live.get(p)).sum();
@@ -1000,6 +1010,28 @@ impl<S: Storage> Node<S> {
             }
             _ => unreachable!("only reads and writes wait for their context"),
         }
+    }
+
+    /// Joins a restored version set into `key` here (the anti-entropy merge, so versions this
+    /// replica already superseded or reaped stay gone) and sends the result to the shard's
+    /// other replicas as a repair; anti-entropy backs up a repair that is lost. Answers once
+    /// this replica stored it (with the next sync), like a `w=1` write.
+    fn merge_restored(&mut self, origin: Origin, key: Bytes, set: VersionSet) {
+        if self.storage_full {
+            let why = "the replica's storage is full; the version set was not merged";
+            return self.finish(origin, Err(ReqError::InsufficientStorage(why.into())));
+        }
+        let changed = self.absorb(&key, &set, None);
+        if changed && let Some(merged) = self.storage.get(&key) {
+            for peer in self.peers() {
+                let msg = PeerMsg::Repair {
+                    key: key.clone(),
+                    set: merged.clone(),
+                };
+                self.send(&peer, msg);
+            }
+        }
+        self.finish(origin, Ok(Response::Merged { changed }));
     }
 
     /// The other replicas of this node's shard.
@@ -1558,8 +1590,9 @@ impl<S: Storage> Node<S> {
                 end,
                 after,
                 limit,
+                full,
             } => {
-                let (entries, more) = self.list_local(&start, &end, &after, limit);
+                let (entries, more) = self.list_local(&start, &end, &after, limit, full);
                 self.send(&from, PeerMsg::ListPartReply { rid, entries, more });
             }
             PeerMsg::ListPartReply { rid, entries, more } => self.on_list_part(rid, entries, more),
@@ -1625,6 +1658,7 @@ impl<S: Storage> Node<S> {
             end,
             after,
             limit,
+            full,
         } = req.op
         else {
             unreachable!("only lists have no target shard")
@@ -1632,6 +1666,7 @@ impl<S: Storage> Node<S> {
         let mut pending = PendingList {
             client: req.id,
             limit,
+            full,
             waiting: BTreeSet::new(),
             entries: Vec::new(),
             more: false,
@@ -1640,7 +1675,7 @@ impl<S: Storage> Node<S> {
         };
         for shard in 0..self.cfg.view.shard_count() {
             if Some(shard) == self.shard {
-                let (entries, more) = self.list_local(&start, &end, &after, limit);
+                let (entries, more) = self.list_local(&start, &end, &after, limit, full);
                 pending.add(entries, more);
             } else {
                 let rid = self.rid();
@@ -1651,6 +1686,7 @@ impl<S: Storage> Node<S> {
                     end: end.clone(),
                     after: after.clone(),
                     limit,
+                    full,
                 };
                 self.send(&to, msg);
                 pending.waiting.insert(rid);
@@ -1685,6 +1721,7 @@ impl<S: Storage> Node<S> {
     /// stopped early and within `max_list_bytes` (at least one key). Each shard returned its
     /// keys in order up to its own limits, so no key below the page's last one is missing.
     fn complete_list(&mut self, mut l: PendingList) {
+        let full = l.full;
         l.entries.sort_by(|a, b| a.0.cmp(&b.0));
         let limit = l.limit as usize;
         let before = l.entries.len();
@@ -1719,6 +1756,7 @@ impl<S: Storage> Node<S> {
                     .iter()
                     .filter_map(|v| v.value.clone())
                     .collect(),
+                set: full.then_some(s),
             })
             .collect();
         self.out.replies.push(Reply {
@@ -1728,14 +1766,16 @@ impl<S: Storage> Node<S> {
         });
     }
 
-    /// Up to `limit` live keys of this replica in `[start, end)` after `after`, within
-    /// `max_list_bytes` (at least one key); `more` when the scan stopped at either limit.
+    /// Up to `limit` live keys (with `full`, also tombstone-only ones) of this replica in
+    /// `[start, end)` after `after`, within `max_list_bytes` (at least one key); `more` when
+    /// the scan stopped at either limit.
     fn list_local(
         &self,
         start: &Option<Bytes>,
         end: &Option<Bytes>,
         after: &Option<Bytes>,
         limit: u32,
+        full: bool,
     ) -> (Vec<(Bytes, VersionSet)>, bool) {
         let limit = limit as usize;
         let mut lower: Bound<Bytes> = match (start, after) {
@@ -1758,7 +1798,7 @@ impl<S: Storage> Node<S> {
             let exhausted = page.len() < chunk;
             for (k, s) in page {
                 lower = Bound::Excluded(k.clone());
-                if s.has_value() && self.owns(&k) {
+                if (full || s.has_value()) && self.owns(&k) {
                     bytes += outbox::copy_bytes(&k, &s);
                     if out.len() == limit || (!out.is_empty() && bytes > self.cfg.max_list_bytes) {
                         return (out, true);

@@ -5,7 +5,7 @@
 
 use super::clock::VersionVector;
 use super::dot::Dot;
-use super::dvv::Version;
+use super::dvv::{Version, VersionSet};
 use super::ring::{NodeId, View};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -73,13 +73,19 @@ pub enum Op {
         context: VersionVector,
         w: Quorum,
     },
-    /// Keys in `[start, end)` after `after`, in key order, across all shards.
+    /// Keys in `[start, end)` after `after`, in key order, across all shards. With `full`,
+    /// every entry carries its whole version set and tombstone-only keys are listed too
+    /// (backups); otherwise only keys with a live value, with their values.
     List {
         start: Option<Bytes>,
         end: Option<Bytes>,
         after: Option<Bytes>,
         limit: u32,
+        full: bool,
     },
+    /// Join `set` into the key's version set as is (never re-stamped: the DVV merge anti-entropy
+    /// uses), at a replica of the key, which repairs the shard's other replicas (restores).
+    Merge { key: Bytes, set: VersionSet },
     /// Number of live keys held by a shard (the compatibility API's key counts).
     KeyCount { shard: u32 },
     /// Run one anti-entropy exchange with `peer` now (it must share this node's shard).
@@ -105,7 +111,7 @@ impl Op {
 
     pub fn key(&self) -> Option<&Bytes> {
         match self {
-            Op::Get { key, .. } | Op::Put { key, .. } => Some(key),
+            Op::Get { key, .. } | Op::Put { key, .. } | Op::Merge { key, .. } => Some(key),
             _ => None,
         }
     }
@@ -123,6 +129,8 @@ pub struct Request {
 pub struct ListEntry {
     pub key: Bytes,
     pub values: Vec<Bytes>,
+    /// The key's whole version set, for a `full` listing.
+    pub set: Option<VersionSet>,
 }
 
 /// A successful outcome.
@@ -160,6 +168,8 @@ pub enum Response {
     },
     /// The view now installed at the node that made the change.
     ViewChanged { view: View },
+    /// A [`Op::Merge`] was applied at `served_by`; `changed`: the key's version set grew.
+    Merged { changed: bool },
     /// An anti-entropy exchange finished.
     AntiEntropy {
         peer: NodeId,

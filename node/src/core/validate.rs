@@ -232,6 +232,11 @@ pub fn validate(msg: &PeerMsg, limits: &Limits) -> Result<(), Rejection> {
     }
 }
 
+/// Checks a version set a client supplies (a restore) as strictly as one from a peer.
+pub fn validate_set(set: &VersionSet, limits: &Limits) -> Result<(), Rejection> {
+    Checker(limits).set(set)
+}
+
 struct Checker<'a>(&'a Limits);
 
 impl Checker<'_> {
@@ -456,6 +461,10 @@ impl Checker<'_> {
                 self.value(value)?;
                 self.context(context)
             }
+            Op::Merge { key, set } => {
+                self.key(key)?;
+                self.set(set)
+            }
             // Only keyed operations are forwarded; the core refuses the rest (`NotReplica`).
             Op::List { .. } | Op::KeyCount { .. } => Ok(()),
             Op::AntiEntropy { peer } | Op::Join { node: peer } => self.node(peer),
@@ -486,7 +495,9 @@ impl Checker<'_> {
                 self.count("entries", entries.len())?;
                 next.as_ref().map_or(Ok(()), |n| self.bound(n))
             }
-            Response::KeyCount { .. } | Response::AntiEntropy { .. } => Ok(()),
+            Response::KeyCount { .. } | Response::AntiEntropy { .. } | Response::Merged { .. } => {
+                Ok(())
+            }
             Response::ViewChanged { view } => self.view(view),
         }
     }

@@ -1,4 +1,5 @@
-//! The `causeway` client commands: `get`, `put`, `delete`, `list`, `status`.
+//! The `causeway` client commands: `get`, `put`, `delete`, `list`, `status`, and `backup` and
+//! `restore` ([`super::backup_cli`]).
 //!
 //! Every client command flattens [`ClientOpts`] (where to send requests, where the session
 //! lives), so those options exist on the client commands only; an option every client needs is
@@ -92,6 +93,10 @@ pub enum ClientCommand {
     List(ListArgs),
     /// Summarise the cluster as the node sees it
     Status(StatusArgs),
+    /// Write every key's version set (siblings, tombstones, contexts) to a checksummed file while the cluster serves (admin role)
+    Backup(super::backup_cli::BackupArgs),
+    /// Verify a backup file, then merge its version sets into a cluster (admin role)
+    Restore(super::backup_cli::RestoreArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -173,6 +178,8 @@ impl ClientCommand {
             ClientCommand::Delete(a) => &a.conn,
             ClientCommand::List(a) => &a.conn,
             ClientCommand::Status(a) => &a.conn,
+            ClientCommand::Backup(a) => &a.conn,
+            ClientCommand::Restore(a) => &a.conn,
         }
     }
 }
@@ -289,6 +296,8 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
             written(client.send(req).await?)
         }
         ClientCommand::List(a) => list(&client, a).await,
+        ClientCommand::Backup(a) => super::backup_cli::backup(a).await.map(drop),
+        ClientCommand::Restore(a) => super::backup_cli::restore(a).await.map(drop),
         ClientCommand::Status(a) => {
             let reply = client
                 .send(client.http.get(format!("{}/v1/cluster", client.base)))

@@ -6,6 +6,8 @@
 //! that executed it; it differs from this node when the request was proxied) and, for key
 //! operations, `X-Causal-Context`.
 
+use super::backup;
+use super::batch;
 use super::compat;
 use super::driver::NodeHandle;
 use super::input::{ApiError, json_body, parse_query, percent_decode, read_body, text};
@@ -81,9 +83,12 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
         .route("/v1/kv", get(listing::kv_list))
+        .route("/v1/batch", post(batch::batch))
         .route("/v1/cluster", get(cluster))
         .route("/v1/context/merge", post(merge_contexts))
         .route("/v1/admin/aae/pull", post(aae_pull))
+        .route("/v1/admin/backup", get(backup::backup_page))
+        .route("/v1/admin/restore", post(backup::restore_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -95,6 +95,7 @@ pub async fn kv_list(State(st): State<AppState>, uri: Uri) -> Result<Response, A
         end,
         after,
         limit,
+        full: false,
     };
     let reply = st.node.call(op).await;
     match reply.result {

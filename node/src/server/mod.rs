@@ -6,6 +6,10 @@
 //! HTTP and peer links on one listening socket ([`transport::SplitListener`]).
 
 pub mod auth;
+pub mod backup;
+pub mod backup_cli;
+pub mod backup_file;
+pub mod batch;
 pub mod certs;
 pub mod cli;
 pub mod compat;

@@ -61,29 +61,42 @@ pub fn select_vtag(versions: Vec<Version>, vtag: &str) -> Result<Vec<Version>, A
     Ok(found)
 }
 
+/// The status of a read that found the live versions `live`: 404, 200 or 300.
+pub fn read_status(live: &[&Version]) -> StatusCode {
+    match live.len() {
+        0 => StatusCode::NOT_FOUND,
+        1 => StatusCode::OK,
+        _ => StatusCode::MULTIPLE_CHOICES,
+    }
+}
+
+/// The JSON form of a read (`values`, `siblings`, `deleted`, `context`); `live` is
+/// [`live_versions`] of `versions`.
+pub fn read_json(
+    versions: &[Version],
+    live: &[&Version],
+    ctx: &VersionVector,
+) -> serde_json::Value {
+    let values: Vec<String> = live
+        .iter()
+        .filter_map(|v| v.value.as_ref().map(|b| B64.encode(b)))
+        .collect();
+    let siblings: Vec<_> = versions.iter().map(sibling_json).collect();
+    serde_json::json!({
+        "values": values,
+        "siblings": siblings,
+        "deleted": !versions.is_empty() && live.is_empty(),
+        "context": token::encode(ctx),
+    })
+}
+
 /// 200 with the value, 300 with `multipart/mixed` siblings, or 404; or the JSON form.
 pub fn render_read(versions: &[Version], ctx: &VersionVector, json: bool) -> Response {
     let live = live_versions(versions);
     metrics::histogram!("causeway_siblings_per_read").record(live.len() as f64);
     let deleted = !versions.is_empty() && live.is_empty();
     if json {
-        let status = match live.len() {
-            0 => StatusCode::NOT_FOUND,
-            1 => StatusCode::OK,
-            _ => StatusCode::MULTIPLE_CHOICES,
-        };
-        let values: Vec<String> = live
-            .iter()
-            .filter_map(|v| v.value.as_ref().map(|b| B64.encode(b)))
-            .collect();
-        let siblings: Vec<_> = versions.iter().map(sibling_json).collect();
-        let body = serde_json::json!({
-            "values": values,
-            "siblings": siblings,
-            "deleted": deleted,
-            "context": token::encode(ctx),
-        });
-        return (status, Json(body)).into_response();
+        return (read_status(&live), Json(read_json(versions, &live, ctx))).into_response();
     }
     match live.as_slice() {
         [] => {

@@ -484,6 +484,7 @@ fn listing_merges_shards_in_key_order_with_pagination() {
                 end: Some("item-99".into()),
                 after: after.clone(),
                 limit: 7,
+                full: false,
             },
         );
         let Ok(Response::Listed { entries, next }) = r.result else {
