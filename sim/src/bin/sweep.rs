@@ -9,7 +9,7 @@
 //! sweep --list-canaries
 //! ```
 //! A sweep ends with `sweep: <seeds> seeds, <scenarios> scenarios, <failures> failures,
-//! <sim_s> simulated s in <wall_s> wall s` (after one line per scenario with hinted handoff on:
+//! <sim_s> simulated s in <wall_s> wall s (<rate> seeds/s)` (after one line per scenario with hinted handoff on:
 //! hints accepted in all and fewest in one seed, and one coverage line per scenario: how many
 //! seeds reached each probe, and the probes none reached) and exits non-zero on any failure,
 //! including a probe a scenario declares in `expect.sometimes` that none of at least
@@ -464,12 +464,13 @@ fn sweep(args: &Args) -> Result<bool, String> {
     }
     let wall_s = wall.elapsed().as_secs_f64();
     println!(
-        "sweep: {} seeds, {} scenarios, {} failures, {:.1} simulated s in {:.1} wall s",
+        "sweep: {} seeds, {} scenarios, {} failures, {:.1} simulated s in {:.1} wall s ({:.1} seeds/s)",
         t.seeds,
         scenarios.len(),
         t.failures,
         t.sim_us as f64 / 1e6,
-        wall_s
+        wall_s,
+        t.seeds as f64 / wall_s.max(1e-9)
     );
     Ok(t.failures == 0)
 }
