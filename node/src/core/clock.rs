@@ -1,29 +1,68 @@
 //! Version vectors and the node clock.
 //!
-//! A [`VersionVector`] maps actors to counters; entry `a -> n` stands for the dots
-//! `(a, 1..=n)`. It is both the per-key causal context inside a [`crate::core::dvv::VersionSet`]
-//! and the session token a client carries ([`crate::core::token`]).
+//! A [`VersionVector`] is both the per-key causal context inside a
+//! [`crate::core::dvv::VersionSet`] and the session token a client carries
+//! ([`crate::core::token`]). It holds one entry per *lineage*: the actors one incarnation of one
+//! node takes in successive view epochs (see [`crate::core::dot`]). Entry `a -> n` stands for the
+//! dots `(a, 1..=n)` **and every dot of the lineage's actors of epochs below `a`'s** — the
+//! lineage's retired actors are folded into its newest one. So a vector has at most one entry per
+//! node incarnation that ever wrote, however many view changes the cluster went through.
+//!
+//! Why the fold claims nothing a replica lacks: a node's actor of a new epoch issues its first
+//! dot only once every dot of its lineage's earlier actors is held by every replica of the
+//! partitions they wrote to (the *seal* in [`crate::core::node`]); handoff carries those dots to
+//! every later owner before it may drop them. Hint actors are never folded: each is its own
+//! lineage, covered by its exact entry only.
 //!
 //! A [`NodeClock`] records which dots a replica has *applied*: per actor a contiguous base plus
 //! the dots applied out of order above it. Only the contiguous base may be handed to clients:
 //! a token never claims a write its issuer had not applied (docs/guarantees.md, "Tokens").
 
 use super::dot::{Actor, Dot};
+use super::ring::Epoch;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Actor -> highest counter; `a -> n` covers dots `(a, 1..=n)`. Invariant: no zero entries.
+/// What identifies a lineage: node hash, incarnation, hint code, and for a hint actor its epoch
+/// (hint actors fold into nothing, so each epoch's is a lineage of its own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+struct Lineage {
+    node: u32,
+    incarnation: u32,
+    hint: u32,
+    hint_epoch: Epoch,
+}
+
+impl Lineage {
+    fn of(a: Actor) -> Self {
+        Lineage {
+            node: a.node(),
+            incarnation: a.incarnation(),
+            hint: a.hint_code(),
+            hint_epoch: if a.hint_code() == 0 { 0 } else { a.epoch() },
+        }
+    }
+}
+
+/// Lineage -> (newest epoch, counter of that epoch's actor). Invariants: no zero counters; at
+/// most one entry per lineage (so `len()` is bounded by the node incarnations and hint actors
+/// that wrote, never by the number of view changes).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct VersionVector(BTreeMap<Actor, u64>);
+pub struct VersionVector(BTreeMap<Lineage, (Epoch, u64)>);
 
 impl VersionVector {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Counter recorded for `actor` (0 when absent).
+    /// Highest counter of `actor` covered: the entry's counter for the lineage's newest actor,
+    /// `u64::MAX` for an older (folded) actor of the lineage, 0 when not covered.
     pub fn get(&self, actor: Actor) -> u64 {
-        self.0.get(&actor).copied().unwrap_or(0)
+        match self.0.get(&Lineage::of(actor)) {
+            Some(&(e, n)) if e == actor.epoch() => n,
+            Some(&(e, _)) if e > actor.epoch() => u64::MAX,
+            _ => 0,
+        }
     }
 
     /// True when `dot` is among the dots this vector stands for.
@@ -31,11 +70,17 @@ impl VersionVector {
         self.get(dot.actor) >= dot.counter
     }
 
-    /// Raises the entry of `actor` to at least `counter`.
+    /// Raises the vector so that it covers `(actor, 1..=counter)`: a newer actor of the lineage
+    /// replaces (and folds) an older one; an older one than the lineage's entry adds nothing.
     pub fn raise(&mut self, actor: Actor, counter: u64) {
-        if counter > 0 {
-            let e = self.0.entry(actor).or_insert(0);
-            *e = (*e).max(counter);
+        if counter == 0 {
+            return;
+        }
+        let e = self.0.entry(Lineage::of(actor)).or_insert((actor.epoch(), 0));
+        if actor.epoch() > e.0 {
+            *e = (actor.epoch(), counter);
+        } else if actor.epoch() == e.0 {
+            e.1 = e.1.max(counter);
         }
     }
 
@@ -44,22 +89,29 @@ impl VersionVector {
         self.raise(dot.actor, dot.counter);
     }
 
-    /// Pointwise maximum (the join of the lattice).
+    /// The join of the lattice: covers exactly what either side covers.
     pub fn merge(&mut self, other: &VersionVector) {
-        for (&a, &n) in &other.0 {
+        for (a, n) in other.iter() {
             self.raise(a, n);
         }
     }
 
     /// True when every dot of `other` is covered by `self`.
     pub fn dominates(&self, other: &VersionVector) -> bool {
-        other.0.iter().all(|(&a, &n)| self.get(a) >= n)
+        other.iter().all(|(a, n)| self.get(a) >= n)
     }
 
+    /// The entries: each lineage's newest actor and its counter.
     pub fn iter(&self) -> impl Iterator<Item = (Actor, u64)> + '_ {
-        self.0.iter().map(|(&a, &n)| (a, n))
+        self.0.iter().map(|(l, &(e, n))| {
+            (
+                Actor::from_parts(l.node, e, l.incarnation, l.hint),
+                n,
+            )
+        })
     }
 
+    /// Number of entries (lineages).
     pub fn len(&self) -> usize {
         self.0.len()
     }

@@ -11,6 +11,14 @@
 //! Invariants:
 //! - every dot this node issues is above every dot its actor issued before (counters persist with
 //!   the node clock; a node that cannot prove that takes a new incarnation);
+//! - **the seal**: an actor that continues a lineage (same incarnation, newer epoch: see
+//!   [`crate::core::clock`]) issues its first dot only once every dot of the lineage's earlier
+//!   actors is held by every replica, in this node's view, of the partitions they wrote to: none
+//!   awaits acknowledgement, no partition they wrote to is still retained here, and no replica
+//!   that gained one of this node's partitions is still being fed. Tokens fold a lineage's
+//!   earlier actors into its newest one, and the seal is what makes that claim true wherever the
+//!   token is checked; handoff keeps it true for later owners (a partition is dropped only once
+//!   every new replica holds it);
 //! - a token this node returns covers only dots it applied (contiguous clock bases) plus the
 //!   caller's own context;
 //! - a read answers only once this replica's clock covers the caller's context for the shard.
@@ -53,6 +61,7 @@ const META_HANDOFF: &str = "handoff";
 const META_RETAINED: &str = "retained";
 const META_AWAITING: &str = "awaiting";
 const META_DROPPED: &str = "dropped";
+const META_UNSEALED: &str = "unsealed";
 
 /// Who a node is: its address, and a random nonce from the driver (seeds the choice of a new
 /// incarnation and of jitter; the core draws no randomness of its own).
@@ -239,6 +248,12 @@ pub struct Node<S: Storage> {
     me: NodeId,
     actor: Actor,
     counter: u64,
+    /// While the current actor is not sealed: the epoch of the oldest earlier actor of its
+    /// lineage whose dots may not yet be held by every replica (see the module's invariants).
+    unsealed: Option<Epoch>,
+    /// The seal must be proven by streaming every owned partition to its co-owners: this node
+    /// restarted while unsealed, so its record of unacknowledged replication is gone.
+    restream: bool,
     shard: Option<ShardId>,
     /// Every view this node has seen; `cfg.view` is the newest.
     history: History,
@@ -339,17 +354,25 @@ impl<S: Storage> Node<S> {
         let previous: Option<Actor> = storage.meta_get(META_ACTOR).and_then(|b| decode(&b));
         let clean = storage.meta_get(META_CLEAN).is_some_and(|b| b == [1]);
         let trusted = cfg.sync == SyncMode::Always || clean;
-        let (actor, counter) = match previous {
-            Some(a) if cfg.canary == Some(Canary::ForgetCounterOnRestart) => (a, 0),
-            Some(a) if trusted && a.node() == my_hash && a.epoch() == epoch => (a, clock.base(a)),
+        let unsealed: Option<Epoch> = storage
+            .meta_get(META_UNSEALED)
+            .and_then(|b| decode::<Option<Epoch>>(&b))
+            .flatten();
+        let (actor, counter, unsealed) = match previous {
+            Some(a) if cfg.canary == Some(Canary::ForgetCounterOnRestart) => (a, 0, unsealed),
+            Some(a) if trusted && a.node() == my_hash && a.epoch() == epoch => {
+                (a, clock.base(a), unsealed)
+            }
             _ => {
+                // A new incarnation is a new lineage: it claims nothing of the old one's.
                 let mut inc: u32 = rng.random();
                 while previous.is_some_and(|p| p.incarnation() == inc) {
                     inc = rng.random();
                 }
-                (Actor::new(my_hash, epoch, inc), 0)
+                (Actor::new(my_hash, epoch, inc), 0, None)
             }
         };
+        storage.meta_put(META_UNSEALED, &encode(&unsealed));
         storage.meta_put(META_ACTOR, &encode(&actor));
         storage.meta_put(META_CLEAN, &[0]);
         let mut probes = Probes::default();
@@ -394,6 +417,8 @@ impl<S: Storage> Node<S> {
             me: id.node,
             actor,
             counter,
+            unsealed,
+            restream: unsealed.is_some(),
             shard,
             windows: Vec::new(),
             history,
@@ -444,9 +469,42 @@ impl<S: Storage> Node<S> {
         };
         node.windows = node.compute_windows();
         node.feeds = node.compute_feeds();
+        node.add_restream_feeds();
         node.expect_members();
         node.persist_membership();
         node
+    }
+
+    /// Whether the current actor may issue dots (the seal, see the module's invariants); seals
+    /// it when the conditions now hold.
+    fn sealed(&mut self) -> bool {
+        let Some(from) = self.unsealed else {
+            return true;
+        };
+        let me = self.actor;
+        let older = |d: &Dot| {
+            d.actor.node() == me.node()
+                && d.actor.incarnation() == me.incarnation()
+                && d.actor.epoch() < me.epoch()
+        };
+        if self.cfg.canary != Some(Canary::FoldWithoutSeal) {
+            if self.outbox.any_dot(older) || !self.feeds.is_empty() {
+                return false;
+            }
+            let node = self.me.clone();
+            let until = me.epoch();
+            if self
+                .retained
+                .iter()
+                .any(|p| self.history.owned_between(&node, *p, from, until))
+            {
+                return false;
+            }
+        }
+        self.unsealed = None;
+        self.restream = false;
+        self.storage.meta_put(META_UNSEALED, &encode(&self.unsealed));
+        true
     }
 
     pub fn id(&self) -> &NodeId {
@@ -934,7 +992,8 @@ impl<S: Storage> Node<S> {
                     (Some(c), Some(k)) => self.covers(c, k),
                     _ => false,
                 };
-                if skip || covered {
+                let sealed = matches!(op, Op::Get { .. }) || self.sealed();
+                if (skip || covered) && sealed {
                     self.run(origin, op);
                 } else {
                     let deadline = self.now + self.cfg.causal_wait;
@@ -1123,7 +1182,7 @@ impl<S: Storage> Node<S> {
                 .all(|n| self.is_suspect(n))
             && context
                 .iter()
-                .all(|(a, _)| self.history.relevant(a, p) == Some(false))
+                .all(|(a, _)| self.history.ever_relevant(a, p) == Some(false))
             && self.held_keys() < self.cfg.max_hint_keys
     }
 
@@ -1406,7 +1465,9 @@ impl<S: Storage> Node<S> {
                 (Some(c), Some(k)) => self.covers(c, k),
                 _ => false,
             };
-            if covered {
+            let sealed = matches!(p.op, Op::Get { .. }) || self.sealed();
+            let skip = self.cfg.canary == Some(Canary::SkipCausalWait);
+            if (skip || covered) && sealed {
                 self.run(p.origin, p.op);
             } else {
                 self.parked.push(p);
@@ -1828,6 +1889,9 @@ impl<S: Storage> Node<S> {
             self.send(&peer, PeerMsg::Replicate { key, set, dots });
         }
         self.replicate_ready(None);
+        if self.unsealed.is_some() && self.sealed() {
+            self.wake_parked();
+        }
         self.reap_due();
         self.anti_entropy_tick();
         self.membership_tick();

@@ -256,11 +256,25 @@ impl<S: Storage> Node<S> {
         }
         self.windows = self.compute_windows();
         self.feeds = self.compute_feeds();
+        self.add_restream_feeds();
         if self.shard.is_some() {
-            let inc: u32 = self.rng.random();
+            // The same incarnation continues its lineage under the new epoch; the new actor
+            // waits for the seal before its first dot (see the node's invariants).
+            let prev = self.actor;
+            let inc = if self.cfg.canary == Some(Canary::NoTokenPruning) {
+                self.rng.random()
+            } else {
+                prev.incarnation()
+            };
             self.actor = Actor::new(node_hash(&me), self.cfg.view.epoch, inc);
             self.counter = 0;
+            if inc == prev.incarnation() && prev.epoch() < self.actor.epoch() {
+                let from = self.unsealed.map_or(prev.epoch(), |e| e.min(prev.epoch()));
+                self.unsealed = Some(from);
+            }
             self.storage.meta_put(META_ACTOR, &encode(&self.actor));
+            self.storage
+                .meta_put(META_UNSEALED, &encode(&self.unsealed));
         }
         // Replication to a node that no longer replicates the key becomes part of the handoff.
         let view = &self.cfg.view;
@@ -415,6 +429,31 @@ impl<S: Storage> Node<S> {
             }
         }
         feeds
+    }
+
+    /// After a restart while unsealed (its record of unacknowledged replication is lost): every
+    /// partition this node owns is streamed to each of its co-owners, which proves the seal once
+    /// they acknowledged.
+    pub(super) fn add_restream_feeds(&mut self) {
+        if !self.restream {
+            return;
+        }
+        for p in 0..self.cfg.view.partitions {
+            if !self.cfg.view.owns(&self.me, p) {
+                continue;
+            }
+            let peers: Vec<NodeId> = self
+                .cfg
+                .view
+                .owners(p)
+                .iter()
+                .filter(|n| **n != self.me)
+                .cloned()
+                .collect();
+            if !peers.is_empty() {
+                self.feeds.entry(p).or_default().extend(peers);
+            }
+        }
     }
 
     /// What this node vouches for on every partition of its shard, for anti-entropy.
