@@ -271,6 +271,8 @@ pub struct Node<S: Storage> {
     /// Partitions this node keeps owning, with the replicas that gained them in the current view
     /// and still have to receive them from this node.
     feeds: BTreeMap<u32, BTreeSet<NodeId>>,
+    /// Per fed (partition, replica): the start of the replica's stretch of ownership it was fed.
+    fed: BTreeMap<(u32, NodeId), Epoch>,
     pushes: BTreeMap<(u32, NodeId), Push>,
     incoming: BTreeMap<(NodeId, u32), Incoming>,
     /// Forwarded requests to route again once this node's view catches up, with when to retry.
@@ -427,6 +429,7 @@ impl<S: Storage> Node<S> {
             dropped,
             awaiting,
             feeds: BTreeMap::new(),
+            fed: BTreeMap::new(),
             pushes: BTreeMap::new(),
             incoming: BTreeMap::new(),
             rerouting: Vec::new(),

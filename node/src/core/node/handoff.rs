@@ -64,6 +64,9 @@ impl<S: Storage> Node<S> {
             self.push_step(p, &t);
             if self.pushes.get(&(p, t.clone())).is_some_and(|x| x.done) {
                 self.pushes.remove(&(p, t.clone()));
+                if let Some((since, _)) = self.history.window(&t, p) {
+                    self.fed.insert((p, t.clone()), since);
+                }
                 let targets = self.feeds.get_mut(&p).expect("listed above");
                 targets.remove(&t);
                 if targets.is_empty() {

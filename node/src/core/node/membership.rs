@@ -407,13 +407,22 @@ impl<S: Storage> Node<S> {
     }
 
     /// Partitions this node owned before the current view and still owns, with the replicas
-    /// whose ownership starts with the current view: they need the partition from an old owner.
+    /// whose current stretch of ownership started after this node's and that this node has not
+    /// fed during that stretch: they need the partition from an old owner. (Not only those whose
+    /// stretch starts with the current view: one still awaiting the partition when the next
+    /// view came would otherwise never receive it.)
     pub(super) fn compute_feeds(&self) -> BTreeMap<u32, BTreeSet<NodeId>> {
         let epoch = self.cfg.view.epoch;
         let mut feeds = BTreeMap::new();
         for p in 0..self.cfg.view.partitions {
-            let old_owner = self.windows[p as usize].is_some_and(|(from, _)| from < epoch);
-            if !old_owner || !self.cfg.view.owns(&self.me, p) {
+            let Some((mine, _)) = self.windows[p as usize] else {
+                continue;
+            };
+            // A node that owned the partition before, lost it and regains it now still holds
+            // its data if it had not dropped it yet: it feeds the replicas of older stretches
+            // too (one of them may still await the partition from the stretch it lost).
+            let regained = mine == epoch && self.history.owned_between(&self.me, p, 0, mine);
+            if (mine >= epoch && !regained) || !self.cfg.view.owns(&self.me, p) {
                 continue;
             }
             let gained: BTreeSet<NodeId> = self
@@ -421,7 +430,12 @@ impl<S: Storage> Node<S> {
                 .view
                 .owners(p)
                 .iter()
-                .filter(|t| **t != self.me && self.history.window(t, p).map(|w| w.0) == Some(epoch))
+                .filter(|t| {
+                    let since = self.history.window(t, p).map(|w| w.0);
+                    **t != self.me
+                        && since.is_some_and(|s| s > mine || (regained && s < mine))
+                        && self.fed.get(&(p, (*t).clone())) != since.as_ref()
+                })
                 .cloned()
                 .collect();
             if !gained.is_empty() {
