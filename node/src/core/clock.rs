@@ -76,7 +76,10 @@ impl VersionVector {
         if counter == 0 {
             return;
         }
-        let e = self.0.entry(Lineage::of(actor)).or_insert((actor.epoch(), 0));
+        let e = self
+            .0
+            .entry(Lineage::of(actor))
+            .or_insert((actor.epoch(), 0));
         if actor.epoch() > e.0 {
             *e = (actor.epoch(), counter);
         } else if actor.epoch() == e.0 {
@@ -103,12 +106,9 @@ impl VersionVector {
 
     /// The entries: each lineage's newest actor and its counter.
     pub fn iter(&self) -> impl Iterator<Item = (Actor, u64)> + '_ {
-        self.0.iter().map(|(l, &(e, n))| {
-            (
-                Actor::from_parts(l.node, e, l.incarnation, l.hint),
-                n,
-            )
-        })
+        self.0
+            .iter()
+            .map(|(l, &(e, n))| (Actor::from_parts(l.node, e, l.incarnation, l.hint), n))
     }
 
     /// Number of entries (lineages).
@@ -245,6 +245,48 @@ impl NodeClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Actor of node `n` in epoch `e` of incarnation 1; hint actors of partition 0 when `h`.
+    fn act(n: u32, e: u64, h: bool) -> Actor {
+        let a = Actor::new(n, e, 1);
+        if h { a.hint(0, 0) } else { a }
+    }
+
+    proptest! {
+        /// However many epochs a lineage goes through, a vector holds one entry per lineage; the
+        /// fold never loses a dot either side covered (merge covers the union), and covers an
+        /// older epoch's dots only through a newer entry of the same lineage.
+        #[test]
+        fn folding_is_bounded_and_never_weakens(
+            xs in prop::collection::vec((0u32..3, 1u64..300, any::<bool>(), 1u64..9), 0..60),
+            ys in prop::collection::vec((0u32..3, 1u64..300, any::<bool>(), 1u64..9), 0..60),
+            probe in prop::collection::vec((0u32..3, 1u64..300, any::<bool>(), 1u64..9), 0..40),
+        ) {
+            let vv = |v: &Vec<(u32, u64, bool, u64)>| -> VersionVector {
+                v.iter().map(|&(n, e, h, c)| (act(n, e, h), c)).collect()
+            };
+            let (a, b) = (vv(&xs), vv(&ys));
+            let hints: std::collections::BTreeSet<_> =
+                xs.iter().filter(|x| x.2).map(|x| (x.0, x.1)).collect();
+            prop_assert!(a.len() <= 3 + hints.len(), "one entry per node lineage");
+            let mut m = a.clone();
+            m.merge(&b);
+            prop_assert!(m.dominates(&a) && m.dominates(&b));
+            for &(n, e, h, c) in &probe {
+                let d = Dot::new(act(n, e, h), c);
+                prop_assert_eq!(m.covers(d), a.covers(d) || b.covers(d), "{:?}", d);
+                // What covers it: an entry of the same epoch, or (not for hints) a newer one.
+                let direct = xs.iter().any(|&(xn, xe, xh, xc)| {
+                    xn == n && xh == h && ((xe == e && xc >= c) || (!h && xe > e))
+                });
+                prop_assert_eq!(a.covers(d), direct, "{:?}", d);
+            }
+            let mut again = m.clone();
+            again.merge(&a);
+            prop_assert_eq!(again, m, "merge is idempotent");
+        }
+    }
 
     fn d(n: u64) -> Dot {
         Dot::new(Actor::new(1, 1, 1), n)

@@ -506,7 +506,8 @@ impl<S: Storage> Node<S> {
         }
         self.unsealed = None;
         self.restream = false;
-        self.storage.meta_put(META_UNSEALED, &encode(&self.unsealed));
+        self.storage
+            .meta_put(META_UNSEALED, &encode(&self.unsealed));
         true
     }
 
