@@ -26,7 +26,7 @@ pub enum Checker {
     G6,
     /// Identity: no dot is ever issued for two different writes.
     G7,
-    /// Token size (SPEC §2): every context a reply carries encodes within the bound of one
+    /// Token size (docs/guarantees): every context a reply carries encodes within the bound of one
     /// entry per node of the cluster, however many view changes and restarts it went through.
     /// Opt-in (not in [`Checker::ALL`]): a node that loses its disk or its counter rightly
     /// starts a new lineage.
