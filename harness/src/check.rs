@@ -290,10 +290,12 @@ fn g1(h: &History, ix: &Index, complete: bool, out: &mut Vec<Violation>) {
                 format!("reply context drops part of the request context: {op}"),
             );
         }
+        // A floor entry (counter 0) claims only the dots of its lineage's older actors, all
+        // issued: it names no dot of its own actor.
         if complete
             && let Some((a, n)) = reply_ctx
                 .iter()
-                .find(|(a, n)| ix.max_counter.get(a).is_none_or(|m| m < n))
+                .find(|(a, n)| *n > 0 && ix.max_counter.get(a).is_none_or(|m| m < n))
         {
             v(
                 key,

@@ -5,14 +5,18 @@
 //! ([`crate::core::token`]). It holds one entry per *lineage*: the actors one incarnation of one
 //! node takes in successive view epochs (see [`crate::core::dot`]). Entry `a -> n` stands for the
 //! dots `(a, 1..=n)` **and every dot of the lineage's actors of epochs below `a`'s** — the
-//! lineage's retired actors are folded into its newest one. So a vector has at most one entry per
-//! node incarnation that ever wrote, however many view changes the cluster went through.
+//! lineage's retired actors are folded into its newest one. `n` may be 0: the entry then stands
+//! for the older actors' dots only (a *floor*). So a vector has at most one entry per node
+//! incarnation that ever wrote, however many view changes the cluster went through.
 //!
-//! Why the fold claims nothing a replica lacks: a node's actor of a new epoch issues its first
-//! dot only once every dot of its lineage's earlier actors is held by every replica of the
-//! partitions they wrote to (the *seal* in [`crate::core::node`]); handoff carries those dots to
-//! every later owner before it may drop them. Hint actors are never folded: each is its own
-//! lineage, covered by its exact entry only.
+//! Why the fold is sound: a node's actors are used one after another (a node takes its actor of
+//! epoch `e` only once it stopped issuing dots with every earlier one), so the dots a folded entry
+//! stands for are a fixed set once the entry exists: the causal past of `a`'s dots includes them
+//! all, as a single actor's counter would. A replica checks them exactly before it relies on
+//! them: it vouches for the older actors of a lineage on a partition only through a *floor*
+//! it verified against each older actor's final counter (the seal check in
+//! [`crate::core::node`]) or a handoff claim made under the same rule. Hint actors are never
+//! folded: each is its own lineage, covered by its exact entry only.
 //!
 //! A [`NodeClock`] records which dots a replica has *applied*: per actor a contiguous base plus
 //! the dots applied out of order above it. Only the contiguous base may be handed to clients:
@@ -44,8 +48,8 @@ impl Lineage {
     }
 }
 
-/// Lineage -> (newest epoch, counter of that epoch's actor). Invariants: no zero counters; at
-/// most one entry per lineage (so `len()` is bounded by the node incarnations and hint actors
+/// Lineage -> (newest epoch, counter of that epoch's actor; 0 for a floor). Invariant: at most
+/// one entry per lineage (so `len()` is bounded by the node incarnations and hint actors
 /// that wrote, never by the number of view changes).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct VersionVector(BTreeMap<Lineage, (Epoch, u64)>);
@@ -87,24 +91,56 @@ impl VersionVector {
         }
     }
 
+    /// Raises the vector so that it covers every dot of the lineage's actors of epochs below
+    /// `actor`'s (a floor at `actor`'s epoch).
+    pub fn raise_floor(&mut self, actor: Actor) {
+        let e = self
+            .0
+            .entry(Lineage::of(actor))
+            .or_insert((actor.epoch(), 0));
+        if actor.epoch() > e.0 {
+            *e = (actor.epoch(), 0);
+        }
+    }
+
+    /// True when the vector covers every dot of the lineage's actors of epochs below `actor`'s.
+    pub fn covers_older(&self, actor: Actor) -> bool {
+        self.0
+            .get(&Lineage::of(actor))
+            .is_some_and(|&(e, _)| e >= actor.epoch())
+    }
+
     /// Raises the entry of the dot's actor so that the dot is covered.
     pub fn add(&mut self, dot: Dot) {
         self.raise(dot.actor, dot.counter);
     }
 
+    /// Adds the entry `actor -> n` as [`VersionVector::iter`] yields it (a floor when `n` is 0).
+    pub fn insert_entry(&mut self, actor: Actor, n: u64) {
+        if n == 0 {
+            self.raise_floor(actor);
+        } else {
+            self.raise(actor, n);
+        }
+    }
+
     /// The join of the lattice: covers exactly what either side covers.
     pub fn merge(&mut self, other: &VersionVector) {
         for (a, n) in other.iter() {
-            self.raise(a, n);
+            self.insert_entry(a, n);
         }
     }
 
     /// True when every dot of `other` is covered by `self`.
     pub fn dominates(&self, other: &VersionVector) -> bool {
-        other.iter().all(|(a, n)| self.get(a) >= n)
+        other.0.iter().all(|(l, &(e, n))| {
+            self.0
+                .get(l)
+                .is_some_and(|&(me, mn)| me > e || (me == e && mn >= n))
+        })
     }
 
-    /// The entries: each lineage's newest actor and its counter.
+    /// The entries: each lineage's newest actor and its counter (0 for a floor).
     pub fn iter(&self) -> impl Iterator<Item = (Actor, u64)> + '_ {
         self.0
             .iter()
@@ -121,6 +157,8 @@ impl VersionVector {
     }
 }
 
+/// Collects `(actor, counter)` pairs as by [`VersionVector::raise`]: a zero counter adds nothing
+/// (a floor is only ever added on purpose, by [`VersionVector::insert_entry`]).
 impl FromIterator<(Actor, u64)> for VersionVector {
     fn from_iter<I: IntoIterator<Item = (Actor, u64)>>(iter: I) -> Self {
         let mut v = VersionVector::new();
@@ -167,13 +205,21 @@ impl NodeClock {
     /// Records every dot `(actor, 1..=n)` of `vv` as applied.
     pub fn add_all(&mut self, vv: &VersionVector) {
         for (a, n) in vv.iter() {
-            let e = self.0.entry(a).or_default();
-            if n > e.base {
-                e.base = n;
-                e.above = e.above.split_off(&(n + 1));
-                while e.above.remove(&(e.base + 1)) {
-                    e.base += 1;
-                }
+            self.add_upto(a, n);
+        }
+    }
+
+    /// Records the dots `(actor, 1..=n)` as applied.
+    pub fn add_upto(&mut self, actor: Actor, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let e = self.0.entry(actor).or_default();
+        if n > e.base {
+            e.base = n;
+            e.above = e.above.split_off(&(n + 1));
+            while e.above.remove(&(e.base + 1)) {
+                e.base += 1;
             }
         }
     }
@@ -239,6 +285,40 @@ impl NodeClock {
 
     pub fn gaps(&self) -> usize {
         self.0.values().map(|e| e.above.len()).sum()
+    }
+}
+
+/// What a replica vouches for on one partition beyond its own node clock (a handoff clock, and
+/// the claims handoff and anti-entropy carry): exact contiguous dots per actor, which need no
+/// fold, and floors (entries `(a, 0)` of a [`VersionVector`]: every dot of `a`'s lineage's older
+/// actors to the partition). Kept apart so a claim on an actor never depends on a floor of its
+/// lineage.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionClock {
+    pub dots: NodeClock,
+    pub floors: VersionVector,
+}
+
+impl PartitionClock {
+    /// Highest counter of `actor` vouched for: its exact dots, or all of them when a floor
+    /// folds it.
+    pub fn get(&self, actor: Actor) -> u64 {
+        self.dots.base(actor).max(self.floors.get(actor))
+    }
+
+    /// Whether a floor vouches for every dot of the actors older than `actor` in its lineage.
+    pub fn covers_older(&self, actor: Actor) -> bool {
+        self.floors.covers_older(actor)
+    }
+
+    /// The union of both claims.
+    pub fn merge(&mut self, other: &PartitionClock) {
+        self.dots.join(&other.dots);
+        self.floors.merge(&other.floors);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dots.actors() == 0 && self.floors.is_empty()
     }
 }
 

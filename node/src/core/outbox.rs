@@ -305,13 +305,6 @@ impl Outbox {
         self.peers.remove(peer);
     }
 
-    /// True when some dot `pred` selects awaits acknowledgement from some peer.
-    pub fn any_dot(&self, mut pred: impl FnMut(&Dot) -> bool) -> bool {
-        self.peers
-            .values()
-            .any(|p| p.keys.values().flat_map(|e| &e.dots).any(&mut pred))
-    }
-
     /// Keys awaiting acknowledgement, per peer.
     pub fn depths(&self) -> BTreeMap<NodeId, usize> {
         self.peers

@@ -75,10 +75,11 @@ pub fn decode(token: &str) -> Result<VersionVector, TokenError> {
     if used != bytes.len() {
         return Err(TokenError::Malformed);
     }
-    Ok(entries
-        .into_iter()
-        .map(|(node, epoch, inc, hint, n)| (Actor::from_parts(node, epoch, inc, hint), n))
-        .collect())
+    let mut ctx = VersionVector::new();
+    for (node, epoch, inc, hint, n) in entries {
+        ctx.insert_entry(Actor::from_parts(node, epoch, inc, hint), n);
+    }
+    Ok(ctx)
 }
 
 /// Merges tokens from several sessions into one naming all their causal pasts.

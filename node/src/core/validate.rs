@@ -18,7 +18,7 @@
 //! limit what one message can do and keep every counter far from overflow.
 
 use super::aae::Claims;
-use super::clock::{NodeClock, VersionVector};
+use super::clock::{NodeClock, PartitionClock, VersionVector};
 use super::dot::{Actor, Dot};
 use super::dvv::VersionSet;
 use super::merkle::{BRANCHES, SEGMENTS};
@@ -224,11 +224,34 @@ pub fn validate(msg: &PeerMsg, limits: &Limits) -> Result<(), Rejection> {
             c.partition(*partition)?;
             c.epoch(*epoch)?;
             if let Some(cl) = clock {
-                c.context(cl)?;
+                c.partition_clock(cl)?;
             }
             c.keyed_sets(sets)
         }
         PeerMsg::HandoffAck { partition, .. } => c.partition(*partition),
+        PeerMsg::SealCheck {
+            actor,
+            since,
+            olds,
+            partitions,
+        } => {
+            c.epoch(actor.epoch())?;
+            if let Some(e) = since {
+                c.epoch(*e)?;
+            }
+            c.count("olds", olds.len())?;
+            for (a, n) in olds {
+                c.epoch(a.epoch())?;
+                c.counter(*n)?;
+            }
+            c.count("partitions", partitions.len())?;
+            partitions.iter().try_for_each(|p| c.partition(*p))
+        }
+        PeerMsg::SealAck { actor, partitions } => {
+            c.epoch(actor.epoch())?;
+            c.count("partitions", partitions.len())?;
+            partitions.iter().try_for_each(|p| c.partition(*p))
+        }
     }
 }
 
@@ -354,7 +377,8 @@ impl Checker<'_> {
         }
         ctx.iter().try_for_each(|(a, n)| {
             self.epoch(a.epoch())?;
-            self.dot(Dot::new(a, n))
+            // A zero counter is a floor: the lineage's older actors only.
+            if n == 0 { Ok(()) } else { self.dot(Dot::new(a, n)) }
         })
     }
 
@@ -376,13 +400,18 @@ impl Checker<'_> {
         Ok(())
     }
 
+    fn partition_clock(&self, h: &PartitionClock) -> Result<(), Rejection> {
+        self.clock(&h.dots)?;
+        self.context(&h.floors)
+    }
+
     fn claims(&self, claims: &Claims) -> Result<(), Rejection> {
         self.epoch(claims.epoch)?;
         self.clock(&claims.clock)?;
         self.count("handoff clocks", claims.handoff.len())?;
-        for (p, ctx) in &claims.handoff {
+        for (p, h) in &claims.handoff {
             self.partition(*p)?;
-            self.context(ctx)?;
+            self.partition_clock(h)?;
         }
         Ok(())
     }

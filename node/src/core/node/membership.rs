@@ -256,26 +256,19 @@ impl<S: Storage> Node<S> {
         }
         self.windows = self.compute_windows();
         self.feeds = self.compute_feeds();
-        self.add_restream_feeds();
         if self.shard.is_some() {
-            // The same incarnation continues its lineage under the new epoch; the new actor
-            // waits for the seal before its first dot (see the node's invariants).
-            let prev = self.actor;
+            // The same incarnation continues its lineage under the new epoch; replicas vouch
+            // for the older actors it folds once they passed its seal check (`seal.rs`).
             let inc = if self.cfg.canary == Some(Canary::NoTokenPruning) {
                 self.rng.random()
             } else {
-                prev.incarnation()
+                self.actor.incarnation()
             };
             self.actor = Actor::new(node_hash(&me), self.cfg.view.epoch, inc);
             self.counter = 0;
-            if inc == prev.incarnation() && prev.epoch() < self.actor.epoch() {
-                let from = self.unsealed.map_or(prev.epoch(), |e| e.min(prev.epoch()));
-                self.unsealed = Some(from);
-            }
             self.storage.meta_put(META_ACTOR, &encode(&self.actor));
-            self.storage
-                .meta_put(META_UNSEALED, &encode(&self.unsealed));
         }
+        self.start_seal();
         // Replication to a node that no longer replicates the key becomes part of the handoff.
         let view = &self.cfg.view;
         self.outbox
@@ -302,6 +295,7 @@ impl<S: Storage> Node<S> {
         }
         self.expect_members();
         self.reroute_all();
+        self.seal_tick();
         // After the views above: the driver writes what it queued for a removed node first.
         for p in peers {
             self.forget(p);
@@ -445,31 +439,6 @@ impl<S: Storage> Node<S> {
         feeds
     }
 
-    /// After a restart while unsealed (its record of unacknowledged replication is lost): every
-    /// partition this node owns is streamed to each of its co-owners, which proves the seal once
-    /// they acknowledged.
-    pub(super) fn add_restream_feeds(&mut self) {
-        if !self.restream {
-            return;
-        }
-        for p in 0..self.cfg.view.partitions {
-            if !self.cfg.view.owns(&self.me, p) {
-                continue;
-            }
-            let peers: Vec<NodeId> = self
-                .cfg
-                .view
-                .owners(p)
-                .iter()
-                .filter(|n| **n != self.me)
-                .cloned()
-                .collect();
-            if !peers.is_empty() {
-                self.feeds.entry(p).or_default().extend(peers);
-            }
-        }
-    }
-
     /// What this node vouches for on every partition of its shard, for anti-entropy.
     pub(super) fn claims(&self) -> Claims {
         let parts = self.shard_partitions();
@@ -487,13 +456,12 @@ impl<S: Storage> Node<S> {
             .iter()
             .filter_map(|p| {
                 let mut h = self.handoff.get(p).cloned().unwrap_or_default();
-                for (a, n) in self
-                    .clock
-                    .bases(|a| a.hinted_partition() == Some(*p))
-                    .iter()
-                {
-                    if self.trusts(*p, a) {
-                        h.raise(a, n);
+                if let Some(f) = self.floors.get(p) {
+                    h.floors.merge(f);
+                }
+                for (a, n, _) in self.clock.entries() {
+                    if a.hinted_partition() == Some(*p) && self.trusts(*p, a) {
+                        h.dots.add_upto(a, n);
                     }
                 }
                 (!h.is_empty()).then_some((*p, h))
@@ -534,5 +502,6 @@ impl<S: Storage> Node<S> {
         self.storage
             .meta_put(META_AWAITING, &encode(&self.awaiting));
         self.storage.meta_put(META_DROPPED, &encode(&self.dropped));
+        self.storage.meta_put(META_FLOORS, &encode(&self.floors));
     }
 }
