@@ -30,6 +30,9 @@ pub struct Claims {
     pub epoch: super::ring::Epoch,
     pub clock: NodeClock,
     pub handoff: BTreeMap<u32, PartitionClock>,
+    /// The shard's partitions the replica itself still awaits from a previous owner. A peer
+    /// that awaits one of the others, and now reflects this replica's state, has it in full.
+    pub awaiting: Vec<u32>,
 }
 
 /// The initiator's state of its one running exchange.

@@ -14,7 +14,7 @@
 //! stands for are a fixed set once the entry exists: the causal past of `a`'s dots includes them
 //! all, as a single actor's counter would. A replica checks them exactly before it relies on
 //! them: it vouches for the older actors of a lineage on a partition only through a *floor*
-//! it verified against each older actor's final counter (the seal check in
+//! it verified against each older actor's final counter (the floor check in
 //! [`crate::core::node`]) or a handoff claim made under the same rule. Hint actors are never
 //! folded: each is its own lineage, covered by its exact entry only.
 //!
@@ -370,6 +370,39 @@ mod tests {
 
     fn d(n: u64) -> Dot {
         Dot::new(Actor::new(1, 1, 1), n)
+    }
+
+    #[test]
+    fn floors_fold_only_the_older_actors_of_their_lineage() {
+        let (old, new) = (Actor::new(1, 5, 1), Actor::new(1, 9, 1));
+        let mut v = VersionVector::new();
+        v.raise_floor(new);
+        assert!(
+            v.covers(Dot::new(old, 1000)),
+            "a floor covers every older actor's dots"
+        );
+        assert!(!v.covers(Dot::new(new, 1)), "but none of its own actor's");
+        assert!(v.covers_older(new) && !v.covers_older(Actor::new(1, 10, 1)));
+        assert!(
+            !v.covers(Dot::new(Actor::new(1, 5, 2), 1)),
+            "another incarnation is another lineage"
+        );
+        let mut w: VersionVector = [(new, 3)].into_iter().collect();
+        assert!(w.dominates(&v) && !v.dominates(&w));
+        w.merge(&v);
+        assert_eq!(w.get(new), 3);
+        let mut x = v.clone();
+        x.merge(&[(old, 4)].into_iter().collect());
+        assert_eq!(x, v, "an older actor adds nothing below a floor");
+        let zero: VersionVector = [(new, 0)].into_iter().collect();
+        assert!(zero.is_empty(), "a zero clock base never becomes a floor");
+        let mut h = PartitionClock::default();
+        h.dots.add_upto(old, 4);
+        assert_eq!(h.get(old), 4);
+        assert!(!h.covers_older(old) && !h.covers_older(new));
+        h.floors.raise_floor(new);
+        assert_eq!(h.get(old), u64::MAX);
+        assert!(h.covers_older(new));
     }
 
     #[test]

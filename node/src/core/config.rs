@@ -57,9 +57,9 @@ pub enum Canary {
     /// Every view change starts a new actor lineage (a fresh incarnation), so tokens keep one
     /// entry per retired actor and grow with every view change.
     NoTokenPruning,
-    /// A lineage's new actor issues dots at once, without the seal: tokens fold earlier actors
-    /// whose last writes may not have reached every replica yet.
-    FoldWithoutSeal,
+    /// Replicas trust a context entry's folded older actors without a floor (no floor check):
+    /// a replica that lacks an older actor's writes answers as if it held them.
+    FoldWithoutFloor,
 }
 
 impl Canary {
@@ -74,7 +74,7 @@ impl Canary {
         Canary::DropBeforeSynced,
         Canary::ForgetHints,
         Canary::NoTokenPruning,
-        Canary::FoldWithoutSeal,
+        Canary::FoldWithoutFloor,
     ];
 
     pub fn name(self) -> &'static str {
@@ -89,7 +89,7 @@ impl Canary {
             Canary::DropBeforeSynced => "drop-partition-before-synced",
             Canary::ForgetHints => "forget-hints-on-restart",
             Canary::NoTokenPruning => "no-token-pruning",
-            Canary::FoldWithoutSeal => "fold-without-seal",
+            Canary::FoldWithoutFloor => "fold-without-floor",
         }
     }
 

@@ -138,18 +138,18 @@ pub enum PeerMsg {
         epoch: Epoch,
         views: u32,
     },
-    /// The seal check of `actor`, a node's new actor continuing its lineage: for each of
+    /// The floor check of `actor`, a node's new actor continuing its lineage: for each of
     /// `partitions`, does the receiver hold every dot of the lineage's older actors to it — the
     /// floor at `since` (none: the lineage began later) and the dots `(a, 1..=final)` of each of
     /// `olds`, the lineage's actors of epochs from `since` below `actor`'s with their final
-    /// counters? Answered with `SealAck` naming the partitions it verified (and now floors).
-    SealCheck {
+    /// counters? Answered with `FloorAck` naming the partitions it verified (and now floors).
+    FloorCheck {
         actor: Actor,
         since: Option<Epoch>,
         olds: Vec<(Actor, u64)>,
         partitions: Vec<u32>,
     },
-    SealAck {
+    FloorAck {
         actor: Actor,
         partitions: Vec<u32>,
     },
@@ -240,8 +240,8 @@ impl PeerMsg {
             PeerMsg::Ping { .. } => "ping",
             PeerMsg::Pong { .. } => "pong",
             PeerMsg::Views { .. } => "views",
-            PeerMsg::SealCheck { .. } => "seal_check",
-            PeerMsg::SealAck { .. } => "seal_ack",
+            PeerMsg::FloorCheck { .. } => "floor_check",
+            PeerMsg::FloorAck { .. } => "floor_ack",
             PeerMsg::Join { .. } => "join",
             PeerMsg::JoinProbe { .. } => "join_probe",
             PeerMsg::JoinAnswer { .. } => "join_answer",

@@ -11,7 +11,7 @@
 //! Invariants:
 //! - every dot this node issues is above every dot its actor issued before (counters persist with
 //!   the node clock; a node that cannot prove that takes a new incarnation);
-//! - **floors** (see `seal.rs`): tokens fold a lineage's earlier actors into its newest one
+//! - **floors** (see `floor.rs`): tokens fold a lineage's earlier actors into its newest one
 //!   ([`crate::core::clock`]); a replica relies on that fold for a partition only through a floor
 //!   it verified exactly (every older actor's dots to the partition, up to its final counter) or
 //!   a handoff claim made under the same rule, and a node writes with a new actor only once it
@@ -45,9 +45,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 mod anti_entropy;
+mod floor;
 mod handoff;
 mod membership;
-mod seal;
 
 use handoff::{Incoming, Push};
 
@@ -59,7 +59,7 @@ const META_HANDOFF: &str = "handoff";
 const META_RETAINED: &str = "retained";
 const META_AWAITING: &str = "awaiting";
 const META_DROPPED: &str = "dropped";
-const META_SEALED: &str = "sealed";
+const META_FLOORED: &str = "floored";
 const META_FLOORS: &str = "floors";
 
 /// Who a node is: its address, and a random nonce from the driver (seeds the choice of a new
@@ -247,10 +247,10 @@ pub struct Node<S: Storage> {
     me: NodeId,
     actor: Actor,
     counter: u64,
-    /// The seal check of the current actor, until every replica in its view verified it.
-    seal: Option<seal::Seal>,
-    /// The newest actor of this node whose seal check every replica of its view passed.
-    sealed: Option<Actor>,
+    /// The floor check of the current actor, until every replica in its view verified it.
+    floor_round: Option<floor::FloorRound>,
+    /// The newest actor of this node whose floor check every replica of its view passed.
+    floored: Option<Actor>,
     /// Per partition, the floors this replica verified: entry `(a, 0)` says it holds every dot
     /// of `a`'s lineage's actors of epochs below `a`'s to the partition.
     floors: BTreeMap<u32, VersionVector>,
@@ -368,7 +368,7 @@ impl<S: Storage> Node<S> {
                 (Actor::new(my_hash, epoch, inc), 0)
             }
         };
-        let sealed: Option<Actor> = storage.meta_get(META_SEALED).and_then(|b| decode(&b));
+        let floored: Option<Actor> = storage.meta_get(META_FLOORED).and_then(|b| decode(&b));
         let floors: BTreeMap<u32, VersionVector> = storage
             .meta_get(META_FLOORS)
             .and_then(|b| decode(&b))
@@ -417,8 +417,8 @@ impl<S: Storage> Node<S> {
             me: id.node,
             actor,
             counter,
-            seal: None,
-            sealed,
+            floor_round: None,
+            floored,
             floors,
             shard,
             windows: Vec::new(),
@@ -473,7 +473,7 @@ impl<S: Storage> Node<S> {
         node.feeds = node.compute_feeds();
         node.expect_members();
         node.persist_membership();
-        node.start_seal();
+        node.start_floor_check();
         node
     }
 
@@ -773,7 +773,10 @@ impl<S: Storage> Node<S> {
                 None => false,
                 Some(true) => {
                     (self.trusts(partition, actor) && self.clock.base(actor) >= n)
-                        || self.handoff.get(&partition).is_some_and(|h| h.get(actor) >= n)
+                        || self
+                            .handoff
+                            .get(&partition)
+                            .is_some_and(|h| h.get(actor) >= n)
                 }
             }
     }
@@ -783,7 +786,7 @@ impl<S: Storage> Node<S> {
     /// claim. Hint actors fold nothing.
     fn holds_older(&self, partition: u32, actor: Actor) -> bool {
         actor.hinted_partition().is_some()
-            || self.cfg.canary == Some(Canary::FoldWithoutSeal)
+            || self.cfg.canary == Some(Canary::FoldWithoutFloor)
             || self
                 .floors
                 .get(&partition)
@@ -1009,8 +1012,9 @@ impl<S: Storage> Node<S> {
                     (Some(c), Some(k)) => self.covers(c, k),
                     _ => false,
                 };
-                let sealed = matches!(op, Op::Get { .. }) || op.key().is_some_and(|k| self.may_write(k));
-                if (skip || covered) && sealed {
+                let writable =
+                    matches!(op, Op::Get { .. }) || op.key().is_some_and(|k| self.may_write(k));
+                if (skip || covered) && writable {
                     self.run(origin, op);
                 } else {
                     let deadline = self.now + self.cfg.causal_wait;
@@ -1482,10 +1486,10 @@ impl<S: Storage> Node<S> {
                 (Some(c), Some(k)) => self.covers(c, k),
                 _ => false,
             };
-            let sealed =
+            let writable =
                 matches!(p.op, Op::Get { .. }) || p.op.key().is_some_and(|k| self.may_write(k));
             let skip = self.cfg.canary == Some(Canary::SkipCausalWait);
-            if (skip || covered) && sealed {
+            if (skip || covered) && writable {
                 self.run(p.origin, p.op);
             } else {
                 self.parked.push(p);
@@ -1627,13 +1631,13 @@ impl<S: Storage> Node<S> {
             msg @ (PeerMsg::HandoffBatch { .. } | PeerMsg::HandoffAck { .. }) => {
                 self.on_handoff(from, msg)
             }
-            PeerMsg::SealCheck {
+            PeerMsg::FloorCheck {
                 actor,
                 since,
                 olds,
                 partitions,
-            } => self.on_seal_check(&from, actor, since, &olds, &partitions),
-            PeerMsg::SealAck { actor, partitions } => self.on_seal_ack(&from, actor, &partitions),
+            } => self.on_floor_check(&from, actor, since, &olds, &partitions),
+            PeerMsg::FloorAck { actor, partitions } => self.on_floor_ack(&from, actor, &partitions),
         }
     }
 
@@ -1914,7 +1918,7 @@ impl<S: Storage> Node<S> {
             self.send(&peer, PeerMsg::Replicate { key, set, dots });
         }
         self.replicate_ready(None);
-        self.seal_tick();
+        self.floor_tick();
         self.reap_due();
         self.anti_entropy_tick();
         self.membership_tick();

@@ -112,6 +112,13 @@ mod tests {
         assert_eq!(m.get(Actor::new(3, 7, 1)), 2);
         assert_eq!(m.get(Actor::new(1, 7, 2).hint(5, 2)), 1);
         assert_eq!(decode("").unwrap(), VersionVector::new());
+        let mut floor = a.clone();
+        floor.raise_floor(Actor::new(3, 9, 1));
+        assert_eq!(
+            decode(&encode(&floor)).unwrap(),
+            floor,
+            "a floor entry survives the trip"
+        );
     }
 
     #[test]

@@ -229,7 +229,7 @@ pub fn validate(msg: &PeerMsg, limits: &Limits) -> Result<(), Rejection> {
             c.keyed_sets(sets)
         }
         PeerMsg::HandoffAck { partition, .. } => c.partition(*partition),
-        PeerMsg::SealCheck {
+        PeerMsg::FloorCheck {
             actor,
             since,
             olds,
@@ -247,7 +247,7 @@ pub fn validate(msg: &PeerMsg, limits: &Limits) -> Result<(), Rejection> {
             c.count("partitions", partitions.len())?;
             partitions.iter().try_for_each(|p| c.partition(*p))
         }
-        PeerMsg::SealAck { actor, partitions } => {
+        PeerMsg::FloorAck { actor, partitions } => {
             c.epoch(actor.epoch())?;
             c.count("partitions", partitions.len())?;
             partitions.iter().try_for_each(|p| c.partition(*p))
@@ -378,7 +378,11 @@ impl Checker<'_> {
         ctx.iter().try_for_each(|(a, n)| {
             self.epoch(a.epoch())?;
             // A zero counter is a floor: the lineage's older actors only.
-            if n == 0 { Ok(()) } else { self.dot(Dot::new(a, n)) }
+            if n == 0 {
+                Ok(())
+            } else {
+                self.dot(Dot::new(a, n))
+            }
         })
     }
 
@@ -409,6 +413,11 @@ impl Checker<'_> {
         self.epoch(claims.epoch)?;
         self.clock(&claims.clock)?;
         self.count("handoff clocks", claims.handoff.len())?;
+        self.count("awaiting", claims.awaiting.len())?;
+        claims
+            .awaiting
+            .iter()
+            .try_for_each(|p| self.partition(*p))?;
         for (p, h) in &claims.handoff {
             self.partition(*p)?;
             self.partition_clock(h)?;

@@ -258,7 +258,7 @@ impl<S: Storage> Node<S> {
         self.feeds = self.compute_feeds();
         if self.shard.is_some() {
             // The same incarnation continues its lineage under the new epoch; replicas vouch
-            // for the older actors it folds once they passed its seal check (`seal.rs`).
+            // for the older actors it folds once they passed its floor check (`floor.rs`).
             let inc = if self.cfg.canary == Some(Canary::NoTokenPruning) {
                 self.rng.random()
             } else {
@@ -268,7 +268,7 @@ impl<S: Storage> Node<S> {
             self.counter = 0;
             self.storage.meta_put(META_ACTOR, &encode(&self.actor));
         }
-        self.start_seal();
+        self.start_floor_check();
         // Replication to a node that no longer replicates the key becomes part of the handoff.
         let view = &self.cfg.view;
         self.outbox
@@ -295,7 +295,7 @@ impl<S: Storage> Node<S> {
         }
         self.expect_members();
         self.reroute_all();
-        self.seal_tick();
+        self.floor_tick();
         // After the views above: the driver writes what it queued for a removed node first.
         for p in peers {
             self.forget(p);
@@ -471,6 +471,7 @@ impl<S: Storage> Node<S> {
             epoch: self.cfg.view.epoch,
             clock,
             handoff,
+            awaiting: self.awaiting.iter().copied().collect(),
         }
     }
 
@@ -486,7 +487,14 @@ impl<S: Storage> Node<S> {
                 self.handoff.entry(*p).or_default().merge(h);
             }
         }
-        if !claims.handoff.is_empty() {
+        // A partition the peer holds in full is now held in full here too: nothing more to
+        // await (its previous owners may consider this node an owner since before it last
+        // installed a view, and never feed it).
+        let before = self.awaiting.len();
+        let parts = self.shard_partitions();
+        self.awaiting
+            .retain(|p| !parts.contains(p) || claims.awaiting.contains(p));
+        if !claims.handoff.is_empty() || self.awaiting.len() != before {
             self.persist_membership();
         }
         self.wake_parked();

@@ -1,31 +1,31 @@
-//! Seal checks: how replicas come to vouch for the older actors a token entry folds.
+//! Floor checks: how replicas come to vouch for the older actors a token entry folds.
 //!
 //! A context entry of actor `a` stands for `a`'s dots and for every dot of the older actors of
 //! `a`'s lineage ([`crate::core::clock`]). A replica relies on the second part for a partition
 //! only through a *floor* it verified itself: the lineage's node, once it took `a`, sends each
-//! replica in `a`'s view a seal check naming every older actor since its last completed seal
-//! with its final counter (the node's own, contiguous clock base: the actor issues no more dots).
-//! The replica verifies, per partition it holds, that it holds each of those actors' dots to the
-//! partition exactly as it would for a context entry of that actor, and the floor of the last
-//! completed seal; only then does it record the floor `(a, 0)`, durably before answering.
+//! replica in `a`'s view a floor check naming every older actor since its last completed floor
+//! check with its final counter (the node's own contiguous clock base: that actor issues no more
+//! dots). The replica verifies, per partition it holds, that it holds each of those actors' dots
+//! to the partition exactly as it would for a context entry of that actor, and the floor of the
+//! last completed check; only then does it record the floor `(a, 0)`, durably before answering.
 //!
 //! Invariants:
 //! - a floor `(a, 0)` of partition `p` at a replica means it holds every dot of `a`'s lineage's
-//!   older actors to `p` (they are fixed: those actors are retired); it is dropped with `p`;
-//! - floors travel only as claims of the same rule: handoff clocks and anti-entropy claims carry
-//!   them ([`Node::vouched`]), never anything a replica did not verify or receive so;
+//!   older actors to `p` (a fixed set: those actors are retired); it is dropped with `p`;
+//! - floors travel only as claims made under the same rule: handoff clocks and anti-entropy
+//!   claims carry them ([`Node::partition_clock`]), nothing a replica did not verify or receive so;
 //! - this node writes with its actor to a partition only once it holds its own lineage's floor
 //!   there (`may_write`), so every reply's token is true of the replica that made it.
 //!
-//! The seal never blocks a replica's answers: a context entry whose floor is missing waits, like
-//! any write a replica has not applied yet; the seal check's retries end the wait.
+//! A floor check never blocks a replica's answers: a context entry whose floor is missing waits
+//! like any write the replica has not applied yet, and the check's retries end the wait.
 
 use super::*;
 
-/// The seal check of this node's current actor, until every replica of its view passed it.
+/// The floor check of this node's current actor, until every replica of its view passed it.
 #[derive(Debug)]
-pub(crate) struct Seal {
-    /// The epoch of this lineage's last actor whose seal completed (`None`: none did).
+pub(crate) struct FloorRound {
+    /// The epoch of this lineage's last actor whose floor check completed (`None`: none did).
     since: Option<Epoch>,
     /// The lineage's actors of epochs from `since` below the current actor's, with their final
     /// counters.
@@ -45,16 +45,16 @@ fn same_lineage(a: Actor, b: Actor) -> bool {
 }
 
 impl<S: Storage> Node<S> {
-    /// Starts the seal check of the current actor, unless it passed already or this node
-    /// serves no shard. Sent from the next [`Node::seal_tick`].
-    pub(super) fn start_seal(&mut self) {
-        self.seal = None;
+    /// Starts the floor check of the current actor, unless it passed already or this node
+    /// serves no shard. Sent from the next [`Node::floor_tick`].
+    pub(super) fn start_floor_check(&mut self) {
+        self.floor_round = None;
         let me = self.actor;
-        if self.shard.is_none() || me.epoch() != self.cfg.view.epoch || self.sealed == Some(me) {
+        if self.shard.is_none() || me.epoch() != self.cfg.view.epoch || self.floored == Some(me) {
             return;
         }
         let since = self
-            .sealed
+            .floored
             .filter(|s| same_lineage(*s, me) && s.epoch() < me.epoch())
             .map(|s| s.epoch());
         let olds = self
@@ -74,7 +74,7 @@ impl<S: Storage> Node<S> {
                 pending.entry(o.clone()).or_default().insert(p);
             }
         }
-        self.seal = Some(Seal {
+        self.floor_round = Some(FloorRound {
             since,
             olds,
             pending,
@@ -82,38 +82,38 @@ impl<S: Storage> Node<S> {
         });
     }
 
-    /// Checks this node's own partitions and sends the seal check to the replicas that have
+    /// Checks this node's own partitions and sends the floor check to the replicas that have
     /// not passed it yet, at most every few ticks.
-    pub(super) fn seal_tick(&mut self) {
-        let Some(seal) = &self.seal else {
+    pub(super) fn floor_tick(&mut self) {
+        let Some(round) = &self.floor_round else {
             return;
         };
-        if seal.next > self.now {
+        if round.next > self.now {
             return;
         }
         let actor = self.actor;
-        let (since, olds) = (seal.since, seal.olds.clone());
-        let mine: Vec<u32> = seal
+        let (since, olds) = (round.since, round.olds.clone());
+        let mine: Vec<u32> = round
             .pending
             .get(&self.me)
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default();
         if !mine.is_empty() {
-            let ok = self.check_seal(actor, since, &olds, &mine);
+            let ok = self.check_floor(actor, since, &olds, &mine);
             let me = self.me.clone();
-            self.on_seal_ack(&me, actor, &ok);
+            self.on_floor_ack(&me, actor, &ok);
         }
         let me = self.me.clone();
-        let Some(seal) = &mut self.seal else {
+        let Some(round) = &mut self.floor_round else {
             return;
         };
-        seal.next = self.now + self.cfg.tick_interval * 3;
-        let checks: Vec<(NodeId, PeerMsg)> = seal
+        round.next = self.now + self.cfg.tick_interval * 3;
+        let checks: Vec<(NodeId, PeerMsg)> = round
             .pending
             .iter()
             .filter(|(n, _)| **n != me)
             .map(|(n, ps)| {
-                let msg = PeerMsg::SealCheck {
+                let msg = PeerMsg::FloorCheck {
                     actor,
                     since,
                     olds: olds.clone(),
@@ -127,9 +127,9 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    /// A peer's seal check: verifies it on the partitions this node holds and answers with
+    /// A peer's floor check: verifies it on the partitions this node holds and answers with
     /// those that passed (their floors are stored first; the answer leaves after the sync).
-    pub(super) fn on_seal_check(
+    pub(super) fn on_floor_check(
         &mut self,
         from: &NodeId,
         actor: Actor,
@@ -140,11 +140,11 @@ impl<S: Storage> Node<S> {
         if actor.node() != node_hash(from) || actor.hinted_partition().is_some() {
             return;
         }
-        let ok = self.check_seal(actor, since, olds, partitions);
+        let ok = self.check_floor(actor, since, olds, partitions);
         if !ok.is_empty() {
             self.send(
                 from,
-                PeerMsg::SealAck {
+                PeerMsg::FloorAck {
                     actor,
                     partitions: ok,
                 },
@@ -154,7 +154,7 @@ impl<S: Storage> Node<S> {
 
     /// The partitions among `partitions` on which this node holds every dot `actor` folds (the
     /// floor at `since` and each of `olds` up to its final counter); records their floors.
-    fn check_seal(
+    fn check_floor(
         &mut self,
         actor: Actor,
         since: Option<Epoch>,
@@ -173,13 +173,6 @@ impl<S: Storage> Node<S> {
                     })
             })
             .collect();
-        if std::env::var("TOKDBG").is_ok() && self.now.as_micros() > 29_000_000 {
-            for &p in partitions.iter().filter(|p| !ok.contains(p)) {
-                let held = self.cfg.view.owns(&self.me, p) || self.retained.contains(&p);
-                let bad: Vec<String> = olds.iter().filter(|&&(a, n)| !self.holds(p, a, n)).map(|(a, n)| format!("{a:?}:{n} rel={:?} trusts={} base={} ho={:?}", self.history.relevant(*a, p), self.trusts(p, *a), self.clock.base(*a), self.handoff.get(&p).map(|h| h.get(*a)))).collect();
-                eprintln!("SEALDBG {} checks {actor:?} p{p} held={held} since={:?} base_ok={} window={:?} bad={bad:?}", self.me, since.map(|e| e >> 32), base.is_none_or(|b| self.holds_older(p, b)), self.windows.get(p as usize));
-            }
-        }
         if !ok.is_empty() {
             for p in &ok {
                 self.floors.entry(*p).or_default().raise_floor(actor);
@@ -191,27 +184,27 @@ impl<S: Storage> Node<S> {
         ok
     }
 
-    /// A replica passed the seal check of `actor` on `partitions`; the seal completes once every
+    /// A replica passed the floor check of `actor` on `partitions`; the round completes once every
     /// replica passed it on all of its partitions.
-    pub(super) fn on_seal_ack(&mut self, from: &NodeId, actor: Actor, partitions: &[u32]) {
+    pub(super) fn on_floor_ack(&mut self, from: &NodeId, actor: Actor, partitions: &[u32]) {
         if actor != self.actor {
             return;
         }
-        let Some(seal) = &mut self.seal else {
+        let Some(round) = &mut self.floor_round else {
             return;
         };
-        if let Some(ps) = seal.pending.get_mut(from) {
+        if let Some(ps) = round.pending.get_mut(from) {
             for p in partitions {
                 ps.remove(p);
             }
             if ps.is_empty() {
-                seal.pending.remove(from);
+                round.pending.remove(from);
             }
         }
-        if seal.pending.is_empty() {
-            self.seal = None;
-            self.sealed = Some(actor);
-            self.storage.meta_put(META_SEALED, &encode(&self.sealed));
+        if round.pending.is_empty() {
+            self.floor_round = None;
+            self.floored = Some(actor);
+            self.storage.meta_put(META_FLOORED, &encode(&self.floored));
         }
     }
 }
