@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 const CHANGES: usize = 210;
 const KEYS: usize = 5;
 
-/// Sends `req` until it is not a 503 (a write waits for its node's new actor to be sealed, at
-/// most the causal wait per try); panics after 20 s.
+/// Sends `req` until it is not a 503 (a write waits until its node holds its own floor on the
+/// key's partition, at most the causal wait per try); panics after 20 s.
 fn until_served(
     mut req: impl FnMut() -> reqwest::blocking::Response,
 ) -> reqwest::blocking::Response {
@@ -97,6 +97,10 @@ fn a_session_token_stays_bounded_through_hundreds_of_view_changes() {
             ctx.len()
         );
     }
+    eprintln!(
+        "token after {CHANGES} view changes: {} characters (bound {bound})",
+        ctx.len()
+    );
     // A fresh session (no token) reads every key and writes.
     for (k, v) in latest.iter().enumerate() {
         let r = until_served(|| {
