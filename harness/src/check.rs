@@ -876,6 +876,7 @@ mod tests {
             writes: vec![write(1, a, val("a"), VersionVector::new()), blind],
             finals: BTreeMap::from([(key(), vec![(0, deleted)])]),
             unsettled: Vec::new(),
+            nodes: 0,
         };
         assert_eq!(check(&h, &Checker::ALL, true), Vec::new());
         let back = set_of(&[
