@@ -11,7 +11,7 @@ use crate::history::{History, OpRecord, Outcome, WriteRecord};
 use crate::plan::OpKind;
 use crate::scenario::Checker;
 use bytes::Bytes;
-use causeway::core::{Actor, Dot, Response, Version, VersionSet, VersionVector};
+use causeway::core::{Actor, Dot, Response, Version, VersionSet, VersionVector, token};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -209,7 +209,36 @@ pub fn check(h: &History, enabled: &[Checker], complete_registry: bool) -> Vec<V
     if on(Checker::G6) {
         g6(h, &ix, &merged, &mut out);
     }
+    if on(Checker::Token) {
+        token_size(h, &mut out);
+    }
     out
+}
+
+/// Every reply's context encodes within [`token::max_chars`] of one entry per node.
+fn token_size(h: &History, out: &mut Vec<Violation>) {
+    let limit = token::max_chars(h.nodes);
+    for op in &h.ops {
+        let (Outcome::Ok(Response::Read { context, .. })
+        | Outcome::Ok(Response::Written { context, .. })) = &op.outcome
+        else {
+            continue;
+        };
+        let len = token::encode(context).len();
+        if len > limit {
+            out.push(Violation {
+                checker: Checker::Token,
+                key: show(&op.key),
+                ops: vec![op.id],
+                detail: format!(
+                    "reply token is {len} characters ({} entries), above the bound of {limit} for {} nodes: {op}",
+                    context.len(),
+                    h.nodes
+                ),
+            });
+            return;
+        }
+    }
 }
 
 fn g1(h: &History, ix: &Index, complete: bool, out: &mut Vec<Violation>) {
@@ -261,10 +290,12 @@ fn g1(h: &History, ix: &Index, complete: bool, out: &mut Vec<Violation>) {
                 format!("reply context drops part of the request context: {op}"),
             );
         }
+        // A floor entry (counter 0) claims only the dots of its lineage's older actors, all
+        // issued: it names no dot of its own actor.
         if complete
             && let Some((a, n)) = reply_ctx
                 .iter()
-                .find(|(a, n)| ix.max_counter.get(a).is_none_or(|m| m < n))
+                .find(|(a, n)| *n > 0 && ix.max_counter.get(a).is_none_or(|m| m < n))
         {
             v(
                 key,
@@ -586,6 +617,7 @@ mod tests {
             ],
             finals: BTreeMap::from([(key(), vec![(0, final_set.clone()), (1, final_set)])]),
             unsettled: Vec::new(),
+            nodes: 0,
         }
     }
 
@@ -666,6 +698,7 @@ mod tests {
             ],
             finals: BTreeMap::new(),
             unsettled: Vec::new(),
+            nodes: 0,
         };
         h.ops.push(get_op(3, 1, vv(&[d]), vec![], vv(&[d])));
         assert!(checkers(&h, Checker::G1).is_empty());
@@ -712,6 +745,7 @@ mod tests {
             ],
             finals: BTreeMap::from([(key(), vec![(0, both)])]),
             unsettled: Vec::new(),
+            nodes: 0,
         };
         assert!(checkers(&h, Checker::G2).is_empty());
         let mut lww = VersionSet::new();
@@ -743,6 +777,7 @@ mod tests {
             ],
             finals: BTreeMap::from([(key(), vec![(0, both.clone()), (1, both)])]),
             unsettled: Vec::new(),
+            nodes: 0,
         };
         assert_eq!(check(&h, &Checker::ALL, true), Vec::new());
         // Not blind, the same empty context is a session going backwards.
@@ -809,6 +844,7 @@ mod tests {
             ],
             finals: BTreeMap::from([(key(), vec![(0, resurrected)])]),
             unsettled: Vec::new(),
+            nodes: 0,
         };
         let v = checkers(&h, Checker::G6);
         assert_eq!(v.len(), 1, "{v:?}");
@@ -840,6 +876,7 @@ mod tests {
             writes: vec![write(1, a, val("a"), VersionVector::new()), blind],
             finals: BTreeMap::from([(key(), vec![(0, deleted)])]),
             unsettled: Vec::new(),
+            nodes: 0,
         };
         assert_eq!(check(&h, &Checker::ALL, true), Vec::new());
         let back = set_of(&[

@@ -156,6 +156,9 @@ pub struct History {
     /// For every key: each replica of its shard in the final view (node index) and its final
     /// version set. Copies still held by nodes that no longer own the key are not final states.
     pub finals: BTreeMap<Bytes, Vec<(usize, VersionSet)>>,
+    /// Node slots of the cluster (every node that may ever be a member): the token checker
+    /// allows one context entry per node.
+    pub nodes: usize,
     /// Liveness problems the driver saw when the run ended: a node that never learned the final
     /// view, or never settled its handoffs (retained or awaited partitions), within the bound.
     pub unsettled: Vec<String>,

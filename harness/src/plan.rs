@@ -396,6 +396,17 @@ fn gen_faults(s: &Scenario, rng: &mut SmallRng) -> Vec<TimedFault> {
                 let node = members.remove(rng.random_range(0..members.len()));
                 out.push(at(t, Fault::Remove { node, via: None }));
             }
+            FaultKind::Reshape => {
+                let mut nodes = members.clone();
+                shuffle(&mut nodes, rng);
+                let rf = rng.random_range(1..=nodes.len().min(3));
+                let fault = Fault::View {
+                    nodes: Some(nodes),
+                    rf: Some(rf),
+                    via: None,
+                };
+                out.push(at(t, fault));
+            }
             FaultKind::Partition | FaultKind::Asymmetric | FaultKind::Join | FaultKind::Leave => {}
         }
         t += secs(rng, f.every_s).max(1);

@@ -26,6 +26,11 @@ pub enum Checker {
     G6,
     /// Identity: no dot is ever issued for two different writes.
     G7,
+    /// Token size (docs/guarantees): every context a reply carries encodes within the bound of one
+    /// entry per node of the cluster, however many view changes and restarts it went through.
+    /// Opt-in (not in [`Checker::ALL`]): a node that loses its disk or its counter rightly
+    /// starts a new lineage.
+    Token,
 }
 
 impl Checker {
@@ -275,6 +280,9 @@ pub enum FaultKind {
     Join,
     /// A random member is decommissioned (while more than `max(rf, 2)` members remain).
     Leave,
+    /// A view change that keeps the members but shuffles their order and picks a random
+    /// replication factor: shards reshape and partitions move, and every node takes a new actor.
+    Reshape,
 }
 
 /// The fault schedule.

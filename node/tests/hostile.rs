@@ -5,6 +5,7 @@
 //! messages must go on serving.
 
 use bytes::Bytes;
+use causeway::core::clock::PartitionClock;
 use causeway::core::message::decode_frame;
 use causeway::core::ring::{Epoch, epoch_number};
 use causeway::core::validate::MAX_EPOCH_STEP;
@@ -100,7 +101,25 @@ fn dot() -> impl Strategy<Value = Dot> {
 }
 
 fn context() -> impl Strategy<Value = VersionVector> {
-    prop::collection::vec((actor(), hostile_u64()), 0..4).prop_map(|v| v.into_iter().collect())
+    prop::collection::vec((actor(), hostile_u64()), 0..4).prop_map(|v| {
+        let mut ctx = VersionVector::new();
+        for (a, n) in v {
+            ctx.insert_entry(a, n);
+        }
+        ctx
+    })
+}
+
+/// A handoff claim: exact dots (any counters, gaps included) and floors.
+fn partition_clock() -> impl Strategy<Value = PartitionClock> {
+    (prop::collection::vec(dot(), 0..4), context()).prop_map(|(dots, floors)| {
+        let mut clock = PartitionClock::default();
+        for d in dots {
+            clock.dots.add(d);
+        }
+        clock.floors = floors;
+        clock
+    })
 }
 
 /// The wire form of a version set, to build malformed ones (unsorted, uncovered dots).
@@ -241,6 +260,20 @@ fn peer_msg() -> impl Strategy<Value = PeerMsg> {
         (epoch(), hostile_u32()).prop_map(|(epoch, views)| PeerMsg::Ping { epoch, views }),
         (epoch(), hostile_u32()).prop_map(|(epoch, views)| PeerMsg::Pong { epoch, views }),
         prop::collection::vec(view(), 0..3).prop_map(|views| PeerMsg::Views { views }),
+        (
+            actor(),
+            prop::option::of(epoch()),
+            prop::collection::vec((actor(), hostile_u64()), 0..3),
+            prop::collection::vec(hostile_u32(), 0..3)
+        )
+            .prop_map(|(actor, since, olds, partitions)| PeerMsg::FloorCheck {
+                actor,
+                since,
+                olds,
+                partitions
+            }),
+        (actor(), prop::collection::vec(hostile_u32(), 0..3))
+            .prop_map(|(actor, partitions)| PeerMsg::FloorAck { actor, partitions }),
         (0usize..6).prop_map(|i| PeerMsg::Join {
             node: format!("10.0.0.{i}:7000")
         }),
@@ -249,7 +282,7 @@ fn peer_msg() -> impl Strategy<Value = PeerMsg> {
             epoch(),
             hostile_u64(),
             hostile_u32(),
-            prop::option::of(context()),
+            prop::option::of(partition_clock()),
             prop::collection::vec((key(), version_set()), 0..3),
             any::<bool>()
         )

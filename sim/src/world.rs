@@ -288,7 +288,10 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             liveness_end: ((scenario.phases.chaos_s + scenario.phases.liveness_s) * 1e6) as u64,
             r: scenario.workload.r().expect("validated on load"),
             w: scenario.workload.w().expect("validated on load"),
-            history: History::default(),
+            history: History {
+                nodes: scenario.cluster.slots(),
+                ..History::default()
+            },
             sent: BTreeMap::new(),
             admin: BTreeMap::new(),
             hash: 0xcbf2_9ce4_8422_2325,

@@ -12,7 +12,7 @@
 //! its own clock. This fills clock gaps left by lost replication (e.g. a coordinator that crashed
 //! with acknowledged writes not yet sent), so causal waits end.
 
-use super::clock::{NodeClock, VersionVector};
+use super::clock::{NodeClock, PartitionClock};
 use super::message::Rid;
 use super::request::ReqId;
 use super::ring::NodeId;
@@ -29,7 +29,10 @@ pub struct Claims {
     /// The view epoch the claims were made under; claims from another epoch are not adopted.
     pub epoch: super::ring::Epoch,
     pub clock: NodeClock,
-    pub handoff: BTreeMap<u32, VersionVector>,
+    pub handoff: BTreeMap<u32, PartitionClock>,
+    /// The shard's partitions the replica itself still awaits from a previous owner. A peer
+    /// that awaits one of the others, and now reflects this replica's state, has it in full.
+    pub awaiting: Vec<u32>,
 }
 
 /// The initiator's state of its one running exchange.

@@ -54,10 +54,16 @@ pub enum Canary {
     DropBeforeSynced,
     /// A restarted node forgets the hints it held (its writes accepted for unreachable shards).
     ForgetHints,
+    /// Every view change starts a new actor lineage (a fresh incarnation), so tokens keep one
+    /// entry per retired actor and grow with every view change.
+    NoTokenPruning,
+    /// Replicas trust a context entry's folded older actors without a floor (no floor check):
+    /// a replica that lacks an older actor's writes answers as if it held them.
+    FoldWithoutFloor,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 9] = [
+    pub const ALL: [Canary; 11] = [
         Canary::SkipCausalWait,
         Canary::NoReplicationRetry,
         Canary::NoAntiEntropy,
@@ -67,6 +73,8 @@ impl Canary {
         Canary::StaleContext,
         Canary::DropBeforeSynced,
         Canary::ForgetHints,
+        Canary::NoTokenPruning,
+        Canary::FoldWithoutFloor,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,6 +88,8 @@ impl Canary {
             Canary::StaleContext => "stale-context",
             Canary::DropBeforeSynced => "drop-partition-before-synced",
             Canary::ForgetHints => "forget-hints-on-restart",
+            Canary::NoTokenPruning => "no-token-pruning",
+            Canary::FoldWithoutFloor => "fold-without-floor",
         }
     }
 

@@ -2,10 +2,12 @@
 //!
 //! An [`Actor`] is one incarnation of one node within one view epoch: the node's address hash
 //! ([`crate::core::ring::node_hash`]), the [`Epoch`] of the view it coordinated writes under,
-//! and a random incarnation. A node takes a fresh actor whenever it installs a new view, and
-//! whenever it loses its disk or cannot prove its counter survived a crash, so a dot is never
-//! issued twice (G7) and every dot of an actor is a write to a partition the actor's node
-//! owned in that one epoch's view. A *hint actor* ([`Actor::hint`]) is the exception: it names
+//! and a random incarnation. A node takes a fresh actor whenever it installs a new view (same
+//! incarnation, new epoch: the actors of one incarnation form a *lineage*, which contexts fold
+//! into its newest actor, see [`crate::core::clock`]), and a fresh incarnation whenever it loses
+//! its disk or cannot prove its counter survived a crash, so a dot is never issued twice
+//! (G7) and every dot of an actor is a write to a partition the actor's node owned in that one
+//! epoch's view. A *hint actor* ([`Actor::hint`]) is the exception: it names
 //! writes a node accepted for one partition it does not own while that partition's replicas were
 //! unreachable (hinted handoff), and its dots concern that partition only. A [`Dot`] `(actor, counter)` names exactly one write; counters
 //! of one actor start at 1 and are issued without gaps by that actor.

@@ -105,6 +105,29 @@ impl History {
         )
     }
 
+    /// Whether `actor` or an earlier actor of its lineage (folded into it, see
+    /// [`crate::core::clock`]) may have written to `partition`: its node owned the partition in
+    /// some known view up to the actor's epoch. `None` when the actor's own view is unknown.
+    /// Hint actors fold nothing: as [`History::relevant`].
+    pub fn ever_relevant(&self, actor: Actor, partition: u32) -> Option<bool> {
+        if actor.hinted_partition().is_some() {
+            return self.relevant(actor, partition);
+        }
+        self.views.get(&actor.epoch())?;
+        Some(self.views.range(..=actor.epoch()).any(|(_, k)| {
+            k.shard_by_hash
+                .get(&actor.node())
+                .is_some_and(|s| *s == k.view.shard_of_partition(partition))
+        }))
+    }
+
+    /// Whether `node` owned `partition` in some known view of an epoch in `from..until`.
+    pub fn owned_between(&self, node: &NodeId, partition: u32, from: Epoch, until: Epoch) -> bool {
+        self.views
+            .range(from..until)
+            .any(|(_, k)| k.view.owns(node, partition))
+    }
+
     /// The shard `actor`'s node belonged to in the view of its epoch, with that view (`None`
     /// for hint actors, which belong to no shard).
     pub fn actor_shard(&self, actor: Actor) -> Option<(&View, ShardId)> {

@@ -3,8 +3,8 @@
 //! ignored when no longer pending).
 
 use super::aae::Claims;
-use super::clock::VersionVector;
-use super::dot::Dot;
+use super::clock::PartitionClock;
+use super::dot::{Actor, Dot};
 use super::dvv::VersionSet;
 use super::request::{Op, ReqError, Response};
 use super::ring::{Epoch, NodeId, View};
@@ -140,6 +140,21 @@ pub enum PeerMsg {
         epoch: Epoch,
         views: u32,
     },
+    /// The floor check of `actor`, a node's new actor continuing its lineage: for each of
+    /// `partitions`, does the receiver hold every dot of the lineage's older actors to it — the
+    /// floor at `since` (none: the lineage began later) and the dots `(a, 1..=final)` of each of
+    /// `olds`, the lineage's actors of epochs from `since` below `actor`'s with their final
+    /// counters? Answered with `FloorAck` naming the partitions it verified (and now floors).
+    FloorCheck {
+        actor: Actor,
+        since: Option<Epoch>,
+        olds: Vec<(Actor, u64)>,
+        partitions: Vec<u32>,
+    },
+    FloorAck {
+        actor: Actor,
+        partitions: Vec<u32>,
+    },
     /// Views the receiver may lack, oldest first.
     Views {
         views: Vec<View>,
@@ -169,7 +184,7 @@ pub enum PeerMsg {
         epoch: Epoch,
         stream: u64,
         seq: u32,
-        clock: Option<VersionVector>,
+        clock: Option<PartitionClock>,
         sets: Vec<(Bytes, VersionSet)>,
         last: bool,
     },
@@ -227,6 +242,8 @@ impl PeerMsg {
             PeerMsg::Ping { .. } => "ping",
             PeerMsg::Pong { .. } => "pong",
             PeerMsg::Views { .. } => "views",
+            PeerMsg::FloorCheck { .. } => "floor_check",
+            PeerMsg::FloorAck { .. } => "floor_ack",
             PeerMsg::Join { .. } => "join",
             PeerMsg::JoinProbe { .. } => "join_probe",
             PeerMsg::JoinAnswer { .. } => "join_answer",

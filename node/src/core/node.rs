@@ -11,12 +11,17 @@
 //! Invariants:
 //! - every dot this node issues is above every dot its actor issued before (counters persist with
 //!   the node clock; a node that cannot prove that takes a new incarnation);
+//! - **floors** (see `floor.rs`): tokens fold a lineage's earlier actors into its newest one
+//!   ([`crate::core::clock`]); a replica relies on that fold for a partition only through a floor
+//!   it verified exactly (every older actor's dots to the partition, up to its final counter) or
+//!   a handoff claim made under the same rule, and a node writes with a new actor only once it
+//!   holds such a floor for its own lineage on the key's partition;
 //! - a token this node returns covers only dots it applied (contiguous clock bases) plus the
 //!   caller's own context;
 //! - a read answers only once this replica's clock covers the caller's context for the shard.
 
 use super::aae::{AaeStats, Claims, Exchange, encoded_len};
-use super::clock::{NodeClock, VersionVector};
+use super::clock::{NodeClock, PartitionClock, VersionVector};
 use super::config::{Canary, Config, ConflictMode, SyncMode, WARN_SIBLINGS};
 use super::dot::{Actor, Dot};
 use super::dvv::{Version, VersionSet};
@@ -40,6 +45,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 mod anti_entropy;
+mod floor;
 mod handoff;
 mod membership;
 
@@ -53,6 +59,8 @@ const META_HANDOFF: &str = "handoff";
 const META_RETAINED: &str = "retained";
 const META_AWAITING: &str = "awaiting";
 const META_DROPPED: &str = "dropped";
+const META_FLOORED: &str = "floored";
+const META_FLOORS: &str = "floors";
 
 /// Who a node is: its address, and a random nonce from the driver (seeds the choice of a new
 /// incarnation and of jitter; the core draws no randomness of its own).
@@ -259,6 +267,13 @@ pub struct Node<S: Storage> {
     me: NodeId,
     actor: Actor,
     counter: u64,
+    /// The floor check of the current actor, until every replica in its view verified it.
+    floor_round: Option<floor::FloorRound>,
+    /// The newest actor of this node whose floor check every replica of its view passed.
+    floored: Option<Actor>,
+    /// Per partition, the floors this replica verified: entry `(a, 0)` says it holds every dot
+    /// of `a`'s lineage's actors of epochs below `a`'s to the partition.
+    floors: BTreeMap<u32, VersionVector>,
     shard: Option<ShardId>,
     /// Every view this node has seen; `cfg.view` is the newest.
     history: History,
@@ -266,7 +281,7 @@ pub struct Node<S: Storage> {
     windows: Vec<Option<(Epoch, Epoch)>>,
     /// Per partition, the writes of earlier owners this node's data reflects, from completed
     /// handoffs (and adopted from shard peers).
-    handoff: BTreeMap<u32, VersionVector>,
+    handoff: BTreeMap<u32, PartitionClock>,
     /// Partitions held but no longer owned, until every new replica has them durably.
     retained: BTreeSet<u32>,
     /// For each partition this node dropped: the epoch of the last drop, and how many times.
@@ -276,6 +291,8 @@ pub struct Node<S: Storage> {
     /// Partitions this node keeps owning, with the replicas that gained them in the current view
     /// and still have to receive them from this node.
     feeds: BTreeMap<u32, BTreeSet<NodeId>>,
+    /// Per fed (partition, replica): the start of the replica's stretch of ownership it was fed.
+    fed: BTreeMap<(u32, NodeId), Epoch>,
     pushes: BTreeMap<(u32, NodeId), Push>,
     incoming: BTreeMap<(NodeId, u32), Incoming>,
     /// Forwarded requests to route again once this node's view catches up, with when to retry.
@@ -363,6 +380,7 @@ impl<S: Storage> Node<S> {
             Some(a) if cfg.canary == Some(Canary::ForgetCounterOnRestart) => (a, 0),
             Some(a) if trusted && a.node() == my_hash && a.epoch() == epoch => (a, clock.base(a)),
             _ => {
+                // A new incarnation is a new lineage: it claims nothing of the old one's.
                 let mut inc: u32 = rng.random();
                 while previous.is_some_and(|p| p.incarnation() == inc) {
                     inc = rng.random();
@@ -370,6 +388,11 @@ impl<S: Storage> Node<S> {
                 (Actor::new(my_hash, epoch, inc), 0)
             }
         };
+        let floored: Option<Actor> = storage.meta_get(META_FLOORED).and_then(|b| decode(&b));
+        let floors: BTreeMap<u32, VersionVector> = storage
+            .meta_get(META_FLOORS)
+            .and_then(|b| decode(&b))
+            .unwrap_or_default();
         storage.meta_put(META_ACTOR, &encode(&actor));
         storage.meta_put(META_CLEAN, &[0]);
         let mut probes = Probes::default();
@@ -378,7 +401,7 @@ impl<S: Storage> Node<S> {
         }
         let (merkle, live) = index(&storage, cfg.view.partitions);
         let shard = cfg.view.shard_of_node(&id.node);
-        let handoff: BTreeMap<u32, VersionVector> = storage
+        let handoff: BTreeMap<u32, PartitionClock> = storage
             .meta_get(META_HANDOFF)
             .and_then(|b| decode(&b))
             .unwrap_or_default();
@@ -414,6 +437,9 @@ impl<S: Storage> Node<S> {
             me: id.node,
             actor,
             counter,
+            floor_round: None,
+            floored,
+            floors,
             shard,
             windows: Vec::new(),
             history,
@@ -422,6 +448,7 @@ impl<S: Storage> Node<S> {
             dropped,
             awaiting,
             feeds: BTreeMap::new(),
+            fed: BTreeMap::new(),
             pushes: BTreeMap::new(),
             incoming: BTreeMap::new(),
             rerouting: Vec::new(),
@@ -466,6 +493,7 @@ impl<S: Storage> Node<S> {
         node.feeds = node.compute_feeds();
         node.expect_members();
         node.persist_membership();
+        node.start_floor_check();
         node
     }
 
@@ -745,32 +773,82 @@ impl<S: Storage> Node<S> {
 
     /// True when this replica holds every write of `ctx` to `key`'s partition: each relevant
     /// entry is vouched for by the node clock (within the ownership window) or by the
-    /// partition's handoff clock. An entry of an epoch this node has not seen is not covered.
+    /// partition's handoff clock, and the older actors each entry folds are vouched for by a
+    /// floor ([`Node::holds_older`]). An entry of an epoch this node has not seen is not covered.
     fn covers(&self, ctx: &VersionVector, key: &[u8]) -> bool {
         let p = self.cfg.view.partition_of(key);
         if self.shard != Some(self.cfg.view.shard_of_partition(p)) {
             return false;
         }
-        let handoff = self.handoff.get(&p);
-        ctx.iter().all(|(a, n)| match self.history.relevant(a, p) {
-            Some(false) => true,
-            None => false,
-            Some(true) => {
-                (self.trusts(p, a) && self.clock.base(a) >= n)
-                    || handoff.is_some_and(|h| h.get(a) >= n)
-            }
-        })
+        ctx.iter()
+            .all(|(a, n)| self.holds_older(p, a) && self.holds(p, a, n))
     }
 
-    /// The writes to `partition` this node's data reflects, as a version vector.
-    fn vouched(&self, partition: u32) -> VersionVector {
-        let mut v = self.clock.bases(|a| {
+    /// Whether this replica holds `actor`'s dots `1..=n` to `partition` (all of them when the
+    /// actor did not write to it), by its node clock or the partition's handoff clock.
+    fn holds(&self, partition: u32, actor: Actor, n: u64) -> bool {
+        n == 0
+            || match self.history.relevant(actor, partition) {
+                Some(false) => true,
+                None => false,
+                Some(true) => {
+                    (self.trusts(partition, actor) && self.clock.base(actor) >= n)
+                        || self
+                            .handoff
+                            .get(&partition)
+                            .is_some_and(|h| h.get(actor) >= n)
+                }
+            }
+    }
+
+    /// Whether this replica holds every dot to `partition` of the actors older than `actor` in
+    /// its lineage (what a context entry of `actor` folds): a floor it verified, or a handoff
+    /// claim. Hint actors fold nothing.
+    fn holds_older(&self, partition: u32, actor: Actor) -> bool {
+        actor.hinted_partition().is_some()
+            || self.cfg.canary == Some(Canary::FoldWithoutFloor)
+            || self
+                .floors
+                .get(&partition)
+                .is_some_and(|f| f.covers_older(actor))
+            || self
+                .handoff
+                .get(&partition)
+                .is_some_and(|h| h.covers_older(actor))
+    }
+
+    /// The writes to `partition` this node's data reflects, exactly: the trusted actors'
+    /// contiguous bases, its handoff clock and its floors (what handoff streams claim).
+    fn partition_clock(&self, partition: u32) -> PartitionClock {
+        let mut h = self.handoff.get(&partition).cloned().unwrap_or_default();
+        h.dots.join(&self.clock.restricted(|a| {
             self.history.relevant(a, partition) == Some(true) && self.trusts(partition, a)
-        });
-        if let Some(h) = self.handoff.get(&partition) {
-            v.merge(h);
+        }));
+        if let Some(f) = self.floors.get(&partition) {
+            h.floors.merge(f);
+        }
+        h
+    }
+
+    /// The writes to `partition` this node's data reflects, as a version vector (a token): its
+    /// floors, and each vouched actor's contiguous base whose older actors it holds too (an
+    /// entry folds them).
+    fn vouched(&self, partition: u32) -> VersionVector {
+        let h = self.partition_clock(partition);
+        let mut v = h.floors.clone();
+        for (a, base, _) in h.dots.entries() {
+            if base > 0 && self.holds_older(partition, a) {
+                v.raise(a, base);
+            }
         }
         v
+    }
+
+    /// Whether this node may issue a dot of its current actor for `key`: it holds its own
+    /// lineage's older dots to the key's partition, so the reply's token (which folds them) is
+    /// true of this replica.
+    fn may_write(&self, key: &[u8]) -> bool {
+        self.holds_older(self.cfg.view.partition_of(key), self.actor)
     }
 
     /// The token to return: the caller's context joined with what this replica holds of the
@@ -961,7 +1039,9 @@ impl<S: Storage> Node<S> {
                     (Some(c), Some(k)) => self.covers(c, k),
                     _ => false,
                 };
-                if skip || covered {
+                let writable =
+                    matches!(op, Op::Get { .. }) || op.key().is_some_and(|k| self.may_write(k));
+                if (skip || covered) && writable {
                     self.run(origin, op);
                 } else {
                     let deadline = self.now + self.cfg.causal_wait;
@@ -1193,7 +1273,7 @@ impl<S: Storage> Node<S> {
                 .all(|n| self.is_suspect(n))
             && context
                 .iter()
-                .all(|(a, _)| self.history.relevant(a, p) == Some(false))
+                .all(|(a, _)| self.history.ever_relevant(a, p) == Some(false))
             && self.held_keys() < self.cfg.max_hint_keys
     }
 
@@ -1477,7 +1557,10 @@ impl<S: Storage> Node<S> {
                 (Some(c), Some(k)) => self.covers(c, k),
                 _ => false,
             };
-            if covered {
+            let writable =
+                matches!(p.op, Op::Get { .. }) || p.op.key().is_some_and(|k| self.may_write(k));
+            let skip = self.cfg.canary == Some(Canary::SkipCausalWait);
+            if (skip || covered) && writable {
                 self.run(p.origin, p.op);
             } else {
                 self.parked.push(p);
@@ -1620,6 +1703,13 @@ impl<S: Storage> Node<S> {
             msg @ (PeerMsg::HandoffBatch { .. } | PeerMsg::HandoffAck { .. }) => {
                 self.on_handoff(from, msg)
             }
+            PeerMsg::FloorCheck {
+                actor,
+                since,
+                olds,
+                partitions,
+            } => self.on_floor_check(&from, actor, since, &olds, &partitions),
+            PeerMsg::FloorAck { actor, partitions } => self.on_floor_ack(&from, actor, &partitions),
         }
     }
 
@@ -1907,6 +1997,7 @@ impl<S: Storage> Node<S> {
             self.send(&peer, PeerMsg::Replicate { key, set, dots });
         }
         self.replicate_ready(None);
+        self.floor_tick();
         self.reap_due();
         self.anti_entropy_tick();
         self.membership_tick();

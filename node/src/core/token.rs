@@ -1,7 +1,13 @@
-//! The causal-context token clients carry (docs/): a [`VersionVector`] over actors, encoded
-//! as URL-safe base64 of its bincode form. Its size is O(actors in the cluster), never O(keys).
+//! The causal-context token clients carry (docs/): a [`VersionVector`], encoded as URL-safe
+//! base64 of its bincode form.
 //!
-//! Tokens from different sessions merge by [`merge`] (pointwise maximum); the merged token names
+//! Size bound, by construction: a vector holds one entry per lineage (node incarnation, plus
+//! hint actors, see [`crate::core::clock`]), each at most [`MAX_ENTRY_BYTES`] encoded, so a token
+//! naming `n` lineages is at most [`max_chars`]`(n)` long. View changes and trusted restarts add
+//! no lineage; only a node that loses its disk or its counter (a new incarnation) does. Never
+//! O(keys), never O(view changes).
+//!
+//! Tokens from different sessions merge by [`merge`] (the join of version vectors); the merged token names
 //! the union of both causal pasts.
 
 use super::clock::VersionVector;
@@ -26,6 +32,15 @@ pub enum TokenError {
 /// One token entry: an actor's node hash, epoch, incarnation and hint code, and its counter.
 type Entry = (u32, u64, u32, u32, u64);
 
+/// Most bytes one entry takes encoded (bincode varints: a `u32` at most 5, a `u64` at most 9).
+pub const MAX_ENTRY_BYTES: usize = 5 + 9 + 5 + 5 + 9;
+
+/// Longest token, in characters, of a context with `entries` entries (length prefix included).
+pub fn max_chars(entries: usize) -> usize {
+    let bytes = 9 + entries * MAX_ENTRY_BYTES;
+    (bytes * 4).div_ceil(3)
+}
+
 /// Encodes a context as a token. The empty context encodes as the empty string.
 pub fn encode(ctx: &VersionVector) -> String {
     if ctx.is_empty() {
@@ -37,7 +52,9 @@ pub fn encode(ctx: &VersionVector) -> String {
         .collect();
     let bytes = bincode::serde::encode_to_vec(&entries, bincode::config::standard())
         .expect("encoding a vector of integer tuples cannot fail");
-    URL_SAFE_NO_PAD.encode(bytes)
+    let token = URL_SAFE_NO_PAD.encode(bytes);
+    debug_assert!(token.len() <= max_chars(ctx.len()));
+    token
 }
 
 /// Decodes a token; the empty string (or only whitespace) is the empty context.
@@ -58,10 +75,11 @@ pub fn decode(token: &str) -> Result<VersionVector, TokenError> {
     if used != bytes.len() {
         return Err(TokenError::Malformed);
     }
-    Ok(entries
-        .into_iter()
-        .map(|(node, epoch, inc, hint, n)| (Actor::from_parts(node, epoch, inc, hint), n))
-        .collect())
+    let mut ctx = VersionVector::new();
+    for (node, epoch, inc, hint, n) in entries {
+        ctx.insert_entry(Actor::from_parts(node, epoch, inc, hint), n);
+    }
+    Ok(ctx)
 }
 
 /// Merges tokens from several sessions into one naming all their causal pasts.
@@ -94,6 +112,13 @@ mod tests {
         assert_eq!(m.get(Actor::new(3, 7, 1)), 2);
         assert_eq!(m.get(Actor::new(1, 7, 2).hint(5, 2)), 1);
         assert_eq!(decode("").unwrap(), VersionVector::new());
+        let mut floor = a.clone();
+        floor.raise_floor(Actor::new(3, 9, 1));
+        assert_eq!(
+            decode(&encode(&floor)).unwrap(),
+            floor,
+            "a floor entry survives the trip"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! limit what one message can do and keep every counter far from overflow.
 
 use super::aae::Claims;
-use super::clock::{NodeClock, VersionVector};
+use super::clock::{NodeClock, PartitionClock, VersionVector};
 use super::dot::{Actor, Dot};
 use super::dvv::VersionSet;
 use super::merkle::{BRANCHES, SEGMENTS};
@@ -224,11 +224,34 @@ pub fn validate(msg: &PeerMsg, limits: &Limits) -> Result<(), Rejection> {
             c.partition(*partition)?;
             c.epoch(*epoch)?;
             if let Some(cl) = clock {
-                c.context(cl)?;
+                c.partition_clock(cl)?;
             }
             c.keyed_sets(sets)
         }
         PeerMsg::HandoffAck { partition, .. } => c.partition(*partition),
+        PeerMsg::FloorCheck {
+            actor,
+            since,
+            olds,
+            partitions,
+        } => {
+            c.epoch(actor.epoch())?;
+            if let Some(e) = since {
+                c.epoch(*e)?;
+            }
+            c.count("olds", olds.len())?;
+            for (a, n) in olds {
+                c.epoch(a.epoch())?;
+                c.counter(*n)?;
+            }
+            c.count("partitions", partitions.len())?;
+            partitions.iter().try_for_each(|p| c.partition(*p))
+        }
+        PeerMsg::FloorAck { actor, partitions } => {
+            c.epoch(actor.epoch())?;
+            c.count("partitions", partitions.len())?;
+            partitions.iter().try_for_each(|p| c.partition(*p))
+        }
     }
 }
 
@@ -359,7 +382,12 @@ impl Checker<'_> {
         }
         ctx.iter().try_for_each(|(a, n)| {
             self.epoch(a.epoch())?;
-            self.dot(Dot::new(a, n))
+            // A zero counter is a floor: the lineage's older actors only.
+            if n == 0 {
+                Ok(())
+            } else {
+                self.dot(Dot::new(a, n))
+            }
         })
     }
 
@@ -381,13 +409,23 @@ impl Checker<'_> {
         Ok(())
     }
 
+    fn partition_clock(&self, h: &PartitionClock) -> Result<(), Rejection> {
+        self.clock(&h.dots)?;
+        self.context(&h.floors)
+    }
+
     fn claims(&self, claims: &Claims) -> Result<(), Rejection> {
         self.epoch(claims.epoch)?;
         self.clock(&claims.clock)?;
         self.count("handoff clocks", claims.handoff.len())?;
-        for (p, ctx) in &claims.handoff {
+        self.count("awaiting", claims.awaiting.len())?;
+        claims
+            .awaiting
+            .iter()
+            .try_for_each(|p| self.partition(*p))?;
+        for (p, h) in &claims.handoff {
             self.partition(*p)?;
-            self.context(ctx)?;
+            self.partition_clock(h)?;
         }
         Ok(())
     }

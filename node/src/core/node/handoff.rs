@@ -31,7 +31,7 @@ pub(crate) struct Push {
     end: usize,
     /// The partition's keys when the stream started, in send order.
     keys: Vec<Bytes>,
-    clock: VersionVector,
+    clock: PartitionClock,
     /// When the batch in flight was sent.
     sent: Option<Time>,
     /// Do not send before this (after a refusal).
@@ -48,7 +48,7 @@ const HANDOFF_BATCH_BYTES: u64 = 16 << 20;
 pub(crate) struct Incoming {
     stream: u64,
     next: u32,
-    clock: VersionVector,
+    clock: PartitionClock,
 }
 
 impl<S: Storage> Node<S> {
@@ -64,6 +64,9 @@ impl<S: Storage> Node<S> {
             self.push_step(p, &t);
             if self.pushes.get(&(p, t.clone())).is_some_and(|x| x.done) {
                 self.pushes.remove(&(p, t.clone()));
+                if let Some((since, _)) = self.history.window(&t, p) {
+                    self.fed.insert((p, t.clone()), since);
+                }
                 let targets = self.feeds.get_mut(&p).expect("listed above");
                 targets.remove(&t);
                 if targets.is_empty() {
@@ -114,7 +117,7 @@ impl<S: Storage> Node<S> {
 
     fn start_push(&mut self, partition: u32) -> Push {
         // Claims first, keys second: every write claimed is in the state read afterwards.
-        let clock = self.vouched(partition);
+        let clock = self.partition_clock(partition);
         let keys = self
             .merkle
             .get(partition)
@@ -225,7 +228,7 @@ impl<S: Storage> Node<S> {
         partition: u32,
         stream: u64,
         seq: u32,
-        clock: Option<VersionVector>,
+        clock: Option<PartitionClock>,
         sets: Vec<(Bytes, VersionSet)>,
         last: bool,
     ) -> bool {
@@ -313,6 +316,7 @@ impl<S: Storage> Node<S> {
         }
         self.live.remove(&partition);
         self.handoff.remove(&partition);
+        self.floors.remove(&partition);
         self.retained.remove(&partition);
         let drops = self.dropped.get(&partition).map_or(0, |d| d.1);
         self.dropped

@@ -257,11 +257,18 @@ impl<S: Storage> Node<S> {
         self.windows = self.compute_windows();
         self.feeds = self.compute_feeds();
         if self.shard.is_some() {
-            let inc: u32 = self.rng.random();
+            // The same incarnation continues its lineage under the new epoch; replicas vouch
+            // for the older actors it folds once they passed its floor check (`floor.rs`).
+            let inc = if self.cfg.canary == Some(Canary::NoTokenPruning) {
+                self.rng.random()
+            } else {
+                self.actor.incarnation()
+            };
             self.actor = Actor::new(node_hash(&me), self.cfg.view.epoch, inc);
             self.counter = 0;
             self.storage.meta_put(META_ACTOR, &encode(&self.actor));
         }
+        self.start_floor_check();
         // Replication to a node that no longer replicates the key becomes part of the handoff.
         let view = &self.cfg.view;
         self.outbox
@@ -288,6 +295,7 @@ impl<S: Storage> Node<S> {
         }
         self.expect_members();
         self.reroute_all();
+        self.floor_tick();
         // After the views above: the driver writes what it queued for a removed node first.
         for p in peers {
             self.forget(p);
@@ -393,13 +401,22 @@ impl<S: Storage> Node<S> {
     }
 
     /// Partitions this node owned before the current view and still owns, with the replicas
-    /// whose ownership starts with the current view: they need the partition from an old owner.
+    /// whose current stretch of ownership started after this node's and that this node has not
+    /// fed during that stretch: they need the partition from an old owner. (Not only those whose
+    /// stretch starts with the current view: one still awaiting the partition when the next
+    /// view came would otherwise never receive it.)
     pub(super) fn compute_feeds(&self) -> BTreeMap<u32, BTreeSet<NodeId>> {
         let epoch = self.cfg.view.epoch;
         let mut feeds = BTreeMap::new();
         for p in 0..self.cfg.view.partitions {
-            let old_owner = self.windows[p as usize].is_some_and(|(from, _)| from < epoch);
-            if !old_owner || !self.cfg.view.owns(&self.me, p) {
+            let Some((mine, _)) = self.windows[p as usize] else {
+                continue;
+            };
+            // A node that owned the partition before, lost it and regains it now still holds
+            // its data if it had not dropped it yet: it feeds the replicas of older stretches
+            // too (one of them may still await the partition from the stretch it lost).
+            let regained = mine == epoch && self.history.owned_between(&self.me, p, 0, mine);
+            if (mine >= epoch && !regained) || !self.cfg.view.owns(&self.me, p) {
                 continue;
             }
             let gained: BTreeSet<NodeId> = self
@@ -407,7 +424,12 @@ impl<S: Storage> Node<S> {
                 .view
                 .owners(p)
                 .iter()
-                .filter(|t| **t != self.me && self.history.window(t, p).map(|w| w.0) == Some(epoch))
+                .filter(|t| {
+                    let since = self.history.window(t, p).map(|w| w.0);
+                    **t != self.me
+                        && since.is_some_and(|s| s > mine || (regained && s < mine))
+                        && self.fed.get(&(p, (*t).clone())) != since.as_ref()
+                })
                 .cloned()
                 .collect();
             if !gained.is_empty() {
@@ -434,13 +456,12 @@ impl<S: Storage> Node<S> {
             .iter()
             .filter_map(|p| {
                 let mut h = self.handoff.get(p).cloned().unwrap_or_default();
-                for (a, n) in self
-                    .clock
-                    .bases(|a| a.hinted_partition() == Some(*p))
-                    .iter()
-                {
-                    if self.trusts(*p, a) {
-                        h.raise(a, n);
+                if let Some(f) = self.floors.get(p) {
+                    h.floors.merge(f);
+                }
+                for (a, n, _) in self.clock.entries() {
+                    if a.hinted_partition() == Some(*p) && self.trusts(*p, a) {
+                        h.dots.add_upto(a, n);
                     }
                 }
                 (!h.is_empty()).then_some((*p, h))
@@ -450,6 +471,7 @@ impl<S: Storage> Node<S> {
             epoch: self.cfg.view.epoch,
             clock,
             handoff,
+            awaiting: self.awaiting.iter().copied().collect(),
         }
     }
 
@@ -465,7 +487,14 @@ impl<S: Storage> Node<S> {
                 self.handoff.entry(*p).or_default().merge(h);
             }
         }
-        if !claims.handoff.is_empty() {
+        // A partition the peer holds in full is now held in full here too: nothing more to
+        // await (its previous owners may consider this node an owner since before it last
+        // installed a view, and never feed it).
+        let before = self.awaiting.len();
+        let parts = self.shard_partitions();
+        self.awaiting
+            .retain(|p| !parts.contains(p) || claims.awaiting.contains(p));
+        if !claims.handoff.is_empty() || self.awaiting.len() != before {
             self.persist_membership();
         }
         self.wake_parked();
@@ -481,5 +510,6 @@ impl<S: Storage> Node<S> {
         self.storage
             .meta_put(META_AWAITING, &encode(&self.awaiting));
         self.storage.meta_put(META_DROPPED, &encode(&self.dropped));
+        self.storage.meta_put(META_FLOORS, &encode(&self.floors));
     }
 }
