@@ -54,10 +54,16 @@ pub enum Canary {
     DropBeforeSynced,
     /// A restarted node forgets the hints it held (its writes accepted for unreachable shards).
     ForgetHints,
+    /// Reply contexts name, per actor, the highest dot this replica applied rather than its
+    /// contiguous base: they claim the dots in its clock's gaps, which it has not applied.
+    ContextBeyondApplied,
+    /// Joining a copy from a peer drops one of the resulting siblings (the lowest dot): a merge
+    /// that loses a concurrent version.
+    MergeDropsSibling,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 9] = [
+    pub const ALL: [Canary; 11] = [
         Canary::SkipCausalWait,
         Canary::NoReplicationRetry,
         Canary::NoAntiEntropy,
@@ -67,6 +73,8 @@ impl Canary {
         Canary::StaleContext,
         Canary::DropBeforeSynced,
         Canary::ForgetHints,
+        Canary::ContextBeyondApplied,
+        Canary::MergeDropsSibling,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,6 +88,8 @@ impl Canary {
             Canary::StaleContext => "stale-context",
             Canary::DropBeforeSynced => "drop-partition-before-synced",
             Canary::ForgetHints => "forget-hints-on-restart",
+            Canary::ContextBeyondApplied => "context-beyond-applied",
+            Canary::MergeDropsSibling => "merge-drops-sibling",
         }
     }
 
