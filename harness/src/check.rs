@@ -8,10 +8,11 @@
 //! or holds as its final state.
 
 use crate::history::{History, OpRecord, Outcome, WriteRecord};
+use crate::merge::merged_versions;
 use crate::plan::OpKind;
 use crate::scenario::Checker;
 use bytes::Bytes;
-use causeway::core::{Actor, Dot, Response, Version, VersionSet, VersionVector, token};
+use causeway::core::{Actor, Dot, Response, Version, VersionVector, token};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -169,16 +170,11 @@ pub fn check(h: &History, enabled: &[Checker], complete_registry: bool) -> Vec<V
     if on(Checker::G1) {
         g1(h, &ix, complete_registry, &mut out);
     }
-    let merged: BTreeMap<&Bytes, VersionSet> = h
+    // The join of the final replica states, by the checkers' own model (not the core's merge).
+    let merged: BTreeMap<&Bytes, Vec<Version>> = h
         .finals
         .iter()
-        .map(|(k, reps)| {
-            let mut m = VersionSet::new();
-            for (_, s) in reps {
-                m.merge(s);
-            }
-            (k, m)
-        })
+        .map(|(k, reps)| (k, merged_versions(reps.iter().map(|(_, s)| s))))
         .collect();
     if on(Checker::G2) {
         g2(h, &ix, &merged, &mut out);
@@ -303,6 +299,20 @@ fn g1(h: &History, ix: &Index, complete: bool, out: &mut Vec<Violation>) {
                 format!("reply context claims {a:?}:{n}, a dot never issued: {op}"),
             );
         }
+        if let Some(applied) = &op.replier_applied
+            && let Some((a, n)) = reply_ctx
+                .iter()
+                .find(|&(a, n)| n > op.context.get(a) && n > applied.get(a))
+        {
+            v(
+                key,
+                vec![op.id],
+                format!(
+                    "reply context claims {a:?}:{n}, beyond what the replying replica had applied ({a:?}:{}): {op}",
+                    applied.get(a)
+                ),
+            );
+        }
         match &op.outcome {
             Outcome::Ok(Response::Written { dot, context, .. }) => {
                 if !context.covers(*dot) {
@@ -411,16 +421,16 @@ fn g1_read(
     }
 }
 
-fn g2(h: &History, ix: &Index, merged: &BTreeMap<&Bytes, VersionSet>, out: &mut Vec<Violation>) {
-    let empty = VersionSet::new();
+fn g2(h: &History, ix: &Index, merged: &BTreeMap<&Bytes, Vec<Version>>, out: &mut Vec<Violation>) {
+    let empty = Vec::new();
     for op in h.ops.iter().filter(|o| o.kind == OpKind::Put) {
         let Some(dot) = op.acked_dot() else { continue };
         let m = merged.get(&op.key).unwrap_or(&empty);
-        if m.versions().iter().any(|x| x.dot == dot) {
+        if m.iter().any(|x| x.dot == dot) {
             continue;
         }
         let kw = ix.key(&op.key);
-        if !kw.superseded_by(m.versions()).covers(dot) && !kw.reapable(dot, u64::MAX) {
+        if !kw.superseded_by(m).covers(dot) && !kw.reapable(dot, u64::MAX) {
             out.push(Violation {
                 checker: Checker::G2,
                 key: show(&op.key),
@@ -463,7 +473,7 @@ fn g3(h: &History, out: &mut Vec<Violation>) {
     }
 }
 
-fn g6(h: &History, ix: &Index, merged: &BTreeMap<&Bytes, VersionSet>, out: &mut Vec<Violation>) {
+fn g6(h: &History, ix: &Index, merged: &BTreeMap<&Bytes, Vec<Version>>, out: &mut Vec<Violation>) {
     for op in &h.ops {
         let Some(dot) = op.acked_dot() else { continue };
         let Some(m) = merged.get(&op.key) else {
@@ -473,11 +483,7 @@ fn g6(h: &History, ix: &Index, merged: &BTreeMap<&Bytes, VersionSet>, out: &mut 
         let Some(&i) = kw.at(dot).first() else {
             continue;
         };
-        for ver in m
-            .versions()
-            .iter()
-            .filter(|x| x.dot != dot && kw.anc[i].covers(x.dot))
-        {
+        for ver in m.iter().filter(|x| x.dot != dot && kw.anc[i].covers(x.dot)) {
             let what = if kw.writes[i].value.is_none() {
                 "delete"
             } else {
@@ -500,6 +506,7 @@ fn g6(h: &History, ix: &Index, merged: &BTreeMap<&Bytes, VersionSet>, out: &mut 
 mod tests {
     use super::*;
     use crate::history::WriteRecord;
+    use causeway::core::VersionSet;
 
     fn actor(n: u32) -> Actor {
         Actor::new(n, 1, 1)
@@ -553,6 +560,7 @@ mod tests {
             }),
             probe: false,
             blind: false,
+            replier_applied: None,
         }
     }
     fn get_op(
@@ -578,6 +586,7 @@ mod tests {
             }),
             probe: false,
             blind: false,
+            replier_applied: None,
         }
     }
     fn ver(d: Dot, v: &str) -> Version {
@@ -681,6 +690,32 @@ mod tests {
         h.ops[0].context = vv(&[dot(1, 1)]);
         let v = checkers(&h, Checker::G1);
         assert!(v.iter().any(|x| x.detail.contains("backwards")), "{v:?}");
+    }
+
+    #[test]
+    fn g1_catches_reply_context_beyond_the_replicas_applied_clock() {
+        // The replica answering the read had applied a:1 only, yet its reply claims a:2 (which
+        // was issued, so only the applied clock shows the lie).
+        let mut h = good();
+        h.ops[2] = get_op(
+            3,
+            1,
+            VersionVector::new(),
+            vec![ver(dot(1, 1), "a")],
+            vv(&[dot(1, 2)]),
+        );
+        h.ops[2].replier_applied = Some(vv(&[dot(1, 1)]));
+        let v = checkers(&h, Checker::G1);
+        assert!(v.iter().any(|x| x.detail.contains("had applied")), "{v:?}");
+        // What the request context already named is the client's, not the replica's, claim.
+        h.ops[2].context = vv(&[dot(1, 2)]);
+        h.ops[2].outcome = Outcome::Ok(Response::Read {
+            versions: vec![ver(dot(1, 2), "b")],
+            context: vv(&[dot(1, 2)]),
+        });
+        assert!(checkers(&h, Checker::G1).is_empty());
+        h.ops[2].replier_applied = Some(vv(&[dot(1, 2)]));
+        assert!(checkers(&h, Checker::G1).is_empty());
     }
 
     #[test]

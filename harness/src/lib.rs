@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod history;
+pub mod merge;
 pub mod plan;
 pub mod scenario;
 pub mod shrink;

@@ -211,6 +211,9 @@ pub struct World<'a, E: Entropy, A: FnMut(u64)> {
     /// Heal + `liveness_s`: probes failing before it are retried (G4), and the run waits until
     /// then at most for replicas to agree (G3).
     liveness_end: u64,
+    /// Some node moved from one view to another: from then on replicas vouch for partitions
+    /// through handoff clocks the driver cannot see, so G1's applied-clock check stops.
+    views_changed: bool,
     r: Quorum,
     w: Quorum,
     history: History,
@@ -286,6 +289,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             phase: Phase::Chaos,
             chaos_end: (scenario.phases.chaos_s * 1e6) as u64,
             liveness_end: ((scenario.phases.chaos_s + scenario.phases.liveness_s) * 1e6) as u64,
+            views_changed: false,
             r: scenario.workload.r().expect("validated on load"),
             w: scenario.workload.w().expect("validated on load"),
             history: History {
@@ -619,6 +623,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         }
         let (epoch, member) = (node.view().epoch, node.view().nodes.contains(node.id()));
         if epoch != self.slots[n].epoch {
+            self.views_changed |= self.slots[n].epoch != 0;
             self.slots[n].epoch = epoch;
             self.slots[n].member = member;
             self.note(15, |_| {
@@ -636,9 +641,32 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             if reply.id >= ADMIN_BASE {
                 self.admin_reply(reply.id, reply.result);
             } else if let Some(s) = self.slots[n].pending.remove(&reply.id) {
+                self.note_replier(n, reply.id);
                 let o = self.history.ops[reply.id as usize].outcome_of(reply.result);
                 self.complete(s, reply.id, o);
             }
+        }
+    }
+
+    /// Records what node `n` has applied on operation `id` it is answering — its applied clock
+    /// joined with the context of its copy of the key — when `n` owns the key and no view has
+    /// changed yet (else its answer may rest on a previous owner's state or a handoff clock).
+    /// G1 checks that the reply context claims nothing beyond it (`harness::check`).
+    fn note_replier(&mut self, n: usize, id: u64) {
+        if self.views_changed {
+            return;
+        }
+        let Some(node) = self.slots[n].node.as_ref() else {
+            return;
+        };
+        let rec = &mut self.history.ops[id as usize];
+        let st = node.status();
+        if rec.outcome == Outcome::Pending && st.shard == Some(st.view.shard_of_key(&rec.key)) {
+            let mut applied = node.applied();
+            if let Some(set) = node.local_state(&rec.key) {
+                applied.merge(set.context());
+            }
+            rec.replier_applied = Some(applied);
         }
     }
 
@@ -1058,6 +1086,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             outcome: Outcome::Pending,
             probe,
             blind,
+            replier_applied: None,
         });
         self.sent.entry((node, key)).or_default().push(id);
         self.sessions[s].current = Some(id);

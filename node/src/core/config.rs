@@ -60,10 +60,16 @@ pub enum Canary {
     /// Replicas trust a context entry's folded older actors without a floor (no floor check):
     /// a replica that lacks an older actor's writes answers as if it held them.
     FoldWithoutFloor,
+    /// Reply contexts name, per actor, the highest dot this replica applied rather than its
+    /// contiguous base: they claim the dots in its clock's gaps, which it has not applied.
+    ContextBeyondApplied,
+    /// Joining a copy from a peer drops one of the resulting siblings (the lowest dot): a merge
+    /// that loses a concurrent version.
+    MergeDropsSibling,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 11] = [
+    pub const ALL: [Canary; 13] = [
         Canary::SkipCausalWait,
         Canary::NoReplicationRetry,
         Canary::NoAntiEntropy,
@@ -75,6 +81,8 @@ impl Canary {
         Canary::ForgetHints,
         Canary::NoTokenPruning,
         Canary::FoldWithoutFloor,
+        Canary::ContextBeyondApplied,
+        Canary::MergeDropsSibling,
     ];
 
     pub fn name(self) -> &'static str {
@@ -90,6 +98,8 @@ impl Canary {
             Canary::ForgetHints => "forget-hints-on-restart",
             Canary::NoTokenPruning => "no-token-pruning",
             Canary::FoldWithoutFloor => "fold-without-floor",
+            Canary::ContextBeyondApplied => "context-beyond-applied",
+            Canary::MergeDropsSibling => "merge-drops-sibling",
         }
     }
 

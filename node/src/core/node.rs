@@ -858,7 +858,13 @@ impl<S: Storage> Node<S> {
             return ctx.clone();
         }
         let mut out = ctx.clone();
-        out.merge(&self.vouched(self.cfg.view.partition_of(key)));
+        let vouched = self.vouched(self.cfg.view.partition_of(key));
+        out.merge(&vouched);
+        if self.cfg.canary == Some(Canary::ContextBeyondApplied) {
+            for (a, _) in vouched.iter() {
+                out.add(Dot::new(a, self.clock.max(a)));
+            }
+        }
         out
     }
 
@@ -1470,6 +1476,10 @@ impl<S: Storage> Node<S> {
         } else {
             set.merge(incoming)
         };
+        if self.cfg.canary == Some(Canary::MergeDropsSibling) && set.versions().len() > 1 {
+            let first = set.versions()[0].dot;
+            set.retain_versions(|v| v.dot != first);
+        }
         if stale {
             self.probes.hit(Probe::StaleCopyDropped);
         }
