@@ -5,6 +5,7 @@
 pub mod check;
 pub mod history;
 pub mod plan;
+pub mod real;
 pub mod scenario;
 pub mod shrink;
 

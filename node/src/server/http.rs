@@ -33,6 +33,13 @@ use std::time::{Duration, Instant};
 pub const CONTEXT_HEADER: &str = "x-causal-context";
 /// Reply header naming the node that executed the request.
 pub const SERVED_BY_HEADER: &str = "x-served-by";
+/// Reply header of an acknowledged write or delete naming its dot, encoded as the token of the
+/// one-entry context `{actor: counter}` (docs/guarantees.md, "Dots").
+pub const DOT_HEADER: &str = "x-causeway-dot";
+/// Environment variable planting a known bug, for tests that prove the checkers catch it. Its
+/// one value, `stale-write-context`, makes write replies carry the request's context instead of
+/// one naming the write.
+pub const PLANTED_BUG_ENV: &str = "CAUSEWAY_TEST_PLANTED_BUG";
 /// Default and largest page size of `GET /v1/kv`.
 pub const DEFAULT_LIST_LIMIT: u32 = 100;
 pub const MAX_LIST_LIMIT: u32 = 1000;
@@ -341,6 +348,7 @@ async fn write(
     w: Quorum,
 ) -> Result<Response, ApiError> {
     let (value, content_type) = value.map_or((None, None), |(v, c)| (Some(v), c));
+    let request_context = context.clone();
     let reply = st
         .node
         .call(Op::Put {
@@ -352,12 +360,20 @@ async fn write(
         })
         .await;
     match reply.result {
-        Ok(CoreResponse::Written { context, .. }) => Ok(with_headers(
-            st,
-            StatusCode::NO_CONTENT.into_response(),
-            &reply.served_by,
-            Some(&context),
-        )),
+        Ok(CoreResponse::Written { dot, context, .. }) => {
+            let mut one = VersionVector::new();
+            one.add(dot);
+            let mut resp = StatusCode::NO_CONTENT.into_response();
+            if let Ok(v) = HeaderValue::from_str(&token::encode(&one)) {
+                resp.headers_mut().insert(DOT_HEADER, v);
+            }
+            let context = if stale_write_context() {
+                &request_context
+            } else {
+                &context
+            };
+            Ok(with_headers(st, resp, &reply.served_by, Some(context)))
+        }
         Ok(_) => Err(unexpected()),
         Err(e) => Ok(with_headers(
             st,
@@ -366,6 +382,14 @@ async fn write(
             None,
         )),
     }
+}
+
+/// Whether the planted bug `stale-write-context` is on ([`PLANTED_BUG_ENV`]); read once.
+fn stale_write_context() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var(PLANTED_BUG_ENV).is_ok_and(|v| v == "stale-write-context")
+    })
 }
 
 /// Percent-encodes bytes for use in a URL path or query value.
