@@ -387,9 +387,7 @@ async fn write(
 /// Whether the planted bug `stale-write-context` is on ([`PLANTED_BUG_ENV`]); read once.
 fn stale_write_context() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| {
-        std::env::var(PLANTED_BUG_ENV).is_ok_and(|v| v == "stale-write-context")
-    })
+    *ON.get_or_init(|| std::env::var(PLANTED_BUG_ENV).is_ok_and(|v| v == "stale-write-context"))
 }
 
 /// Percent-encodes bytes for use in a URL path or query value.
