@@ -13,6 +13,7 @@ use super::driver::NodeHandle;
 use super::input::{ApiError, json_body, parse_query, percent_decode, read_body, text};
 use super::listing;
 use super::membership;
+use super::planted;
 use super::tls::NodeTls;
 use super::values::{render_read, select_vtag};
 use crate::core::{Op, Quorum, ReqError, Response as CoreResponse, VersionVector, token};
@@ -36,10 +37,6 @@ pub const SERVED_BY_HEADER: &str = "x-served-by";
 /// Reply header of an acknowledged write or delete naming its dot, encoded as the token of the
 /// one-entry context `{actor: counter}` (docs/guarantees.md, "Dots").
 pub const DOT_HEADER: &str = "x-causeway-dot";
-/// Environment variable planting a known bug, for tests that prove the checkers catch it. Its
-/// one value, `stale-write-context`, makes write replies carry the request's context instead of
-/// one naming the write.
-pub const PLANTED_BUG_ENV: &str = "CAUSEWAY_TEST_PLANTED_BUG";
 /// Default and largest page size of `GET /v1/kv`.
 pub const DEFAULT_LIST_LIMIT: u32 = 100;
 pub const MAX_LIST_LIMIT: u32 = 1000;
@@ -367,7 +364,7 @@ async fn write(
             if let Ok(v) = HeaderValue::from_str(&token::encode(&one)) {
                 resp.headers_mut().insert(DOT_HEADER, v);
             }
-            let context = if stale_write_context() {
+            let context = if planted::on(planted::Bug::StaleWriteContext) {
                 &request_context
             } else {
                 &context
@@ -382,12 +379,6 @@ async fn write(
             None,
         )),
     }
-}
-
-/// Whether the planted bug `stale-write-context` is on ([`PLANTED_BUG_ENV`]); read once.
-fn stale_write_context() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var(PLANTED_BUG_ENV).is_ok_and(|v| v == "stale-write-context"))
 }
 
 /// Percent-encodes bytes for use in a URL path or query value.
