@@ -71,7 +71,7 @@ fn session(
     until: Duration,
 ) -> Vec<OpRecord> {
     let http = client();
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (s as u64 + 1) * 0x1000_0001);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((s as u64 + 1) * 0x1000_0001));
     let mut ctx = VersionVector::new();
     let mut ops = Vec::new();
     let mut n = 0;
