@@ -6,6 +6,7 @@ pub mod check;
 pub mod history;
 pub mod merge;
 pub mod plan;
+pub mod real;
 pub mod scenario;
 pub mod shrink;
 

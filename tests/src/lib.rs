@@ -250,6 +250,8 @@ pub struct Opts {
     pub nofile: Option<u64>,
     /// Where the nodes' data directories go (default: the cluster's test directory).
     pub data_root: Option<PathBuf>,
+    /// Extra environment variables of every node.
+    pub env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -360,6 +362,7 @@ impl Cluster {
             .args(&self.args[i])
             .args(&creds)
             .env("RUST_LOG", "info,fjall=warn,lsm_tree=warn")
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -13,6 +13,7 @@ use super::driver::NodeHandle;
 use super::input::{ApiError, json_body, parse_query, percent_decode, read_body, text};
 use super::listing;
 use super::membership;
+use super::planted;
 use super::tls::NodeTls;
 use super::values::{render_read, select_vtag};
 use crate::core::{Op, Quorum, ReqError, Response as CoreResponse, VersionVector, token};
@@ -33,6 +34,9 @@ use std::time::{Duration, Instant};
 pub const CONTEXT_HEADER: &str = "x-causal-context";
 /// Reply header naming the node that executed the request.
 pub const SERVED_BY_HEADER: &str = "x-served-by";
+/// Reply header of an acknowledged write or delete naming its dot, encoded as the token of the
+/// one-entry context `{actor: counter}` (docs/guarantees.md, "Dots").
+pub const DOT_HEADER: &str = "x-causeway-dot";
 /// Default and largest page size of `GET /v1/kv`.
 pub const DEFAULT_LIST_LIMIT: u32 = 100;
 pub const MAX_LIST_LIMIT: u32 = 1000;
@@ -341,6 +345,7 @@ async fn write(
     w: Quorum,
 ) -> Result<Response, ApiError> {
     let (value, content_type) = value.map_or((None, None), |(v, c)| (Some(v), c));
+    let request_context = context.clone();
     let reply = st
         .node
         .call(Op::Put {
@@ -352,12 +357,20 @@ async fn write(
         })
         .await;
     match reply.result {
-        Ok(CoreResponse::Written { context, .. }) => Ok(with_headers(
-            st,
-            StatusCode::NO_CONTENT.into_response(),
-            &reply.served_by,
-            Some(&context),
-        )),
+        Ok(CoreResponse::Written { dot, context, .. }) => {
+            let mut one = VersionVector::new();
+            one.add(dot);
+            let mut resp = StatusCode::NO_CONTENT.into_response();
+            if let Ok(v) = HeaderValue::from_str(&token::encode(&one)) {
+                resp.headers_mut().insert(DOT_HEADER, v);
+            }
+            let context = if planted::on(planted::Bug::StaleWriteContext) {
+                &request_context
+            } else {
+                &context
+            };
+            Ok(with_headers(st, resp, &reply.served_by, Some(context)))
+        }
         Ok(_) => Err(unexpected()),
         Err(e) => Ok(with_headers(
             st,

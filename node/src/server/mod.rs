@@ -23,6 +23,7 @@ pub mod launcher;
 pub mod listing;
 pub mod membership;
 pub mod metrics;
+pub mod planted;
 pub mod seal;
 pub mod storage;
 pub mod tls;

@@ -143,9 +143,12 @@ fn metadata(v: &Version) -> [(HeaderName, HeaderValue); 3] {
 
 /// One sibling in the JSON form: value (base64) and metadata, or `deleted` for a tombstone.
 fn sibling_json(v: &Version) -> serde_json::Value {
+    let mut dot = VersionVector::new();
+    dot.add(v.dot);
     let mut o = serde_json::json!({
         "last_modified": last_modified(v),
         "vtag": v.vtag(),
+        "dot": token::encode(&dot),
     });
     match &v.value {
         Some(value) => {

@@ -1,0 +1,24 @@
+//! Known bugs a test can plant in a real node, to prove the checkers of real-cluster histories
+//! catch them (tests/tests/checked.rs). Off unless `CAUSEWAY_TEST_PLANTED_BUG` names one; never
+//! set it in a deployment.
+
+use std::sync::OnceLock;
+
+/// Environment variable naming the planted bug.
+pub const ENV: &str = "CAUSEWAY_TEST_PLANTED_BUG";
+
+/// A bug a test can plant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    /// Write replies carry the request's context instead of one naming the write.
+    StaleWriteContext,
+}
+
+/// Whether `bug` is planted in this process (the variable is read once).
+pub fn on(bug: Bug) -> bool {
+    static PLANTED: OnceLock<Option<Bug>> = OnceLock::new();
+    *PLANTED.get_or_init(|| match std::env::var(ENV).as_deref() {
+        Ok("stale-write-context") => Some(Bug::StaleWriteContext),
+        _ => None,
+    }) == Some(bug)
+}
