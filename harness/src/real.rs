@@ -41,11 +41,12 @@ pub fn replica_state(versions: Vec<Version>) -> VersionSet {
     s
 }
 
-/// The history of a real run from its operations (any order; `id`s are reassigned in
-/// invocation order) and every replica's final state by key.
+/// The history of a real run of `nodes` nodes from its operations (any order; `id`s are
+/// reassigned in invocation order) and every replica's final state by key.
 pub fn build(
     mut ops: Vec<OpRecord>,
     finals: BTreeMap<Bytes, Vec<(usize, VersionSet)>>,
+    nodes: usize,
 ) -> Result<History, String> {
     ops.sort_by_key(|o| (o.invoked_us, o.session));
     for (i, op) in ops.iter_mut().enumerate() {
@@ -110,6 +111,7 @@ pub fn build(
         writes,
         finals,
         unsettled: Vec::new(),
+        nodes,
     })
 }
 
@@ -158,6 +160,7 @@ mod tests {
             completed_us: Some(at + 1),
             outcome: Outcome::Pending,
             probe: false,
+            replier_applied: None,
         }
     }
     fn written(d: Dot, ctx: VersionVector) -> Outcome {
@@ -196,7 +199,7 @@ mod tests {
             Bytes::from_static(b"k"),
             vec![(0, state.clone()), (1, state)],
         )]);
-        let h = build(vec![get, put_b, put_a], finals.clone()).unwrap();
+        let h = build(vec![get, put_b, put_a], finals.clone(), 3).unwrap();
         assert_eq!(
             h.ops.iter().map(|o| o.id).collect::<Vec<_>>(),
             vec![1, 2, 3]
@@ -213,7 +216,7 @@ mod tests {
         // A version no operation could have written is reported.
         let mut h2 = h.clone();
         h2.ops.retain(|o| o.value.as_deref() != Some(b"b"));
-        let h2 = build(h2.ops, finals).unwrap();
+        let h2 = build(h2.ops, finals, 3).unwrap();
         assert!(
             check(&h2, &all, false)
                 .iter()
@@ -224,6 +227,6 @@ mod tests {
     #[test]
     fn blind_deletes_are_refused() {
         let del = op(0, 1, OpKind::Delete, None, VersionVector::new());
-        assert!(build(vec![del], BTreeMap::new()).is_err());
+        assert!(build(vec![del], BTreeMap::new(), 3).is_err());
     }
 }

@@ -113,6 +113,7 @@ fn session(
             completed_us: None,
             outcome: Outcome::Pending,
             probe: false,
+            replier_applied: None,
         };
         let reply = req
             .header("x-causal-context", token::encode(&ctx))
@@ -246,7 +247,7 @@ fn run(name: &str, env: Vec<(String, String)>) -> (History, Vec<Violation>) {
         .flat_map(|h| h.join().expect("session"))
         .collect();
     let finals = final_states(&c);
-    let h = build(ops, finals).expect("the workload sends no blind deletes");
+    let h = build(ops, finals, c.addrs.len()).expect("the workload sends no blind deletes");
     let v = check(&h, &CHECKERS, false);
     let count = |f: fn(&OpRecord) -> bool| h.ops.iter().filter(|o| f(o)).count();
     eprintln!(
