@@ -277,6 +277,9 @@ fn a_restarted_proxy_ignores_answers_to_its_previous_incarnation() {
         (*dot, reply)
     };
     let mut replica = start(addr(1), 7, MemStorage::new());
+    // Its first tick verifies its own floor on its partitions: only then does it write.
+    replica.handle(now, Input::Tick);
+    replica.take_ready();
     let mut proxy = start(addr(0), 1, MemStorage::new());
     proxy.handle(now, write(1, "old"));
     let old = sent(&mut proxy, "forward");
@@ -652,6 +655,9 @@ fn quorum_reply_leaves_before_the_sync_of_later_writes() {
         Node::new(cfg.clone(), id, MemStorage::new(), now)
     };
     let (mut a, mut b) = (start(0), start(1));
+    // A first tick verifies each node's own floor on its partitions: only then does it write.
+    a.handle(now, Input::Tick);
+    b.handle(now, Input::Tick);
     a.take_ready();
     b.take_ready();
     let write = |id: u64, key: &str| {
