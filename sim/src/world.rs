@@ -1278,6 +1278,8 @@ mod tests {
         let mut w = World::new(&scenario, &plan, None, Steps(0), |_| {}, false);
         w.start(0);
         w.start(1);
+        // Its first tick verifies node 1's own floor: only then does it write.
+        w.feed(1, Input::Tick);
         let view = w.config.view.clone();
         let mine = view.shard_of_node(&node_addr(1)).unwrap();
         let key = |owned: bool| {
