@@ -7,9 +7,11 @@ use causeway::core::{Actor, Op, PeerMsg, Quorum, Version, VersionSet, VersionVec
 use causeway_e2e::{Cluster, client, peer};
 use std::time::Duration;
 
+/// Writes `key` at every replica (`w=all`): each node holds it before the attack, so a read at
+/// any node afterwards tells whether the attack changed it.
 fn put(c: &Cluster, i: usize, key: &str, value: &str) {
     let r = client()
-        .put(format!("{}/v1/kv/{key}", c.url(i)))
+        .put(format!("{}/v1/kv/{key}?w=all", c.url(i)))
         .body(value.to_owned())
         .send()
         .expect("put");
