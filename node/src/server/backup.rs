@@ -13,8 +13,8 @@
 
 use super::backup_file::MAX_FRAME_BYTES;
 use super::http::{AppState, MAX_LIST_LIMIT, req_error, unexpected};
-use super::input::{ApiError, parse_query, read_body, text};
-use super::listing::{decode_cursor, encode_cursor};
+use super::input::{ApiError, parse_query, read_body};
+use super::listing::{decode_cursor, encode_cursor, page_limit};
 use crate::core::{Op, Response as CoreResponse, VersionSet};
 use axum::Json;
 use axum::body::Body;
@@ -65,16 +65,7 @@ pub fn decode_entries(b: &[u8]) -> Result<Entries, String> {
 
 pub async fn backup_page(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let q = parse_query(uri.query(), &["after", "limit"])?;
-    let limit = match q.get("limit") {
-        None => MAX_LIST_LIMIT,
-        Some(v) => text("limit", v)?
-            .parse::<u32>()
-            .ok()
-            .filter(|l| (1..=MAX_LIST_LIMIT).contains(l))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("limit must be a number in 1..={MAX_LIST_LIMIT}"))
-            })?,
-    };
+    let limit = page_limit(q.get("limit").map(|v| &v[..]), MAX_LIST_LIMIT)?;
     let after = match q.get("after") {
         Some(c) => decode_cursor(c, st.node.max_key_bytes)?,
         None => None,

@@ -18,6 +18,21 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as CURSOR};
 use bytes::Bytes;
 
+/// A listing's `limit=` parameter: `default` when absent, else a number in
+/// `1..=MAX_LIST_LIMIT` (400 otherwise).
+pub fn page_limit(v: Option<&[u8]>, default: u32) -> Result<u32, ApiError> {
+    let Some(v) = v else {
+        return Ok(default);
+    };
+    text("limit", v)?
+        .parse::<u32>()
+        .ok()
+        .filter(|l| (1..=MAX_LIST_LIMIT).contains(l))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("limit must be a number in 1..={MAX_LIST_LIMIT}"))
+        })
+}
+
 /// The cursor naming the position after `key`.
 pub fn encode_cursor(key: &[u8]) -> String {
     CURSOR.encode(key)
@@ -74,16 +89,7 @@ fn with_prefix(
 
 pub async fn kv_list(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let q = parse_query(uri.query(), &["start", "end", "prefix", "after", "limit"])?;
-    let limit = match q.get("limit") {
-        None => DEFAULT_LIST_LIMIT,
-        Some(v) => text("limit", v)?
-            .parse::<u32>()
-            .ok()
-            .filter(|l| (1..=MAX_LIST_LIMIT).contains(l))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("limit must be a number in 1..={MAX_LIST_LIMIT}"))
-            })?,
-    };
+    let limit = page_limit(q.get("limit").map(|v| &v[..]), DEFAULT_LIST_LIMIT)?;
     let get = |n: &str| q.get(n).map(|v| Bytes::copy_from_slice(v));
     let after = match q.get("after") {
         Some(c) => decode_cursor(c, st.node.max_key_bytes)?,
