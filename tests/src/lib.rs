@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 pub use reqwest::blocking::{Client, Response};
 
+pub mod netns;
 pub mod peer;
+pub mod workload;
 
 /// Ports handed out in this process, so parallel tests never share one.
 static USED_PORTS: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
@@ -210,6 +212,24 @@ pub fn client() -> Client {
 
 /// A blocking HTTP client sending `token` (none: an anonymous client).
 pub fn client_with(token: Option<&str>) -> Client {
+    client_builder(token)
+        .build()
+        .expect("building the HTTP client")
+}
+
+/// A blocking HTTPS client that trusts the shared test CA and sends the admin token: secure
+/// nodes off loopback serve only HTTPS.
+pub fn https_client() -> Client {
+    let pem = std::fs::read(credentials().tls_dir.join("ca.pem"))
+        .expect("the test CA exists once a secure node was started");
+    let ca = reqwest::Certificate::from_pem(&pem).expect("the test CA parses");
+    client_builder(Some(&credentials().admin_token))
+        .add_root_certificate(ca)
+        .build()
+        .expect("building the HTTPS client")
+}
+
+fn client_builder(token: Option<&str>) -> reqwest::blocking::ClientBuilder {
     // reqwest is built without a bundled crypto provider: use ring, as the nodes do.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut b = Client::builder().timeout(Duration::from_secs(15));
@@ -221,7 +241,7 @@ pub fn client_with(token: Option<&str>) -> Client {
         );
         b = b.default_headers(h);
     }
-    b.build().expect("building the HTTP client")
+    b
 }
 
 /// A local cluster of `causeway serve` processes. Dropping it kills every node and removes its
@@ -252,6 +272,11 @@ pub struct Opts {
     pub data_root: Option<PathBuf>,
     /// Extra environment variables of every node.
     pub env: Vec<(String, String)>,
+    /// Each node's address (default: a free loopback port each).
+    pub addrs: Option<Vec<String>>,
+    /// Per node, a command that runs the node's process (e.g. `ip netns exec NS`, from
+    /// [`netns::Fabric::wrapper`]); nodes beyond the list run directly.
+    pub wrappers: Vec<Vec<String>>,
 }
 
 impl Cluster {
@@ -264,9 +289,12 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with the given [`Opts`].
     pub fn start_with(name: &str, n: usize, repl: usize, extra: &[&str], opts: Opts) -> Cluster {
-        let addrs: Vec<String> = (0..n)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect();
+        let addrs: Vec<String> = opts.addrs.clone().unwrap_or_else(|| {
+            (0..n)
+                .map(|_| format!("127.0.0.1:{}", free_port()))
+                .collect()
+        });
+        assert_eq!(addrs.len(), n, "one address per node");
         let dir = std::env::temp_dir().join(format!(
             "causeway-e2e-{name}-{}-{}",
             std::process::id(),
@@ -302,8 +330,24 @@ impl Cluster {
         c
     }
 
+    /// Node `i`'s base URL: HTTPS for a secure node off loopback (which refuses plaintext).
     pub fn url(&self, i: usize) -> String {
-        format!("http://{}", self.addrs[i])
+        let scheme = if self.https() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addrs[i])
+    }
+
+    /// True when the nodes serve clients only over HTTPS.
+    fn https(&self) -> bool {
+        self.secure && !self.addrs[0].starts_with("127.0.0.1:")
+    }
+
+    /// A client for this cluster's URLs (with the admin token).
+    pub fn client(&self) -> Client {
+        if self.https() {
+            https_client()
+        } else {
+            client()
+        }
     }
 
     /// Starts one more node on a fresh port with these `serve` flags (e.g. `--join ADDR` or
@@ -333,14 +377,20 @@ impl Cluster {
             .expect("opening the node log");
         self.spawned += 1;
         self.instances[i] = format!("e2e-{}-{}", std::process::id(), self.spawned);
-        let mut cmd = match self.opts.nofile {
-            Some(n) => {
-                let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}")).arg(binary());
-                c
-            }
-            None => Command::new(binary()),
-        };
+        let mut line: Vec<std::ffi::OsString> = self
+            .opts
+            .wrappers
+            .get(i)
+            .into_iter()
+            .flatten()
+            .map(Into::into)
+            .collect();
+        if let Some(n) = self.opts.nofile {
+            line.extend(["prlimit".into(), format!("--nofile={n}:{n}").into()]);
+        }
+        line.push(binary().into());
+        let mut cmd = Command::new(&line[0]);
+        cmd.args(&line[1..]);
 
         let creds = if self.secure {
             secure_flags(&self.addrs[i])
@@ -391,7 +441,7 @@ impl Cluster {
     /// Waits until `/{probe}` of node `i` answers 200 naming this node's current instance id
     /// (another process on the port does not count).
     fn wait_for(&self, i: usize, probe: &str) {
-        let c = client();
+        let c = self.client();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             let ours = c
