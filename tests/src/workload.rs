@@ -268,6 +268,11 @@ pub fn report(name: &str, h: &History, v: &[Violation]) {
         }
     }
     eprintln!("{name}: failures {why:?}");
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    for x in v {
+        *by.entry(format!("{:?}", x.checker)).or_default() += 1;
+    }
+    eprintln!("{name}: violations by checker {by:?}");
     for x in v.iter().take(10) {
         eprintln!("{name}: {x}");
     }
