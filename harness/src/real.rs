@@ -10,8 +10,11 @@
 //!   execution completed before the write was sent, so invocation order respects supersession);
 //! - a dot a read or a replica returns that no acknowledged write names is attributed to an
 //!   unacknowledged operation of the same key that could have executed it (a put of the same
-//!   value — tests write distinct values — or a delete), preferring an indeterminate one; a dot
-//!   nothing could have issued stays unlisted, for G1 to report.
+//!   value — tests write distinct values — or a delete), preferring an indeterminate one whose
+//!   time fits the dot's place among its actor's acknowledged dots (an actor issues dots in
+//!   order, so `(a, n)` was executed after the write of the largest acknowledged `(a, m < n)`
+//!   was sent, and before the write of the smallest acknowledged `(a, m > n)` was answered); a
+//!   dot nothing could have issued stays unlisted, for G1 to report.
 //!
 //! Deletes sent with an empty context (blind deletes) supersede whatever their coordinator held,
 //! which no client sees: [`build`] refuses histories that contain one.
@@ -19,7 +22,7 @@
 use crate::history::{History, OpRecord, Outcome, WriteRecord};
 use crate::plan::OpKind;
 use bytes::Bytes;
-use causeway::core::{Dot, Response, Version, VersionSet, VersionVector, token};
+use causeway::core::{Actor, Dot, Response, Version, VersionSet, VersionVector, token};
 use std::collections::BTreeMap;
 
 /// The dot a server names in `X-Causeway-Dot` or a sibling's `"dot"`: the token of the
@@ -84,6 +87,33 @@ pub fn build(
             seen.extend(set.versions().iter().map(|v| (key, v, u64::MAX)));
         }
     }
+    // Per actor, the (counter, invoked, completed) of its acknowledged dots, by counter.
+    let mut issued: BTreeMap<Actor, BTreeMap<u64, (u64, u64)>> = BTreeMap::new();
+    for op in &ops {
+        if let Some(d) = op.acked_dot() {
+            let done = op.completed_us.unwrap_or(u64::MAX);
+            issued
+                .entry(d.actor)
+                .or_default()
+                .insert(d.counter, (op.invoked_us, done));
+        }
+    }
+    // Whether `op` may have executed `dot` given when its actor's neighbouring acknowledged
+    // dots were sent and answered (an op executes between its invocation and its reply).
+    let fits = |op: &OpRecord, dot: Dot| {
+        let Some(acked) = issued.get(&dot.actor) else {
+            return true;
+        };
+        let after = acked
+            .range(..dot.counter)
+            .next_back()
+            .is_none_or(|(_, &(invoked, _))| op.completed_us.is_none_or(|c| c >= invoked));
+        let before = acked
+            .range(dot.counter + 1..)
+            .next()
+            .is_none_or(|(_, &(_, done))| op.invoked_us <= done);
+        after && before
+    };
     for (key, ver, by) in seen {
         if writes.iter().any(|w| w.dot == ver.dot && w.key == *key) {
             continue;
@@ -97,10 +127,13 @@ pub fn build(
                     Some(v) => op.kind == OpKind::Put && op.value.as_ref() == Some(v),
                 }
         };
+        let indeterminate = |op: &&OpRecord| matches!(op.outcome, Outcome::Indeterminate(_));
         let by_op = ops
             .iter()
             .filter(could)
-            .find(|op| matches!(op.outcome, Outcome::Indeterminate(_)))
+            .filter(|op| fits(op, ver.dot))
+            .find(indeterminate)
+            .or_else(|| ops.iter().filter(could).find(indeterminate))
             .or_else(|| ops.iter().find(could));
         if let Some(op) = by_op {
             writes.push(record(op, ver.dot));
@@ -222,6 +255,40 @@ mod tests {
                 .iter()
                 .any(|v| v.checker == Checker::G1)
         );
+    }
+
+    #[test]
+    fn unacknowledged_dots_go_to_the_operation_whose_time_fits() {
+        // s0 deletes with an empty-ish context early (indeterminate), later writes b (acked,
+        // dot 2) and deletes with a context covering b: that delete's reply is lost, yet its
+        // tombstone (dot 3) is what the replica holds. The tombstone must be attributed to the
+        // late delete (sent after dot 2 was), not the early one, or G2 would call b lost.
+        let (a, b, t) = (dot(1), dot(2), dot(3));
+        let mut put_a = op(0, 10, OpKind::Put, Some("a"), VersionVector::new());
+        put_a.outcome = written(a, vv(&[a]));
+        let mut early = op(0, 20, OpKind::Delete, None, vv(&[a]));
+        early.completed_us = Some(25);
+        early.outcome = Outcome::Indeterminate("timeout".into());
+        let mut put_b = op(0, 30, OpKind::Put, Some("b"), vv(&[a]));
+        put_b.outcome = written(b, vv(&[a, b]));
+        let mut late = op(0, 40, OpKind::Delete, None, vv(&[a, b]));
+        late.outcome = Outcome::Indeterminate("connection reset".into());
+        let tomb = Version {
+            dot: t,
+            value: None,
+            ts: 0,
+            content_type: None,
+        };
+        let state = replica_state(vec![tomb]);
+        let finals = BTreeMap::from([(Bytes::from_static(b"k"), vec![(0, state)])]);
+        let h = build(vec![put_a, early, put_b, late], finals, 1).unwrap();
+        let w = h
+            .writes
+            .iter()
+            .find(|w| w.dot == t)
+            .expect("the tombstone is listed");
+        assert_eq!(w.op, 4, "attributed to the late delete");
+        assert_eq!(check(&h, &[Checker::G1, Checker::G2], false), Vec::new());
     }
 
     #[test]
