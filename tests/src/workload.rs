@@ -242,8 +242,15 @@ fn outcome(op: &OpRecord, kind: OpKind, reply: reqwest::Result<crate::Response>)
             }),
             _ => Outcome::Indeterminate("204 without a dot or context".into()),
         },
-        (_, 400 | 409) => Outcome::Failed(format!("status {status}")),
-        _ => op.unavailable(format!("status {status}")),
+        _ => {
+            // The reason the server gave (`{"error": …}`), for the failure breakdowns.
+            let body: serde_json::Value = r.json().unwrap_or_default();
+            let why = format!("status {status}: {}", body["error"].as_str().unwrap_or("?"));
+            match status {
+                400 | 409 => Outcome::Failed(why),
+                _ => op.unavailable(why),
+            }
+        }
     }
 }
 
