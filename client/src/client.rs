@@ -387,7 +387,7 @@ impl Client {
             };
             match self.send_once(node, req).await {
                 Ok(reply) if req.retry == Retry::Safe && matches!(reply.status, 502..=504) => {
-                    failures.push(format!("{node}: {}", reply.error()));
+                    failures.push(reply.error().to_string());
                 }
                 Ok(reply) if req.retry == Retry::Never && indeterminate(reply.status) => {
                     return Err(Error::Indeterminate {

@@ -51,4 +51,5 @@ pub use client::{
 pub use error::{Error, Result};
 pub use kv::{Quorum, Read, Versions};
 pub use list::{Entry, ListOptions, Listing, Page};
+pub use reqwest::Method;
 pub use session::Session;

@@ -130,8 +130,10 @@ impl Session {
         }
     }
 
-    /// Sends `req` with the session's context and takes in the reply's.
-    pub(crate) async fn send(&self, req: Request) -> Result<Reply> {
+    /// Sends any request with the session's context and takes in the reply's (the typed calls
+    /// are built on it; a caller that wants the raw reply, such as a load generator reading
+    /// values without their JSON form, uses it directly).
+    pub async fn send(&self, req: Request) -> Result<Reply> {
         let sent = self.prepare().await?;
         let req = if sent.token.is_empty() {
             req
