@@ -104,6 +104,10 @@ pub async fn backup(a: BackupArgs) -> anyhow::Result<u64> {
     Ok(keys)
 }
 
+/// One request of a restore: the replica to send it to (`None`: `--node`), its key count and
+/// its frame.
+type Part = (Option<String>, u32, Vec<u8>);
+
 /// Where a restore sends each key: a replica of its shard in the view `--node` reported, so
 /// keys reach a replica without being forwarded one at a time. A replica the restore cannot
 /// reach is replaced by `--node`, which forwards (as it does for keys of a later view).
@@ -140,11 +144,7 @@ impl Routes {
     /// Splits a frame into one part per replica to send it to (`None`: `--node`, for keys
     /// whose partition the view did not name), the `n`th frame using the `n`th replica of each
     /// shard.
-    fn split(
-        &self,
-        frame: Vec<u8>,
-        n: usize,
-    ) -> anyhow::Result<Vec<(Option<String>, u32, Vec<u8>)>> {
+    fn split(&self, frame: Vec<u8>, n: usize) -> anyhow::Result<Vec<Part>> {
         if self.partitions == 0 {
             return Ok(vec![(None, 0, frame)]);
         }
@@ -153,10 +153,11 @@ impl Routes {
         let mut parts: BTreeMap<Option<String>, Entries> = BTreeMap::new();
         for (key, set) in entries {
             let p = crate::core::ring::partition_of(&key, self.partitions) as usize;
-            let to = match self.replicas.get(p).filter(|r| !r.is_empty()) {
-                Some(r) => Some(r[n % r.len()].clone()),
-                None => None,
-            };
+            let to = self
+                .replicas
+                .get(p)
+                .filter(|r| !r.is_empty())
+                .map(|r| r[n % r.len()].clone());
             parts.entry(to).or_default().push((key, set));
         }
         Ok(parts
