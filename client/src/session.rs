@@ -160,3 +160,46 @@ pub async fn merge(client: &Client, tokens: &[String]) -> Result<String> {
             detail: "the merge reply has no context".into(),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(token: &str) -> Reply {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(CONTEXT_HEADER, token.parse().expect("a header value"));
+        Reply {
+            node: "http://n:1".into(),
+            status: 204,
+            headers,
+            body: bytes::Bytes::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reply_replaces_the_token_unless_another_reply_came_first() {
+        let client = Client::builder()
+            .node("127.0.0.1:1")
+            .build()
+            .expect("client");
+        let s = Session::with_context(client, "t0");
+        // Two requests go out with the same token; their replies come back in turn.
+        let first = s.prepare().await.expect("no merge needed");
+        let second = s.prepare().await.expect("no merge needed");
+        assert_eq!(first.token, "t0");
+        s.observe(&first, &reply("t1"));
+        assert_eq!(
+            s.lock().token,
+            "t1",
+            "the first reply extends what was sent: replace"
+        );
+        s.observe(&second, &reply("t2"));
+        let c = s.lock();
+        assert_eq!(c.token, "t1");
+        assert_eq!(
+            c.pending,
+            vec!["t2".to_owned()],
+            "the second reply does not include the first one's: it waits to be merged"
+        );
+    }
+}

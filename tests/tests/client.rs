@@ -6,7 +6,7 @@
 use causeway_client::{
     BatchOp, BatchResult, Client, Error, ListOptions, Quorum, Session, Versions,
 };
-use causeway_e2e::{Cluster, credentials, free_port, library_client};
+use causeway_e2e::{Cluster, credentials, free_port, library_client, merge};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -49,6 +49,11 @@ fn sessions_siblings_listing_and_batches_against_a_cluster() {
         let (a, b) = (Session::new(admin(&urls[..1])), Session::new(admin(&urls[1..2])));
         a.put_with("cart", "milk", Some(Quorum::All)).await.expect("a");
         b.put_with("cart", "eggs", Some(Quorum::All)).await.expect("b");
+        // Their causal pasts join (on a node, POST /v1/context/merge) as the core joins them.
+        let (ta, tb) = (a.context().await.expect("a"), b.context().await.expect("b"));
+        let joined = Session::with_context(admin(&urls), &ta);
+        joined.absorb(&tb);
+        assert_eq!(joined.context().await.expect("merged"), merge(&[&ta, &tb]));
         let r = Session::new(admin(&urls));
         match r.get("cart").await.expect("get").versions {
             Versions::Siblings(mut v) => {
