@@ -28,8 +28,10 @@ async fn main() -> Result<(), Error> {
     let client = builder.build()?;
     println!("nodes: {:?}", client.nodes());
 
-    // A session reads its own writes through any node.
+    // A session reads its own writes through any node. Reading first makes the put replace
+    // what an earlier run left (a put replaces the versions its session has seen).
     let session = Session::new(client.clone());
+    session.get("tour/greeting").await?;
     session.put("tour/greeting", "hello").await?;
     let read = session.get("tour/greeting").await?;
     println!(
