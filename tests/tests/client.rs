@@ -155,8 +155,9 @@ fn tokens_tls_and_failover_to_a_live_node() {
     });
 }
 
-/// A server that answers every request with 503 and counts the requests it received.
-fn always_503() -> (String, Arc<AtomicUsize>) {
+/// A server that counts the requests it receives and answers each with 503, or (`silent`)
+/// never answers.
+fn fake_node(silent: bool) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let seen = Arc::new(AtomicUsize::new(0));
@@ -186,6 +187,10 @@ fn always_503() -> (String, Arc<AtomicUsize>) {
                         return;
                     }
                     count.fetch_add(1, Ordering::SeqCst);
+                    if silent {
+                        std::thread::sleep(Duration::from_secs(30));
+                        return;
+                    }
                     let body = r#"{"error":"unavailable","detail":"test"}"#;
                     let reply = format!(
                         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
@@ -204,7 +209,7 @@ fn always_503() -> (String, Arc<AtomicUsize>) {
 
 #[test]
 fn a_write_answered_503_is_indeterminate_and_sent_once_while_a_read_is_retried() {
-    let (addr, seen) = always_503();
+    let (addr, seen) = fake_node(false);
     rt().block_on(async {
         let client = Client::builder()
             .nodes([addr.clone(), addr.clone()])
@@ -237,6 +242,39 @@ fn a_write_answered_503_is_indeterminate_and_sent_once_while_a_read_is_retried()
         assert_eq!(
             seen.load(Ordering::SeqCst),
             5,
+            "a read is retried up to the bound"
+        );
+    });
+}
+
+#[test]
+fn a_write_that_times_out_after_it_was_sent_is_indeterminate_and_not_resent() {
+    let (addr, seen) = fake_node(true);
+    rt().block_on(async {
+        let client = Client::builder()
+            .nodes([addr.clone(), addr.clone()])
+            .attempts(3)
+            .timeout(Duration::from_millis(500))
+            .build()
+            .expect("client");
+        let e = Session::new(client.clone())
+            .put("k", "v")
+            .await
+            .expect_err("a timeout");
+        assert!(matches!(e, Error::Indeterminate { .. }), "{e}");
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            1,
+            "the write was sent exactly once"
+        );
+        let e = Session::new(client).get("k").await.expect_err("a timeout");
+        assert!(
+            matches!(e, Error::Unavailable { ref attempts } if attempts.len() == 3),
+            "{e}"
+        );
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            4,
             "a read is retried up to the bound"
         );
     });

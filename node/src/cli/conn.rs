@@ -58,9 +58,14 @@ impl ClientOpts {
         Session::with_context(client, &load_session(&self.session))
     }
 
-    /// Joins what `session` learnt into the session file.
+    /// Joins what `session` learnt into the session file (left alone, or not created, when the
+    /// session learnt nothing: a listing carries no context).
     pub async fn save(&self, session: &Session) -> anyhow::Result<()> {
-        save_session(&self.session, &session.context().await?)
+        let learnt = session.context().await?;
+        if learnt.is_empty() || learnt == load_session(&self.session) {
+            return Ok(());
+        }
+        save_session(&self.session, &learnt)
     }
 }
 
