@@ -1,10 +1,11 @@
 //! Causeway: a replicated, sharded, causally consistent key-value store.
 //!
 //! [`core`] is the sans-IO node logic shared by every driver; [`server`] is the production driver
-//! and [`bench`] the load generator (both behind the default `server` feature).
+//! and [`cli`] the commands that talk to a running cluster, the load generator among them (both
+//! behind the default `server` feature).
 
 #[cfg(feature = "server")]
-pub mod bench;
+pub mod cli;
 pub mod core;
 #[cfg(feature = "server")]
 pub mod server;

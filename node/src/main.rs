@@ -1,7 +1,7 @@
 //! The `causeway` binary: `serve` runs a node, `cluster` a local cluster, `bench` loads one, and
-//! `get`, `put`, `delete`, `list`, `status` talk to a running one.
+//! `get`, `put`, `delete`, `list`, `status`, `backup`, `restore` and `admin` talk to a running one.
 
-use causeway::server::cli::ClientCommand;
+use causeway::cli::ClientCommand;
 use causeway::server::config::{SeedEnv, ServeArgs};
 use causeway::server::launcher::{ChildLogs, ClusterArgs};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -51,7 +51,7 @@ enum Command {
     /// Manage the bearer tokens of a tokens file: add (prints the token once), list, remove
     Tokens(causeway::server::auth::TokensArgs),
     /// Load a cluster (or etcd, or the bare HTTP ceiling) and report throughput and latencies
-    Bench(causeway::bench::BenchArgs),
+    Bench(causeway::cli::bench::BenchArgs),
     /// Serve the HTTP ceiling for benchmarks: an axum handler that answers 200 and does nothing
     #[command(hide = true)]
     Ceiling {
@@ -99,11 +99,11 @@ fn main() -> anyhow::Result<()> {
                 };
                 causeway::server::launcher::run(args, logs).await
             }
-            Command::Bench(args) => causeway::bench::run(args).await.map(drop),
+            Command::Bench(args) => causeway::cli::bench::run(args).await.map(drop),
             Command::Certs(args) => causeway::server::certs::run(&args),
             Command::Tokens(args) => causeway::server::auth::run(&args),
-            Command::Ceiling { listen } => causeway::bench::serve_ceiling(&listen).await,
-            Command::Client(cmd) => causeway::server::cli::run(cmd).await,
+            Command::Ceiling { listen } => causeway::cli::bench::serve_ceiling(&listen).await,
+            Command::Client(cmd) => causeway::cli::run(cmd).await,
         }
     })
 }

@@ -244,6 +244,18 @@ fn client_builder(token: Option<&str>) -> reqwest::blocking::ClientBuilder {
     b
 }
 
+/// A `causeway-client` client of `nodes` (base URLs or host:port), tried in order, sending
+/// `token` (none: anonymous).
+pub fn library_client(nodes: &[String], token: Option<&str>) -> causeway_client::Client {
+    let mut b = causeway_client::Client::builder()
+        .nodes(nodes.iter().cloned())
+        .timeout(Duration::from_secs(15));
+    if let Some(t) = token {
+        b = b.token(t);
+    }
+    b.build().expect("building the client")
+}
+
 /// A local cluster of `causeway serve` processes. Dropping it kills every node and removes its
 /// data (kept, with the logs, when the test failed).
 pub struct Cluster {

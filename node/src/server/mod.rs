@@ -1,17 +1,15 @@
 //! The production node: a tokio driver around the sans-IO core, fjall storage, the peer
 //! transport, the HTTP APIs (native `/v1` and the seed-compatible `/kv-store`), configuration,
-//! metrics, the `causeway` client commands and the local-cluster launcher.
+//! metrics and the local-cluster launcher (the client commands are in [`crate::cli`]).
 //!
 //! Start reading at [`serve`]: it opens storage, starts the driver thread ([`driver`]), and serves
 //! HTTP and peer links on one listening socket ([`transport::SplitListener`]).
 
 pub mod auth;
 pub mod backup;
-pub mod backup_cli;
 pub mod backup_file;
 pub mod batch;
 pub mod certs;
-pub mod cli;
 pub mod compat;
 pub mod config;
 pub mod driver;

@@ -192,14 +192,3 @@ pub fn server_name(addr: &str) -> anyhow::Result<ServerName<'static>> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     ServerName::try_from(host.to_owned()).with_context(|| format!("{addr} has no valid host name"))
 }
-
-/// A client configuration trusting the CA in `ca` (the CLI and bench with `--ca-cert`).
-pub fn client_trusting(ca: &Path) -> anyhow::Result<rustls::ClientConfig> {
-    install_provider();
-    let mut c = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots(ca)?)
-        .with_no_client_auth();
-    c.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(c)
-}

@@ -1,7 +1,7 @@
 //! `causeway backup --node URL --out FILE` and `causeway restore FILE --node URL`.
 //!
 //! A backup walks `GET /v1/admin/backup` page by page while the cluster serves and writes each
-//! page as a frame of a checksummed file ([`super::backup_file`]); it is a *fuzzy* snapshot:
+//! page as a frame of a checksummed file ([`crate::server::backup_file`]); it is a *fuzzy* snapshot:
 //! every key's version set as one replica held it when its page was read, so writes made during
 //! the backup may or may not be in it. A restore first reads the whole file and checks its
 //! structure and SHA-256 digest — a damaged or truncated file is refused before anything is
@@ -12,10 +12,11 @@
 //! is idempotent, so a restore that stopped half-way (a node went away) is completed by running
 //! it again.
 
-use super::backup::{COUNT_HEADER, Entries, NEXT_HEADER, decode_entries, encode_entries};
-use super::backup_file::{self, Writer};
-use super::cli::{ClientOpts, base_url};
-use anyhow::{Context, bail};
+use super::conn::ClientOpts;
+use crate::server::backup::{Entries, decode_entries, encode_entries};
+use crate::server::backup_file::{self, Writer};
+use anyhow::Context;
+use causeway_client::{Client, Scope};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -47,14 +48,11 @@ pub struct RestoreArgs {
     pub parallel: usize,
 }
 
-/// How many times a frame is sent before the restore gives up (a node restarting, a 503).
+/// How many times a request is sent before the command gives up (a node restarting, a 503).
 const ATTEMPTS: u32 = 5;
 
-fn http(conn: &ClientOpts) -> anyhow::Result<reqwest::Client> {
-    Ok(conn
-        .http_builder()?
-        .timeout(Duration::from_secs(120))
-        .build()?)
+fn client(conn: &ClientOpts) -> anyhow::Result<Client> {
+    conn.client(Duration::from_secs(120), ATTEMPTS)
 }
 
 fn bar(len: Option<u64>, what: &str) -> ProgressBar {
@@ -75,47 +73,22 @@ fn bar(len: Option<u64>, what: &str) -> ProgressBar {
 
 /// Writes a backup of the whole cluster; returns the number of keys.
 pub async fn backup(a: BackupArgs) -> anyhow::Result<u64> {
-    let client = http(&a.conn)?;
-    let base = base_url(&a.conn.node)?;
+    let client = client(&a.conn)?;
     let started = Instant::now();
     let mut file = Writer::create(&a.out)?;
     let pb = bar(None, "backup");
     let mut after: Option<String> = None;
     loop {
-        let mut req = client
-            .get(format!("{base}/v1/admin/backup"))
-            .query(&[("limit", a.page.to_string())]);
-        if let Some(c) = &after {
-            req = req.query(&[("after", c)]);
+        let page = client.backup_page(after.as_deref(), a.page).await?;
+        if page.keys > 0 {
+            file.frame(page.keys, &page.frame)?;
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("no answer from {base}"))?;
-        let status = resp.status();
-        if !status.is_success() {
-            bail!("{status}: {}", resp.text().await.unwrap_or_default());
-        }
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let count: u32 = header(COUNT_HEADER)
-            .and_then(|c| c.parse().ok())
-            .context("the node's backup page has no key count")?;
-        let next = header(NEXT_HEADER);
-        let body = resp.bytes().await.context("reading a backup page")?;
-        if count > 0 {
-            file.frame(count, &body)?;
-        }
-        pb.inc(u64::from(count));
+        pb.inc(u64::from(page.keys));
         if a.rate > 0 {
             let due = Duration::from_secs_f64(pb.position() as f64 / a.rate as f64);
             tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
         }
-        match next {
+        match page.next {
             Some(n) => after = Some(n),
             None => break,
         }
@@ -131,6 +104,10 @@ pub async fn backup(a: BackupArgs) -> anyhow::Result<u64> {
     Ok(keys)
 }
 
+/// One request of a restore: the replica to send it to (`None`: `--node`), its key count and
+/// its frame.
+type Part = (Option<String>, u32, Vec<u8>);
+
 /// Where a restore sends each key: a replica of its shard in the view `--node` reported, so
 /// keys reach a replica without being forwarded one at a time. A replica the restore cannot
 /// reach is replaced by `--node`, which forwards (as it does for keys of a later view).
@@ -141,26 +118,16 @@ struct Routes {
 }
 
 impl Routes {
-    async fn load(client: &reqwest::Client, base: &str) -> anyhow::Result<Routes> {
-        let resp = client
-            .get(format!("{base}/v1/cluster?scope=local"))
-            .send()
-            .await
-            .with_context(|| format!("no answer from {base}"))?;
-        let status = resp.status();
-        if !status.is_success() {
-            bail!("{status}: {}", resp.text().await.unwrap_or_default());
-        }
-        let v: serde_json::Value = resp.json().await.context("the node's view is not JSON")?;
+    async fn load(client: &Client) -> anyhow::Result<Routes> {
+        let v = client.cluster(Scope::Local).await?;
         let partitions = v["partitions"].as_u64().unwrap_or(0) as u32;
-        let scheme = base.split("://").next().unwrap_or("http");
         let mut replicas = vec![Vec::new(); partitions as usize];
         for shard in v["shards"].as_array().into_iter().flatten() {
             let urls: Vec<String> = shard["replicas"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter_map(|r| r.as_str().map(|a| format!("{scheme}://{a}")))
+                .filter_map(|r| r.as_str().and_then(|a| client.url_like(a).ok()))
                 .collect();
             for p in shard["partitions"].as_array().into_iter().flatten() {
                 if let Some(slot) = p.as_u64().and_then(|p| replicas.get_mut(p as usize)) {
@@ -174,26 +141,23 @@ impl Routes {
         })
     }
 
-    /// Splits a frame into one part per replica to send it to (`fallback` for keys whose
-    /// partition the view did not name), the `n`th frame using the `n`th replica of each shard.
-    fn split(
-        &self,
-        frame: Vec<u8>,
-        n: usize,
-        fallback: &str,
-    ) -> anyhow::Result<Vec<(String, u32, Vec<u8>)>> {
+    /// Splits a frame into one part per replica to send it to (`None`: `--node`, for keys
+    /// whose partition the view did not name), the `n`th frame using the `n`th replica of each
+    /// shard.
+    fn split(&self, frame: Vec<u8>, n: usize) -> anyhow::Result<Vec<Part>> {
         if self.partitions == 0 {
-            return Ok(vec![(fallback.to_owned(), 0, frame)]);
+            return Ok(vec![(None, 0, frame)]);
         }
         let entries =
             decode_entries(&frame).map_err(|e| anyhow::anyhow!("the backup is damaged: {e}"))?;
-        let mut parts: BTreeMap<String, Entries> = BTreeMap::new();
+        let mut parts: BTreeMap<Option<String>, Entries> = BTreeMap::new();
         for (key, set) in entries {
             let p = crate::core::ring::partition_of(&key, self.partitions) as usize;
-            let to = match self.replicas.get(p).filter(|r| !r.is_empty()) {
-                Some(r) => r[n % r.len()].clone(),
-                None => fallback.to_owned(),
-            };
+            let to = self
+                .replicas
+                .get(p)
+                .filter(|r| !r.is_empty())
+                .map(|r| r[n % r.len()].clone());
             parts.entry(to).or_default().push((key, set));
         }
         Ok(parts
@@ -203,47 +167,9 @@ impl Routes {
     }
 }
 
-/// Sends one part of a frame to `base` (or, when `base` does not answer, to `fallback`),
-/// retrying what may pass on a later attempt (no answer, 503).
-async fn send_frame(
-    client: &reqwest::Client,
-    base: &str,
-    fallback: &str,
-    frame: Vec<u8>,
-) -> anyhow::Result<serde_json::Value> {
-    let frame = bytes::Bytes::from(frame);
-    let mut last = String::new();
-    let mut to = base;
-    for attempt in 0..ATTEMPTS {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(500 << attempt.min(3))).await;
-        }
-        let url = format!("{to}/v1/admin/restore");
-        let resp = match client.post(&url).body(frame.clone()).send().await {
-            Ok(r) => r,
-            Err(e) => {
-                last = format!("no answer from {to}: {e}");
-                to = fallback;
-                continue;
-            }
-        };
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        if status.is_success() {
-            return serde_json::from_str(&text).context("the node's restore reply is not JSON");
-        }
-        last = format!("{status}: {text}");
-        if !status.is_server_error() {
-            break;
-        }
-    }
-    bail!("restoring a frame failed: {last}")
-}
-
 /// Restores a backup after verifying it; returns (keys, keys whose state changed).
 pub async fn restore(a: RestoreArgs) -> anyhow::Result<(u64, u64)> {
-    let client = http(&a.conn)?;
-    let base = base_url(&a.conn.node)?;
+    let client = client(&a.conn)?;
     let size = std::fs::metadata(&a.file)
         .with_context(|| format!("opening {}", a.file.display()))?
         .len();
@@ -252,7 +178,7 @@ pub async fn restore(a: RestoreArgs) -> anyhow::Result<(u64, u64)> {
         .with_context(|| format!("{} was not restored", a.file.display()))?;
     check.finish_and_clear();
     let started = Instant::now();
-    let routes = Routes::load(&client, &base).await?;
+    let routes = Routes::load(&client).await?;
     let pb = bar(Some(summary.keys), "restore");
     let mut reader = backup_file::Reader::open(&a.file)?;
     let mut running = tokio::task::JoinSet::new();
@@ -266,14 +192,17 @@ pub async fn restore(a: RestoreArgs) -> anyhow::Result<(u64, u64)> {
     };
     let mut n = 0;
     while let Some((_, frame)) = reader.next_frame()? {
-        for (to, count, part) in routes.split(frame, n, &base)? {
+        for (to, count, part) in routes.split(frame, n)? {
             if running.len() >= a.parallel.max(1)
                 && let Some(done) = running.join_next().await
             {
                 collect(done)?;
             }
-            let (client, base) = (client.clone(), base.clone());
-            running.spawn(async move { Ok((count, send_frame(&client, &to, &base, part).await?)) });
+            let client = client.clone();
+            running.spawn(async move {
+                let reply = client.restore_frame(to.as_deref(), part.into()).await;
+                Ok((count, reply.context("restoring a frame failed")?))
+            });
         }
         n += 1;
     }

@@ -10,10 +10,10 @@
 //!   the member, the closest etcd read to a causeway `r=1` read;
 //! - `ceiling`: any request to the ceiling server, which answers 200 without doing any work.
 
-use crate::server::cli::http_builder;
 use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use causeway_client::{Quorum, Request, Retry, Session};
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -71,10 +71,10 @@ pub struct BenchArgs {
     pub read_ratio: f64,
     /// Write quorum for causeway (1, 2, …, quorum, all)
     #[arg(long)]
-    pub w: Option<String>,
+    pub w: Option<Quorum>,
     /// Read quorum for causeway
     #[arg(long)]
-    pub r: Option<String>,
+    pub r: Option<Quorum>,
     /// Bearer token for nodes that require one
     #[arg(long, env = "CAUSEWAY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -113,85 +113,68 @@ enum Call {
     Put(u64),
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
+/// One target and how to load it. Bench clients make one attempt per request: a failure is
+/// counted, never retried.
+struct Target {
+    client: causeway_client::Client,
     api: Api,
     value: bytes::Bytes,
-    w: Option<String>,
-    r: Option<String>,
+    w: Option<Quorum>,
+    r: Option<Quorum>,
 }
 
 fn key_name(i: u64) -> String {
     format!("bench-{i:010}")
 }
 
-impl Client {
-    /// Issues `call`. For causeway, `session` is the task's causal context: sent with every
-    /// request and replaced by each reply's, as a client session does, so a put overwrites what
-    /// the session has seen instead of piling up siblings.
-    async fn call(&self, call: &Call, session: &mut Option<String>) -> anyhow::Result<()> {
-        let with_session = |req: reqwest::RequestBuilder| match session.as_deref() {
-            Some(token) => req.header("x-causal-context", token),
-            None => req,
+impl Target {
+    /// Issues `call`. For causeway, `session` is the task's own session, as a client's: each
+    /// request sends the context of the replies before it, so a put overwrites what the session
+    /// has seen instead of piling up siblings. Reads take the raw value (not its JSON form), as
+    /// an application reading a value would.
+    async fn call(&self, call: &Call, session: &Session) -> anyhow::Result<()> {
+        let post = |path: &str, body: serde_json::Value| {
+            Request::new(causeway_client::Method::POST, path, Retry::Never).json(&body)
         };
-        let resp = match (self.api, call) {
-            (Api::Ceiling, Call::Get(_)) => self.http.get(format!("{}/", self.base)).send().await?,
+        let reply = match (self.api, call) {
+            (Api::Ceiling, Call::Get(_)) => self.client.send(&Request::get("/")).await?,
             (Api::Ceiling, Call::Put(_)) => {
-                let url = format!("{}/", self.base);
-                self.http.put(url).body(self.value.clone()).send().await?
+                let req = Request::new(causeway_client::Method::PUT, "/", Retry::Never)
+                    .body(self.value.clone());
+                self.client.send(&req).await?
             }
             (Api::Causeway, Call::Get(i)) => {
-                let mut req = self
-                    .http
-                    .get(format!("{}/v1/kv/{}", self.base, key_name(*i)));
-                if let Some(r) = &self.r {
-                    req = req.query(&[("r", r)]);
+                let mut path = format!("/v1/kv/{}", key_name(*i));
+                if let Some(r) = self.r {
+                    path.push_str(&format!("?r={r}"));
                 }
-                with_session(req).send().await?
+                session.send(Request::get(path)).await?
             }
             (Api::Causeway, Call::Put(i)) => {
-                let mut req = self
-                    .http
-                    .put(format!("{}/v1/kv/{}", self.base, key_name(*i)))
-                    .body(self.value.clone());
-                if let Some(w) = &self.w {
-                    req = req.query(&[("w", w)]);
-                }
-                with_session(req).send().await?
+                return Ok(session
+                    .put_with(key_name(*i), self.value.clone(), self.w)
+                    .await?);
             }
             (Api::Etcd, Call::Get(i)) => {
                 let body = serde_json::json!({
                     "key": B64.encode(key_name(*i)),
                     "serializable": true,
                 });
-                let url = format!("{}/v3/kv/range", self.base);
-                self.http.post(url).json(&body).send().await?
+                self.client.send(&post("/v3/kv/range", body)).await?
             }
             (Api::Etcd, Call::Put(i)) => {
                 let body = serde_json::json!({
                     "key": B64.encode(key_name(*i)),
                     "value": B64.encode(&self.value),
                 });
-                let url = format!("{}/v3/kv/put", self.base);
-                self.http.post(url).json(&body).send().await?
+                self.client.send(&post("/v3/kv/put", body)).await?
             }
         };
-        let status = resp.status();
-        if let Some(token) = resp.headers().get("x-causal-context")
-            && let Ok(token) = token.to_str()
-        {
-            *session = Some(token.to_owned());
-        }
-        let body = resp.bytes().await?;
         // A causeway read of a key nobody wrote yet (404) or with siblings (300) is a success.
-        if status.is_success() || status.as_u16() == 404 || status.as_u16() == 300 {
+        if matches!(reply.status, 200..=299 | 300 | 404) {
             Ok(())
         } else {
-            bail!(
-                "{status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(200)])
-            )
+            Err(reply.error().into())
         }
     }
 }
@@ -201,26 +184,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Summary> {
     if args.concurrency == 0 || args.keys == 0 || args.target.is_empty() {
         bail!("--concurrency, --keys and --target must be non-empty");
     }
-    let http = http_builder(args.token.as_deref(), args.ca_cert.as_deref())?
-        .pool_max_idle_per_host(args.concurrency)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("building the HTTP client")?;
     let value = bytes::Bytes::from(vec![b'x'; args.value_size]);
-    let clients: Vec<Arc<Client>> = args
-        .target
-        .iter()
-        .map(|t| {
-            Arc::new(Client {
-                http: http.clone(),
-                base: t.trim_end_matches('/').to_owned(),
-                api: args.api,
-                value: value.clone(),
-                w: args.w.clone(),
-                r: args.r.clone(),
-            })
-        })
-        .collect();
+    let mut clients = Vec::with_capacity(args.target.len());
+    for t in &args.target {
+        let mut b = causeway_client::Client::builder()
+            .node(t.clone())
+            .attempts(1)
+            .pool_max_idle_per_host(args.concurrency)
+            .timeout(Duration::from_secs(30));
+        if let Some(token) = &args.token {
+            b = b.token(token.clone());
+        }
+        if let Some(ca) = &args.ca_cert {
+            b = b.ca_file(ca)?;
+        }
+        clients.push(Arc::new(Target {
+            client: b.build().context("building the HTTP client")?,
+            api: args.api,
+            value: value.clone(),
+            w: args.w,
+            r: args.r,
+        }));
+    }
     if args.workload == Workload::Get && args.api != Api::Ceiling {
         let mut load = args.clone();
         load.workload = Workload::Load;
@@ -253,7 +238,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Summary> {
 
 /// One measured phase: `concurrency` closed loops until the deadline (or the key space, for
 /// `Load`), latencies merged into one histogram.
-async fn drive(args: &BenchArgs, clients: &[Arc<Client>]) -> anyhow::Result<Summary> {
+async fn drive(args: &BenchArgs, clients: &[Arc<Target>]) -> anyhow::Result<Summary> {
     let duration = Duration::from_secs_f64(args.duration);
     let done = Arc::new(AtomicU64::new(0));
     let bar = progress(args, done.clone());
@@ -275,7 +260,7 @@ async fn drive(args: &BenchArgs, clients: &[Arc<Client>]) -> anyhow::Result<Summ
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
             let (mut errors, mut first_error) = (0u64, None);
             let mut next_load = t as u64;
-            let mut session = None;
+            let session = Session::new(client.client.clone());
             loop {
                 let call = match workload {
                     Workload::Load if next_load >= keys => break,
@@ -292,7 +277,7 @@ async fn drive(args: &BenchArgs, clients: &[Arc<Client>]) -> anyhow::Result<Summ
                     Workload::Mixed => Call::Put(rng.random_range(0..keys)),
                 };
                 let began = Instant::now();
-                match client.call(&call, &mut session).await {
+                match client.call(&call, &session).await {
                     Ok(()) => {
                         let us = began.elapsed().as_micros() as u64;
                         hist.saturating_record(us.max(1));
