@@ -75,6 +75,12 @@ pub enum Fault {
     Crash {
         node: usize,
     },
+    /// The node crashes inside its next turn that syncs: after the turn's early answers left,
+    /// before the sync, so the turn's unsynced writes are lost like a crash's. Disarmed by the
+    /// `Restart` that repairs it if no such turn came first.
+    CrashBeforeSync {
+        node: usize,
+    },
     /// The node stops and loses its whole disk (amnesia under the same address).
     Wipe {
         node: usize,
@@ -146,6 +152,7 @@ impl Fault {
             Fault::Isolate { node }
             | Fault::Rejoin { node }
             | Fault::Crash { node }
+            | Fault::CrashBeforeSync { node }
             | Fault::Wipe { node }
             | Fault::Restart { node }
             | Fault::Pause { node }
@@ -355,7 +362,7 @@ fn gen_faults(s: &Scenario, rng: &mut SmallRng) -> Vec<TimedFault> {
                     out.push(at(t + step * (k + i) as u64, Fault::Rejoin { node }));
                 }
             }
-            FaultKind::Crash | FaultKind::Wipe | FaultKind::Pause => {
+            FaultKind::Crash | FaultKind::CrashBeforeSync | FaultKind::Wipe | FaultKind::Pause => {
                 let down = down_until.iter().filter(|&&u| u > t).count();
                 let free: Vec<usize> = (0..n).filter(|&i| down_until[i] <= t).collect();
                 let wipe_ok = kind != FaultKind::Wipe || wipes < f.max_wipes;
@@ -364,6 +371,9 @@ fn gen_faults(s: &Scenario, rng: &mut SmallRng) -> Vec<TimedFault> {
                     down_until[node] = end + 1;
                     let (stop, start) = match kind {
                         FaultKind::Crash => (Fault::Crash { node }, Fault::Restart { node }),
+                        FaultKind::CrashBeforeSync => {
+                            (Fault::CrashBeforeSync { node }, Fault::Restart { node })
+                        }
                         FaultKind::Wipe => {
                             wipes += 1;
                             (Fault::Wipe { node }, Fault::Restart { node })

@@ -266,6 +266,8 @@ pub enum FaultKind {
     Swizzle,
     /// Crash (losing unsynced writes), restart later.
     Crash,
+    /// Crash inside a turn, between its early answers and its sync; restart later.
+    CrashBeforeSync,
     /// Crash and lose the whole disk, restart under the same address.
     Wipe,
     /// Freeze a node, resume later.

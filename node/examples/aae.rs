@@ -86,9 +86,10 @@ fn main() {
     );
     let mut reply = None;
     while reply.is_none() {
-        let ready_b = nb.take_ready();
-        reply = ready_b.replies.into_iter().find(|r| r.id == 1);
-        for (_, msg) in ready_b.messages {
+        let ready = nb.take_ready();
+        let out_b = ready.collect(nb.storage_mut());
+        reply = out_b.replies.into_iter().find(|r| r.id == 1);
+        for (_, msg) in out_b.messages {
             na.handle(
                 now,
                 Input::Peer {
@@ -97,7 +98,8 @@ fn main() {
                 },
             );
         }
-        for (_, msg) in na.take_ready().messages {
+        let ready = na.take_ready();
+        for (_, msg) in ready.collect(na.storage_mut()).messages {
             nb.handle(
                 now,
                 Input::Peer {

@@ -323,7 +323,8 @@ fn still_serves(n: &mut Node<MemStorage>, before: Epoch) -> Result<(), TestCaseE
         r: Quorum::N(1),
     };
     n.handle(now, Input::Client(Request { id, op }));
-    let r = n.take_ready();
+    let ready = n.take_ready();
+    let r = ready.collect(n.storage_mut());
     // A node whose view changed may forward instead of answering; it must not have panicked.
     if let Some(reply) = r.replies.iter().find(|r| r.id == id) {
         prop_assert!(
@@ -392,7 +393,8 @@ fn the_epoch_attack_is_refused_and_the_next_view_change_works() {
         Time::from_millis(1_000_000),
         Input::Client(Request { id: 99, op }),
     );
-    let r = n.take_ready();
+    let ready = n.take_ready();
+    let r = ready.collect(n.storage_mut());
     let reply = r.replies.iter().find(|r| r.id == 99).expect("answered");
     assert!(
         matches!(reply.result, Ok(Response::ViewChanged { .. })),

@@ -4,15 +4,18 @@
 //! Invariants:
 //! - events run in `(time, sequence)` order; the only randomness is [`Entropy`], and every draw
 //!   is folded into the trace hash, so equal seeds give equal traces;
-//! - a node's outputs are released only after its disk synced when its `Ready` asked for it;
+//! - a node's outputs are released only as `Ready::apply` orders them: the early lists, then
+//!   (after its disk synced, when its `Ready` asked for it) the rest; a `crash-before-sync` fault
+//!   stops it at that sync, after the early lists left;
 //! - the core sees `now + offset + drift + jumps` (per node), never the simulator's clock;
 //! - only `BTreeMap`/`BTreeSet`/`Vec` orders reach any output.
 
 use crate::disk::SimDisk;
 use bytes::Bytes;
 use causeway::core::{
-    Canary, Config, Dot, Identity, Input, Node, NodeId, Op, Origin, PeerMsg, Probes, Quorum, Ready,
-    Request, Response, SyncMode, Time, VersionSet, VersionVector, View,
+    Canary, Config, Dot, Effects, Executed, Identity, Input, Node, NodeId, Op, Origin, PeerMsg,
+    Persisted, Probes, Quorum, Reply, Request, Response, SyncMode, Time, VersionSet, VersionVector,
+    View,
 };
 use causeway_harness::history::{History, OpRecord, Outcome, WriteRecord};
 use causeway_harness::plan::{Fault, OpKind, Plan, PlannedOp, key_name, node_addr, view_of};
@@ -112,6 +115,8 @@ struct Slot {
     recorded: BTreeSet<Dot>,
     /// Has run at least once (a spare starts at its `join` or `view` event).
     started: bool,
+    /// A `crash-before-sync` fault is armed: the node crashes at its next sync.
+    crash_before_sync: bool,
     /// Force-removed: crashed for good, never restarted (not even at heal).
     dead: bool,
     /// Starts outside the cluster: an empty view, asking `join` (if any) to admit it.
@@ -167,7 +172,7 @@ pub struct RunOutput {
 }
 
 /// A write a replica was handed and has not executed yet: the core may execute it at once or
-/// later (after waiting for its context), and reports it in [`Ready::executed`] with the
+/// later (after waiting for its context), and reports it in `Ready::executed` with the
 /// request's origin, which names this entry.
 struct AwaitedWrite {
     context: VersionVector,
@@ -185,6 +190,69 @@ enum ReplyTo {
         from: usize,
         rid: u64,
     },
+}
+
+/// One simulated node's [`Effects`] for one Ready: collects the outputs, syncs the disk, and
+/// crashes instead of syncing when a `crash-before-sync` fault is armed.
+struct Turn<'d> {
+    disk: &'d mut SimDisk,
+    crash: bool,
+    crashed: bool,
+    executed: Vec<Executed>,
+    messages: Vec<(NodeId, PeerMsg)>,
+    replies: Vec<Reply>,
+}
+
+impl Effects for Turn<'_> {
+    fn send(&mut self, to: NodeId, msg: PeerMsg) {
+        self.messages.push((to, msg));
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        self.replies.push(reply);
+    }
+
+    fn persist(&mut self, sync: bool) -> Persisted {
+        if !sync {
+            return Persisted::Stored;
+        }
+        if self.crash {
+            self.crashed = true;
+            return Persisted::Crashed;
+        }
+        causeway::core::Storage::sync(self.disk);
+        Persisted::Stored
+    }
+
+    /// The simulated network keeps no per-peer state.
+    fn forget(&mut self, _peer: NodeId) {}
+
+    fn executed(&mut self, write: Executed) {
+        self.executed.push(write);
+    }
+}
+
+/// What one turn of a node released, in order.
+struct Outputs {
+    executed: Vec<Executed>,
+    messages: Vec<(NodeId, PeerMsg)>,
+    replies: Vec<Reply>,
+}
+
+/// The dots of the writes `turn` answers (to a client, or to the proxy that forwarded them).
+fn answered_writes(turn: &Outputs) -> BTreeSet<Dot> {
+    let replies = turn.replies.iter().map(|r| &r.result);
+    let forwards = turn.messages.iter().filter_map(|(_, m)| match m {
+        PeerMsg::ForwardReply { result, .. } => Some(result),
+        _ => None,
+    });
+    replies
+        .chain(forwards)
+        .filter_map(|r| match r {
+            Ok(Response::Written { dot, .. }) => Some(*dot),
+            _ => None,
+        })
+        .collect()
 }
 
 /// `WriteRecord::op` of an execution no sent operation matches.
@@ -265,6 +333,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
                     awaited: Vec::new(),
                     recorded: BTreeSet::new(),
                     started: false,
+                    crash_before_sync: false,
                     dead: false,
                     spare: !member,
                     join: None,
@@ -551,14 +620,15 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             })
     }
 
-    /// Records the writes `ready` reports executed ([`Ready::executed`]), each under the client
-    /// operation its request serves, and stops awaiting requests that were answered or refused.
-    fn observe_writes(&mut self, n: usize, ready: &Ready) {
+    /// Records the writes node `n`'s turn reports executed (`Ready::executed`), each under the
+    /// client operation its request serves, and stops awaiting requests that were answered or
+    /// refused.
+    fn observe_writes(&mut self, n: usize, turn: &Outputs) {
         if self.slots[n].node.is_none() {
             return;
         }
         let me = self.slots[n].id.clone();
-        for e in &ready.executed {
+        for e in &turn.executed {
             let to = match &e.origin {
                 Origin::Client(id) => Some(ReplyTo::Client(*id)),
                 Origin::Proxy { from, rid } => self
@@ -590,11 +660,11 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             });
         }
         // A request answered here (or, for a forward, refused) is not executed here later.
-        let answered = ready
+        let answered = turn
             .replies
             .iter()
             .map(|r| Some(ReplyTo::Client(r.id)))
-            .chain(ready.messages.iter().map(|(to, m)| match m {
+            .chain(turn.messages.iter().map(|(to, m)| match m {
                 PeerMsg::ForwardReply { rid, .. } | PeerMsg::NotReplica { rid, .. } => {
                     let from = *self.index.get(to)?;
                     Some(ReplyTo::Forward { from, rid: *rid })
@@ -611,16 +681,36 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         }
     }
 
+    /// Carries out node `n`'s Ready (`Ready::apply`); the outputs of the turn leave at one
+    /// instant, messages before replies. When a `crash-before-sync` fault is armed and the Ready
+    /// syncs, the node crashes at the sync: only the early lists leave, then it stops.
     fn flush(&mut self, n: usize) {
+        let crash = self.slots[n].crash_before_sync;
         let Some(node) = self.slots[n].node.as_mut() else {
             return;
         };
-        let mut ready = node.take_ready();
-        // The simulated sync is instantaneous: early answers leave at the same instant.
-        ready.merge_early();
-        if ready.sync {
-            causeway::core::Storage::sync(node.storage_mut());
-        }
+        let ready = node.take_ready();
+        let mut turn = Turn {
+            disk: node.storage_mut(),
+            crash,
+            crashed: false,
+            executed: Vec::new(),
+            messages: Vec::new(),
+            replies: Vec::new(),
+        };
+        ready.apply(&mut turn);
+        let Turn {
+            crashed,
+            executed,
+            messages,
+            replies,
+            ..
+        } = turn;
+        let turn = Outputs {
+            executed,
+            messages,
+            replies,
+        };
         let (epoch, member) = (node.view().epoch, node.view().nodes.contains(node.id()));
         if epoch != self.slots[n].epoch {
             self.views_changed |= self.slots[n].epoch != 0;
@@ -630,20 +720,57 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
                 format!("n{n} installs view {epoch:#x} (member: {member})")
             });
         }
-        self.observe_writes(n, &ready);
-        for (to, msg) in ready.messages {
+        self.observe_writes(n, &turn);
+        // What a crash at the sync may lose: the turn's writes whose answer did not leave.
+        let unanswered: Vec<(Dot, Bytes)> = if crashed {
+            let answered = answered_writes(&turn);
+            let e = turn.executed.iter().filter(|e| !answered.contains(&e.dot));
+            e.map(|e| (e.dot, e.key.clone())).collect()
+        } else {
+            Vec::new()
+        };
+        for (to, msg) in turn.messages {
             match self.index.get(&to) {
                 Some(&t) => self.send(n, t, msg),
                 None => self.stats.dropped += 1,
             }
         }
-        for reply in ready.replies {
+        for reply in turn.replies {
             if reply.id >= ADMIN_BASE {
                 self.admin_reply(reply.id, reply.result);
             } else if let Some(s) = self.slots[n].pending.remove(&reply.id) {
                 self.note_replier(n, reply.id);
                 let o = self.history.ops[reply.id as usize].outcome_of(reply.result);
                 self.complete(s, reply.id, o);
+            }
+        }
+        if crashed {
+            self.note(17, |_| format!("n{n} crashes before its sync"));
+            self.stop(n, false);
+            self.forget_vanished(n, &unanswered);
+        }
+    }
+
+    /// After node `n` crashed before the sync of a turn that executed the `unanswered` writes
+    /// (their answers and replication were to leave after the sync): one its disk lost vanished
+    /// without a trace, so it leaves the registry, and its dot may be issued again. (A write whose
+    /// answer left early stays: losing it is a G2 violation.)
+    fn forget_vanished(&mut self, n: usize, unanswered: &[(Dot, Bytes)]) {
+        let Some(disk) = self.slots[n].disk.as_ref() else {
+            return;
+        };
+        let vanished: Vec<Dot> = unanswered
+            .iter()
+            .filter(|(dot, key)| {
+                !causeway::core::Storage::get(disk, key).is_some_and(|s| s.context().covers(*dot))
+            })
+            .map(|(dot, _)| *dot)
+            .collect();
+        for dot in vanished {
+            let writes = &self.history.writes;
+            if let Some(i) = writes.iter().rposition(|w| w.dot == dot && w.node == n) {
+                self.history.writes.remove(i);
+                self.note(17, |_| format!("n{n} lost {dot:?} before anyone saw it"));
             }
         }
     }
@@ -757,6 +884,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         }
         let slot = &mut self.slots[n];
         slot.disk = Some(disk);
+        slot.crash_before_sync = false;
         slot.generation += 1;
         slot.paused = false;
         slot.held.clear();
@@ -819,8 +947,12 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             Fault::Rejoin { node } => self.clogged.retain(|&(a, b)| a != node && b != node),
             Fault::HealNet => self.clogged.clear(),
             Fault::Crash { node } => self.stop(node, false),
+            Fault::CrashBeforeSync { node } => {
+                self.slots[node].crash_before_sync = self.slots[node].node.is_some();
+            }
             Fault::Wipe { node } => self.stop(node, true),
             Fault::Restart { node } => {
+                self.slots[node].crash_before_sync = false;
                 let slot = &self.slots[node];
                 if slot.node.is_none() && slot.started && !slot.dead {
                     self.start(node);
@@ -986,6 +1118,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         self.loss = 0.0;
         self.dup = 0.0;
         for n in 0..self.slots.len() {
+            self.slots[n].crash_before_sync = false;
             let slot = &self.slots[n];
             if slot.node.is_none() && slot.started && !slot.dead {
                 self.start(n);

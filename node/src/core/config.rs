@@ -66,10 +66,14 @@ pub enum Canary {
     /// Joining a copy from a peer drops one of the resulting siblings (the lowest dot): a merge
     /// that loses a concurrent version.
     MergeDropsSibling,
+    /// A coordinator's reply to a write it alone acknowledges (`w = 1`) goes in the Ready's early
+    /// lists: it may leave before the write is synced, so a crash before the sync loses an
+    /// acknowledged write.
+    ReplyBeforeDurable,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 13] = [
+    pub const ALL: [Canary; 14] = [
         Canary::SkipCausalWait,
         Canary::NoReplicationRetry,
         Canary::NoAntiEntropy,
@@ -83,6 +87,7 @@ impl Canary {
         Canary::FoldWithoutFloor,
         Canary::ContextBeyondApplied,
         Canary::MergeDropsSibling,
+        Canary::ReplyBeforeDurable,
     ];
 
     pub fn name(self) -> &'static str {
@@ -100,6 +105,7 @@ impl Canary {
             Canary::FoldWithoutFloor => "fold-without-floor",
             Canary::ContextBeyondApplied => "context-beyond-applied",
             Canary::MergeDropsSibling => "merge-drops-sibling",
+            Canary::ReplyBeforeDurable => "reply-before-durable",
         }
     }
 

@@ -3,13 +3,15 @@
 //! need to sync storage come out in a [`Ready`]. Both drivers — the simulator (`sim/`) and the
 //! production server (`node/src/server`) — run exactly this code.
 //!
-//! Start reading at [`node`]: `Node::handle(now, Input)` and `Node::take_ready()`.
+//! Start reading at [`node`]: `Node::handle(now, Input)` and `Node::take_ready()`;
+//! [`effects`] carries a Ready out.
 
 pub mod aae;
 pub mod clock;
 pub mod config;
 pub mod dot;
 pub mod dvv;
+pub mod effects;
 pub mod history;
 pub mod merkle;
 pub mod message;
@@ -28,6 +30,7 @@ pub use clock::{NodeClock, VersionVector};
 pub use config::{Canary, Config, ConflictMode, SyncMode};
 pub use dot::{Actor, Dot};
 pub use dvv::{Version, VersionSet};
+pub use effects::{Effects, Late, Outputs, Persisted};
 pub use message::PeerMsg;
 pub use node::{Executed, Identity, Input, Node, NodeStatus, Origin, Ready};
 pub use probe::{Probe, Probes};

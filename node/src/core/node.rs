@@ -82,7 +82,7 @@ pub enum Input {
     Tick,
 }
 
-/// What the driver must do next, in order: send `early_messages` and deliver `early_replies`
+/// What the driver must do next, carried out by [`Ready::apply`] (`effects.rs`), in order: send `early_messages` and deliver `early_replies`
 /// (they may also wait); if `sync`, make storage durable ([`Storage::sync`]); then send
 /// `messages` and deliver `replies`; then drop whatever it keeps per peer (links, queues,
 /// metrics) for the nodes in `forget`, after writing what it already queued for them.
@@ -119,19 +119,6 @@ pub struct Executed {
     pub supersedes: VersionVector,
     /// The request it serves.
     pub origin: Origin,
-}
-
-impl Ready {
-    /// Moves the early lists to the front of the ordinary ones, for drivers whose sync is
-    /// instantaneous (simulations) or that do not distinguish them.
-    pub fn merge_early(&mut self) {
-        let mut messages = std::mem::take(&mut self.early_messages);
-        messages.append(&mut self.messages);
-        self.messages = messages;
-        let mut replies = std::mem::take(&mut self.early_replies);
-        replies.append(&mut self.replies);
-        self.replies = replies;
-    }
 }
 
 /// Where the answer to an operation this node executes goes.
@@ -369,7 +356,7 @@ impl<S: Storage> Node<S> {
         }
         cfg.view = history.latest().clone();
         let epoch = cfg.view.epoch;
-        let clock: NodeClock = storage
+        let mut clock: NodeClock = storage
             .meta_get(META_CLOCK)
             .and_then(|b| decode(&b))
             .unwrap_or_default();
@@ -378,7 +365,12 @@ impl<S: Storage> Node<S> {
         let trusted = cfg.sync == SyncMode::Always || clean;
         let (actor, counter) = match previous {
             Some(a) if cfg.canary == Some(Canary::ForgetCounterOnRestart) => (a, 0),
-            Some(a) if trusted && a.node() == my_hash && a.epoch() == epoch => (a, clock.base(a)),
+            Some(a) if trusted && a.node() == my_hash && a.epoch() == epoch => {
+                if !clean {
+                    recover_torn_turn(&storage, a, &mut clock);
+                }
+                (a, clock.base(a))
+            }
             _ => {
                 // A new incarnation is a new lineage: it claims nothing of the old one's.
                 let mut inc: u32 = rng.random();
@@ -1223,7 +1215,9 @@ impl<S: Storage> Node<S> {
             coordinator_context: blind.then_some(ctx),
         };
         let need = w.resolve(members.len()).unwrap_or(members.len());
-        if need <= 1 {
+        if need <= 1 && self.cfg.canary == Some(Canary::ReplyBeforeDurable) {
+            self.finish_early(origin, Ok(reply));
+        } else if need <= 1 {
             self.finish(origin, Ok(reply));
         } else {
             let pending = PendingWrite {
@@ -2037,6 +2031,20 @@ impl<S: Storage> Node<S> {
 
 /// Partition trees and live-key counts of everything in `storage`; every partition holding a
 /// key (live or tombstone) has an entry in the counts.
+/// After an unclean stop with `sync = always`: a crash during a turn's sync can keep a prefix of
+/// the turn's writes, so storage may hold dots of `actor` the persisted clock (written after the
+/// data) does not record. Dots are issued, and their writes stored, in counter order: every dot
+/// of `actor` up to the highest one stored was applied. The clock records them, so the counter
+/// continues above them and no dot is issued twice (G7).
+fn recover_torn_turn<S: Storage>(storage: &S, actor: Actor, clock: &mut NodeClock) {
+    let mut top = 0;
+    storage.for_each(&mut |_, s| {
+        let own = s.versions().iter().filter(|v| v.dot.actor == actor);
+        top = own.map(|v| v.dot.counter).fold(top, u64::max);
+    });
+    clock.add_upto(actor, top);
+}
+
 fn index<S: Storage>(storage: &S, partitions: u32) -> (Merkle, BTreeMap<u32, u64>) {
     let mut merkle = Merkle::default();
     let mut live: BTreeMap<u32, u64> = BTreeMap::new();

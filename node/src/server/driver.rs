@@ -19,8 +19,8 @@ use super::storage::FjallStorage;
 use super::transport::{PeerSecurity, Transport};
 use crate::core::ring::epoch_number;
 use crate::core::{
-    Config, Identity, Input, Node, NodeId, NodeStatus, Op, PeerMsg, Rejection, Reply, ReqError,
-    ReqId, Request, Response, Storage, SyncMode, Time, View, validate,
+    Config, Effects, Identity, Input, Node, NodeId, NodeStatus, Op, PeerMsg, Persisted, Rejection,
+    Reply, ReqError, ReqId, Request, Storage, SyncMode, Time, View, validate,
 };
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -324,50 +324,16 @@ impl Driver {
         }
     }
 
-    /// Sends messages (to this node itself through the loopback queue) and hands replies to the
-    /// waiting HTTP handlers.
-    fn deliver(&mut self, messages: Vec<(NodeId, PeerMsg)>, replies: Vec<Reply>) {
-        for (to, msg) in messages {
-            if to == *self.node.id() {
-                self.loopback.push_back(msg);
-            } else {
-                self.transport.send(&to, msg);
-                self.links_pending = true;
-            }
-        }
-        for reply in replies {
-            if let Some(tx) = self.pending.remove(&reply.id) {
-                let _ = tx.send(reply);
-            }
-        }
-    }
-
-    /// Takes the node's Ready, releases what depends on none of its writes, syncs if asked (else
-    /// hands the turn's writes to fjall as one batch: they must be in the OS before anything that
-    /// depends on them leaves), then delivers; repeats while the node keeps messaging itself.
+    /// Takes the node's Ready and carries it out ([`crate::core::Ready::apply`]'s order): releases
+    /// what depends on none of its writes, lets the links write it before an fsync blocks this
+    /// thread, persists, then delivers the rest; repeats while the node keeps messaging itself.
     async fn flush(&mut self) {
         loop {
-            let mut ready = self.node.take_ready();
-            self.deliver(
-                std::mem::take(&mut ready.early_messages),
-                std::mem::take(&mut ready.early_replies),
-            );
-            if self.planted_hold(ready.sync) {
-                // The planted bug: the turn's writes stay staged while their acks leave.
-            } else if ready.sync {
-                // The links write the early messages before the fsync blocks this thread.
+            let late = self.node.take_ready().release_early(self);
+            if late.syncs() {
                 self.let_links_run().await;
-                self.node.storage_mut().sync();
-            } else {
-                self.node.storage().commit();
             }
-            if self.node.storage().take_failure() {
-                self.withhold_acks(&mut ready);
-            }
-            self.deliver(ready.messages, ready.replies);
-            for peer in &ready.forget {
-                self.transport.forget(peer);
-            }
+            late.finish(self);
             if self.loopback.is_empty() {
                 return;
             }
@@ -410,32 +376,6 @@ impl Driver {
             .is_some_and(|t| t.elapsed() < STORAGE_FAILURE_HOLD);
         let short = free.is_some_and(|f| f < self.min_free_bytes);
         self.node.set_storage_full(short || failing);
-    }
-
-    /// After a failed commit or sync: this turn's writes may not be on disk, so nothing may
-    /// acknowledge them. Client and forwarded write replies become 507 (indeterminate: the
-    /// staged writes are retried with the next commit), and replication and handoff
-    /// acknowledgements are withheld (their senders retry).
-    fn withhold_acks(&mut self, ready: &mut crate::core::Ready) {
-        self.storage_failed_at = Some(std::time::Instant::now());
-        self.node.set_storage_full(true);
-        let why = "storage failed (disk full?); the write may not be durable";
-        let refuse = |r: &mut Result<Response, ReqError>| {
-            if matches!(r, Ok(Response::Written { .. })) {
-                *r = Err(ReqError::InsufficientStorage(why.into()));
-            }
-        };
-        for reply in &mut ready.replies {
-            refuse(&mut reply.result);
-        }
-        ready.messages.retain_mut(|(_, msg)| match msg {
-            PeerMsg::ForwardReply { result, .. } => {
-                refuse(result);
-                true
-            }
-            PeerMsg::ReplicateAck { .. } | PeerMsg::HandoffAck { .. } => false,
-            _ => true,
-        });
     }
 
     /// Publishes the node's view to the handlers when its epoch changed.
@@ -496,5 +436,47 @@ impl Driver {
         metrics::counter!("causeway_handoff_keys_received_total").absolute(h.keys_received);
         metrics::counter!("causeway_hints_accepted_total").absolute(h.hints_accepted);
         metrics::counter!("causeway_replication_resent_total").absolute(s.replication_resent);
+    }
+}
+
+/// The server's effects: messages go to the peer links (to this node itself through the loopback
+/// queue), replies to the waiting HTTP handlers, writes to fjall.
+impl Effects for Driver {
+    fn send(&mut self, to: NodeId, msg: PeerMsg) {
+        if to == *self.node.id() {
+            self.loopback.push_back(msg);
+        } else {
+            self.transport.send(&to, msg);
+            self.links_pending = true;
+        }
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        if let Some(tx) = self.pending.remove(&reply.id) {
+            let _ = tx.send(reply);
+        }
+    }
+
+    /// Syncs if asked, else hands the turn's writes to fjall as one batch (they must be in the
+    /// OS before anything that depends on them leaves). After a failed commit or sync, refuses
+    /// writes for [`STORAGE_FAILURE_HOLD`].
+    fn persist(&mut self, sync: bool) -> Persisted {
+        if self.planted_hold(sync) {
+            // The planted bug: the turn's writes stay staged while their acks leave.
+        } else if sync {
+            self.node.storage_mut().sync();
+        } else {
+            self.node.storage().commit();
+        }
+        if !self.node.storage().take_failure() {
+            return Persisted::Stored;
+        }
+        self.storage_failed_at = Some(std::time::Instant::now());
+        self.node.set_storage_full(true);
+        Persisted::Failed
+    }
+
+    fn forget(&mut self, peer: NodeId) {
+        self.transport.forget(&peer);
     }
 }

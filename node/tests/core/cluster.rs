@@ -235,9 +235,9 @@ fn proxied_read_fails_over_to_a_replica_that_satisfies_the_context() {
 
 /// The first message of `kind` in what `node` has to send.
 fn sent(node: &mut Node<MemStorage>, kind: &str) -> PeerMsg {
-    let mut ready = node.take_ready();
-    ready.merge_early();
+    let ready = node.take_ready();
     ready
+        .collect(node.storage_mut())
         .messages
         .into_iter()
         .map(|(_, m)| m)
@@ -295,8 +295,9 @@ fn a_restarted_proxy_ignores_answers_to_its_previous_incarnation() {
             msg: late,
         },
     );
+    let ready = proxy.take_ready();
     assert!(
-        proxy.take_ready().replies.is_empty(),
+        ready.collect(proxy.storage_mut()).replies.is_empty(),
         "the answer to the previous incarnation's write was taken for request 2"
     );
     let (dot, reply) = answer(&mut replica, new);
@@ -307,7 +308,8 @@ fn a_restarted_proxy_ignores_answers_to_its_previous_incarnation() {
             msg: reply,
         },
     );
-    let replies = proxy.take_ready().replies;
+    let ready = proxy.take_ready();
+    let replies = ready.collect(proxy.storage_mut()).replies;
     assert_eq!(replies.len(), 1);
     assert_eq!(replies[0].id, 2);
     assert!(matches!(&replies[0].result, Ok(Response::Written { dot: d, .. }) if *d == dot));
@@ -729,4 +731,66 @@ fn blind_delete_supersedes_what_its_coordinator_holds_and_nothing_else() {
             "node {i}: only b survives"
         );
     }
+}
+
+/// With `sync = always` a node trusts its persisted clock after a crash, but a crash during a
+/// turn's sync can keep the turn's data writes without the clock written after them. The
+/// restarted node must not issue the stored write's dot again (G7): a second write with that dot
+/// would merge into the first one's version and be lost (found by the `crash-before-sync`
+/// scenario).
+#[test]
+fn a_torn_turn_never_makes_a_restarted_node_reuse_a_stored_dot() {
+    let view = View::new(vec![addr(0)], 1).unwrap();
+    let mut cfg = Config::new(view);
+    cfg.sync = SyncMode::Always;
+    let now = Time::from_millis(1_000);
+    let start = |storage: MemStorage| {
+        let id = Identity {
+            node: addr(0),
+            nonce: 3,
+        };
+        Node::new(cfg.clone(), id, storage, now)
+    };
+    let write = |node: &mut Node<MemStorage>, id: u64, key: &str| {
+        let op = put(key, "v", &VersionVector::new(), Quorum::N(1));
+        node.handle(now, Input::Client(Request { id, op }));
+    };
+    let dot_of = |node: &mut Node<MemStorage>| {
+        let ready = node.take_ready();
+        match &ready.collect(node.storage_mut()).replies[..] {
+            [
+                Reply {
+                    result: Ok(Response::Written { dot, .. }),
+                    ..
+                },
+            ] => *dot,
+            other => panic!("one write reply expected, got {other:?}"),
+        }
+    };
+    let mut node = start(MemStorage::new());
+    node.handle(now, Input::Tick);
+    let ready = node.take_ready();
+    ready.collect(node.storage_mut());
+    write(&mut node, 1, "k1");
+    let first = dot_of(&mut node);
+    // The next turn's write reaches the disk, then the node crashes before its Ready (which
+    // persists the clock and syncs) is taken: only a prefix of the turn survived.
+    write(&mut node, 2, "k2");
+    let torn = node.local_state(b"k2").expect("stored").versions()[0].dot;
+    assert_eq!(torn.counter, first.counter + 1);
+    let mut node = start(node.into_storage());
+    node.handle(now, Input::Tick);
+    let ready = node.take_ready();
+    ready.collect(node.storage_mut());
+    assert!(
+        node.applied().covers(torn),
+        "the stored write counts as applied"
+    );
+    write(&mut node, 3, "k3");
+    let next = dot_of(&mut node);
+    assert_eq!(
+        next.actor, first.actor,
+        "sync = always keeps the incarnation"
+    );
+    assert!(next.counter > torn.counter, "{next:?} reuses a stored dot");
 }

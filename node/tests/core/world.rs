@@ -198,12 +198,12 @@ impl World {
     }
 
     fn flush(&mut self, id: &NodeId) {
-        let mut ready = self.nodes.get_mut(id).unwrap().take_ready();
-        ready.merge_early();
-        for r in ready.replies {
+        let node = self.nodes.get_mut(id).unwrap();
+        let out = node.take_ready().collect(node.storage_mut());
+        for r in out.replies {
             self.replies.insert(r.id, r);
         }
-        for (to, msg) in ready.messages {
+        for (to, msg) in out.messages {
             if let PeerMsg::HandoffBatch { sets, .. } = &msg {
                 let bytes = sets
                     .iter()
