@@ -3,6 +3,7 @@
 //! both use it.
 
 pub mod check;
+pub mod generate;
 pub mod history;
 pub mod merge;
 pub mod plan;
@@ -11,6 +12,7 @@ pub mod scenario;
 pub mod shrink;
 
 pub use check::{Violation, check};
+pub use generate::generate;
 pub use history::{History, OpRecord, Outcome, WriteRecord};
-pub use plan::{Fault, OpKind, Plan, PlannedOp, SessionPlan, TimedFault, generate};
+pub use plan::{Fault, OpKind, Plan, PlannedOp, SessionPlan, TimedFault};
 pub use scenario::{Checker, Scenario};

@@ -6,8 +6,9 @@
 
 use crate::world::{Entropy, RunOutput, Stats, World};
 use causeway::core::Canary;
+use causeway_harness::generate::generate;
 use causeway_harness::history::OpRecord;
-use causeway_harness::plan::{Plan, generate};
+use causeway_harness::plan::Plan;
 use causeway_harness::scenario::{Checker, Outcome, Scenario};
 use causeway_harness::shrink::ddmin;
 use causeway_harness::{History, Violation, check};

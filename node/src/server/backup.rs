@@ -11,8 +11,8 @@
 //!   `{"keys": n, "changed": m}`; the first failing key's error otherwise (nothing is undone:
 //!   merges are idempotent, so the frame can be sent again).
 
+use super::app::{AppState, MAX_LIST_LIMIT, req_error, unexpected};
 use super::backup_file::MAX_FRAME_BYTES;
-use super::http::{AppState, MAX_LIST_LIMIT, req_error, unexpected};
 use super::input::{ApiError, parse_query, read_body};
 use super::listing::{decode_cursor, encode_cursor, page_limit};
 use crate::core::{Op, Response as CoreResponse, VersionSet};

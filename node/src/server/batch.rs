@@ -13,7 +13,7 @@
 //! beyond [`MAX_BATCH_OPS`]), and only then decoded. A malformed operation is that
 //! operation's 400; a malformed body is the request's.
 
-use super::http::{AppState, CONTEXT_HEADER, decode_context, req_error, unexpected, with_headers};
+use super::app::{AppState, CONTEXT_HEADER, decode_context, req_error, unexpected, with_headers};
 use super::input::{ApiError, parse_query, read_body};
 use super::values::{live_versions, read_json, read_status};
 use crate::core::{NodeId, Op, Quorum, Reply, Response as CoreResponse, VersionVector, token};

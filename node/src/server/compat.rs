@@ -11,7 +11,7 @@
 //! seed's clients expect. A write beyond `max_siblings` is a 409. Replies carry
 //! `"causal-context"` (a token string) and, when another node executed the request, `"address"`.
 
-use super::http::{AppState, MAX_JSON_BYTES, decode_context};
+use super::app::{AppState, MAX_JSON_BYTES, decode_context};
 use super::input::{parse_query, percent_decode, read_body};
 use super::membership;
 use crate::core::{Op, Quorum, ReqError, Response as CoreResponse, VersionVector, token};

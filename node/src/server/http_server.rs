@@ -13,8 +13,7 @@
 //!   and `Retry-After` (tower `ConcurrencyLimit` + `LoadShed`).
 
 use super::input::ApiError;
-use super::transport::SplitListener;
-use super::transport::{Conn, ConnInfo};
+use super::transport::{Accepted, SplitListener};
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::ConnectInfo;
@@ -29,7 +28,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tower::ServiceBuilder;
 
 /// Seconds a shed client is asked to wait before retrying.
@@ -98,11 +97,6 @@ pub fn shed_response() -> Response {
     r
 }
 
-/// The bytes written to a connection refused at the connection cap.
-pub const SHED_CONNECTION: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\n\
-content-type: application/json\r\nconnection: close\r\ncontent-length: 72\r\n\r\n\
-{\"error\":\"overloaded\",\"detail\":\"too many open connections; retry later\"}";
-
 /// Wraps the application in the request-level limits.
 pub fn with_limits(app: Router, limits: &HttpLimits) -> Router {
     app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
@@ -116,14 +110,6 @@ pub fn with_limits(app: Router, limits: &HttpLimits) -> Router {
             .load_shed()
             .concurrency_limit(limits.max_requests),
     )
-}
-
-/// An accepted HTTP connection with its slot under the connection cap.
-pub struct Accepted {
-    pub conn: Conn,
-    /// Who the connection is from (read by the auth layer as `ConnectInfo`).
-    pub info: ConnInfo,
-    pub permit: OwnedSemaphorePermit,
 }
 
 /// Serves HTTP/1.1 on every connection `listener` yields until `shutdown` resolves, then lets

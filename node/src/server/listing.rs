@@ -5,7 +5,7 @@
 //! that passes it back as `after` — encoded by its HTTP library or not — sends the same cursor.
 //! A cursor that is not one the server could have issued is a 400.
 
-use super::http::{
+use super::app::{
     AppState, DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, req_error, unexpected, with_headers,
 };
 use super::input::{ApiError, parse_query, text};

@@ -8,8 +8,8 @@
 //! background, and a cluster is *settled* when every node has installed the view, no node still
 //! retains a partition it lost, and no node still awaits a partition it gained.
 
+use super::app::{AppState, req_error};
 use super::config::check_address;
-use super::http::{AppState, req_error};
 use super::input::{ApiError, json_body};
 use super::tls::NodeTls;
 use super::transport::{dial_tls, preamble};

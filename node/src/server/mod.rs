@@ -5,6 +5,7 @@
 //! Start reading at [`serve`]: it opens storage, starts the driver thread ([`driver`]), and serves
 //! HTTP and peer links on one listening socket ([`transport::SplitListener`]).
 
+pub mod app;
 pub mod auth;
 pub mod backup;
 pub mod backup_file;
@@ -16,6 +17,7 @@ pub mod driver;
 pub mod fail_stop;
 pub mod http;
 pub mod http_server;
+pub mod inbox;
 pub mod input;
 pub mod launcher;
 pub mod listing;
@@ -156,7 +158,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         tokens = protection.tokens.is_some(),
         "serving"
     );
-    let state = http::AppState::new(node, prometheus, &settings.instance, protection.tls.clone());
+    let peers = membership::peer_client(protection.tls.as_deref());
+    let state = app::AppState::new(
+        node,
+        prometheus,
+        &settings.instance,
+        protection.tls.clone(),
+        peers,
+    );
     let mut app = http::router(state).merge(ui::routes());
     if let Some(tokens) = protection.tokens {
         tokens.clone().watch();

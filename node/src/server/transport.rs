@@ -29,8 +29,7 @@
 //! [`MAX_BACKOFF`]). Inbound links push messages into the driver's bounded queue and so exert
 //! back-pressure on the sender through TCP.
 
-use super::driver::Event;
-use super::http_server::{Accepted, SHED_CONNECTION};
+use super::inbox::Event;
 use super::tls::{NODE_HTTP_ALPN, NodeTls, PEER_ALPN, identities, server_name};
 use crate::core::{NodeId, PeerMsg};
 use std::collections::HashMap;
@@ -542,6 +541,19 @@ impl AsyncWrite for Conn {
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
+}
+
+/// The bytes written to a connection refused at the connection cap.
+pub const SHED_CONNECTION: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\n\
+content-type: application/json\r\nconnection: close\r\ncontent-length: 72\r\n\r\n\
+{\"error\":\"overloaded\",\"detail\":\"too many open connections; retry later\"}";
+
+/// An accepted HTTP connection with its slot under the connection cap.
+pub struct Accepted {
+    pub conn: Conn,
+    /// Who the connection is from (read by the auth layer as `ConnectInfo`).
+    pub info: ConnInfo,
+    pub permit: OwnedSemaphorePermit,
 }
 
 /// The HTTP half of a listener whose peer connections are diverted to the driver.

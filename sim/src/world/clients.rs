@@ -1,0 +1,167 @@
+//! Client sessions: each issues its planned operations one at a time through its entry node,
+//! carrying its causal context, and records every outcome in the history.
+
+use super::*;
+
+#[derive(Default)]
+pub(super) struct Session {
+    pub(super) ctx: VersionVector,
+    pub(super) next: usize,
+    pub(super) next_probe: usize,
+    pub(super) current: Option<u64>,
+    pub(super) done: bool,
+}
+impl<E: Entropy, A: FnMut(u64)> World<'_, E, A> {
+    pub(super) fn session_next(&mut self, s: usize) {
+        if self.sessions[s].current.is_some() || self.sessions[s].done {
+            return;
+        }
+        let plan = &self.plan.sessions[s];
+        match self.phase {
+            Phase::Chaos if self.now < self.chaos_end && self.sessions[s].next < plan.ops.len() => {
+                let op = plan.ops[self.sessions[s].next].clone();
+                let value = format!("s{s}.{}", self.sessions[s].next);
+                self.sessions[s].next += 1;
+                self.issue(s, &op, value, false);
+            }
+            Phase::Probe if self.sessions[s].next_probe < plan.probe.len() => {
+                let op = plan.probe[self.sessions[s].next_probe].clone();
+                let value = format!("s{s}.p{}", self.sessions[s].next_probe);
+                self.sessions[s].next_probe += 1;
+                self.issue(s, &op, value, true);
+            }
+            Phase::Probe => {
+                self.sessions[s].done = true;
+                if self.sessions.iter().all(|x| x.done) {
+                    self.phase = Phase::Done;
+                    let quiesce = (self.scenario.phases.quiesce_s * 1e6) as u64;
+                    self.schedule(self.now + quiesce, Event::Settled);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The node a session's operation planned for `planned` goes to: that node if it is a
+    /// member (by its own view; a crashed member still counts), else the member that many places
+    /// along, so spares serve clients once they have joined and decommissioned nodes stop.
+    pub(super) fn entry(&self, planned: usize) -> usize {
+        let ok = |i: usize| {
+            let s = &self.slots[i];
+            s.started && !s.dead && s.member
+        };
+        if ok(planned) {
+            return planned;
+        }
+        let members: Vec<usize> = (0..self.slots.len()).filter(|&i| ok(i)).collect();
+        if members.is_empty() {
+            return planned;
+        }
+        members[planned % members.len()]
+    }
+
+    pub(super) fn issue(&mut self, s: usize, p: &PlannedOp, value: String, probe: bool) {
+        let node = self.entry(p.node);
+        if let Some(m) = p.merge_from.filter(|&m| m < self.sessions.len()) {
+            let other = self.sessions[m].ctx.clone();
+            self.sessions[s].ctx.merge(&other);
+        }
+        let id = self.history.ops.len() as u64;
+        let key = Bytes::from(key_name(p.key));
+        let value = (p.kind == OpKind::Put).then(|| Bytes::from(value));
+        let blind = p.blind && p.kind != OpKind::Get;
+        let context = if blind {
+            VersionVector::new()
+        } else {
+            self.sessions[s].ctx.clone()
+        };
+        let op = match p.kind {
+            OpKind::Get => Op::Get {
+                key: key.clone(),
+                context: context.clone(),
+                r: self.r,
+            },
+            OpKind::Put | OpKind::Delete => Op::Put {
+                key: key.clone(),
+                value: value.clone(),
+                content_type: None,
+                context: context.clone(),
+                w: self.w,
+            },
+        };
+        self.history.ops.push(OpRecord {
+            id,
+            session: s,
+            node,
+            kind: p.kind,
+            key: key.clone(),
+            value,
+            context,
+            invoked_us: self.now,
+            completed_us: None,
+            outcome: Outcome::Pending,
+            probe,
+            blind,
+            replier_applied: None,
+        });
+        self.sent.entry((node, key)).or_default().push(id);
+        self.sessions[s].current = Some(id);
+        self.note(TraceCode::Invoke, |w| {
+            let op = &w.history.ops[id as usize];
+            format!("invoke {op} ctx {:?}", op.context)
+        });
+        if self.slots[node].node.is_none() {
+            let o = Outcome::Failed("connection refused: node down".into());
+            return self.complete(s, id, o);
+        }
+        self.slots[node].pending.insert(id, s);
+        let timeout = match self.scenario.workload.timeout_ms {
+            Some(ms) => ms * 1000,
+            None => (self.config.request_timeout + CLIENT_GRACE).as_micros() as u64,
+        };
+        self.schedule(
+            self.now + timeout,
+            Event::ClientTimeout { session: s, op: id },
+        );
+        let input = Input::Client(Request { id, op });
+        if self.slots[node].paused {
+            self.slots[node].held.push(input);
+        } else {
+            self.feed(node, input);
+        }
+    }
+
+    pub(super) fn complete(&mut self, s: usize, id: u64, outcome: Outcome) {
+        let rec = &mut self.history.ops[id as usize];
+        if rec.outcome != Outcome::Pending {
+            return;
+        }
+        if let Outcome::Ok(Response::Read { context, .. } | Response::Written { context, .. }) =
+            &outcome
+        {
+            self.sessions[s].ctx.merge(context);
+        }
+        let retry = rec.probe && !matches!(outcome, Outcome::Ok(_)) && self.now < self.liveness_end;
+        if retry {
+            rec.probe = false;
+            self.sessions[s].next_probe -= 1;
+        }
+        rec.outcome = outcome;
+        rec.completed_us = Some(self.now);
+        self.note(TraceCode::Complete, |w| {
+            format!("complete {}", w.history.ops[id as usize])
+        });
+        self.sessions[s].current = None;
+        let sp = &self.plan.sessions[s];
+        let next = match self.phase {
+            Phase::Chaos => sp.ops.get(self.sessions[s].next),
+            _ => sp.probe.get(self.sessions[s].next_probe),
+        };
+        let think = if retry {
+            PROBE_RETRY.as_micros() as u64
+        } else {
+            next.map_or(0, |o| o.think_ms * 1000)
+        };
+        self.schedule(self.now + think, Event::Session(s));
+    }
+}

@@ -1,0 +1,58 @@
+//! The simulated network: delivery with random delay, loss, duplication and clogged links; a
+//! paused node holds what reaches it.
+
+use super::*;
+
+impl<E: Entropy, A: FnMut(u64)> World<'_, E, A> {
+    pub(super) fn deliver(&mut self, from: usize, to: usize, msg: PeerMsg) {
+        let slot = &self.slots[to];
+        if slot.node.is_none() {
+            self.stats.dropped += 1;
+            return;
+        }
+        self.note(TraceCode::Deliver, |_| {
+            format!("deliver n{from}->n{to} {:?}", msg)
+        });
+        let input = Input::Peer {
+            from: self.slots[from].id.clone(),
+            msg,
+        };
+        if self.slots[to].paused {
+            self.slots[to].held.push(input);
+        } else {
+            self.feed(to, input);
+        }
+    }
+
+    pub(super) fn send(&mut self, from: usize, to: usize, msg: PeerMsg) {
+        self.stats.messages += 1;
+        if self.clogged.contains(&(from, to)) || self.chance(self.loss) {
+            self.stats.dropped += 1;
+            self.note(TraceCode::Drop, |_| {
+                format!("drop n{from}->n{to} {}", msg.kind())
+            });
+            return;
+        }
+        let [lo, hi] = self.scenario.net.delay_us;
+        if self.chance(self.dup) {
+            let d = self.range(lo, hi);
+            self.schedule(
+                self.now + d,
+                Event::Deliver {
+                    from,
+                    to,
+                    msg: Box::new(msg.clone()),
+                },
+            );
+        }
+        let d = self.range(lo, hi);
+        self.schedule(
+            self.now + d,
+            Event::Deliver {
+                from,
+                to,
+                msg: Box::new(msg),
+            },
+        );
+    }
+}
