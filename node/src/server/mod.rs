@@ -3,7 +3,8 @@
 //! metrics and the local-cluster launcher (the client commands are in [`crate::cli`]).
 //!
 //! Start reading at [`serve`]: it opens storage, starts the driver thread ([`driver`]), and serves
-//! HTTP and peer links on one listening socket ([`transport::SplitListener`]).
+//! HTTP and peer links on one listening socket ([`transport::SplitListener`]), and gRPC on another
+//! when `--grpc-listen` is set ([`grpc`]).
 
 pub mod auth;
 pub mod backup;
@@ -14,6 +15,8 @@ pub mod compat;
 pub mod config;
 pub mod driver;
 pub mod fail_stop;
+pub mod grpc;
+pub mod grpc_codec;
 pub mod http;
 pub mod http_server;
 pub mod input;
@@ -21,6 +24,7 @@ pub mod launcher;
 pub mod listing;
 pub mod membership;
 pub mod metrics;
+pub mod openapi;
 pub mod planted;
 pub mod seal;
 pub mod storage;
@@ -123,6 +127,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
+    let grpc_listener = match &settings.grpc_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr} (--grpc-listen)"))?,
+        ),
+        None => None,
+    };
     let (stop_tx, stop_rx) = oneshot::channel();
     let (node, thread) = driver::spawn(
         settings.core.clone(),
@@ -134,6 +146,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         stop_rx,
     )?;
     let slots = http_server::connection_slots(&limits);
+    let grpc_listener = grpc_listener.map(|l| {
+        let accepting = grpc::accepting(&protection.accepting);
+        transport::SplitListener::new(l, node.inbox(), node.links(), accepting, slots.clone())
+    });
     let listener = transport::SplitListener::new(
         listener,
         node.inbox(),
@@ -143,6 +159,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     tracing::info!(
         listen = %settings.listen,
+        grpc_listen = settings.grpc_listen.as_deref().unwrap_or("off"),
         advertise = %settings.advertise,
         view = ?settings.core.view.nodes,
         repl_factor = settings.core.view.repl_factor,
@@ -157,13 +174,38 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         "serving"
     );
     let state = http::AppState::new(node, prometheus, &settings.instance, protection.tls.clone());
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stopping_tx.send(true);
+    });
+    let stopped = |mut s: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = s.wait_for(|s| *s).await;
+    };
+    let grpc = grpc_listener.map(|l| {
+        let serving = grpc::serve(
+            l,
+            state.clone(),
+            protection.tokens.clone(),
+            limits.clone(),
+            stopped(stopping.clone()),
+        );
+        tokio::spawn(serving)
+    });
     let mut app = http::router(state).merge(ui::routes());
     if let Some(tokens) = protection.tokens {
         tokens.clone().watch();
         app = app.layer(axum::middleware::from_fn_with_state(tokens, auth::require));
     }
     let app = http_server::with_limits(app, &limits);
-    http_server::serve(listener, app, limits, shutdown_signal()).await;
+    http_server::serve(listener, app, limits, stopped(stopping)).await;
+    if let Some(grpc) = grpc {
+        match grpc.await {
+            Ok(Err(e)) => tracing::warn!("the gRPC server failed: {e:#}"),
+            Err(e) => tracing::warn!("the gRPC server panicked: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
     tracing::info!("HTTP drained; stopping the node");
     let _ = stop_tx.send(());
     tokio::task::spawn_blocking(move || thread.join())
