@@ -180,7 +180,7 @@ async fn write(
     }
 }
 
-#[utoipa::path(get, path = "/kv-store/keys/{key}", tag = "compat", params(("key" = String, Path, description = "the key (at most 50 bytes)")),
+#[utoipa::path(get, path = "/kv-store/keys/{key}", tag = "compat", params(("key" = String, Path, min_length = 1, max_length = 50, description = "the key (at most 50 bytes)")),
     request_body(content = Option<crate::server::openapi::CompatRequest>, content_type = "application/json"),
     responses((status = 200, description = "the value", body = crate::server::openapi::CompatReply),
         (status = 400, description = "bad request", body = crate::server::openapi::CompatReply),
@@ -213,7 +213,7 @@ pub async fn get_key(
     }
 }
 
-#[utoipa::path(put, path = "/kv-store/keys/{key}", tag = "compat", params(("key" = String, Path, description = "the key (at most 50 bytes)")),
+#[utoipa::path(put, path = "/kv-store/keys/{key}", tag = "compat", params(("key" = String, Path, min_length = 1, max_length = 50, description = "the key (at most 50 bytes)")),
     request_body(content = crate::server::openapi::CompatRequest, content_type = "application/json"),
     responses((status = 200, description = "updated", body = crate::server::openapi::CompatReply),
         (status = 201, description = "added", body = crate::server::openapi::CompatReply),
@@ -252,7 +252,7 @@ pub async fn put_key(
     }
 }
 
-#[utoipa::path(delete, path = "/kv-store/keys/{key}", tag = "compat", params(("key" = String, Path, description = "the key (at most 50 bytes)")),
+#[utoipa::path(delete, path = "/kv-store/keys/{key}", tag = "compat", params(("key" = String, Path, min_length = 1, max_length = 50, description = "the key (at most 50 bytes)")),
     request_body(content = Option<crate::server::openapi::CompatRequest>, content_type = "application/json"),
     responses((status = 200, description = "deleted", body = crate::server::openapi::CompatReply),
         (status = 400, description = "bad request", body = crate::server::openapi::CompatReply),

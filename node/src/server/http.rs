@@ -277,7 +277,7 @@ fn wants_json(headers: &HeaderMap) -> bool {
 /// `Accept: application/json`: the JSON read form for all three).
 #[utoipa::path(get, path = "/v1/kv/{key}", tag = "kv",
     params(("key" = String, Path, description = "the key, percent-encoded"),
-        ("r" = Option<String>, Query, description = "read quorum: a number, quorum or all"),
+        ("r" = Option<String>, Query, pattern = "^([1-9][0-9]{0,2}|quorum|all)$", description = "read quorum: a number, quorum or all"),
         ("vtag" = Option<String>, Query, description = "return only the sibling with this tag"),
         ("X-Causal-Context" = Option<String>, Header, description = "causal-context token of the session")),
     responses(
@@ -328,7 +328,7 @@ pub async fn kv_get(
 /// Writes a value; `X-Causal-Context` names the versions it replaces.
 #[utoipa::path(put, path = "/v1/kv/{key}", tag = "kv",
     params(("key" = String, Path, description = "the key, percent-encoded"),
-        ("w" = Option<String>, Query, description = "write quorum: a number, quorum or all"),
+        ("w" = Option<String>, Query, pattern = "^([1-9][0-9]{0,2}|quorum|all)$", description = "write quorum: a number, quorum or all"),
         ("X-Causal-Context" = Option<String>, Header, description = "causal-context token of the session")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
@@ -359,7 +359,7 @@ pub async fn kv_put(
 /// Deletes what `X-Causal-Context` names (without one: what the coordinating replica holds).
 #[utoipa::path(delete, path = "/v1/kv/{key}", tag = "kv",
     params(("key" = String, Path, description = "the key, percent-encoded"),
-        ("w" = Option<String>, Query, description = "write quorum: a number, quorum or all"),
+        ("w" = Option<String>, Query, pattern = "^([1-9][0-9]{0,2}|quorum|all)$", description = "write quorum: a number, quorum or all"),
         ("X-Causal-Context" = Option<String>, Header, description = "causal-context token of the session")),
     responses(
         (status = 204, description = "deleted"),

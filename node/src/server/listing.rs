@@ -116,7 +116,7 @@ pub fn list_op(
         ("end" = Option<String>, Query, description = "last key (exclusive)"),
         ("prefix" = Option<String>, Query, description = "only keys with this prefix"),
         ("after" = Option<String>, Query, description = "the `next` of the previous page"),
-        ("limit" = Option<u32>, Query, description = "page size, 1..=1000 (default 100)")),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "page size, 1..=1000 (default 100)")),
     responses(
         (status = 200, description = "a page", body = crate::server::openapi::ListPage),
         (status = 400, description = "bad request", body = crate::server::openapi::ErrorBody),
