@@ -268,6 +268,8 @@ pub struct Cluster {
     opts: Opts,
     /// False when the cluster runs `--insecure` (no certificates or tokens).
     pub secure: bool,
+    /// Each node's `--grpc-listen` address, with [`Opts::grpc`].
+    pub grpc: Vec<String>,
     nodes: Vec<Option<Child>>,
     /// The instance id each node's current process was started with.
     instances: Vec<String>,
@@ -289,6 +291,8 @@ pub struct Opts {
     /// Per node, a command that runs the node's process (e.g. `ip netns exec NS`, from
     /// [`netns::Fabric::wrapper`]); nodes beyond the list run directly.
     pub wrappers: Vec<Vec<String>>,
+    /// Serve the gRPC API too, each node on a fresh port ([`Cluster::grpc`]).
+    pub grpc: bool,
 }
 
 impl Cluster {
@@ -322,12 +326,23 @@ impl Cluster {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let secure = !extra.contains(&"--insecure");
+        let grpc: Vec<String> = match opts.grpc {
+            true => (0..n)
+                .map(|_| format!("127.0.0.1:{}", free_port()))
+                .collect(),
+            false => Vec::new(),
+        };
+        let mut args = vec![args; n];
+        for (a, g) in args.iter_mut().zip(&grpc) {
+            a.extend(["--grpc-listen".to_owned(), g.clone()]);
+        }
         let mut c = Cluster {
             secure,
+            grpc,
             addrs,
             repl,
             dir,
-            args: vec![args; n],
+            args,
             opts,
             nodes: (0..n).map(|_| None).collect(),
             instances: vec![String::new(); n],

@@ -239,14 +239,59 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     Some(if reads { Role::Read } else { Role::Write })
 }
 
-fn unauthorized(detail: &str) -> Response {
-    let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail).into_response();
-    resp.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"causeway\""),
-    );
-    metrics::counter!("causeway_auth_rejected_total", "reason" => "unauthenticated").increment(1);
-    resp
+/// Checks a request's credentials against the role it needs: `authorization` is the raw value
+/// of its `Authorization` header (HTTP) or `authorization` metadata (gRPC), `from_node` whether
+/// it came over a connection that presented a cluster certificate (such a peer has the `read`
+/// role), `what` names the request in the refusal. A refusal is a 401 (no or unknown token) or
+/// a 403 (a token of a lesser role), counted in `causeway_auth_rejected_total`.
+pub fn authorize(
+    tokens: &Tokens,
+    authorization: Option<&[u8]>,
+    from_node: bool,
+    needed: Role,
+    what: impl FnOnce() -> String,
+) -> Result<(), ApiError> {
+    let unauthenticated = |detail: &str| {
+        metrics::counter!("causeway_auth_rejected_total", "reason" => "unauthenticated")
+            .increment(1);
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    };
+    let role = if from_node {
+        Some(Role::Read)
+    } else {
+        let Some(value) = authorization else {
+            return Err(unauthenticated(
+                "this node requires a bearer token (Authorization: Bearer …)",
+            ));
+        };
+        let token = std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(token) = token else {
+            return Err(unauthenticated(
+                "the Authorization header must be `Bearer <token>`",
+            ));
+        };
+        tokens.role_of(token)
+    };
+    match role {
+        None => Err(unauthenticated("the token is not valid on this node")),
+        Some(r) if r < needed => {
+            metrics::counter!("causeway_auth_rejected_total", "reason" => "forbidden").increment(1);
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "{} needs the {} role; this token has {}",
+                    what(),
+                    needed.name(),
+                    r.name()
+                ),
+            ))
+        }
+        Some(_) => Ok(()),
+    }
 }
 
 /// The middleware: checks the request's token (or node certificate) against its route's role.
@@ -259,40 +304,27 @@ pub async fn require(
     let Some(needed) = required_role(req.method(), req.uri().path()) else {
         return next.run(req).await;
     };
-    let role = if conn.node.is_some() {
-        Some(Role::Read)
-    } else {
-        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
-            return unauthorized("this node requires a bearer token (Authorization: Bearer …)");
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let Some(token) = token else {
-            return unauthorized("the Authorization header must be `Bearer <token>`");
-        };
-        tokens.role_of(token)
-    };
-    match role {
-        None => unauthorized("the token is not valid on this node"),
-        Some(r) if r < needed => {
-            metrics::counter!("causeway_auth_rejected_total", "reason" => "forbidden").increment(1);
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "{} {} needs the {} role; this token has {}",
-                    req.method(),
-                    req.uri().path(),
-                    needed.name(),
-                    r.name()
-                ),
-            )
-            .into_response()
+    let authorization = req.headers().get(header::AUTHORIZATION);
+    let what = || format!("{} {}", req.method(), req.uri().path());
+    match authorize(
+        &tokens,
+        authorization.map(HeaderValue::as_bytes),
+        conn.node.is_some(),
+        needed,
+        what,
+    ) {
+        Ok(()) => next.run(req).await,
+        Err(e) => {
+            let unauthenticated = e.status == StatusCode::UNAUTHORIZED;
+            let mut resp = e.into_response();
+            if unauthenticated {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"causeway\""),
+                );
+            }
+            resp
         }
-        Some(_) => next.run(req).await,
     }
 }
 

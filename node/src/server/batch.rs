@@ -14,6 +14,7 @@
 //! operation's 400; a malformed body is the request's.
 
 use super::app::{AppState, CONTEXT_HEADER, decode_context, req_error, unexpected, with_headers};
+use super::http::parse_quorum;
 use super::input::{ApiError, parse_query, read_body};
 use super::values::{live_versions, read_json, read_status};
 use crate::core::{NodeId, Op, Quorum, Reply, Response as CoreResponse, VersionVector, token};
@@ -34,9 +35,9 @@ pub const MAX_BATCH_OPS: usize = 1000;
 pub const MAX_BATCH_BYTES: usize = 32 << 20;
 
 /// One operation as the client sends it.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BatchOp {
+pub struct BatchOp {
     op: String,
     key: Option<String>,
     key_base64: Option<String>,
@@ -48,9 +49,9 @@ struct BatchOp {
     w: Option<String>,
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BatchRequest {
+pub struct BatchRequest {
     ops: Vec<BatchOp>,
 }
 
@@ -126,9 +127,7 @@ fn to_op(
     };
     let quorum = |q: Option<String>, name: &str| match q {
         None => Ok(Quorum::default()),
-        Some(t) => Quorum::parse(&t).ok_or_else(|| {
-            ApiError::bad_request(format!("{name} must be a number, quorum or all; got {t:?}"))
-        }),
+        Some(t) => parse_quorum(&t, name),
     };
     let only = |ok: bool, what: &str| {
         if ok {
@@ -186,7 +185,8 @@ fn to_op(
     }
 }
 
-fn too_large(max: usize) -> ApiError {
+/// The error of a value longer than `max` bytes.
+pub fn too_large(max: usize) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload too large",
@@ -222,8 +222,41 @@ fn render(reply: Reply) -> (OpResult, Option<VersionVector>) {
     ((status, body), ctx)
 }
 
+/// Runs the valid operations among `ops` concurrently and independently; returns, in order, each
+/// one's reply, or its error (its validation error, or the error of a task that did not finish).
+pub async fn run(st: &AppState, ops: Vec<Result<Op, ApiError>>) -> Vec<Result<Reply, ApiError>> {
+    let mut results: Vec<Option<Result<Reply, ApiError>>> = Vec::with_capacity(ops.len());
+    let mut running = tokio::task::JoinSet::new();
+    for (i, op) in ops.into_iter().enumerate() {
+        match op {
+            Ok(op) => {
+                let st = st.clone();
+                running.spawn(async move { (i, st.node.call(op).await) });
+                results.push(None);
+            }
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    while let Some(done) = running.join_next().await {
+        if let Ok((i, reply)) = done {
+            results[i] = Some(Ok(reply));
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(unexpected())))
+        .collect()
+}
+
 /// `POST /v1/batch` `{"ops":[{"op","key"|"key_base64","value"?,"content_type"?,"context"?,
 /// "r"?,"w"?}]}` → 200 `{"results":[{"status",…}],"context"}`.
+#[utoipa::path(post, path = "/v1/batch", tag = "kv",
+    params(("X-Causal-Context" = Option<String>, Header, description = "causal-context token of the session")),
+    request_body = BatchRequest,
+    responses(
+        (status = 200, description = "one result per operation", body = crate::server::openapi::BatchReply),
+        (status = 400, description = "malformed body", body = crate::server::openapi::ErrorBody),
+        (status = 413, description = "too many operations or too large", body = crate::server::openapi::ErrorBody)))]
 pub async fn batch(
     State(st): State<AppState>,
     uri: Uri,
@@ -251,31 +284,26 @@ pub async fn batch(
     let req: BatchRequest = serde_json::from_slice(&body).map_err(invalid)?;
     drop(body);
     let (max_key, max_value) = (st.node.max_key_bytes, st.node.max_value_bytes);
-    let mut results: Vec<Option<OpResult>> = Vec::with_capacity(req.ops.len());
-    let mut running = tokio::task::JoinSet::new();
-    for (i, o) in req.ops.into_iter().enumerate() {
-        match to_op(o, &default_ctx, max_key, max_value) {
-            Ok(op) => {
-                let st = st.clone();
-                running.spawn(async move { (i, st.node.call(op).await) });
-                results.push(None);
-            }
-            Err(e) => results.push(Some(failed(e))),
-        }
-    }
+    let ops = req
+        .ops
+        .into_iter()
+        .map(|o| to_op(o, &default_ctx, max_key, max_value))
+        .collect();
     let mut merged = default_ctx;
-    while let Some(done) = running.join_next().await {
-        let (i, reply) = done.map_err(|_| unexpected())?;
-        let (result, ctx) = render(reply);
-        if let Some(c) = ctx {
-            merged.merge(&c);
-        }
-        results[i] = Some(result);
-    }
-    let results: Vec<serde_json::Value> = results
+    let results: Vec<serde_json::Value> = run(&st, ops)
+        .await
         .into_iter()
         .map(|r| {
-            let (status, mut body) = r.unwrap_or_else(|| failed(unexpected()));
+            let (status, mut body) = match r {
+                Ok(reply) => {
+                    let (result, ctx) = render(reply);
+                    if let Some(c) = ctx {
+                        merged.merge(&c);
+                    }
+                    result
+                }
+                Err(e) => failed(e),
+            };
             body["status"] = status.as_u16().into();
             body
         })

@@ -66,6 +66,9 @@ pub struct ServeArgs {
     /// Address to listen on for clients and peers [default: 127.0.0.1:8080, or 0.0.0.0:$PORT]
     #[arg(long, env = "CAUSEWAY_LISTEN")]
     pub listen: Option<String>,
+    /// Address to serve the gRPC API on (proto/causeway.proto, docs/grpc.md), with the same TLS and tokens as HTTP [default: none, no gRPC]
+    #[arg(long, env = "CAUSEWAY_GRPC_LISTEN")]
+    pub grpc_listen: Option<String>,
     /// Address peers and clients reach this node at; must appear in the view [default: ADDRESS, else the listen address]
     #[arg(long, env = "CAUSEWAY_ADVERTISE")]
     pub advertise: Option<String>,
@@ -141,7 +144,7 @@ pub struct ServeArgs {
     /// Test-only planted fault: a request for this key panics the node (proves fail-stop)
     #[arg(long, env = "CAUSEWAY_TEST_PANIC_ON_KEY", hide = true)]
     pub test_panic_on_key: Option<String>,
-    /// TOML file with any of the keys above (listen, advertise, view, join, await_join, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, conflicts, hinted_handoff, encryption_key_file, max_siblings, max_sibling_bytes, peer_buffer_bytes, min_free_bytes, tls_ca, tls_cert, tls_key, tls_client_cert, tls_client_key, tokens_file, insecure)
+    /// TOML file with any of the keys above (listen, grpc_listen, advertise, view, join, await_join, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, conflicts, hinted_handoff, encryption_key_file, max_siblings, max_sibling_bytes, peer_buffer_bytes, min_free_bytes, tls_ca, tls_cert, tls_key, tls_client_cert, tls_client_key, tokens_file, insecure)
     #[arg(long, env = "CAUSEWAY_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -151,6 +154,7 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
+    grpc_listen: Option<String>,
     advertise: Option<String>,
     view: Option<Vec<String>>,
     join: Option<String>,
@@ -205,6 +209,8 @@ pub fn is_loopback(listen: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: String,
+    /// Where the gRPC API listens, if anywhere.
+    pub grpc_listen: Option<String>,
     pub advertise: String,
     pub data_dir: PathBuf,
     pub batch_sync: Duration,
@@ -386,6 +392,11 @@ impl ServeArgs {
             .or(file.listen.clone())
             .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         let security = self.security(file_security(&file), &listen)?;
+        let grpc_listen = self.grpc_listen.clone().or(file.grpc_listen.clone());
+        if let Some(grpc) = &grpc_listen {
+            self.security(file_security(&file), grpc)
+                .context("--grpc-listen")?;
+        }
         let advertise = self
             .advertise
             .clone()
@@ -486,6 +497,7 @@ impl ServeArgs {
         Ok(Settings {
             security,
             listen,
+            grpc_listen,
             advertise,
             instance,
             data_dir: self

@@ -16,7 +16,7 @@ use super::input::{ApiError, json_body, parse_query, percent_decode, read_body, 
 use super::listing;
 use super::membership;
 use super::planted;
-use super::values::{render_read, select_vtag};
+use super::values::{dot_token, render_read, select_vtag};
 use crate::core::{Op, Quorum, Response as CoreResponse, VersionVector, token};
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
         .route("/v1/kv", get(listing::kv_list))
         .route("/v1/batch", post(batch::batch))
+        .route("/v1/openapi.json", get(super::openapi::openapi_json))
         .route("/v1/cluster", get(cluster))
         .route("/v1/context/merge", post(merge_contexts))
         .route("/v1/admin/aae/pull", post(aae_pull))
@@ -144,13 +145,15 @@ fn context_header(headers: &HeaderMap) -> Result<VersionVector, ApiError> {
 fn quorum(q: Option<&Vec<u8>>, name: &str) -> Result<Quorum, ApiError> {
     match q {
         None => Ok(Quorum::default()),
-        Some(v) => {
-            let t = text(name, v)?;
-            Quorum::parse(&t).ok_or_else(|| {
-                ApiError::bad_request(format!("{name} must be a number, quorum or all; got {t:?}"))
-            })
-        }
+        Some(v) => parse_quorum(&text(name, v)?, name),
     }
+}
+
+/// Parses the quorum parameter `name` (`r` or `w`): a number, `quorum` or `all`.
+pub fn parse_quorum(t: &str, name: &str) -> Result<Quorum, ApiError> {
+    Quorum::parse(t).ok_or_else(|| {
+        ApiError::bad_request(format!("{name} must be a number, quorum or all; got {t:?}"))
+    })
 }
 
 fn wants_json(headers: &HeaderMap) -> bool {
@@ -160,7 +163,24 @@ fn wants_json(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("application/json"))
 }
 
-async fn kv_get(
+/// Reads a key: 200 with its value, 300 `multipart/mixed` with its siblings, or 404 (with
+/// `Accept: application/json`: the JSON read form for all three).
+#[utoipa::path(get, path = "/v1/kv/{key}", tag = "kv",
+    params(("key" = String, Path, description = "the key, percent-encoded"),
+        ("r" = Option<String>, Query, pattern = "^([1-9][0-9]{0,2}|quorum|all)$", description = "read quorum: a number, quorum or all"),
+        ("vtag" = Option<String>, Query, description = "return only the sibling with this tag"),
+        ("X-Causal-Context" = Option<String>, Header, description = "causal-context token of the session")),
+    responses(
+        (status = 200, description = "the value", content(
+            (Vec<u8> = "application/octet-stream"),
+            (crate::server::openapi::ReadJson = "application/json"))),
+        (status = 300, description = "siblings", content(
+            (Vec<u8> = "multipart/mixed"),
+            (crate::server::openapi::ReadJson = "application/json"))),
+        (status = 400, description = "bad request", body = crate::server::openapi::ErrorBody),
+        (status = 404, description = "no live value", body = crate::server::openapi::NotFound),
+        (status = 503, description = "no replica could answer", body = crate::server::openapi::ErrorBody)))]
+pub async fn kv_get(
     State(st): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
@@ -195,7 +215,20 @@ async fn kv_get(
     Ok(with_headers(&st, resp, &reply.served_by, Some(&ctx)))
 }
 
-async fn kv_put(
+/// Writes a value; `X-Causal-Context` names the versions it replaces.
+#[utoipa::path(put, path = "/v1/kv/{key}", tag = "kv",
+    params(("key" = String, Path, description = "the key, percent-encoded"),
+        ("w" = Option<String>, Query, pattern = "^([1-9][0-9]{0,2}|quorum|all)$", description = "write quorum: a number, quorum or all"),
+        ("X-Causal-Context" = Option<String>, Header, description = "causal-context token of the session")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 204, description = "written"),
+        (status = 400, description = "bad request", body = crate::server::openapi::ErrorBody),
+        (status = 409, description = "too many siblings", body = crate::server::openapi::ErrorBody),
+        (status = 413, description = "value too large", body = crate::server::openapi::ErrorBody),
+        (status = 503, description = "not enough replicas acknowledged (indeterminate)", body = crate::server::openapi::ErrorBody),
+        (status = 507, description = "disk full", body = crate::server::openapi::ErrorBody)))]
+pub async fn kv_put(
     State(st): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
@@ -213,7 +246,18 @@ async fn kv_put(
     write(&st, key, Some((value, content_type)), context, w).await
 }
 
-async fn kv_delete(
+/// Deletes what `X-Causal-Context` names (without one: what the coordinating replica holds).
+#[utoipa::path(delete, path = "/v1/kv/{key}", tag = "kv",
+    params(("key" = String, Path, description = "the key, percent-encoded"),
+        ("w" = Option<String>, Query, pattern = "^([1-9][0-9]{0,2}|quorum|all)$", description = "write quorum: a number, quorum or all"),
+        ("X-Causal-Context" = Option<String>, Header, description = "causal-context token of the session")),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "bad request", body = crate::server::openapi::ErrorBody),
+        (status = 409, description = "too many siblings", body = crate::server::openapi::ErrorBody),
+        (status = 503, description = "not enough replicas acknowledged (indeterminate)", body = crate::server::openapi::ErrorBody),
+        (status = 507, description = "disk full", body = crate::server::openapi::ErrorBody)))]
+pub async fn kv_delete(
     State(st): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
@@ -248,10 +292,8 @@ async fn write(
         .await;
     match reply.result {
         Ok(CoreResponse::Written { dot, context, .. }) => {
-            let mut one = VersionVector::new();
-            one.add(dot);
             let mut resp = StatusCode::NO_CONTENT.into_response();
-            if let Ok(v) = HeaderValue::from_str(&token::encode(&one)) {
+            if let Ok(v) = HeaderValue::from_str(&dot_token(dot)) {
                 resp.headers_mut().insert(DOT_HEADER, v);
             }
             let context = if planted::on(planted::Bug::StaleWriteContext) {
@@ -353,15 +395,25 @@ async fn cluster(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiEr
     Ok(Json(body).into_response())
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MergeRequest {
+pub struct MergeRequest {
     contexts: Vec<String>,
 }
 
 /// `POST /v1/context/merge` `{"contexts": [token, …]}` → `{"context": merged}`: the token naming
 /// the union of several sessions' causal pasts.
-async fn merge_contexts(uri: Uri, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+#[utoipa::path(post, path = "/v1/context/merge", tag = "kv",
+    request_body = MergeRequest,
+    responses(
+        (status = 200, description = "the merged token", body = crate::server::openapi::MergedContext),
+        (status = 400, description = "bad request", body = crate::server::openapi::ErrorBody),
+        (status = 413, description = "body too large", body = crate::server::openapi::ErrorBody)))]
+pub async fn merge_contexts(
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let req: MergeRequest = json_body(&uri, &headers, body, MAX_JSON_BYTES).await?;
     let merged = token::merge(req.contexts.iter().map(String::as_str))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -404,7 +456,9 @@ async fn aae_pull(
 
 /// Liveness: the process answers HTTP. It never asks the core, so a node that is starting,
 /// waiting to join or overloaded still answers 200.
-async fn healthz(State(st): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
+    responses((status = 200, description = "the process is up", body = crate::server::openapi::Health)))]
+pub async fn healthz(State(st): State<AppState>) -> Response {
     Json(serde_json::json!({"status": "ok", "node": st.node.me, "instance": *st.instance}))
         .into_response()
 }
@@ -445,7 +499,11 @@ async fn not_ready(st: &AppState) -> Option<String> {
 /// 503 with `error`, `detail` (the reason), `node` and `instance` otherwise. `instance` is the id
 /// this process chose (or was given) at start, so a launcher can tell its own child from another
 /// server answering on the same port.
-async fn readyz(State(st): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()),
+    responses(
+        (status = 200, description = "ready to serve keys", body = crate::server::openapi::Ready),
+        (status = 503, description = "not ready, and why", body = crate::server::openapi::Ready)))]
+pub async fn readyz(State(st): State<AppState>) -> Response {
     let (node, instance) = (&st.node.me, &*st.instance);
     match not_ready(&st).await {
         None => Json(serde_json::json!({"ready": true, "node": node, "instance": instance}))

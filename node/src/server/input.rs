@@ -34,7 +34,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": self.error, "detail": self.detail});
+        let body = super::openapi::ErrorBody {
+            error: self.error,
+            detail: &self.detail,
+        };
         (self.status, Json(body)).into_response()
     }
 }

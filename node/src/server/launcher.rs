@@ -42,6 +42,9 @@ pub struct ClusterArgs {
     /// Port of the first node; the others follow
     #[arg(long, default_value_t = 8080)]
     pub base_port: u16,
+    /// Port of the first node's gRPC API (docs/grpc.md); the others follow; 0 for no gRPC
+    #[arg(long, default_value_t = 9080)]
+    pub grpc_base_port: u16,
     /// Durability of acknowledged writes: always, batch or never
     #[arg(long, default_value = "batch")]
     pub sync: String,
@@ -105,6 +108,8 @@ pub struct ChildLogs {
 struct Plan {
     exe: PathBuf,
     addrs: Vec<String>,
+    /// Each node's gRPC address (empty: no gRPC).
+    grpc: Vec<String>,
     repl: usize,
     args: ClusterArgs,
     logs: ChildLogs,
@@ -137,6 +142,9 @@ impl Plan {
             .args(["--log", self.logs.filter.as_deref().unwrap_or(CHILD_LOG)])
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        if let Some(g) = self.grpc.get(i) {
+            cmd.args(["--grpc-listen", g]);
+        }
         if let Some(f) = &self.logs.format {
             cmd.args(["--log-format", f]);
         }
@@ -173,7 +181,7 @@ fn check_ports_free(addrs: &[String]) -> anyhow::Result<()> {
         if let Err(e) = std::net::TcpListener::bind(addr) {
             bail!(
                 "cannot start node {addr}: the address is not available ({e}); another process \
-                 holds the port — stop it or choose another --base-port"
+                 holds the port — stop it or choose another --base-port or --grpc-base-port"
             );
         }
     }
@@ -316,22 +324,28 @@ pub async fn run(args: ClusterArgs, logs: ChildLogs) -> anyhow::Result<()> {
     if args.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
-    let last_port = usize::from(args.base_port) + args.nodes - 1;
-    if args.base_port == 0 || last_port > usize::from(u16::MAX) {
-        bail!(
-            "--base-port {} leaves no room for {} nodes",
-            args.base_port,
-            args.nodes
-        );
+    let ports = |base: u16, flag: &str| -> anyhow::Result<Vec<String>> {
+        if usize::from(base) + args.nodes - 1 > usize::from(u16::MAX) {
+            bail!("{flag} {base} leaves no room for {} nodes", args.nodes);
+        }
+        Ok((0..args.nodes)
+            .map(|i| format!("127.0.0.1:{}", usize::from(base) + i))
+            .collect())
+    };
+    if args.base_port == 0 {
+        bail!("--base-port must not be 0");
     }
+    let addrs = ports(args.base_port, "--base-port")?;
+    let grpc = match args.grpc_base_port {
+        0 => Vec::new(),
+        base => ports(base, "--grpc-base-port")?,
+    };
     let repl = args.repl.unwrap_or(args.nodes.min(DEFAULT_MAX_REPL));
     if repl == 0 || repl > args.nodes {
         bail!("--repl must be in 1..={}", args.nodes);
     }
-    let addrs: Vec<String> = (0..args.nodes)
-        .map(|i| format!("127.0.0.1:{}", usize::from(args.base_port) + i))
-        .collect();
     check_ports_free(&addrs)?;
+    check_ports_free(&grpc)?;
     let creds = if args.insecure {
         None
     } else {
@@ -341,6 +355,7 @@ pub async fn run(args: ClusterArgs, logs: ChildLogs) -> anyhow::Result<()> {
         creds,
         exe: std::env::current_exe().context("locating the causeway binary")?,
         addrs,
+        grpc,
         repl,
         args,
         logs,
@@ -374,8 +389,16 @@ fn print_banner(plan: &Plan, members: &[Member]) {
         plan.repl,
         plan.args.data.display()
     );
-    for m in members {
-        println!("  http://{}  (pid {})", m.addr, m.proc.id().unwrap_or(0));
+    for (i, m) in members.iter().enumerate() {
+        let grpc = plan
+            .grpc
+            .get(i)
+            .map_or(String::new(), |g| format!("  gRPC {g}"));
+        println!(
+            "  http://{}{grpc}  (pid {})",
+            m.addr,
+            m.proc.id().unwrap_or(0)
+        );
     }
     let first = &plan.addrs[0];
     let last = &plan.addrs[n - 1];

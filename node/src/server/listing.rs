@@ -24,13 +24,14 @@ pub fn page_limit(v: Option<&[u8]>, default: u32) -> Result<u32, ApiError> {
     let Some(v) = v else {
         return Ok(default);
     };
-    text("limit", v)?
-        .parse::<u32>()
-        .ok()
-        .filter(|l| (1..=MAX_LIST_LIMIT).contains(l))
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("limit must be a number in 1..={MAX_LIST_LIMIT}"))
-        })
+    let bad = || ApiError::bad_request(format!("limit must be a number in 1..={MAX_LIST_LIMIT}"));
+    let limit = text("limit", v)?.parse::<u32>().map_err(|_| bad())?;
+    check_limit(limit).ok_or_else(bad)
+}
+
+/// `limit` when it is a page size the server serves (`1..=MAX_LIST_LIMIT`).
+pub fn check_limit(limit: u32) -> Option<u32> {
+    Some(limit).filter(|l| (1..=MAX_LIST_LIMIT).contains(l))
 }
 
 /// The cursor naming the position after `key`.
@@ -87,22 +88,45 @@ fn with_prefix(
     (Some(start), end)
 }
 
-pub async fn kv_list(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
-    let q = parse_query(uri.query(), &["start", "end", "prefix", "after", "limit"])?;
-    let limit = page_limit(q.get("limit").map(|v| &v[..]), DEFAULT_LIST_LIMIT)?;
-    let get = |n: &str| q.get(n).map(|v| Bytes::copy_from_slice(v));
-    let after = match q.get("after") {
+/// The core's operation for one page of the keys in `[start, end)` that start with `prefix`,
+/// after the cursor `after`.
+pub fn list_op(
+    (start, end, prefix): (Option<Bytes>, Option<Bytes>, Option<Bytes>),
+    after: Option<&[u8]>,
+    limit: u32,
+    st: &AppState,
+) -> Result<Op, ApiError> {
+    let after = match after {
         Some(c) => decode_cursor(c, st.node.max_key_bytes)?,
         None => None,
     };
-    let (start, end) = with_prefix(get("start"), get("end"), get("prefix"));
-    let op = Op::List {
+    let (start, end) = with_prefix(start, end, prefix);
+    Ok(Op::List {
         start,
         end,
         after,
         limit,
         full: false,
-    };
+    })
+}
+
+/// One page of the keys in `[start, end)` that start with `prefix`, in key order.
+#[utoipa::path(get, path = "/v1/kv", tag = "kv",
+    params(("start" = Option<String>, Query, description = "first key (inclusive)"),
+        ("end" = Option<String>, Query, description = "last key (exclusive)"),
+        ("prefix" = Option<String>, Query, description = "only keys with this prefix"),
+        ("after" = Option<String>, Query, description = "the `next` of the previous page"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "page size, 1..=1000 (default 100)")),
+    responses(
+        (status = 200, description = "a page", body = crate::server::openapi::ListPage),
+        (status = 400, description = "bad request", body = crate::server::openapi::ErrorBody),
+        (status = 503, description = "a shard could not answer", body = crate::server::openapi::ErrorBody)))]
+pub async fn kv_list(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    let q = parse_query(uri.query(), &["start", "end", "prefix", "after", "limit"])?;
+    let limit = page_limit(q.get("limit").map(|v| &v[..]), DEFAULT_LIST_LIMIT)?;
+    let get = |n: &str| q.get(n).map(|v| Bytes::copy_from_slice(v));
+    let range = (get("start"), get("end"), get("prefix"));
+    let op = list_op(range, q.get("after").map(Vec::as_slice), limit, &st)?;
     let reply = st.node.call(op).await;
     match reply.result {
         Ok(CoreResponse::Listed { entries, next }) => {

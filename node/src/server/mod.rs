@@ -3,7 +3,8 @@
 //! metrics and the local-cluster launcher (the client commands are in [`crate::cli`]).
 //!
 //! Start reading at [`serve`]: it opens storage, starts the driver thread ([`driver`]), and serves
-//! HTTP and peer links on one listening socket ([`transport::SplitListener`]).
+//! HTTP and peer links on one listening socket ([`transport::SplitListener`]), and gRPC on another
+//! when `--grpc-listen` is set ([`grpc`]).
 
 pub mod app;
 pub mod auth;
@@ -15,6 +16,8 @@ pub mod compat;
 pub mod config;
 pub mod driver;
 pub mod fail_stop;
+pub mod grpc;
+pub mod grpc_codec;
 pub mod http;
 pub mod http_server;
 pub mod inbox;
@@ -23,6 +26,7 @@ pub mod launcher;
 pub mod listing;
 pub mod membership;
 pub mod metrics;
+pub mod openapi;
 pub mod planted;
 pub mod seal;
 pub mod storage;
@@ -125,6 +129,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
+    let grpc_listener = match &settings.grpc_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr} (--grpc-listen)"))?,
+        ),
+        None => None,
+    };
     let (stop_tx, stop_rx) = oneshot::channel();
     let (node, thread) = driver::spawn(
         settings.core.clone(),
@@ -136,6 +148,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         stop_rx,
     )?;
     let slots = http_server::connection_slots(&limits);
+    let grpc_listener = grpc_listener.map(|l| {
+        let accepting = grpc::accepting(&protection.accepting);
+        transport::SplitListener::new(l, node.inbox(), node.links(), accepting, slots.clone())
+    });
     let listener = transport::SplitListener::new(
         listener,
         node.inbox(),
@@ -145,6 +161,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     tracing::info!(
         listen = %settings.listen,
+        grpc_listen = settings.grpc_listen.as_deref().unwrap_or("off"),
         advertise = %settings.advertise,
         view = ?settings.core.view.nodes,
         repl_factor = settings.core.view.repl_factor,
@@ -166,13 +183,38 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         protection.tls.clone(),
         peers,
     );
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stopping_tx.send(true);
+    });
+    let stopped = |mut s: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = s.wait_for(|s| *s).await;
+    };
+    let grpc = grpc_listener.map(|l| {
+        let serving = grpc::serve(
+            l,
+            state.clone(),
+            protection.tokens.clone(),
+            limits.clone(),
+            stopped(stopping.clone()),
+        );
+        tokio::spawn(serving)
+    });
     let mut app = http::router(state).merge(ui::routes());
     if let Some(tokens) = protection.tokens {
         tokens.clone().watch();
         app = app.layer(axum::middleware::from_fn_with_state(tokens, auth::require));
     }
     let app = http_server::with_limits(app, &limits);
-    http_server::serve(listener, app, limits, shutdown_signal()).await;
+    http_server::serve(listener, app, limits, stopped(stopping)).await;
+    if let Some(grpc) = grpc {
+        match grpc.await {
+            Ok(Err(e)) => tracing::warn!("the gRPC server failed: {e:#}"),
+            Err(e) => tracing::warn!("the gRPC server panicked: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
     tracing::info!("HTTP drained; stopping the node");
     let _ = stop_tx.send(());
     tokio::task::spawn_blocking(move || thread.join())

@@ -7,7 +7,7 @@
 //! stable tag derived from the version's dot, the same on every replica).
 
 use super::input::ApiError;
-use crate::core::{Version, VersionVector, token};
+use crate::core::{Dot, Version, VersionVector, token};
 use axum::Json;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -141,14 +141,19 @@ fn metadata(v: &Version) -> [(HeaderName, HeaderValue); 3] {
     ]
 }
 
+/// A dot as the token of the one-entry context `{actor: counter}` (docs/guarantees.md, "Dots").
+pub fn dot_token(dot: Dot) -> String {
+    let mut one = VersionVector::new();
+    one.add(dot);
+    token::encode(&one)
+}
+
 /// One sibling in the JSON form: value (base64) and metadata, or `deleted` for a tombstone.
 fn sibling_json(v: &Version) -> serde_json::Value {
-    let mut dot = VersionVector::new();
-    dot.add(v.dot);
     let mut o = serde_json::json!({
         "last_modified": last_modified(v),
         "vtag": v.vtag(),
-        "dot": token::encode(&dot),
+        "dot": dot_token(v.dot),
     });
     match &v.value {
         Some(value) => {
@@ -198,7 +203,7 @@ fn multipart(versions: &[&Version]) -> (String, Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Actor, Dot};
+    use crate::core::Actor;
     use bytes::Bytes;
 
     fn ver(counter: u64, value: &'static str, ct: Option<&'static str>) -> Version {
