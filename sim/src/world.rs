@@ -164,6 +164,9 @@ pub struct RunOutput {
     pub trace: Vec<String>,
     pub sim_us: u64,
     pub stats: Stats,
+    /// The invariant a node's core found broken (its panic under debug assertions), at which
+    /// event; the run stopped there.
+    pub broken: Option<String>,
 }
 
 /// A write a replica was handed and has not executed yet: the core may execute it at once or
@@ -224,6 +227,7 @@ pub struct World<'a, E: Entropy, A: FnMut(u64)> {
     hash: u64,
     trace: Option<Vec<String>>,
     stats: Stats,
+    broken: Option<String>,
 }
 
 impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
@@ -301,6 +305,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             hash: 0xcbf2_9ce4_8422_2325,
             trace: trace.then(Vec::new),
             stats: Stats::default(),
+            broken: None,
             scenario,
             plan,
         }
@@ -329,7 +334,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             self.now = at;
             (self.advance)(at);
             self.stats.events += 1;
-            if self.dispatch(event) {
+            if self.dispatch(event) || self.broken.is_some() {
                 break;
             }
         }
@@ -357,6 +362,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             trace: self.trace.unwrap_or_default(),
             sim_us: self.now,
             stats: self.stats,
+            broken: self.broken,
         }
     }
 
@@ -496,7 +502,20 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         let Some(node) = self.slots[n].node.as_mut() else {
             return;
         };
-        node.handle(now, input);
+        // A broken invariant panics in the core (debug assertions): the run stops at this event.
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            node.handle(now, input);
+        }));
+        if let Err(panic) = handled {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            let at = (self.stats.events, self.now);
+            self.broken = Some(format!("n{n} at event {} ({} µs): {what}", at.0, at.1));
+            return;
+        }
         self.flush(n);
     }
 

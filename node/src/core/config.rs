@@ -66,10 +66,13 @@ pub enum Canary {
     /// Joining a copy from a peer drops one of the resulting siblings (the lowest dot): a merge
     /// that loses a concurrent version.
     MergeDropsSibling,
+    /// A write over a live key forgets to take the old value out of the partition's live-key
+    /// count: caught only by the invariant checks (the recount), at the write that does it.
+    MiscountLiveKeys,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 13] = [
+    pub const ALL: [Canary; 14] = [
         Canary::SkipCausalWait,
         Canary::NoReplicationRetry,
         Canary::NoAntiEntropy,
@@ -83,6 +86,7 @@ impl Canary {
         Canary::FoldWithoutFloor,
         Canary::ContextBeyondApplied,
         Canary::MergeDropsSibling,
+        Canary::MiscountLiveKeys,
     ];
 
     pub fn name(self) -> &'static str {
@@ -100,6 +104,7 @@ impl Canary {
             Canary::FoldWithoutFloor => "fold-without-floor",
             Canary::ContextBeyondApplied => "context-beyond-applied",
             Canary::MergeDropsSibling => "merge-drops-sibling",
+            Canary::MiscountLiveKeys => "miscount-live-keys",
         }
     }
 

@@ -47,6 +47,7 @@ use std::ops::Bound;
 mod anti_entropy;
 mod floor;
 mod handoff;
+mod invariants;
 mod membership;
 
 use handoff::{Incoming, Push};
@@ -346,6 +347,8 @@ pub struct Node<S: Storage> {
     /// The rare paths taken since start (reported in [`NodeStatus::probes`]; no effect on
     /// behaviour).
     probes: Probes,
+    /// Ticks handled since start (paces the storage recount of the invariant checks).
+    ticks: u64,
 }
 
 impl<S: Storage> Node<S> {
@@ -487,6 +490,7 @@ impl<S: Storage> Node<S> {
             tombstones: BTreeMap::new(),
             reaps: BTreeMap::new(),
             probes,
+            ticks: 0,
             cfg,
         };
         node.windows = node.compute_windows();
@@ -545,14 +549,21 @@ impl<S: Storage> Node<S> {
     pub fn handle(&mut self, now: Time, input: Input) {
         self.now = self.now + now.since(self.wall);
         self.wall = now;
+        #[cfg(debug_assertions)]
+        let tick = matches!(input, Input::Tick);
         match input {
             Input::Client(req) => self.on_client(req),
             Input::Peer { from, msg } => {
                 self.last_heard.insert(from.clone(), self.now);
                 self.on_peer(from, msg);
             }
-            Input::Tick => self.on_tick(),
+            Input::Tick => {
+                self.ticks += 1;
+                self.on_tick();
+            }
         }
+        #[cfg(debug_assertions)]
+        self.assert_invariants(tick);
     }
 
     /// Drains what the driver must do (see [`Ready`]).
@@ -1411,8 +1422,9 @@ impl<S: Storage> Node<S> {
             set.collapse_lww();
         }
         let partition = self.cfg.view.partition_of(key);
+        let miscount = self.cfg.canary == Some(Canary::MiscountLiveKeys);
         let live = self.live.entry(partition).or_default();
-        *live = *live + u64::from(set.has_value()) - u64::from(had_value);
+        *live = *live + u64::from(set.has_value()) - u64::from(had_value && !miscount);
         if self.cfg.canary == Some(Canary::EarlyTombstoneReap) && set.is_deleted() {
             return self.erase(key, partition);
         }

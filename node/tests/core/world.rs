@@ -197,7 +197,13 @@ impl World {
         }
     }
 
+    /// Checks the node's invariants (the release-mode tests have no debug assertions to do it),
+    /// then carries out its Ready.
     fn flush(&mut self, id: &NodeId) {
+        let node = &self.nodes[id];
+        if let Err(e) = node.check_invariants().and_then(|()| node.check_stored()) {
+            panic!("invariant broken at {id}: {e}");
+        }
         let mut ready = self.nodes.get_mut(id).unwrap().take_ready();
         ready.merge_early();
         for r in ready.replies {
