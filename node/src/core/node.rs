@@ -27,12 +27,12 @@ use super::dot::{Actor, Dot};
 use super::dvv::{Version, VersionSet};
 use super::history::History;
 use super::merkle::{self, BRANCHES, Merkle, SEGMENTS_PER_BRANCH};
-use super::message::{PeerMsg, Rid};
+use super::message::PeerMsg;
 use super::outbox::{self, Outbox};
 use super::probe::{Probe, Probes};
 use super::proxy::{Forwarding, Proxy};
 use super::request::{
-    ListEntry, MAX_CONTENT_TYPE_BYTES, Op, Quorum, Reply, ReqError, ReqId, Request, Response,
+    ListEntry, MAX_CONTENT_TYPE_BYTES, Op, Quorum, Reply, ReqError, ReqId, Request, Response, Rid,
 };
 use super::ring::{Epoch, NodeId, ShardId, View, node_hash, partition_of};
 use super::storage::Storage;
