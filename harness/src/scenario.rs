@@ -31,6 +31,9 @@ pub enum Checker {
     /// Opt-in (not in [`Checker::ALL`]): a node that loses its disk or its counter rightly
     /// starts a new lineage.
     Token,
+    /// A core invariant (`Node::check_invariants`) broken during the run. Always enforced by the
+    /// simulator, which stops the run at the event that broke it; never listed in a scenario.
+    Invariant,
 }
 
 impl Checker {

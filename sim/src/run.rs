@@ -51,9 +51,19 @@ pub fn run_seed(
     let plan = plan.cloned().unwrap_or_else(|| generate(scenario, seed));
     let out = execute(scenario, &plan, seed, canary, trace);
     let all = check(&out.history, &scenario.expect.checks, true);
-    let (known, violations) = all
+    let (known, mut violations): (Vec<_>, Vec<_>) = all
         .into_iter()
         .partition(|v| scenario.expect.known_gaps.contains(&v.checker));
+    if let Some(what) = &out.broken {
+        // First: the rest of the run never happened, so later checkers judge a cut history.
+        let broken = Violation {
+            checker: Checker::Invariant,
+            key: String::new(),
+            ops: Vec::new(),
+            detail: what.clone(),
+        };
+        violations.insert(0, broken);
+    }
     let min = scenario.expect.min_hints;
     let shortfall = (out.stats.hints_accepted < min).then(|| {
         format!(

@@ -13,8 +13,7 @@
 //! with acknowledged writes not yet sent), so causal waits end.
 
 use super::clock::{NodeClock, PartitionClock};
-use super::message::Rid;
-use super::request::ReqId;
+use super::request::{ReqId, Rid};
 use super::ring::NodeId;
 use super::time::Time;
 use serde::{Deserialize, Serialize};

@@ -70,10 +70,13 @@ pub enum Canary {
     /// lists: it may leave before the write is synced, so a crash before the sync loses an
     /// acknowledged write.
     ReplyBeforeDurable,
+    /// A write over a live key forgets to take the old value out of the partition's live-key
+    /// count: caught only by the invariant checks (the recount), at the write that does it.
+    MiscountLiveKeys,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 14] = [
+    pub const ALL: [Canary; 15] = [
         Canary::SkipCausalWait,
         Canary::NoReplicationRetry,
         Canary::NoAntiEntropy,
@@ -88,6 +91,7 @@ impl Canary {
         Canary::ContextBeyondApplied,
         Canary::MergeDropsSibling,
         Canary::ReplyBeforeDurable,
+        Canary::MiscountLiveKeys,
     ];
 
     pub fn name(self) -> &'static str {
@@ -106,6 +110,7 @@ impl Canary {
             Canary::ContextBeyondApplied => "context-beyond-applied",
             Canary::MergeDropsSibling => "merge-drops-sibling",
             Canary::ReplyBeforeDurable => "reply-before-durable",
+            Canary::MiscountLiveKeys => "miscount-live-keys",
         }
     }
 

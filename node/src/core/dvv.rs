@@ -151,6 +151,21 @@ impl VersionSet {
         self.versions.retain(keep);
     }
 
+    /// Checks the module's invariants: versions sorted by dot, no two sharing one, and every
+    /// dot covered by the context.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(w) = self.versions.windows(2).find(|w| w[0].dot >= w[1].dot) {
+            return Err(format!(
+                "versions not sorted and unique: {:?} before {:?}",
+                w[0].dot, w[1].dot
+            ));
+        }
+        if let Some(v) = self.versions.iter().find(|v| !self.context.covers(v.dot)) {
+            return Err(format!("version {:?} is not covered by the context", v.dot));
+        }
+        Ok(())
+    }
+
     /// Keeps only the version with the highest `(ts, dot)`: last-writer-wins collapse.
     pub fn collapse_lww(&mut self) {
         if let Some(winner) = self.versions.iter().max_by_key(|v| (v.ts, v.dot)).cloned() {
@@ -172,6 +187,23 @@ mod tests {
             ts: counter,
             content_type: None,
         }
+    }
+
+    #[test]
+    fn check_accepts_written_sets_and_rejects_unsorted_duplicate_or_uncovered_versions() {
+        let mut set = VersionSet::new();
+        set.write(&VersionVector::new(), ver(2, 1, Some("b")));
+        set.write(&VersionVector::new(), ver(1, 1, Some("a")));
+        set.check().unwrap();
+        let mut unsorted = set.clone();
+        unsorted.versions.swap(0, 1);
+        assert!(unsorted.check().unwrap_err().contains("sorted"));
+        let mut twice = set.clone();
+        twice.versions.push(twice.versions[1].clone());
+        assert!(twice.check().is_err());
+        let mut uncovered = set.clone();
+        uncovered.versions.push(ver(3, 7, None));
+        assert!(uncovered.check().unwrap_err().contains("not covered"));
     }
 
     /// A history of writes to one key, replayed at two "replicas" that saw different prefixes,

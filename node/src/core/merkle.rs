@@ -66,7 +66,8 @@ pub fn segment_of(key: &[u8]) -> u16 {
     ((xxh3_64(key) >> 40) % SEGMENTS as u64) as u16
 }
 
-fn contribution(key: &[u8], digest: u64) -> u64 {
+/// What `key` with version-set digest `digest` adds (XOR) to its segment, branch and root.
+pub fn contribution(key: &[u8], digest: u64) -> u64 {
     xxh3_64_with_seed(key, digest)
 }
 
@@ -176,6 +177,11 @@ impl Merkle {
 
     pub fn root(&self, partition: u32) -> u64 {
         self.parts.get(&partition).map_or(0, PartitionTree::root)
+    }
+
+    /// The partitions that have (or had) a tree, in order.
+    pub fn partitions(&self) -> impl Iterator<Item = u32> + '_ {
+        self.parts.keys().copied()
     }
 }
 

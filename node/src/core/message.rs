@@ -11,9 +11,7 @@ use super::ring::{Epoch, NodeId, View};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-/// Id a node assigns to a request it sent to a peer; unique per sender while pending, across the
-/// sender's restarts too (each incarnation counts from a random start).
-pub type Rid = u64;
+use super::request::Rid;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerMsg {

@@ -27,12 +27,12 @@ use super::dot::{Actor, Dot};
 use super::dvv::{Version, VersionSet};
 use super::history::History;
 use super::merkle::{self, BRANCHES, Merkle, SEGMENTS_PER_BRANCH};
-use super::message::{PeerMsg, Rid};
+use super::message::PeerMsg;
 use super::outbox::{self, Outbox};
 use super::probe::{Probe, Probes};
 use super::proxy::{Forwarding, Proxy};
 use super::request::{
-    ListEntry, MAX_CONTENT_TYPE_BYTES, Op, Quorum, Reply, ReqError, ReqId, Request, Response,
+    ListEntry, MAX_CONTENT_TYPE_BYTES, Op, Quorum, Reply, ReqError, ReqId, Request, Response, Rid,
 };
 use super::ring::{Epoch, NodeId, ShardId, View, node_hash, partition_of};
 use super::storage::Storage;
@@ -47,6 +47,7 @@ use std::ops::Bound;
 mod anti_entropy;
 mod floor;
 mod handoff;
+mod invariants;
 mod membership;
 
 use handoff::{Incoming, Push};
@@ -333,6 +334,8 @@ pub struct Node<S: Storage> {
     /// The rare paths taken since start (reported in [`NodeStatus::probes`]; no effect on
     /// behaviour).
     probes: Probes,
+    /// Ticks handled since start (paces the storage recount of the invariant checks).
+    ticks: u64,
 }
 
 impl<S: Storage> Node<S> {
@@ -479,6 +482,7 @@ impl<S: Storage> Node<S> {
             tombstones: BTreeMap::new(),
             reaps: BTreeMap::new(),
             probes,
+            ticks: 0,
             cfg,
         };
         node.windows = node.compute_windows();
@@ -537,14 +541,21 @@ impl<S: Storage> Node<S> {
     pub fn handle(&mut self, now: Time, input: Input) {
         self.now = self.now + now.since(self.wall);
         self.wall = now;
+        #[cfg(debug_assertions)]
+        let tick = matches!(input, Input::Tick);
         match input {
             Input::Client(req) => self.on_client(req),
             Input::Peer { from, msg } => {
                 self.last_heard.insert(from.clone(), self.now);
                 self.on_peer(from, msg);
             }
-            Input::Tick => self.on_tick(),
+            Input::Tick => {
+                self.ticks += 1;
+                self.on_tick();
+            }
         }
+        #[cfg(debug_assertions)]
+        self.assert_invariants(tick);
     }
 
     /// Drains what the driver must do (see [`Ready`]).
@@ -1405,8 +1416,9 @@ impl<S: Storage> Node<S> {
             set.collapse_lww();
         }
         let partition = self.cfg.view.partition_of(key);
+        let miscount = self.cfg.canary == Some(Canary::MiscountLiveKeys);
         let live = self.live.entry(partition).or_default();
-        *live = *live + u64::from(set.has_value()) - u64::from(had_value);
+        *live = *live + u64::from(set.has_value()) - u64::from(had_value && !miscount);
         if self.cfg.canary == Some(Canary::EarlyTombstoneReap) && set.is_deleted() {
             return self.erase(key, partition);
         }

@@ -320,6 +320,47 @@ impl Outbox {
             .map(|(n, p)| (n.clone(), p.bytes))
             .collect()
     }
+
+    /// Checks this module's invariants: a key is pending only with unacknowledged dots, a flight
+    /// carries only dots written here, waiting keys have no flight, every flight has exactly its
+    /// re-send timer, and each peer's byte count is the sum of its flights.
+    pub fn check(&self) -> Result<(), String> {
+        for (peer, p) in &self.peers {
+            let mut bytes = 0;
+            let mut timers = BTreeSet::new();
+            for (k, e) in &p.keys {
+                if e.dots.is_empty() {
+                    return Err(format!("outbox of {peer}: key {k:?} has no pending dot"));
+                }
+                if let Some(f) = &e.flight {
+                    if p.waiting.contains(k) {
+                        return Err(format!("outbox of {peer}: key {k:?} waits while in flight"));
+                    }
+                    bytes += f.bytes;
+                    timers.insert((f.resend_at, k.clone()));
+                } else if !p.waiting.contains(k) {
+                    return Err(format!(
+                        "outbox of {peer}: key {k:?} neither flies nor waits"
+                    ));
+                }
+            }
+            if let Some(k) = p.waiting.iter().find(|k| !p.keys.contains_key(*k)) {
+                return Err(format!("outbox of {peer}: waiting key {k:?} has no dots"));
+            }
+            if timers != p.timers {
+                return Err(format!(
+                    "outbox of {peer}: re-send timers differ from the flights"
+                ));
+            }
+            if bytes != p.bytes {
+                return Err(format!(
+                    "outbox of {peer}: {} bytes counted in flight, the flights hold {bytes}",
+                    p.bytes
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How long `bytes` take at [`MIN_LINK_BYTES_PER_SEC`].
@@ -447,5 +488,39 @@ mod tests {
         );
         assert_eq!(o.bytes()[&p], 100);
         assert_eq!(o.resent, 2);
+    }
+
+    #[test]
+    fn the_checks_hold_through_pushes_flights_acks_and_resends_and_catch_a_stray_entry() {
+        let (mut o, mut rng) = (Outbox::default(), SmallRng::seed_from_u64(1));
+        let (b, c) = ("b".to_string(), "c".to_string());
+        let at = |ms| Time::from_millis(ms);
+        for (i, k) in ["k", "l", "m"].into_iter().enumerate() {
+            for p in [&b, &c] {
+                assert!(o.push(p, &key(k), dot(i as u64 + 1), 10));
+                o.check().unwrap();
+            }
+        }
+        o.launch(&b, &key("k"), 100, at(0), 300 * MS, &mut rng);
+        o.check().unwrap();
+        o.ready(None, at(0), 300 * MS, 10, 250, &mut rng, sizes);
+        o.check().unwrap();
+        o.overdue(at(5000), 300 * MS, 10, &mut rng, sizes);
+        o.check().unwrap();
+        o.ack(&b, &key("k"), &[dot(1)]);
+        o.ack(&c, &key("l"), &[dot(2)]);
+        o.check().unwrap();
+        o.retain(|peer, _| peer == "b");
+        o.check().unwrap();
+        // A key left pending with no dot (what a lost acknowledgement bookkeeping would do).
+        o.peers
+            .get_mut("b")
+            .unwrap()
+            .keys
+            .get_mut(&key("l"))
+            .unwrap()
+            .dots
+            .clear();
+        assert!(o.check().unwrap_err().contains("no pending dot"));
     }
 }

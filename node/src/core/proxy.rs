@@ -4,7 +4,7 @@
 //! write that timed out may still have applied at the abandoned replica; retrying it elsewhere can
 //! produce a second version with the same value, never a lost one.
 
-use super::message::Rid;
+use super::request::Rid;
 use super::request::{Op, ReqId};
 use super::ring::NodeId;
 use super::time::Time;

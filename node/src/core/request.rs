@@ -16,6 +16,10 @@ pub const MAX_CONTENT_TYPE_BYTES: usize = 256;
 /// Driver-chosen id that pairs a [`Reply`] with its [`Request`]; unique per node while pending.
 pub type ReqId = u64;
 
+/// Id a node assigns to a request it sent to a peer; unique per sender while pending, across the
+/// sender's restarts too (each incarnation counts from a random start).
+pub type Rid = u64;
+
 /// How many replicas must take part in a read (`r`) or acknowledge a write (`w`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Quorum {

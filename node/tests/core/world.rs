@@ -197,8 +197,13 @@ impl World {
         }
     }
 
+    /// Checks the node's invariants (the release-mode tests have no debug assertions to do it),
+    /// then carries out its Ready.
     fn flush(&mut self, id: &NodeId) {
         let node = self.nodes.get_mut(id).unwrap();
+        if let Err(e) = node.check_invariants().and_then(|()| node.check_stored()) {
+            panic!("invariant broken at {id}: {e}");
+        }
         let out = node.take_ready().collect(node.storage_mut());
         for r in out.replies {
             self.replies.insert(r.id, r);

@@ -176,6 +176,9 @@ pub struct RunOutput {
     pub trace: Vec<String>,
     pub sim_us: u64,
     pub stats: Stats,
+    /// The invariant a node's core found broken (its panic under debug assertions), at which
+    /// event; the run stopped there.
+    pub broken: Option<String>,
 }
 
 pub struct World<'a, E: Entropy, A: FnMut(u64)> {
@@ -212,6 +215,7 @@ pub struct World<'a, E: Entropy, A: FnMut(u64)> {
     hash: u64,
     trace: Option<Vec<String>>,
     stats: Stats,
+    broken: Option<String>,
 }
 
 impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
@@ -290,6 +294,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             hash: 0xcbf2_9ce4_8422_2325,
             trace: trace.then(Vec::new),
             stats: Stats::default(),
+            broken: None,
             scenario,
             plan,
         }
@@ -318,7 +323,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             self.now = at;
             (self.advance)(at);
             self.stats.events += 1;
-            if self.dispatch(event) {
+            if self.dispatch(event) || self.broken.is_some() {
                 break;
             }
         }
@@ -346,6 +351,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             trace: self.trace.unwrap_or_default(),
             sim_us: self.now,
             stats: self.stats,
+            broken: self.broken,
         }
     }
 

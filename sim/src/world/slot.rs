@@ -137,7 +137,20 @@ impl<E: Entropy, A: FnMut(u64)> World<'_, E, A> {
         let Some(node) = self.slots[n].node.as_mut() else {
             return;
         };
-        node.handle(now, input);
+        // A broken invariant panics in the core (debug assertions): the run stops at this event.
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            node.handle(now, input);
+        }));
+        if let Err(panic) = handled {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            let at = (self.stats.events, self.now);
+            self.broken = Some(format!("n{n} at event {} ({} µs): {what}", at.0, at.1));
+            return;
+        }
         self.flush(n);
     }
 
