@@ -3,6 +3,7 @@
 //! both use it.
 
 pub mod check;
+pub mod draws;
 pub mod history;
 pub mod merge;
 pub mod plan;

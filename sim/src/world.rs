@@ -2,7 +2,8 @@
 //! client sessions and the fault schedule, run as one discrete-event loop.
 //!
 //! Invariants:
-//! - events run in `(time, sequence)` order; the only randomness is [`Entropy`], and every draw
+//! - events run in `(time, sequence)` order; the only randomness is [`Draws`] (streams keyed by
+//!   purpose and entity, so cutting one event does not shift the others' draws), and every draw
 //!   is folded into the trace hash, so equal seeds give equal traces;
 //! - a node's outputs are released only after its disk synced when its `Ready` asked for it;
 //! - the core sees `now + offset + drift + jumps` (per node), never the simulator's clock;
@@ -14,17 +15,13 @@ use causeway::core::{
     Canary, Config, Dot, Identity, Input, Node, NodeId, Op, Origin, PeerMsg, Probes, Quorum, Ready,
     Request, Response, SyncMode, Time, VersionSet, VersionVector, View,
 };
+use causeway_harness::draws::{Draws, Purpose, link};
 use causeway_harness::history::{History, OpRecord, Outcome, WriteRecord};
 use causeway_harness::plan::{Fault, OpKind, Plan, PlannedOp, key_name, node_addr, view_of};
 use causeway_harness::scenario::Scenario;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::Duration;
-
-/// The source of every random decision of a run.
-pub trait Entropy {
-    fn next_u64(&mut self) -> u64;
-}
 
 /// Microseconds of the simulated wall clock at time zero (2022-01-01T00:00:00Z).
 const EPOCH_US: i128 = 1_640_995_200_000_000;
@@ -190,12 +187,13 @@ enum ReplyTo {
 /// `WriteRecord::op` of an execution no sent operation matches.
 const UNATTRIBUTED: u64 = u64::MAX;
 
-pub struct World<'a, E: Entropy, A: FnMut(u64)> {
+pub struct World<'a, A: FnMut(u64)> {
     scenario: &'a Scenario,
     plan: &'a Plan,
     config: Config,
     index: BTreeMap<NodeId, usize>,
-    rng: E,
+    /// Every random decision, keyed by purpose and entity (see `causeway_harness::draws`).
+    draws: Draws,
     /// Called with the simulated time before each event (keeps madsim's clock in step).
     advance: A,
     now: u64,
@@ -226,12 +224,12 @@ pub struct World<'a, E: Entropy, A: FnMut(u64)> {
     stats: Stats,
 }
 
-impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
+impl<'a, A: FnMut(u64)> World<'a, A> {
     pub fn new(
         scenario: &'a Scenario,
         plan: &'a Plan,
         canary: Option<Canary>,
-        rng: E,
+        seed: u64,
         advance: A,
         trace: bool,
     ) -> Self {
@@ -276,7 +274,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         World {
             index: slots.iter().map(|s| s.id.clone()).zip(0..).collect(),
             config,
-            rng,
+            draws: Draws::new(seed),
             advance,
             now: 0,
             seq: 0,
@@ -369,18 +367,23 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         });
     }
 
-    fn rand(&mut self) -> u64 {
-        let x = self.rng.next_u64();
+    /// A draw of stream `(purpose, entity)`, folded into the trace hash.
+    fn rand(&mut self, purpose: Purpose, entity: u64) -> u64 {
+        let x = self.draws.u64(purpose, entity);
         self.hash = mix(self.hash, x);
         x
     }
 
-    fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && ((self.rand() >> 11) as f64) / ((1u64 << 53) as f64) < p
+    fn chance(&mut self, purpose: Purpose, entity: u64, p: f64) -> bool {
+        let hit = self.draws.chance(purpose, entity, p);
+        self.hash = mix(self.hash, hit as u64);
+        hit
     }
 
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.rand() % (hi - lo + 1)
+    fn range(&mut self, purpose: Purpose, entity: u64, lo: u64, hi: u64) -> u64 {
+        let x = self.draws.range(purpose, entity, lo, hi);
+        self.hash = mix(self.hash, x);
+        x
     }
 
     /// Folds an event into the trace hash and, when tracing, records a line describing it.
@@ -672,14 +675,15 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
 
     fn send(&mut self, from: usize, to: usize, msg: PeerMsg) {
         self.stats.messages += 1;
-        if self.clogged.contains(&(from, to)) || self.chance(self.loss) {
+        let l = link(from, to);
+        if self.clogged.contains(&(from, to)) || self.chance(Purpose::Loss, l, self.loss) {
             self.stats.dropped += 1;
             self.note(14, |_| format!("drop n{from}->n{to} {}", msg.kind()));
             return;
         }
         let [lo, hi] = self.scenario.net.delay_us;
-        if self.chance(self.dup) {
-            let d = self.range(lo, hi);
+        if self.chance(Purpose::Dup, l, self.dup) {
+            let d = self.range(Purpose::Dup, l, lo, hi);
             self.schedule(
                 self.now + d,
                 Event::Deliver {
@@ -689,7 +693,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
                 },
             );
         }
-        let d = self.range(lo, hi);
+        let d = self.range(Purpose::Delay, l, lo, hi);
         self.schedule(
             self.now + d,
             Event::Deliver {
@@ -701,7 +705,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
     }
 
     fn start(&mut self, n: usize) {
-        let nonce = self.rand();
+        let nonce = self.rand(Purpose::Nonce, n as u64);
         let now = self.local(n);
         let slot = &mut self.slots[n];
         let disk = slot.disk.take().unwrap_or_default();
@@ -745,8 +749,8 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         self.stats.probes.merge(&st.probes);
         let mut disk = node.into_storage();
         let (kept, torn) = (
-            self.range(0, disk.unsynced() as u64) as usize,
-            self.chance(0.5),
+            self.range(Purpose::Tear, n as u64, 0, disk.unsynced() as u64) as usize,
+            self.chance(Purpose::Tear, n as u64, 0.5),
         );
         if wipe {
             disk = SimDisk::new();
@@ -899,7 +903,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             self.note(16, |_| "membership event skipped: no running member".into());
             return None;
         }
-        let i = self.rand() as usize % live.len();
+        let i = self.rand(Purpose::Pick, 0) as usize % live.len();
         Some(live[i])
     }
 
@@ -1244,16 +1248,6 @@ fn mix(h: u64, x: u64) -> u64 {
 mod tests {
     use super::*;
 
-    /// Any stream: nothing the test checks depends on the draws.
-    struct Steps(u64);
-
-    impl Entropy for Steps {
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            self.0
-        }
-    }
-
     const TWO_SHARDS: &str = r#"
         name = "two-shards"
         description = "Two nodes, one replica each."
@@ -1275,7 +1269,7 @@ mod tests {
     fn a_refused_forward_leaves_nothing_awaited() {
         let scenario = Scenario::from_toml(TWO_SHARDS).unwrap();
         let plan = Plan::default();
-        let mut w = World::new(&scenario, &plan, None, Steps(0), |_| {}, false);
+        let mut w = World::new(&scenario, &plan, None, 0, |_| {}, false);
         w.start(0);
         w.start(1);
         // Its first tick verifies node 1's own floor: only then does it write.
