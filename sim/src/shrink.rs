@@ -8,14 +8,17 @@
 //! trying other seeds.
 //!
 //! Passes, repeated until a round changes nothing (or the test budget is spent):
+//! 0. (exact, once) every operation is pinned to the simulated time the failing run issued it,
+//!    so cutting one operation does not move the ones after it;
 //! 1. (exact, once) a G1 violation depends only on what happened before its operations
 //!    completed (a G7 one on what happened before its second execution), so later operations
 //!    and faults are cut and chaos ends right after;
+//!    then (once) a candidate with only the operations on the violation's key;
 //! 2. delta debugging (ddmin) over fault events, whole sessions, then single operations;
 //! 3. weakening what remains, one change at a time: faults that end something (heal, rejoin,
 //!    restart, resume) move earlier, loss and duplication rates and clock jumps halve, clock
 //!    offsets and drifts go to zero, operations lose their context merges and blind flags and
-//!    move to node 0, keys fold onto fewer keys, think times halve.
+//!    move to node 0, keys fold onto fewer keys, unpinned think times halve.
 
 use crate::run::{SeedResult, run_seed};
 use causeway::core::Canary;
@@ -240,7 +243,7 @@ impl Search {
                 |o| {
                     let t = o.think_ms;
                     o.think_ms /= 2;
-                    t > 1
+                    t > 1 && o.at_us.is_none()
                 },
             ];
             for edit in edits {
@@ -298,7 +301,12 @@ pub fn shrink(scenario: &Scenario, seed: u64, canary: Option<Canary>) -> Result<
         tests: 0,
     };
     let before = first.plan.size();
+    let pinned = pin_times(&first);
+    if search.fails_with(&scenario.clone(), &pinned) {
+        search.plan = pinned;
+    }
     cut_after_failure(&mut search, &first, &v);
+    slice_to_key(&mut search, &v.key);
     loop {
         let size = search.plan.size();
         search.ddmin_pass();
@@ -378,6 +386,37 @@ fn cut_after_failure(search: &mut Search, first: &SeedResult, v: &Violation) {
         search.base = short;
         search.plan = cut;
     }
+}
+
+/// One cheap candidate before delta debugging: only the operations on the violation's key.
+fn slice_to_key(search: &mut Search, key: &str) {
+    let Some(k) = key.strip_prefix('k').and_then(|k| k.parse::<u32>().ok()) else {
+        return;
+    };
+    let mut p = search.plan.clone();
+    for sp in &mut p.sessions {
+        sp.ops.retain(|o| o.key == k);
+        sp.probe.retain(|o| o.key == k);
+    }
+    search.try_plan(p);
+}
+
+/// The failing run's plan with every chaos operation it issued pinned to the time it was issued
+/// (`PlannedOp::at_us`): the same run, but one whose operations stay put when others are cut.
+fn pin_times(first: &SeedResult) -> Plan {
+    let mut plan = first.plan.clone();
+    for (s, sp) in plan.sessions.iter_mut().enumerate() {
+        let issued = first
+            .history
+            .ops
+            .iter()
+            .filter(|o| o.session == s && !o.probe)
+            .map(|o| o.invoked_us);
+        for (op, at) in sp.ops.iter_mut().zip(issued) {
+            op.at_us = Some(at);
+        }
+    }
+    plan
 }
 
 fn op_ids(plan: &Plan) -> Vec<(usize, bool, usize)> {

@@ -319,8 +319,8 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
             }
         }
         for s in 0..self.sessions.len() {
-            let think = self.plan.sessions[s].ops.first().map_or(0, |o| o.think_ms);
-            self.schedule(think * 1000, Event::Session(s));
+            let first = self.plan.sessions[s].ops.first();
+            self.schedule(first.map_or(0, |o| o.issue_at(0)), Event::Session(s));
         }
         self.schedule(self.chaos_end, Event::Heal);
         while let Some(Scheduled { at, event, .. }) = self.queue.pop() {
@@ -675,7 +675,7 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
 
     fn send(&mut self, from: usize, to: usize, msg: PeerMsg) {
         self.stats.messages += 1;
-        let l = link(from, to);
+        let l = message_stream(from, to, &msg);
         if self.clogged.contains(&(from, to)) || self.chance(Purpose::Loss, l, self.loss) {
             self.stats.dropped += 1;
             self.note(14, |_| format!("drop n{from}->n{to} {}", msg.kind()));
@@ -1143,12 +1143,12 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
             Phase::Chaos => sp.ops.get(self.sessions[s].next),
             _ => sp.probe.get(self.sessions[s].next_probe),
         };
-        let think = if retry {
-            PROBE_RETRY.as_micros() as u64
+        let at = if retry {
+            self.now + PROBE_RETRY.as_micros() as u64
         } else {
-            next.map_or(0, |o| o.think_ms * 1000)
+            next.map_or(self.now, |o| o.issue_at(self.now))
         };
-        self.schedule(self.now + think, Event::Session(s));
+        self.schedule(at, Event::Session(s));
     }
 
     /// The final view: the newest view any running node holds (after heal every node must
@@ -1238,6 +1238,26 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
             .map(|u| format!("{u} {bound}s after heal"))
             .collect();
     }
+}
+
+/// The entity whose streams a message's network draws (loss, duplication, delay) come from: its
+/// link, its kind and, for a message about one key, that key. Cutting operations on other keys
+/// (or other kinds of traffic) then leaves this message's draws where they were.
+fn message_stream(from: usize, to: usize, msg: &PeerMsg) -> u64 {
+    let key: &[u8] = match msg {
+        PeerMsg::Forward { op, .. } => op.key().map_or(&[], |k| k.as_ref()),
+        PeerMsg::Replicate { key, .. }
+        | PeerMsg::ReplicateAck { key, .. }
+        | PeerMsg::Fetch { key, .. }
+        | PeerMsg::Repair { key, .. }
+        | PeerMsg::Reap { key, .. } => key,
+        _ => &[],
+    };
+    let what = xxhash_rust::xxh3::xxh3_64_with_seed(
+        key,
+        xxhash_rust::xxh3::xxh3_64(msg.kind().as_bytes()),
+    );
+    (what ^ link(from, to).rotate_left(32)) >> 8
 }
 
 fn mix(h: u64, x: u64) -> u64 {
