@@ -1,12 +1,13 @@
 //! Generates a run's [`Plan`] from (scenario, seed): a pure function of its inputs.
 
+use crate::draws::{Draws, Purpose};
 use crate::plan::{
     Fault, NodeClockPlan, OpKind, Plan, PlannedOp, SessionPlan, TimedFault, key_name, node_addr,
 };
 use crate::scenario::{Clients, FaultKind, Scenario};
 use causeway::core::View;
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 
 /// The cluster's first view (addresses `10.0.<i>.1:7000`); spare slots follow its nodes.
 pub fn view_of(s: &Scenario) -> View {
@@ -20,23 +21,28 @@ pub fn generate(s: &Scenario, seed: u64) -> Plan {
     if let Some(p) = &s.plan {
         return p.clone();
     }
-    let mut rng = SmallRng::seed_from_u64(seed ^ 0x5ca1_ab1e_c0ff_ee00);
+    // One keyed stream per clock, per session's operations and probes, and for the faults:
+    // changing one scenario knob (say, the fault rate) leaves the other streams' draws as they were.
+    let mut draws = Draws::new(seed);
     let n = s.cluster.slots();
     let clocks = (0..n)
-        .map(|_| NodeClockPlan {
-            offset_ms: signed(&mut rng, s.clocks.offset_ms),
-            drift_ppm: signed(&mut rng, s.clocks.drift_ppm),
+        .map(|i| {
+            let rng = draws.stream(Purpose::Clock, i as u64);
+            NodeClockPlan {
+                offset_ms: signed(rng, s.clocks.offset_ms),
+                drift_ppm: signed(rng, s.clocks.drift_ppm),
+            }
         })
         .collect();
-    let faults = gen_faults(s, &mut rng);
+    let faults = gen_faults(s, draws.stream(Purpose::Faults, 0));
     let view = view_of(s);
     let sessions = (0..s.workload.sessions)
         .map(|i| SessionPlan {
             ops: (0..s.workload.ops_per_session)
-                .map(|_| gen_op(s, &view, i, &mut rng, false))
+                .map(|_| gen_op(s, &view, i, draws.stream(Purpose::Ops, i as u64), false))
                 .collect(),
             probe: (0..s.phases.probe_ops)
-                .map(|_| gen_op(s, &view, i, &mut rng, true))
+                .map(|_| gen_op(s, &view, i, draws.stream(Purpose::Probe, i as u64), true))
                 .collect(),
         })
         .collect();
@@ -47,7 +53,7 @@ pub fn generate(s: &Scenario, seed: u64) -> Plan {
     }
 }
 
-fn signed(rng: &mut SmallRng, max: u64) -> i64 {
+fn signed(rng: &mut ChaCha8Rng, max: u64) -> i64 {
     if max == 0 {
         0
     } else {
@@ -55,7 +61,13 @@ fn signed(rng: &mut SmallRng, max: u64) -> i64 {
     }
 }
 
-fn gen_op(s: &Scenario, view: &View, session: usize, rng: &mut SmallRng, probe: bool) -> PlannedOp {
+fn gen_op(
+    s: &Scenario,
+    view: &View,
+    session: usize,
+    rng: &mut ChaCha8Rng,
+    probe: bool,
+) -> PlannedOp {
     let w = &s.workload;
     let key = rng.random_range(0..w.keys);
     let total = w.read + w.write + w.delete;
@@ -96,18 +108,19 @@ fn gen_op(s: &Scenario, view: &View, session: usize, rng: &mut SmallRng, probe: 
         kind,
         key,
         think_ms,
+        at_us: None,
         merge_from,
         blind,
     }
 }
 
-fn secs(rng: &mut SmallRng, range: [f64; 2]) -> u64 {
+fn secs(rng: &mut ChaCha8Rng, range: [f64; 2]) -> u64 {
     let (lo, hi) = (range[0].min(range[1]), range[0].max(range[1]));
     ((lo + rng.random::<f64>() * (hi - lo)) * 1000.0) as u64
 }
 
 /// Random faults during chaos, each followed by its repair; then the explicit events.
-fn gen_faults(s: &Scenario, rng: &mut SmallRng) -> Vec<TimedFault> {
+fn gen_faults(s: &Scenario, rng: &mut ChaCha8Rng) -> Vec<TimedFault> {
     let f = &s.faults;
     let n = s.cluster.slots();
     let chaos_ms = (s.phases.chaos_s * 1000.0) as u64;
@@ -219,7 +232,7 @@ fn gen_faults(s: &Scenario, rng: &mut SmallRng) -> Vec<TimedFault> {
     out
 }
 
-fn shuffle<T>(v: &mut [T], rng: &mut SmallRng) {
+fn shuffle<T>(v: &mut [T], rng: &mut ChaCha8Rng) {
     for i in (1..v.len()).rev() {
         v.swap(i, rng.random_range(0..=i));
     }

@@ -3,6 +3,7 @@
 //! both use it.
 
 pub mod check;
+pub mod draws;
 pub mod generate;
 pub mod history;
 pub mod merge;

@@ -23,6 +23,11 @@ pub struct PlannedOp {
     pub key: u32,
     /// Pause before issuing, ms.
     pub think_ms: u64,
+    /// Issue at this simulated time (µs) instead, or when the previous operation completes if
+    /// that is later: the shrinker pins every operation to the time it was issued in the
+    /// failing run, so cutting one operation does not move the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_us: Option<u64>,
     /// Merge this other session's context into ours first (context passing between sessions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge_from: Option<usize>,
@@ -30,6 +35,16 @@ pub struct PlannedOp {
     /// `Workload::blind_deletes`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub blind: bool,
+}
+
+impl PlannedOp {
+    /// When the operation is issued, its session's previous one having completed at `done_us`.
+    pub fn issue_at(&self, done_us: u64) -> u64 {
+        match self.at_us {
+            Some(at) => at.max(done_us),
+            None => done_us + self.think_ms * 1000,
+        }
+    }
 }
 
 fn is_false(b: &bool) -> bool {

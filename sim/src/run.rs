@@ -1,16 +1,15 @@
 //! Running one seed of a scenario and judging it; sweeps, canaries and shrinking build on this.
 //!
-//! Under `--cfg madsim` each seed runs inside its own madsim runtime: madsim's seeded global RNG
-//! is the world's only entropy and madsim's clock follows the world's simulated time. Without
-//! madsim (plain `cargo test`) a seeded SplitMix64 stands in, so unit tests can run worlds too.
+//! Every random decision comes from the seed's keyed streams (`causeway_harness::draws`), under
+//! madsim or not: the same seed gives the same run in `cargo test` and in `ci/sweep`. Under
+//! `--cfg madsim` each seed also runs inside its own madsim runtime, whose clock follows the
+//! world's simulated time.
 
-use crate::world::{Entropy, RunOutput, Stats, World};
+use crate::world::{RunOutput, Stats, World};
 use causeway::core::Canary;
 use causeway_harness::generate::generate;
-use causeway_harness::history::OpRecord;
 use causeway_harness::plan::Plan;
 use causeway_harness::scenario::{Checker, Outcome, Scenario};
-use causeway_harness::shrink::ddmin;
 use causeway_harness::{History, Violation, check};
 use std::path::{Path, PathBuf};
 
@@ -93,12 +92,6 @@ fn execute(
     canary: Option<Canary>,
     trace: bool,
 ) -> RunOutput {
-    struct MadsimRng(madsim::rand::GlobalRng);
-    impl Entropy for MadsimRng {
-        fn next_u64(&mut self) -> u64 {
-            madsim::rand::RngCore::next_u64(&mut self.0)
-        }
-    }
     let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
     rt.block_on(async move {
         let start = madsim::time::Instant::now();
@@ -109,15 +102,7 @@ fn execute(
                 at = t;
             }
         };
-        let out = World::new(
-            scenario,
-            plan,
-            canary,
-            MadsimRng(madsim::rand::thread_rng()),
-            advance,
-            trace,
-        )
-        .run();
+        let out = World::new(scenario, plan, canary, seed, advance, trace).run();
         debug_assert_eq!(start.elapsed().as_micros() as u64, out.sim_us);
         out
     })
@@ -131,22 +116,7 @@ fn execute(
     canary: Option<Canary>,
     trace: bool,
 ) -> RunOutput {
-    World::new(scenario, plan, canary, SplitMix(seed), |_| {}, trace).run()
-}
-
-/// SplitMix64: the stand-in entropy outside madsim.
-#[cfg(not(madsim))]
-pub struct SplitMix(pub u64);
-
-#[cfg(not(madsim))]
-impl Entropy for SplitMix {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
+    World::new(scenario, plan, canary, seed, |_| {}, trace).run()
 }
 
 /// Scenario files: `dir/*.toml` then `dir/regressions/*.toml`, each group sorted by name.
@@ -185,168 +155,12 @@ pub fn load_scenarios(dir: &Path, name: &str) -> Result<Vec<Scenario>, String> {
     Ok(found)
 }
 
-/// A shrunk failure: a scenario with an embedded plan, and the seed that makes it fail.
-pub struct Shrunk {
-    pub scenario: Scenario,
-    pub seed: u64,
-}
-
-/// Seeds tried per shrink step: removing events shifts the network's random draws, so a step
-/// is kept when the reduced plan fails on any of these seeds (the one that did is recorded).
-const SHRINK_SEEDS: u64 = 4;
-/// Tests per delta-debugging pass.
-const SHRINK_BUDGET: usize = 2000;
-
-/// Reduces a failing seed to a small scenario that fails the same checker:
-/// 1. (exact) a G1 violation depends only on what happened before its operations completed (a
-///    G7 one on what happened before its second execution), so later operations and faults are
-///    cut and chaos ends right after;
-/// 2. delta debugging over fault events, whole sessions, then single operations.
-pub fn shrink(scenario: &Scenario, seed: u64, canary: Option<Canary>) -> Result<Shrunk, String> {
-    let first = run_seed(scenario, seed, canary, false, None);
-    let Some(v) = first.violations.first().cloned() else {
-        return Err(format!("{} seed {seed} does not fail", scenario.name));
-    };
-    let checker = v.checker;
-    let mut base = scenario.clone();
-    let mut plan = first.plan.clone();
-    let ops: Vec<&OpRecord> = v
-        .ops
-        .iter()
-        .filter_map(|&id| first.history.op(id))
-        .collect();
-    let chaos_us = (scenario.phases.chaos_s * 1e6) as u64;
-    let end = match checker {
-        Checker::G1 => ops.iter().filter_map(|o| o.completed_us).max(),
-        Checker::G7 => first
-            .history
-            .writes
-            .iter()
-            .filter(|w| v.ops.contains(&w.op))
-            .map(|w| w.at_us)
-            .max(),
-        _ => None,
-    };
-    if let Some(t) = end.filter(|&t| t < chaos_us && !ops.iter().any(|o| o.probe)) {
-        let mut cut = plan.clone();
-        cut.faults.retain(|f| f.at_ms * 1000 <= t);
-        for (s, sp) in cut.sessions.iter_mut().enumerate() {
-            let issued = first
-                .history
-                .ops
-                .iter()
-                .filter(|o| o.session == s && !o.probe && o.invoked_us <= t)
-                .count();
-            sp.ops.truncate(issued);
-            sp.probe.clear();
-        }
-        let mut short = base.clone();
-        short.phases.chaos_s = (t + 1000) as f64 / 1e6;
-        short.phases.settle_s = 0.5;
-        short.phases.quiesce_s = 0.5;
-        short.phases.probe_ops = 0;
-        let again = run_seed(&short, seed, canary, false, Some(&cut));
-        if again.violations.iter().any(|x| x.checker == checker) {
-            base = short;
-            plan = cut;
-        }
-    }
-    let mut best = seed;
-    let mut fails = |p: &Plan| {
-        let tries = std::iter::once(best).chain((seed..seed + SHRINK_SEEDS).filter(|&x| x != best));
-        for s in tries.collect::<Vec<_>>() {
-            let r = run_seed(&base, s, canary, false, Some(p));
-            if r.violations.iter().any(|x| x.checker == checker) {
-                best = s;
-                return true;
-            }
-        }
-        false
-    };
-    let faults = ddmin(plan.faults.clone(), SHRINK_BUDGET, |f| {
-        fails(&Plan {
-            faults: f.to_vec(),
-            ..plan.clone()
-        })
-    });
-    plan.faults = faults;
-    let keep: Vec<usize> = (0..plan.sessions.len()).collect();
-    let keep = ddmin(keep, SHRINK_BUDGET, |k| {
-        fails(&Plan {
-            sessions: mask_sessions(&plan, k),
-            ..plan.clone()
-        })
-    });
-    plan.sessions = mask_sessions(&plan, &keep);
-    let items: Vec<(usize, bool, usize)> = plan
-        .sessions
-        .iter()
-        .enumerate()
-        .flat_map(|(s, sp)| {
-            (0..sp.ops.len())
-                .map(move |i| (s, false, i))
-                .chain((0..sp.probe.len()).map(move |i| (s, true, i)))
-        })
-        .collect();
-    let items = ddmin(items, SHRINK_BUDGET, |o| fails(&keep_ops(&plan, o)));
-    let plan = keep_ops(&plan, &items);
-    // The recorded seed must fail the final plan (the last accepted step set it).
-    let seed_used = best;
-    let mut out = base;
-    out.name = format!("{}-s{seed}", scenario.name);
-    out.description = format!(
-        "Shrunk from {} seed {seed}{} (fails {checker} with seed {seed_used}, {} events). {}",
-        scenario.name,
-        canary
-            .map(|c| format!(" with canary {}", c.name()))
-            .unwrap_or_default(),
-        plan.size(),
-        scenario.description
-    );
-    out.faults.events.clear();
-    out.faults.kinds.clear();
-    out.plan = Some(plan);
-    Ok(Shrunk {
-        scenario: out,
-        seed: seed_used,
-    })
-}
-
-/// Sessions not in `keep` issue nothing (indices stay stable for `merge_from`).
-fn mask_sessions(plan: &Plan, keep: &[usize]) -> Vec<causeway_harness::SessionPlan> {
-    plan.sessions
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            if keep.contains(&i) {
-                s.clone()
-            } else {
-                Default::default()
-            }
-        })
-        .collect()
-}
-
-fn keep_ops(plan: &Plan, keep: &[(usize, bool, usize)]) -> Plan {
-    let mut p = plan.clone();
-    for (s, sp) in p.sessions.iter_mut().enumerate() {
-        let src = &plan.sessions[s];
-        sp.ops = (0..src.ops.len())
-            .filter(|i| keep.contains(&(s, false, *i)))
-            .map(|i| src.ops[i].clone())
-            .collect();
-        sp.probe = (0..src.probe.len())
-            .filter(|i| keep.contains(&(s, true, *i)))
-            .map(|i| src.probe[i].clone())
-            .collect();
-    }
-    p
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use causeway_harness::history::OpRecord;
     use causeway_harness::plan::Fault;
+    use causeway_harness::scenario::Checker;
 
     fn scenario(name: &str) -> Scenario {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
@@ -546,21 +360,5 @@ mod tests {
         let s = short("steady");
         let r = run_seed(&s, 1, Some(Canary::StaleContext), false, None);
         assert!(r.violations.iter().any(|v| v.checker == Checker::G1));
-    }
-
-    #[test]
-    fn shrinking_keeps_the_failure_and_reduces_the_plan() {
-        let s = short("lww-skew");
-        let seed = (1..20)
-            .find(|&seed| !run_seed(&s, seed, None, false, None).violations.is_empty())
-            .expect("lww-skew loses writes on some seed");
-        let before = generate(&s, seed).size();
-        let shrunk = shrink(&s, seed, None).expect("fails, so it shrinks");
-        let plan = shrunk.scenario.plan.clone().expect("embedded plan");
-        assert!(plan.size() < before / 4, "{} of {before}", plan.size());
-        let again = run_seed(&shrunk.scenario, shrunk.seed, None, false, None);
-        assert!(!again.violations.is_empty());
-        let reparsed = Scenario::from_toml(&shrunk.scenario.to_toml()).expect("round-trips");
-        assert_eq!(reparsed.plan, Some(plan));
     }
 }

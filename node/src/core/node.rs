@@ -38,8 +38,8 @@ use super::ring::{Epoch, NodeId, ShardId, View, node_hash, partition_of};
 use super::storage::Storage;
 use super::time::Time;
 use bytes::Bytes;
-use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
@@ -295,7 +295,9 @@ pub struct Node<S: Storage> {
     clock: NodeClock,
     clock_dirty: bool,
     needs_sync: bool,
-    rng: SmallRng,
+    /// The node's jitter (retry backoff): ChaCha8, whose output is specified, seeded by the
+    /// per-start nonce the driver chose — the core's only randomness.
+    rng: ChaCha8Rng,
     /// Elapsed time: advanced by each input's forward step of the driver's clock, never moved
     /// back, so a clock stepped backwards delays no timer. All deadlines use it.
     now: Time,
@@ -343,7 +345,7 @@ impl<S: Storage> Node<S> {
     /// holds no actor, or may have lost acknowledged dots (not `sync = always` and not shut down
     /// cleanly), starts a new incarnation so no dot is ever reused (G7).
     pub fn new(cfg: Config, id: Identity, mut storage: S, now: Time) -> Self {
-        let mut rng = SmallRng::seed_from_u64(id.nonce);
+        let mut rng = ChaCha8Rng::seed_from_u64(id.nonce);
         let my_hash = node_hash(&id.node);
         let mut cfg = cfg;
         let mut history = History::new(cfg.view.clone());
@@ -1320,6 +1322,10 @@ impl<S: Storage> Node<S> {
         self.needs_sync = true;
         if self.retained.insert(p) {
             self.persist_membership();
+        } else {
+            // Streams of `p` already under way carry claims and keys from before this hint:
+            // they start over, or their completion would drop the partition with the hint in it.
+            self.pushes.retain(|(q, _), _| *q != p);
         }
         self.hints_accepted += 1;
         self.probes.hit(Probe::HintAccepted);

@@ -5,6 +5,7 @@
 //! sweep --replay NAME SEED [--trace FILE] [--canary C]
 //! sweep --determinism NAME SEED
 //! sweep --shrink NAME SEED [--canary C] [--out DIR]
+//! sweep --shrink-canaries [--out DIR]
 //! sweep --canary C [--seeds N] [--first-seed S]
 //! sweep --list-canaries
 //! ```
@@ -19,7 +20,8 @@
 
 use causeway::core::{Canary, Probe};
 use causeway_harness::scenario::{Outcome, Scenario};
-use causeway_sim::run::{SeedResult, load_scenarios, run_seed, shrink};
+use causeway_sim::run::{SeedResult, load_scenarios, run_seed};
+use causeway_sim::shrink::{Shrunk, shrink};
 use clap::Parser;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use std::collections::{BTreeMap, BTreeSet};
@@ -88,6 +90,10 @@ struct Args {
     /// Print the name of every canary, one a line
     #[arg(long, group = "mode")]
     list_canaries: bool,
+    /// For every canary: find the first seed that catches it, shrink it (writing the scenario
+    /// under --out) and print one row of the shrink table (events before -> after, time)
+    #[arg(long, group = "mode")]
+    shrink_canaries: bool,
 }
 
 fn canary_parser() -> impl TypedValueParser<Value = Canary> {
@@ -240,20 +246,21 @@ fn dispatch(args: &Args) -> Result<bool, String> {
     }
     if let Some((name, seed)) = &name_seed("shrink", &args.shrink)? {
         let s = one(args, name)?;
+        let started = Instant::now();
         let out = shrink(&s, *seed, args.canary)?;
-        let dir = &args.out;
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let path = dir.join(format!("{}.toml", out.scenario.name));
-        let size = out.scenario.plan.as_ref().map_or(0, |p| p.size());
-        std::fs::write(&path, out.scenario.to_toml())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let path = save_shrunk(args, &out)?;
         println!(
-            "shrunk {name} seed {seed} to {size} events: {}",
+            "shrunk {name} seed {seed} from {} to {} events in {:.1} s ({} runs; {}): {}",
+            out.before,
+            out.after,
+            started.elapsed().as_secs_f64(),
+            out.tests,
+            out.anomaly,
             path.display()
         );
         println!(
             "  replay: {}",
-            replay_cmd(dir, &out.scenario.name, out.seed, args.canary)
+            replay_cmd(&args.out, &out.scenario.name, out.seed, args.canary)
         );
         println!(
             "  to keep it as a regression test, move it to {}/regressions/ (every sweep runs those)",
@@ -261,17 +268,21 @@ fn dispatch(args: &Args) -> Result<bool, String> {
         );
         return Ok(true);
     }
+    if args.shrink_canaries {
+        return shrink_canaries(args);
+    }
     if let Some(c) = args.canary {
         return canary(args, c);
     }
     sweep(args)
 }
 
-/// Runs seeds of the scenarios designed for canary `c` until a checker catches it.
-fn canary(args: &Args, c: Canary) -> Result<bool, String> {
+/// The first (seed, scenario) of the scenarios designed for canary `c` on which a checker catches
+/// it, with the first violation; `Err` when no scenario lists the canary.
+fn catch(args: &Args, c: Canary) -> Result<Option<(Scenario, u64, String)>, String> {
     let all = load_scenarios(&args.dir, "all")?;
-    let tagged: Vec<&Scenario> = all
-        .iter()
+    let tagged: Vec<Scenario> = all
+        .into_iter()
         .filter(|s| s.expect.canaries.iter().any(|n| n == c.name()))
         .collect();
     if tagged.is_empty() {
@@ -281,17 +292,7 @@ fn canary(args: &Args, c: Canary) -> Result<bool, String> {
         for s in &tagged {
             let r = run_seed(s, seed, Some(c), false, None);
             if let Some(v) = r.violations.first() {
-                println!(
-                    "canary {}: caught by {} on {} seed {seed}: {v}",
-                    c.name(),
-                    v.checker,
-                    s.name
-                );
-                println!(
-                    "  replay: {}",
-                    replay_cmd(&args.dir, &s.name, seed, Some(c))
-                );
-                return Ok(true);
+                return Ok(Some((s.clone(), seed, v.to_string())));
             }
         }
     }
@@ -301,7 +302,71 @@ fn canary(args: &Args, c: Canary) -> Result<bool, String> {
         args.seeds,
         tagged.iter().map(|s| &s.name).collect::<Vec<_>>()
     );
-    Ok(false)
+    Ok(None)
+}
+
+/// Runs seeds of the scenarios designed for canary `c` until a checker catches it.
+fn canary(args: &Args, c: Canary) -> Result<bool, String> {
+    let Some((s, seed, v)) = catch(args, c)? else {
+        return Ok(false);
+    };
+    println!("canary {}: caught on {} seed {seed}: {v}", c.name(), s.name);
+    println!(
+        "  replay: {}",
+        replay_cmd(&args.dir, &s.name, seed, Some(c))
+    );
+    Ok(true)
+}
+
+/// Writes a shrunk scenario under --out; returns its path.
+fn save_shrunk(args: &Args, out: &Shrunk) -> Result<PathBuf, String> {
+    let dir = &args.out;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(format!("{}.toml", out.scenario.name));
+    std::fs::write(&path, out.scenario.to_toml())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// The shrink table: every canary's first catching seed, shrunk; false if one is not caught or
+/// its shrunk scenario no longer fails.
+fn shrink_canaries(args: &Args) -> Result<bool, String> {
+    let mut ok = true;
+    for c in Canary::ALL {
+        let Some((s, seed, _)) = catch(args, c)? else {
+            ok = false;
+            continue;
+        };
+        let started = Instant::now();
+        let out = shrink(&s, seed, Some(c))?;
+        let secs = started.elapsed().as_secs_f64();
+        let replays = !run_seed(&out.scenario, out.seed, Some(c), false, None)
+            .violations
+            .is_empty();
+        let passes = run_seed(&out.scenario, out.seed, None, false, None)
+            .violations
+            .is_empty();
+        ok &= replays;
+        let path = save_shrunk(args, &out)?;
+        println!(
+            "shrink-table {:<30} {:<16} seed {seed:<4} {:>4} -> {:<3} events {:>6.1} s {:>5} runs  {}{}{}  {}",
+            c.name(),
+            s.name,
+            out.before,
+            out.after,
+            secs,
+            out.tests,
+            out.anomaly,
+            if replays { "" } else { "  [DOES NOT REPLAY]" },
+            if passes {
+                ""
+            } else {
+                "  [FAILS WITHOUT THE CANARY]"
+            },
+            path.display()
+        );
+    }
+    Ok(ok)
 }
 
 /// Totals over (part of) a sweep.

@@ -11,7 +11,7 @@ pub(super) struct Session {
     pub(super) current: Option<u64>,
     pub(super) done: bool,
 }
-impl<E: Entropy, A: FnMut(u64)> World<'_, E, A> {
+impl<A: FnMut(u64)> World<'_, A> {
     pub(super) fn session_next(&mut self, s: usize) {
         if self.sessions[s].current.is_some() || self.sessions[s].done {
             return;
@@ -157,11 +157,11 @@ impl<E: Entropy, A: FnMut(u64)> World<'_, E, A> {
             Phase::Chaos => sp.ops.get(self.sessions[s].next),
             _ => sp.probe.get(self.sessions[s].next_probe),
         };
-        let think = if retry {
-            PROBE_RETRY.as_micros() as u64
+        let at = if retry {
+            self.now + PROBE_RETRY.as_micros() as u64
         } else {
-            next.map_or(0, |o| o.think_ms * 1000)
+            next.map_or(self.now, |o| o.issue_at(self.now))
         };
-        self.schedule(self.now + think, Event::Session(s));
+        self.schedule(at, Event::Session(s));
     }
 }

@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl<E: Entropy, A: FnMut(u64)> World<'_, E, A> {
+impl<A: FnMut(u64)> World<'_, A> {
     /// The view node `v` currently routes by.
     pub(super) fn view_at(&self, v: usize) -> View {
         self.slots[v]
@@ -34,7 +34,7 @@ impl<E: Entropy, A: FnMut(u64)> World<'_, E, A> {
             });
             return None;
         }
-        let i = self.rand() as usize % live.len();
+        let i = self.rand(Purpose::Pick, 0) as usize % live.len();
         Some(live[i])
     }
 

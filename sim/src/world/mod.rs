@@ -6,7 +6,8 @@
 //! (heal, convergence, final states).
 //!
 //! Invariants:
-//! - events run in `(time, sequence)` order; the only randomness is [`Entropy`], and every draw
+//! - events run in `(time, sequence)` order; the only randomness is [`Draws`] (streams keyed by
+//!   purpose and entity, so cutting one event does not shift the others' draws), and every draw
 //!   is folded into the trace hash, so equal seeds give equal traces;
 //! - a node's outputs are released only as `Ready::apply` orders them: the early lists, then
 //!   (after its disk synced, when its `Ready` asked for it) the rest; a `crash-before-sync` fault
@@ -28,6 +29,7 @@ use causeway::core::{
     Persisted, Probes, Quorum, Reply, Request, Response, SyncMode, Time, VersionSet, VersionVector,
     View,
 };
+use causeway_harness::draws::{Draws, Purpose, link};
 use causeway_harness::generate::view_of;
 use causeway_harness::history::{History, OpRecord, Outcome, WriteRecord};
 use causeway_harness::plan::{Fault, OpKind, Plan, PlannedOp, key_name, node_addr};
@@ -38,11 +40,6 @@ use slot::{Outputs, Slot};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::Duration;
-
-/// The source of every random decision of a run.
-pub trait Entropy {
-    fn next_u64(&mut self) -> u64;
-}
 
 /// Microseconds of the simulated wall clock at time zero (2022-01-01T00:00:00Z).
 const EPOCH_US: i128 = 1_640_995_200_000_000;
@@ -181,12 +178,13 @@ pub struct RunOutput {
     pub broken: Option<String>,
 }
 
-pub struct World<'a, E: Entropy, A: FnMut(u64)> {
+pub struct World<'a, A: FnMut(u64)> {
     scenario: &'a Scenario,
     plan: &'a Plan,
     config: Config,
     index: BTreeMap<NodeId, usize>,
-    rng: E,
+    /// Every random decision, keyed by purpose and entity (see `causeway_harness::draws`).
+    draws: Draws,
     /// Called with the simulated time before each event (keeps madsim's clock in step).
     advance: A,
     now: u64,
@@ -218,12 +216,12 @@ pub struct World<'a, E: Entropy, A: FnMut(u64)> {
     broken: Option<String>,
 }
 
-impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
+impl<'a, A: FnMut(u64)> World<'a, A> {
     pub fn new(
         scenario: &'a Scenario,
         plan: &'a Plan,
         canary: Option<Canary>,
-        rng: E,
+        seed: u64,
         advance: A,
         trace: bool,
     ) -> Self {
@@ -269,7 +267,7 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         World {
             index: slots.iter().map(|s| s.id.clone()).zip(0..).collect(),
             config,
-            rng,
+            draws: Draws::new(seed),
             advance,
             now: 0,
             seq: 0,
@@ -315,8 +313,8 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
             }
         }
         for s in 0..self.sessions.len() {
-            let think = self.plan.sessions[s].ops.first().map_or(0, |o| o.think_ms);
-            self.schedule(think * 1000, Event::Session(s));
+            let first = self.plan.sessions[s].ops.first();
+            self.schedule(first.map_or(0, |o| o.issue_at(0)), Event::Session(s));
         }
         self.schedule(self.chaos_end, Event::Heal);
         while let Some(Scheduled { at, event, .. }) = self.queue.pop() {
@@ -364,18 +362,23 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
         });
     }
 
-    fn rand(&mut self) -> u64 {
-        let x = self.rng.next_u64();
+    /// A draw of stream `(purpose, entity)`, folded into the trace hash.
+    fn rand(&mut self, purpose: Purpose, entity: u64) -> u64 {
+        let x = self.draws.u64(purpose, entity);
         self.hash = mix(self.hash, x);
         x
     }
 
-    fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && ((self.rand() >> 11) as f64) / ((1u64 << 53) as f64) < p
+    fn chance(&mut self, purpose: Purpose, entity: u64, p: f64) -> bool {
+        let hit = self.draws.chance(purpose, entity, p);
+        self.hash = mix(self.hash, hit as u64);
+        hit
     }
 
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.rand() % (hi - lo + 1)
+    fn range(&mut self, purpose: Purpose, entity: u64, lo: u64, hi: u64) -> u64 {
+        let x = self.draws.range(purpose, entity, lo, hi);
+        self.hash = mix(self.hash, x);
+        x
     }
 
     /// Folds an event into the trace hash and, when tracing, records a line describing it.
@@ -502,6 +505,23 @@ impl<'a, E: Entropy, A: FnMut(u64)> World<'a, E, A> {
     }
 }
 
+/// The entity whose streams a message's network draws (loss, duplication, delay) come from: its
+/// link, its kind and, for a message about one key, that key. Cutting operations on other keys
+/// (or other kinds of traffic) then leaves this message's draws where they were.
+fn message_stream(from: usize, to: usize, msg: &PeerMsg) -> u64 {
+    let key: &[u8] = match msg {
+        PeerMsg::Forward { op, .. } => op.key().map_or(&[], |k| k.as_ref()),
+        PeerMsg::Replicate { key, .. }
+        | PeerMsg::ReplicateAck { key, .. }
+        | PeerMsg::Fetch { key, .. }
+        | PeerMsg::Repair { key, .. }
+        | PeerMsg::Reap { key, .. } => key,
+        _ => &[],
+    };
+    let kind = xxhash_rust::xxh3::xxh3_64(msg.kind().as_bytes());
+    (xxhash_rust::xxh3::xxh3_64_with_seed(key, kind) ^ link(from, to).rotate_left(32)) >> 8
+}
+
 fn mix(h: u64, x: u64) -> u64 {
     (h.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95)
 }
@@ -509,16 +529,6 @@ fn mix(h: u64, x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Any stream: nothing the test checks depends on the draws.
-    struct Steps(u64);
-
-    impl Entropy for Steps {
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            self.0
-        }
-    }
 
     const TWO_SHARDS: &str = r#"
         name = "two-shards"
@@ -541,7 +551,7 @@ mod tests {
     fn a_refused_forward_leaves_nothing_awaited() {
         let scenario = Scenario::from_toml(TWO_SHARDS).unwrap();
         let plan = Plan::default();
-        let mut w = World::new(&scenario, &plan, None, Steps(0), |_| {}, false);
+        let mut w = World::new(&scenario, &plan, None, 0, |_| {}, false);
         w.start(0);
         w.start(1);
         // Its first tick verifies node 1's own floor: only then does it write.

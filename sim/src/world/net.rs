@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl<E: Entropy, A: FnMut(u64)> World<'_, E, A> {
+impl<A: FnMut(u64)> World<'_, A> {
     pub(super) fn deliver(&mut self, from: usize, to: usize, msg: PeerMsg) {
         let slot = &self.slots[to];
         if slot.node.is_none() {
@@ -26,7 +26,8 @@ impl<E: Entropy, A: FnMut(u64)> World<'_, E, A> {
 
     pub(super) fn send(&mut self, from: usize, to: usize, msg: PeerMsg) {
         self.stats.messages += 1;
-        if self.clogged.contains(&(from, to)) || self.chance(self.loss) {
+        let l = message_stream(from, to, &msg);
+        if self.clogged.contains(&(from, to)) || self.chance(Purpose::Loss, l, self.loss) {
             self.stats.dropped += 1;
             self.note(TraceCode::Drop, |_| {
                 format!("drop n{from}->n{to} {}", msg.kind())
@@ -34,8 +35,8 @@ impl<E: Entropy, A: FnMut(u64)> World<'_, E, A> {
             return;
         }
         let [lo, hi] = self.scenario.net.delay_us;
-        if self.chance(self.dup) {
-            let d = self.range(lo, hi);
+        if self.chance(Purpose::Dup, l, self.dup) {
+            let d = self.range(Purpose::Dup, l, lo, hi);
             self.schedule(
                 self.now + d,
                 Event::Deliver {
@@ -45,7 +46,7 @@ impl<E: Entropy, A: FnMut(u64)> World<'_, E, A> {
                 },
             );
         }
-        let d = self.range(lo, hi);
+        let d = self.range(Purpose::Delay, l, lo, hi);
         self.schedule(
             self.now + d,
             Event::Deliver {

@@ -26,7 +26,7 @@ pub(super) enum ReplyTo {
 
 /// `WriteRecord::op` of an execution no sent operation matches.
 pub(super) const UNATTRIBUTED: u64 = u64::MAX;
-impl<E: Entropy, A: FnMut(u64)> World<'_, E, A> {
+impl<A: FnMut(u64)> World<'_, A> {
     /// The write `input` asks replica `n` to execute, if any.
     pub(super) fn awaited_write(&self, n: usize, input: &Input) -> Option<AwaitedWrite> {
         let (op, reply, client_op) = match input {

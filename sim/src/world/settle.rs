@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl<E: Entropy, A: FnMut(u64)> World<'_, E, A> {
+impl<A: FnMut(u64)> World<'_, A> {
     pub(super) fn heal(&mut self) {
         self.phase = Phase::Settle;
         self.note(TraceCode::Heal, |_| "heal".into());

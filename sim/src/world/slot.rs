@@ -101,7 +101,7 @@ pub(super) fn answered_writes(turn: &Outputs) -> BTreeSet<Dot> {
         })
         .collect()
 }
-impl<E: Entropy, A: FnMut(u64)> World<'_, E, A> {
+impl<A: FnMut(u64)> World<'_, A> {
     pub(super) fn tick(&mut self, n: usize, generation: u64) {
         if self.slots[n].generation != generation || self.slots[n].node.is_none() {
             return;
@@ -227,7 +227,7 @@ impl<E: Entropy, A: FnMut(u64)> World<'_, E, A> {
     }
 
     pub(super) fn start(&mut self, n: usize) {
-        let nonce = self.rand();
+        let nonce = self.rand(Purpose::Nonce, n as u64);
         let now = self.local(n);
         let slot = &mut self.slots[n];
         let disk = slot.disk.take().unwrap_or_default();
@@ -271,8 +271,8 @@ impl<E: Entropy, A: FnMut(u64)> World<'_, E, A> {
         self.stats.probes.merge(&st.probes);
         let mut disk = node.into_storage();
         let (kept, torn) = (
-            self.range(0, disk.unsynced() as u64) as usize,
-            self.chance(0.5),
+            self.range(Purpose::Tear, n as u64, 0, disk.unsynced() as u64) as usize,
+            self.chance(Purpose::Tear, n as u64, 0.5),
         );
         if wipe {
             disk = SimDisk::new();
