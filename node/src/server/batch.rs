@@ -14,7 +14,7 @@
 //! operation's 400; a malformed body is the request's.
 
 use super::app::{AppState, CONTEXT_HEADER, decode_context, req_error, unexpected, with_headers};
-use super::http::parse_quorum;
+use super::input::parse_quorum;
 use super::input::{ApiError, parse_query, read_body};
 use super::values::{live_versions, read_json, read_status};
 use crate::core::{NodeId, Op, Quorum, Reply, Response as CoreResponse, VersionVector, token};
@@ -254,9 +254,9 @@ pub async fn run(st: &AppState, ops: Vec<Result<Op, ApiError>>) -> Vec<Result<Re
     params(("X-Causal-Context" = Option<String>, Header, description = "causal-context token of the session")),
     request_body = BatchRequest,
     responses(
-        (status = 200, description = "one result per operation", body = crate::server::openapi::BatchReply),
-        (status = 400, description = "malformed body", body = crate::server::openapi::ErrorBody),
-        (status = 413, description = "too many operations or too large", body = crate::server::openapi::ErrorBody)))]
+        (status = 200, description = "one result per operation", body = crate::server::schema::BatchReply),
+        (status = 400, description = "malformed body", body = crate::server::schema::ErrorBody),
+        (status = 413, description = "too many operations or too large", body = crate::server::schema::ErrorBody)))]
 pub async fn batch(
     State(st): State<AppState>,
     uri: Uri,

@@ -181,11 +181,11 @@ async fn write(
 }
 
 #[utoipa::path(get, path = "/kv-store/keys/{key}", tag = "compat", params(("key" = String, Path, min_length = 1, max_length = 50, description = "the key (at most 50 bytes)")),
-    request_body(content = Option<crate::server::openapi::CompatRequest>, content_type = "application/json"),
-    responses((status = 200, description = "the value", body = crate::server::openapi::CompatReply),
-        (status = 400, description = "bad request", body = crate::server::openapi::CompatReply),
-        (status = 404, description = "no such key", body = crate::server::openapi::CompatReply),
-        (status = 503, description = "unable to satisfy request", body = crate::server::openapi::CompatReply)))]
+    request_body(content = Option<crate::server::schema::CompatRequest>, content_type = "application/json"),
+    responses((status = 200, description = "the value", body = crate::server::schema::CompatReply),
+        (status = 400, description = "bad request", body = crate::server::schema::CompatReply),
+        (status = 404, description = "no such key", body = crate::server::schema::CompatReply),
+        (status = 503, description = "unable to satisfy request", body = crate::server::schema::CompatReply)))]
 pub async fn get_key(
     State(st): State<AppState>,
     uri: Uri,
@@ -214,14 +214,14 @@ pub async fn get_key(
 }
 
 #[utoipa::path(put, path = "/kv-store/keys/{key}", tag = "compat", params(("key" = String, Path, min_length = 1, max_length = 50, description = "the key (at most 50 bytes)")),
-    request_body(content = crate::server::openapi::CompatRequest, content_type = "application/json"),
-    responses((status = 200, description = "updated", body = crate::server::openapi::CompatReply),
-        (status = 201, description = "added", body = crate::server::openapi::CompatReply),
-        (status = 400, description = "bad request", body = crate::server::openapi::CompatReply),
-        (status = 409, description = "too many siblings", body = crate::server::openapi::CompatReply),
-        (status = 413, description = "too large", body = crate::server::openapi::CompatReply),
-        (status = 503, description = "unable to satisfy request", body = crate::server::openapi::CompatReply),
-        (status = 507, description = "disk full", body = crate::server::openapi::CompatReply)))]
+    request_body(content = crate::server::schema::CompatRequest, content_type = "application/json"),
+    responses((status = 200, description = "updated", body = crate::server::schema::CompatReply),
+        (status = 201, description = "added", body = crate::server::schema::CompatReply),
+        (status = 400, description = "bad request", body = crate::server::schema::CompatReply),
+        (status = 409, description = "too many siblings", body = crate::server::schema::CompatReply),
+        (status = 413, description = "too large", body = crate::server::schema::CompatReply),
+        (status = 503, description = "unable to satisfy request", body = crate::server::schema::CompatReply),
+        (status = 507, description = "disk full", body = crate::server::schema::CompatReply)))]
 pub async fn put_key(
     State(st): State<AppState>,
     uri: Uri,
@@ -253,13 +253,13 @@ pub async fn put_key(
 }
 
 #[utoipa::path(delete, path = "/kv-store/keys/{key}", tag = "compat", params(("key" = String, Path, min_length = 1, max_length = 50, description = "the key (at most 50 bytes)")),
-    request_body(content = Option<crate::server::openapi::CompatRequest>, content_type = "application/json"),
-    responses((status = 200, description = "deleted", body = crate::server::openapi::CompatReply),
-        (status = 400, description = "bad request", body = crate::server::openapi::CompatReply),
-        (status = 404, description = "no such key", body = crate::server::openapi::CompatReply),
-        (status = 409, description = "too many siblings", body = crate::server::openapi::CompatReply),
-        (status = 503, description = "unable to satisfy request", body = crate::server::openapi::CompatReply),
-        (status = 507, description = "disk full", body = crate::server::openapi::CompatReply)))]
+    request_body(content = Option<crate::server::schema::CompatRequest>, content_type = "application/json"),
+    responses((status = 200, description = "deleted", body = crate::server::schema::CompatReply),
+        (status = 400, description = "bad request", body = crate::server::schema::CompatReply),
+        (status = 404, description = "no such key", body = crate::server::schema::CompatReply),
+        (status = 409, description = "too many siblings", body = crate::server::schema::CompatReply),
+        (status = 503, description = "unable to satisfy request", body = crate::server::schema::CompatReply),
+        (status = 507, description = "disk full", body = crate::server::schema::CompatReply)))]
 pub async fn delete_key(
     State(st): State<AppState>,
     uri: Uri,
@@ -291,9 +291,9 @@ async fn count(st: &AppState, shard: u32) -> Result<u64, ReqError> {
 }
 
 #[utoipa::path(get, path = "/kv-store/key-count", tag = "compat",
-    responses((status = 200, description = "keys in this node's shard", body = crate::server::openapi::CompatReply),
-        (status = 400, description = "bad request", body = crate::server::openapi::CompatReply),
-        (status = 503, description = "unable to satisfy request", body = crate::server::openapi::CompatReply)))]
+    responses((status = 200, description = "keys in this node's shard", body = crate::server::schema::CompatReply),
+        (status = 400, description = "bad request", body = crate::server::schema::CompatReply),
+        (status = 503, description = "unable to satisfy request", body = crate::server::schema::CompatReply)))]
 pub async fn key_count(State(st): State<AppState>, uri: Uri) -> Response {
     if let Err(e) = parse_query(uri.query(), &[]) {
         return e.into_response();
@@ -315,7 +315,7 @@ pub async fn key_count(State(st): State<AppState>, uri: Uri) -> Response {
 }
 
 #[utoipa::path(get, path = "/kv-store/shards", tag = "compat",
-    responses((status = 200, description = "the shard ids", body = crate::server::openapi::CompatReply)))]
+    responses((status = 200, description = "the shard ids", body = crate::server::schema::CompatReply)))]
 pub async fn shards(State(st): State<AppState>) -> Response {
     let ids: Vec<String> = (0..st.node.view().shard_count())
         .map(|s| s.to_string())
@@ -328,9 +328,9 @@ pub async fn shards(State(st): State<AppState>) -> Response {
 
 #[utoipa::path(get, path = "/kv-store/shards/{id}", tag = "compat",
     params(("id" = String, Path, description = "a shard id")),
-    responses((status = 200, description = "the shard's replicas and key count", body = crate::server::openapi::CompatReply),
-        (status = 404, description = "no such shard", body = crate::server::openapi::CompatReply),
-        (status = 503, description = "unable to satisfy request", body = crate::server::openapi::CompatReply)))]
+    responses((status = 200, description = "the shard's replicas and key count", body = crate::server::schema::CompatReply),
+        (status = 404, description = "no such shard", body = crate::server::schema::CompatReply),
+        (status = 503, description = "unable to satisfy request", body = crate::server::schema::CompatReply)))]
 pub async fn shard(State(st): State<AppState>, Path(id): Path<String>) -> Response {
     let view = st.node.view();
     let Some(shard) = id.parse::<u32>().ok().filter(|s| *s < view.shard_count()) else {

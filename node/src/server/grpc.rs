@@ -17,9 +17,9 @@
 use super::app::{AppState, decode_context, req_error, unexpected};
 use super::auth::{Tokens, authorize, required_role};
 use super::batch::{self, MAX_BATCH_BYTES, too_large};
-use super::http::parse_quorum;
 use super::http_server::{HttpLimits, StallLimited};
 use super::input::ApiError;
+use super::input::parse_quorum;
 use super::listing::{self, check_limit, encode_cursor};
 use super::tls::NodeTls;
 use super::transport::Accepted;

@@ -9,11 +9,9 @@
 // The header names are part of this module's surface (the CLI and tests name them from here).
 use super::app::{AppState, MAX_JSON_BYTES, decode_context, req_error, unexpected, with_headers};
 pub use super::app::{CONTEXT_HEADER, DOT_HEADER, SERVED_BY_HEADER};
-use super::backup;
-use super::batch;
-use super::compat;
-use super::input::{ApiError, json_body, parse_query, percent_decode, read_body, text};
-use super::listing;
+use super::input::{
+    ApiError, json_body, parse_query, parse_quorum, percent_decode, read_body, text,
+};
 use super::membership;
 use super::planted;
 use super::values::{dot_token, render_read, select_vtag};
@@ -23,40 +21,10 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use bytes::Bytes;
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
-
-/// The whole HTTP surface of a node.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
-        .route("/v1/kv", get(listing::kv_list))
-        .route("/v1/batch", post(batch::batch))
-        .route("/v1/openapi.json", get(super::openapi::openapi_json))
-        .route("/v1/cluster", get(cluster))
-        .route("/v1/context/merge", post(merge_contexts))
-        .route("/v1/admin/aae/pull", post(aae_pull))
-        .route("/v1/admin/backup", get(backup::backup_page))
-        .route("/v1/admin/restore", post(backup::restore_page))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(compat::routes())
-        .merge(membership::routes())
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not found", "no such route") })
-        .method_not_allowed_fallback(|method: Method| async move {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed",
-                format!("{method} is not supported on this route"),
-            )
-        })
-        .layer(axum::middleware::from_fn(track))
-        .with_state(state)
-}
 
 /// The request counter and latency histogram of one (route, method, status).
 struct RouteMetrics {
@@ -74,7 +42,7 @@ thread_local! {
 }
 
 /// Counts requests and records latency by route, method and status.
-async fn track(req: Request, next: Next) -> Response {
+pub(super) async fn track(req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
     let started = Instant::now();
@@ -149,13 +117,6 @@ fn quorum(q: Option<&Vec<u8>>, name: &str) -> Result<Quorum, ApiError> {
     }
 }
 
-/// Parses the quorum parameter `name` (`r` or `w`): a number, `quorum` or `all`.
-pub fn parse_quorum(t: &str, name: &str) -> Result<Quorum, ApiError> {
-    Quorum::parse(t).ok_or_else(|| {
-        ApiError::bad_request(format!("{name} must be a number, quorum or all; got {t:?}"))
-    })
-}
-
 fn wants_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -173,13 +134,13 @@ fn wants_json(headers: &HeaderMap) -> bool {
     responses(
         (status = 200, description = "the value", content(
             (Vec<u8> = "application/octet-stream"),
-            (crate::server::openapi::ReadJson = "application/json"))),
+            (crate::server::schema::ReadJson = "application/json"))),
         (status = 300, description = "siblings", content(
             (Vec<u8> = "multipart/mixed"),
-            (crate::server::openapi::ReadJson = "application/json"))),
-        (status = 400, description = "bad request", body = crate::server::openapi::ErrorBody),
-        (status = 404, description = "no live value", body = crate::server::openapi::NotFound),
-        (status = 503, description = "no replica could answer", body = crate::server::openapi::ErrorBody)))]
+            (crate::server::schema::ReadJson = "application/json"))),
+        (status = 400, description = "bad request", body = crate::server::schema::ErrorBody),
+        (status = 404, description = "no live value", body = crate::server::schema::NotFound),
+        (status = 503, description = "no replica could answer", body = crate::server::schema::ErrorBody)))]
 pub async fn kv_get(
     State(st): State<AppState>,
     uri: Uri,
@@ -223,11 +184,11 @@ pub async fn kv_get(
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
         (status = 204, description = "written"),
-        (status = 400, description = "bad request", body = crate::server::openapi::ErrorBody),
-        (status = 409, description = "too many siblings", body = crate::server::openapi::ErrorBody),
-        (status = 413, description = "value too large", body = crate::server::openapi::ErrorBody),
-        (status = 503, description = "not enough replicas acknowledged (indeterminate)", body = crate::server::openapi::ErrorBody),
-        (status = 507, description = "disk full", body = crate::server::openapi::ErrorBody)))]
+        (status = 400, description = "bad request", body = crate::server::schema::ErrorBody),
+        (status = 409, description = "too many siblings", body = crate::server::schema::ErrorBody),
+        (status = 413, description = "value too large", body = crate::server::schema::ErrorBody),
+        (status = 503, description = "not enough replicas acknowledged (indeterminate)", body = crate::server::schema::ErrorBody),
+        (status = 507, description = "disk full", body = crate::server::schema::ErrorBody)))]
 pub async fn kv_put(
     State(st): State<AppState>,
     uri: Uri,
@@ -253,10 +214,10 @@ pub async fn kv_put(
         ("X-Causal-Context" = Option<String>, Header, description = "causal-context token of the session")),
     responses(
         (status = 204, description = "deleted"),
-        (status = 400, description = "bad request", body = crate::server::openapi::ErrorBody),
-        (status = 409, description = "too many siblings", body = crate::server::openapi::ErrorBody),
-        (status = 503, description = "not enough replicas acknowledged (indeterminate)", body = crate::server::openapi::ErrorBody),
-        (status = 507, description = "disk full", body = crate::server::openapi::ErrorBody)))]
+        (status = 400, description = "bad request", body = crate::server::schema::ErrorBody),
+        (status = 409, description = "too many siblings", body = crate::server::schema::ErrorBody),
+        (status = 503, description = "not enough replicas acknowledged (indeterminate)", body = crate::server::schema::ErrorBody),
+        (status = 507, description = "disk full", body = crate::server::schema::ErrorBody)))]
 pub async fn kv_delete(
     State(st): State<AppState>,
     uri: Uri,
@@ -321,7 +282,7 @@ pub fn encode_component(b: &[u8]) -> String {
 /// `GET /v1/cluster[?scope=local|cluster]`: this node's view (epoch, members, shards and their
 /// partitions) and status; with `scope=cluster` (the default) also every member's epoch and
 /// handoff state, asked concurrently (an unreachable member is listed as such).
-async fn cluster(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+pub(super) async fn cluster(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let q = parse_query(uri.query(), &["scope"])?;
     let fan_out = match q.get("scope").map(Vec::as_slice) {
         None | Some(b"cluster") => true,
@@ -406,9 +367,9 @@ pub struct MergeRequest {
 #[utoipa::path(post, path = "/v1/context/merge", tag = "kv",
     request_body = MergeRequest,
     responses(
-        (status = 200, description = "the merged token", body = crate::server::openapi::MergedContext),
-        (status = 400, description = "bad request", body = crate::server::openapi::ErrorBody),
-        (status = 413, description = "body too large", body = crate::server::openapi::ErrorBody)))]
+        (status = 200, description = "the merged token", body = crate::server::schema::MergedContext),
+        (status = 400, description = "bad request", body = crate::server::schema::ErrorBody),
+        (status = 413, description = "body too large", body = crate::server::schema::ErrorBody)))]
 pub async fn merge_contexts(
     uri: Uri,
     headers: HeaderMap,
@@ -428,7 +389,7 @@ struct PullRequest {
 
 /// `POST /v1/admin/aae/pull` `{"peer": "host:port"}`: one anti-entropy exchange with a replica of
 /// this node's shard, now.
-async fn aae_pull(
+pub(super) async fn aae_pull(
     State(st): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
@@ -457,7 +418,7 @@ async fn aae_pull(
 /// Liveness: the process answers HTTP. It never asks the core, so a node that is starting,
 /// waiting to join or overloaded still answers 200.
 #[utoipa::path(get, path = "/healthz", tag = "health", security(()),
-    responses((status = 200, description = "the process is up", body = crate::server::openapi::Health)))]
+    responses((status = 200, description = "the process is up", body = crate::server::schema::Health)))]
 pub async fn healthz(State(st): State<AppState>) -> Response {
     Json(serde_json::json!({"status": "ok", "node": st.node.me, "instance": *st.instance}))
         .into_response()
@@ -501,8 +462,8 @@ async fn not_ready(st: &AppState) -> Option<String> {
 /// server answering on the same port.
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()),
     responses(
-        (status = 200, description = "ready to serve keys", body = crate::server::openapi::Ready),
-        (status = 503, description = "not ready, and why", body = crate::server::openapi::Ready)))]
+        (status = 200, description = "ready to serve keys", body = crate::server::schema::Ready),
+        (status = 503, description = "not ready, and why", body = crate::server::schema::Ready)))]
 pub async fn readyz(State(st): State<AppState>) -> Response {
     let (node, instance) = (&st.node.me, &*st.instance);
     match not_ready(&st).await {
@@ -522,7 +483,7 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(st): State<AppState>) -> Response {
+pub(super) async fn metrics(State(st): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         st.prometheus.render(),

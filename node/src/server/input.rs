@@ -34,7 +34,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = super::openapi::ErrorBody {
+        let body = super::schema::ErrorBody {
             error: self.error,
             detail: &self.detail,
         };
@@ -161,4 +161,11 @@ pub async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<By
             }
         }
     }
+}
+
+/// Parses the quorum parameter `name` (`r` or `w`): a number, `quorum` or `all`.
+pub fn parse_quorum(t: &str, name: &str) -> Result<crate::core::Quorum, ApiError> {
+    crate::core::Quorum::parse(t).ok_or_else(|| {
+        ApiError::bad_request(format!("{name} must be a number, quorum or all; got {t:?}"))
+    })
 }

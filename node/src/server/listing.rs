@@ -118,9 +118,9 @@ pub fn list_op(
         ("after" = Option<String>, Query, description = "the `next` of the previous page"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "page size, 1..=1000 (default 100)")),
     responses(
-        (status = 200, description = "a page", body = crate::server::openapi::ListPage),
-        (status = 400, description = "bad request", body = crate::server::openapi::ErrorBody),
-        (status = 503, description = "a shard could not answer", body = crate::server::openapi::ErrorBody)))]
+        (status = 200, description = "a page", body = crate::server::schema::ListPage),
+        (status = 400, description = "bad request", body = crate::server::schema::ErrorBody),
+        (status = 503, description = "a shard could not answer", body = crate::server::schema::ErrorBody)))]
 pub async fn kv_list(State(st): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let q = parse_query(uri.query(), &["start", "end", "prefix", "after", "limit"])?;
     let limit = page_limit(q.get("limit").map(|v| &v[..]), DEFAULT_LIST_LIMIT)?;

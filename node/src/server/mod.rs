@@ -28,6 +28,8 @@ pub mod membership;
 pub mod metrics;
 pub mod openapi;
 pub mod planted;
+pub mod routes;
+pub mod schema;
 pub mod seal;
 pub mod storage;
 pub mod tls;
@@ -201,7 +203,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         );
         tokio::spawn(serving)
     });
-    let mut app = http::router(state).merge(ui::routes());
+    let mut app = routes::router(state).merge(ui::routes());
     if let Some(tokens) = protection.tokens {
         tokens.clone().watch();
         app = app.layer(axum::middleware::from_fn_with_state(tokens, auth::require));
