@@ -28,6 +28,9 @@ const PROBE_EVERY: Duration = Duration::from_millis(100);
 const CHILD_LOG: &str = "warn";
 
 /// Options of `causeway cluster`.
+/// Without `--grpc-base-port`, node *i*'s gRPC port is its HTTP port plus this.
+const GRPC_PORT_OFFSET: u16 = 1000;
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClusterArgs {
     /// Number of nodes
@@ -43,8 +46,9 @@ pub struct ClusterArgs {
     #[arg(long, default_value_t = 8080)]
     pub base_port: u16,
     /// Port of the first node's gRPC API (docs/grpc.md); the others follow; 0 for no gRPC
-    #[arg(long, default_value_t = 9080)]
-    pub grpc_base_port: u16,
+    /// [default: --base-port + 1000, so clusters on different base ports never collide]
+    #[arg(long)]
+    pub grpc_base_port: Option<u16>,
     /// Durability of acknowledged writes: always, batch or never
     #[arg(long, default_value = "batch")]
     pub sync: String,
@@ -336,7 +340,20 @@ pub async fn run(args: ClusterArgs, logs: ChildLogs) -> anyhow::Result<()> {
         bail!("--base-port must not be 0");
     }
     let addrs = ports(args.base_port, "--base-port")?;
-    let grpc = match args.grpc_base_port {
+    let grpc_base = match args.grpc_base_port {
+        Some(p) => p,
+        None => args
+            .base_port
+            .checked_add(GRPC_PORT_OFFSET)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--base-port {} leaves no room for gRPC ports {GRPC_PORT_OFFSET} above it: \
+                 choose a lower --base-port or set --grpc-base-port (0 for none)",
+                    args.base_port
+                )
+            })?,
+    };
+    let grpc = match grpc_base {
         0 => Vec::new(),
         base => ports(base, "--grpc-base-port")?,
     };
