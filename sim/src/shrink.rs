@@ -149,17 +149,7 @@ impl Search {
         });
         self.plan.sessions = mask_sessions(&plan, &keep);
         let plan = self.plan.clone();
-        let items: Vec<(usize, bool, usize)> = plan
-            .sessions
-            .iter()
-            .enumerate()
-            .flat_map(|(s, sp)| {
-                (0..sp.ops.len())
-                    .map(move |i| (s, false, i))
-                    .chain((0..sp.probe.len()).map(move |i| (s, true, i)))
-            })
-            .collect();
-        let items = ddmin(items, left(self), |o| {
+        let items = ddmin(op_ids(&plan), left(self), |o| {
             self.fails_with(&self.base.clone(), &keep_ops(&plan, o))
         });
         self.plan = keep_ops(&plan, &items);
