@@ -26,7 +26,11 @@
 //! connection fed by a bounded queue ([`PEER_QUEUE`] messages); when it is full, messages are
 //! dropped and counted — the core retries replication and fails forwards over, so a slow or dead
 //! peer costs bounded memory. Connections are re-established with exponential backoff (up to
-//! [`MAX_BACKOFF`]). Inbound links push messages into the driver's bounded queue and so exert
+//! [`MAX_BACKOFF`]). An outbound socket carries `TCP_USER_TIMEOUT` = [`UNACKED_TIMEOUT`]: data the
+//! peer has not acknowledged for that long aborts the connection, so a link black-holed by a
+//! partition is redialled within seconds of the heal instead of waiting out the kernel's
+//! retransmission backoff (which reaches tens of seconds after a long cut, and ends the
+//! connection only after ~15 minutes). Inbound links push messages into the driver's bounded queue and so exert
 //! back-pressure on the sender through TCP.
 
 use super::inbox::Event;
@@ -62,6 +66,18 @@ pub const PEER_QUEUE: usize = 8192;
 pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const MIN_BACKOFF: Duration = Duration::from_millis(20);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest an outbound link's sent data may stay unacknowledged before the kernel aborts the
+/// connection (`TCP_USER_TIMEOUT`). Live peers acknowledge within milliseconds, and members ping
+/// every tick, so only a dead or cut-off peer ever reaches it.
+pub const UNACKED_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects to a peer: a TCP socket without Nagle's delay and with [`UNACKED_TIMEOUT`].
+pub async fn dial_tcp(to: &str) -> std::io::Result<TcpStream> {
+    let tcp = TcpStream::connect(to).await?;
+    tcp.set_nodelay(true)?;
+    socket2::SockRef::from(&tcp).set_tcp_user_timeout(Some(UNACKED_TIMEOUT))?;
+    Ok(tcp)
+}
 /// How long an accepted connection may stay silent before it is classified as HTTP.
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
 /// First byte of a TLS handshake record.
@@ -184,8 +200,7 @@ async fn run_link(me: NodeId, to: NodeId, security: PeerSecurity, mut rx: mpsc::
             return;
         }
         let connect = async {
-            let tcp = TcpStream::connect(&to).await?;
-            let _ = tcp.set_nodelay(true);
+            let tcp = dial_tcp(&to).await?;
             match &security {
                 PeerSecurity::Plain => Ok(Link::Plain(tcp)),
                 PeerSecurity::Tls(tls) => dial_tls(tls, &to, tcp)
@@ -767,5 +782,25 @@ async fn handshake(
             let conn = Conn::Tls(Box::new(stream));
             Some(Accepted { conn, info, permit })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dialled peer socket aborts after [`UNACKED_TIMEOUT`] of unacknowledged data (the
+    /// kernel enforces it; this checks the option reached the socket) and sends at once.
+    #[tokio::test]
+    async fn a_dialled_peer_socket_gives_up_on_unacknowledged_data() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let tcp = dial_tcp(&addr).await.expect("dial");
+        let sock = socket2::SockRef::from(&tcp);
+        assert_eq!(
+            sock.tcp_user_timeout().expect("getsockopt"),
+            Some(UNACKED_TIMEOUT)
+        );
+        assert!(tcp.nodelay().expect("nodelay"));
     }
 }
