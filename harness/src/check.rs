@@ -208,6 +208,16 @@ pub fn check(h: &History, enabled: &[Checker], complete_registry: bool) -> Vec<V
     if on(Checker::Token) {
         token_size(h, &mut out);
     }
+    if on(Checker::Linearizable)
+        && let Err(v) = crate::linearizable::check(&h.strong)
+    {
+        out.push(Violation {
+            checker: Checker::Linearizable,
+            key: String::from_utf8_lossy(&v.key).into_owned(),
+            ops: Vec::new(),
+            detail: v.explanation,
+        });
+    }
     out
 }
 

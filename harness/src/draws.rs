@@ -42,6 +42,8 @@ pub enum Purpose {
     Tear = 9,
     /// Simulator: the member a membership request without a named target goes to (entity: 0).
     Pick = 10,
+    /// Simulator: a strong-key client's choices of node, key and pause (entity: client).
+    Strong = 11,
 }
 
 /// The entity id of the directed link `from → to`.

@@ -167,6 +167,10 @@ pub struct History {
     /// Liveness problems the driver saw when the run ended: a node that never learned the final
     /// view, or never settled its handoffs (retained or awaited partitions), within the bound.
     pub unsettled: Vec<String>,
+    /// Every strong-key operation, in invocation order ([`Checker::Linearizable`] judges them).
+    ///
+    /// [`Checker::Linearizable`]: crate::scenario::Checker::Linearizable
+    pub strong: Vec<crate::linearizable::StrongOp>,
 }
 
 impl History {

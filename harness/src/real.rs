@@ -144,6 +144,7 @@ pub fn build(
         writes,
         finals,
         unsettled: Vec::new(),
+        strong: Vec::new(),
         nodes,
     })
 }

@@ -31,19 +31,23 @@ pub enum Checker {
     /// Opt-in (not in [`Checker::ALL`]): a node that loses its disk or its counter rightly
     /// starts a new lineage.
     Token,
+    /// Linearizability of the strong-key history (`crate::linearizable::check`); passes
+    /// trivially in scenarios without strong clients.
+    Linearizable,
     /// A core invariant (`Node::check_invariants`) broken during the run. Always enforced by the
     /// simulator, which stops the run at the event that broke it; never listed in a scenario.
     Invariant,
 }
 
 impl Checker {
-    pub const ALL: [Checker; 6] = [
+    pub const ALL: [Checker; 7] = [
         Checker::G1,
         Checker::G2,
         Checker::G3,
         Checker::G4,
         Checker::G6,
         Checker::G7,
+        Checker::Linearizable,
     ];
 }
 
@@ -64,6 +68,9 @@ pub struct Scenario {
     #[serde(default)]
     pub phases: Phases,
     pub workload: Workload,
+    /// Strong-key clients running beside the causal workload (none when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strong: Option<StrongWorkload>,
     #[serde(default)]
     pub net: Net,
     #[serde(default)]
@@ -205,6 +212,42 @@ pub struct Workload {
     /// sessions moving while requests to an unreachable shard wait out the core's timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+}
+
+/// What strong-key clients do ([`StrongWorkload::pattern`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StrongPattern {
+    /// A contended counter: read the version, then compare-and-set the next value on it.
+    Counter,
+    /// A lock: acquire with `If-None-Match: *`, release with a delete `If-Match` the version
+    /// the acquire wrote.
+    Lock,
+    /// Unique names: create keys with `If-None-Match: *`, read them now and then.
+    Unique,
+}
+
+/// Strong-key clients: each issues one strong operation at a time to a random node (any node
+/// proxies), recorded as a `linearizable::StrongOp` and judged by [`Checker::Linearizable`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StrongWorkload {
+    pub clients: usize,
+    /// Strong keys (`sk<i>`).
+    pub keys: u32,
+    /// Operations each client issues during chaos (fewer if chaos ends first).
+    pub ops_per_client: usize,
+    pub pattern: StrongPattern,
+    #[serde(default = "default_think")]
+    pub think_ms: [u64; 2],
+    /// How long a client waits for an answer, ms (then a write is indeterminate and a read is
+    /// left out). Default: the core's strong round deadline plus the proxy's slack and a second.
+    #[serde(default = "default_strong_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_strong_timeout() -> u64 {
+    3_500
 }
 
 fn default_think() -> [u64; 2] {
@@ -415,6 +458,13 @@ impl Scenario {
             return Err(
                 "blind_writes, blind_deletes and merge_contexts are probabilities within [0, 1]"
                     .into(),
+            );
+        }
+        if let Some(s) = &self.strong
+            && (s.clients == 0 || s.keys == 0 || s.timeout_ms == 0 || s.think_ms[0] > s.think_ms[1])
+        {
+            return Err(
+                "strong needs clients, keys and timeout_ms >= 1 and think_ms [min, max]".into(),
             );
         }
         let positive = |x: Option<f64>| x.is_none_or(|x| x > 0.0 && x.is_finite());

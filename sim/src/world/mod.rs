@@ -21,6 +21,7 @@ mod net;
 mod registry;
 mod settle;
 mod slot;
+mod strong;
 
 use crate::disk::SimDisk;
 use bytes::Bytes;
@@ -72,6 +73,12 @@ enum Event {
     },
     Fault(usize),
     Session(usize),
+    /// A strong-key client issues its next operation.
+    Strong(usize),
+    StrongTimeout {
+        client: usize,
+        op: usize,
+    },
     ClientTimeout {
         session: usize,
         op: u64,
@@ -192,6 +199,9 @@ pub struct World<'a, A: FnMut(u64)> {
     queue: BinaryHeap<Scheduled>,
     slots: Vec<Slot>,
     sessions: Vec<Session>,
+    strong: Vec<strong::StrongClient>,
+    /// Strong operations awaiting an answer: index in `history.strong` -> client.
+    strong_pending: BTreeMap<usize, usize>,
     clogged: BTreeSet<(usize, usize)>,
     loss: f64,
     dup: f64,
@@ -274,6 +284,10 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
             queue: BinaryHeap::new(),
             slots,
             sessions: plan.sessions.iter().map(|_| Session::default()).collect(),
+            strong: (0..scenario.strong.as_ref().map_or(0, |s| s.clients))
+                .map(|_| strong::StrongClient::default())
+                .collect(),
+            strong_pending: BTreeMap::new(),
             clogged: BTreeSet::new(),
             loss: scenario.net.loss,
             dup: scenario.net.dup,
@@ -316,6 +330,7 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
             let first = self.plan.sessions[s].ops.first();
             self.schedule(first.map_or(0, |o| o.issue_at(0)), Event::Session(s));
         }
+        self.start_strong();
         self.schedule(self.chaos_end, Event::Heal);
         while let Some(Scheduled { at, event, .. }) = self.queue.pop() {
             self.now = at;
@@ -326,6 +341,7 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
             }
         }
         self.capture_finals();
+        self.finish_strong();
         for slot in &self.slots {
             if let Some(node) = &slot.node {
                 let st = node.status();
@@ -408,6 +424,8 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
             Event::Tick { node, generation } => self.tick(node, generation),
             Event::Fault(i) => self.fault(self.plan.faults[i].fault.clone()),
             Event::Session(s) => self.session_next(s),
+            Event::Strong(c) => self.strong_next(c),
+            Event::StrongTimeout { client, op } => self.strong_timeout(client, op),
             Event::ClientTimeout { session, op } => {
                 if self.sessions[session].current == Some(op) {
                     let node = self.history.ops[op as usize].node;

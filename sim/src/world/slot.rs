@@ -211,6 +211,8 @@ impl<A: FnMut(u64)> World<'_, A> {
         for reply in turn.replies {
             if reply.id >= ADMIN_BASE {
                 self.admin_reply(reply.id, reply.result);
+            } else if reply.id >= strong::STRONG_BASE {
+                self.strong_reply(reply.id, reply.result);
             } else if let Some(s) = self.slots[n].pending.remove(&reply.id) {
                 self.note_replier(n, reply.id);
                 let o = self.history.ops[reply.id as usize].outcome_of(reply.result);
@@ -300,6 +302,7 @@ impl<A: FnMut(u64)> World<'_, A> {
                 format!("membership request {} lost: n{n} crashed", id - ADMIN_BASE)
             });
         }
+        self.strong_crashed(n);
         let slot = &mut self.slots[n];
         for (op, s) in std::mem::take(&mut slot.pending) {
             let o =

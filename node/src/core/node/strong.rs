@@ -163,6 +163,8 @@ impl<S: Storage> Node<S> {
             deadline: self.now + self.cfg.quorum_timeout,
             highest_seen: Ballot::ZERO,
             attempts: 0,
+            tag: rid,
+            applied_to: None,
         };
         self.strong.rounds.insert(rid, round);
         self.prepare_round(rid);
@@ -374,6 +376,11 @@ impl<S: Storage> Node<S> {
         match step {
             Step::Wait => {}
             Step::SendAccept(state) => self.send_accepts(rid, state),
+            Step::Indeterminate => {
+                let r = self.strong.rounds.remove(&rid).expect("a round gave up");
+                let why = "the write was retried after concurrent writes and may have taken effect";
+                self.finish(r.origin, Err(ReqError::Unavailable(why.into())));
+            }
             Step::Decided(outcome) => {
                 let r = self.strong.rounds.remove(&rid).expect("a round decided");
                 self.probes.hit(crate::core::Probe::StrongDecided);

@@ -72,6 +72,7 @@ mod tests {
         let s = StrongState {
             value: None,
             version: 3,
+            recent: Vec::new(),
         };
         assert_eq!(accept(&mut rec, b(2), s.clone()), Ok(()));
         assert_eq!(prepare(&mut rec, b(3)), Ok(Some((b(2), s))));

@@ -41,7 +41,15 @@ impl Ballot {
 pub struct StrongState {
     pub value: Option<Bytes>,
     pub version: u64,
+    /// The tags of the last [`RECENT`] writes with the versions they made, newest last: a
+    /// proposer that retries after sending accepts finds here whether its write already took
+    /// effect (so no write is applied twice).
+    #[serde(default)]
+    pub recent: Vec<(u64, u64)>,
 }
+
+/// How many recent write tags a state keeps.
+pub const RECENT: usize = 8;
 
 /// A write's precondition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,7 +89,7 @@ pub enum StrongOutcome {
 
 /// The change function of a round: the state to have accepted and the answer to give.
 /// Reads and failed preconditions leave the state as it is.
-pub fn apply(call: &StrongCall, state: &StrongState) -> (StrongState, StrongOutcome) {
+pub fn apply(call: &StrongCall, state: &StrongState, tag: u64) -> (StrongState, StrongOutcome) {
     let holds = |cond: &Cond| match cond {
         Cond::Always => true,
         Cond::IfVersion(v) => state.version == *v,
@@ -89,10 +97,17 @@ pub fn apply(call: &StrongCall, state: &StrongState) -> (StrongState, StrongOutc
     };
     let write = |value: Option<Bytes>| {
         let version = state.version + 1;
-        (
-            StrongState { value, version },
-            StrongOutcome::Written { version },
-        )
+        let mut recent = state.recent.clone();
+        recent.push((tag, version));
+        if recent.len() > RECENT {
+            recent.remove(0);
+        }
+        let next = StrongState {
+            value,
+            version,
+            recent,
+        };
+        (next, StrongOutcome::Written { version })
     };
     let refuse = || {
         let version = state.version;
@@ -120,6 +135,7 @@ mod tests {
         StrongState {
             value: value.map(|v| Bytes::from(v.to_string())),
             version,
+            recent: Vec::new(),
         }
     }
 
@@ -130,24 +146,30 @@ mod tests {
             cond,
         };
         assert_eq!(
-            apply(&put(Cond::Always), &st(None, 0)),
-            (st(Some("x"), 1), StrongOutcome::Written { version: 1 })
+            apply(&put(Cond::Always), &st(None, 0), 9),
+            (
+                StrongState {
+                    recent: vec![(9, 1)],
+                    ..st(Some("x"), 1)
+                },
+                StrongOutcome::Written { version: 1 }
+            )
         );
         assert_eq!(
-            apply(&put(Cond::IfVersion(2)), &st(Some("a"), 3)),
+            apply(&put(Cond::IfVersion(2)), &st(Some("a"), 3), 9),
             (
                 st(Some("a"), 3),
                 StrongOutcome::PreconditionFailed { version: 3 }
             )
         );
         assert_eq!(
-            apply(&put(Cond::IfAbsent), &st(None, 4)).1,
+            apply(&put(Cond::IfAbsent), &st(None, 4), 9).1,
             StrongOutcome::Written { version: 5 }
         );
         let del = StrongCall::Delete { cond: Cond::Always };
-        assert_eq!(apply(&del, &st(None, 5)).0, st(None, 6));
+        assert_eq!(apply(&del, &st(None, 5), 9).0.version, 6);
         assert_eq!(
-            apply(&StrongCall::Get, &st(Some("a"), 2)).1,
+            apply(&StrongCall::Get, &st(Some("a"), 2), 9).1,
             StrongOutcome::Read {
                 value: Some(Bytes::from_static(b"a")),
                 version: 2

@@ -47,6 +47,11 @@ pub struct Round {
     pub highest_seen: Ballot,
     /// Attempts started (for the backoff and the 503's detail).
     pub attempts: u32,
+    /// This operation's write tag (unique per operation; see [`StrongState::recent`]).
+    pub tag: u64,
+    /// Once accepts of a write were sent: the version the write was applied to. A later
+    /// attempt must not apply it again if it took effect.
+    pub applied_to: Option<u64>,
 }
 
 /// What a round needs done after a reply.
@@ -56,6 +61,8 @@ pub enum Step {
     Wait,
     /// A majority promised: send accepts of this state.
     SendAccept(StrongState),
+    /// A retried write cannot tell whether its earlier accepts took effect: indeterminate.
+    Indeterminate,
     /// A majority accepted: answer the client.
     Decided(StrongOutcome),
     /// Refused by a higher ballot: the round backs off.
@@ -93,7 +100,24 @@ impl Round {
                     return Step::Wait;
                 }
                 let current = best.take().map(|(_, s)| s).unwrap_or_default();
-                let (state, outcome) = apply(&self.call, &current);
+                let mine = current.recent.iter().find(|(t, _)| *t == self.tag);
+                let (state, outcome) = match (self.applied_to, mine) {
+                    // The earlier attempt's write took effect: finish with the state as it is.
+                    (Some(_), Some(&(_, version))) => {
+                        (current.clone(), StrongOutcome::Written { version })
+                    }
+                    // Writes since the one this write was applied to may have pushed its tag
+                    // out of the recent list: it cannot tell whether it took effect.
+                    (Some(base), None)
+                        if current.version.saturating_sub(base) >= super::RECENT as u64 =>
+                    {
+                        return Step::Indeterminate;
+                    }
+                    _ => apply(&self.call, &current, self.tag),
+                };
+                if !matches!(self.call, StrongCall::Get) && self.applied_to.is_none() {
+                    self.applied_to = Some(current.version);
+                }
                 self.phase = Phase::Accept {
                     state: state.clone(),
                     outcome,
@@ -163,6 +187,8 @@ mod tests {
             deadline: Time::ZERO,
             highest_seen: Ballot::ZERO,
             attempts: 1,
+            tag: 77,
+            applied_to: None,
         }
     }
 
@@ -170,6 +196,7 @@ mod tests {
         StrongState {
             value: None,
             version,
+            recent: Vec::new(),
         }
     }
 
@@ -194,6 +221,7 @@ mod tests {
         let want = StrongState {
             value: Some(Bytes::from_static(b"v")),
             version: 5,
+            recent: vec![(77, 5)],
         };
         let step = r.on_promise(&"b".into(), b, Ok(Some((low, st(2)))));
         assert_eq!(step, Step::SendAccept(want));
