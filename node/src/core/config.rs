@@ -75,15 +75,10 @@ pub enum Canary {
     MiscountLiveKeys,
     /// A strong-key proposer takes one promise and one accept as a majority.
     AcceptWithoutMajority,
-    /// A strong-key acceptor keeps its promises in memory only: a restart forgets them.
-    ForgetPromiseOnRestart,
-    /// A strong-key acceptor's accepted answer goes in the Ready's early lists, before the
-    /// accepted state is synced: a crash before the sync forgets an accept that was counted.
-    ReplyBeforeAcceptDurable,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 18] = [
+    pub const ALL: [Canary; 16] = [
         Canary::SkipCausalWait,
         Canary::NoReplicationRetry,
         Canary::NoAntiEntropy,
@@ -100,8 +95,6 @@ impl Canary {
         Canary::ReplyBeforeDurable,
         Canary::MiscountLiveKeys,
         Canary::AcceptWithoutMajority,
-        Canary::ForgetPromiseOnRestart,
-        Canary::ReplyBeforeAcceptDurable,
     ];
 
     pub fn name(self) -> &'static str {
@@ -122,8 +115,6 @@ impl Canary {
             Canary::ReplyBeforeDurable => "reply-before-durable",
             Canary::MiscountLiveKeys => "miscount-live-keys",
             Canary::AcceptWithoutMajority => "accept-without-majority",
-            Canary::ForgetPromiseOnRestart => "forget-promise-on-restart",
-            Canary::ReplyBeforeAcceptDurable => "reply-before-accept-durable",
         }
     }
 

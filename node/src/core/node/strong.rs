@@ -74,8 +74,6 @@ pub(super) struct StrongNode {
     counter: u64,
     reserved: u64,
     rounds: BTreeMap<Rid, Round>,
-    /// Promises kept only in memory (the `forget-promise-on-restart` canary).
-    volatile: BTreeMap<Bytes, Ballot>,
 }
 
 impl StrongNode {
@@ -109,7 +107,6 @@ impl StrongNode {
             counter,
             reserved,
             rounds: BTreeMap::new(),
-            volatile: BTreeMap::new(),
         }
     }
 }
@@ -211,15 +208,10 @@ impl<S: Storage> Node<S> {
     }
 
     fn record(&self, key: &[u8]) -> Record {
-        let mut rec: Record = self
-            .storage
+        self.storage
             .meta_get(&acceptor::record_name(key))
             .and_then(|b| super::decode(&b))
-            .unwrap_or_default();
-        if let Some(b) = self.strong.volatile.get(key) {
-            rec.promised = rec.promised.max(*b);
-        }
-        rec
+            .unwrap_or_default()
     }
 
     fn store_record(&mut self, key: &[u8], rec: &Record) {
@@ -253,11 +245,7 @@ impl<S: Storage> Node<S> {
                 let mut rec = self.record(&key);
                 let result = acceptor::prepare(&mut rec, ballot);
                 if result.is_ok() {
-                    if self.cfg.canary == Some(Canary::ForgetPromiseOnRestart) {
-                        self.strong.volatile.insert(key.clone(), ballot);
-                    } else {
-                        self.store_record(&key, &rec);
-                    }
+                    self.store_record(&key, &rec);
                 }
                 let acceptor = self.strong.identity;
                 let reply = PeerMsg::StrongPromise {
@@ -280,7 +268,6 @@ impl<S: Storage> Node<S> {
                 let mut rec = self.record(&key);
                 let result = acceptor::accept(&mut rec, ballot, state);
                 if result.is_ok() {
-                    self.strong.volatile.remove(&key);
                     self.store_record(&key, &rec);
                 }
                 let acceptor = self.strong.identity;
@@ -290,11 +277,7 @@ impl<S: Storage> Node<S> {
                     acceptor,
                     result,
                 };
-                if self.cfg.canary == Some(Canary::ReplyBeforeAcceptDurable) {
-                    self.out.early_messages.push((from, reply));
-                } else {
-                    self.send(&from, reply);
-                }
+                self.send(&from, reply);
             }
             PeerMsg::StrongPromise {
                 rid,
