@@ -636,6 +636,7 @@ mod tests {
             ],
             finals: BTreeMap::from([(key(), vec![(0, final_set.clone()), (1, final_set)])]),
             unsettled: Vec::new(),
+            strong: Vec::new(),
             nodes: 0,
         }
     }
@@ -743,6 +744,7 @@ mod tests {
             ],
             finals: BTreeMap::new(),
             unsettled: Vec::new(),
+            strong: Vec::new(),
             nodes: 0,
         };
         h.ops.push(get_op(3, 1, vv(&[d]), vec![], vv(&[d])));
@@ -790,6 +792,7 @@ mod tests {
             ],
             finals: BTreeMap::from([(key(), vec![(0, both)])]),
             unsettled: Vec::new(),
+            strong: Vec::new(),
             nodes: 0,
         };
         assert!(checkers(&h, Checker::G2).is_empty());
@@ -822,6 +825,7 @@ mod tests {
             ],
             finals: BTreeMap::from([(key(), vec![(0, both.clone()), (1, both)])]),
             unsettled: Vec::new(),
+            strong: Vec::new(),
             nodes: 0,
         };
         assert_eq!(check(&h, &Checker::ALL, true), Vec::new());
@@ -889,6 +893,7 @@ mod tests {
             ],
             finals: BTreeMap::from([(key(), vec![(0, resurrected)])]),
             unsettled: Vec::new(),
+            strong: Vec::new(),
             nodes: 0,
         };
         let v = checkers(&h, Checker::G6);
@@ -921,6 +926,7 @@ mod tests {
             writes: vec![write(1, a, val("a"), VersionVector::new()), blind],
             finals: BTreeMap::from([(key(), vec![(0, deleted)])]),
             unsettled: Vec::new(),
+            strong: Vec::new(),
             nodes: 0,
         };
         assert_eq!(check(&h, &Checker::ALL, true), Vec::new());
