@@ -123,7 +123,7 @@ mod tests {
     #[test]
     fn encodes_commands_as_arrays_of_bulk_strings() {
         let mut out = Vec::new();
-        encode(&mut out, &[b"SET", b"k", b""]);
+        encode(&mut out, &[&b"SET"[..], &b"k"[..], &b""[..]]);
         assert_eq!(out, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n");
     }
 
@@ -134,11 +134,13 @@ mod tests {
         tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.expect("accept");
             s.write_all(script).await.expect("write");
+            // End of the script: the client sees EOF instead of waiting for more.
+            s.shutdown().await.expect("shutdown");
             let mut sink = Vec::new();
             let _ = s.read_to_end(&mut sink).await;
         });
         let mut c = Conn::connect(&format!("redis://{addr}")).await?;
-        let cmd: &[&[u8]] = &[b"PING"];
+        let cmd: &[&[u8]] = &[&b"PING"[..]];
         c.pipeline(&vec![cmd; cmds]).await
     }
 
