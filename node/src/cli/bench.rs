@@ -8,8 +8,13 @@
 //! - `etcd`: etcd's v3 JSON gateway, `POST /v3/kv/put` `{"key","value"}` (base64) and
 //!   `POST /v3/kv/range` `{"key","serializable":true}` — a serializable get is served locally by
 //!   the member, the closest etcd read to a causeway `r=1` read;
-//! - `ceiling`: any request to the ceiling server, which answers 200 without doing any work.
+//! - `ceiling`: any request to the ceiling server, which answers 200 without doing any work;
+//! - `redis`: RESP2 over one TCP connection per task ([`super::resp`]), `SET key value` and
+//!   `GET key`; with `--redis-wait N`, every SET is followed, in the same pipelined write, by
+//!   `WAIT N TIMEOUT`, and counts as an error unless at least N replicas acknowledged it —
+//!   the closest Redis write to a causeway `w=quorum` write.
 
+use super::resp;
 use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -29,6 +34,7 @@ pub enum Api {
     Causeway,
     Etcd,
     Ceiling,
+    Redis,
 }
 
 /// What the load consists of.
@@ -75,6 +81,12 @@ pub struct BenchArgs {
     /// Read quorum for causeway
     #[arg(long)]
     pub r: Option<Quorum>,
+    /// Redis only: follow every SET with `WAIT N` and require N replica acknowledgements
+    #[arg(long, default_value_t = 0)]
+    pub redis_wait: u32,
+    /// Redis only: the WAIT timeout in milliseconds
+    #[arg(long, default_value_t = 5000)]
+    pub redis_wait_ms: u64,
     /// Bearer token for nodes that require one
     #[arg(long, env = "CAUSEWAY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -117,10 +129,21 @@ enum Call {
 /// counted, never retried.
 struct Target {
     client: causeway_client::Client,
+    /// The target as given (a Redis address for [`Api::Redis`]).
+    addr: String,
     api: Api,
     value: bytes::Bytes,
     w: Option<Quorum>,
     r: Option<Quorum>,
+    /// Replicas a Redis SET must reach (`WAIT`), 0 for none, and the WAIT timeout in ms.
+    redis_wait: (u32, u64),
+}
+
+/// A task's own connection state: a causeway session (HTTP APIs, whose client pools
+/// keep-alive connections) or its own Redis connection.
+enum Link {
+    Http(Session),
+    Resp(resp::Conn),
 }
 
 fn key_name(i: u64) -> String {
@@ -132,7 +155,11 @@ impl Target {
     /// request sends the context of the replies before it, so a put overwrites what the session
     /// has seen instead of piling up siblings. Reads take the raw value (not its JSON form), as
     /// an application reading a value would.
-    async fn call(&self, call: &Call, session: &Session) -> anyhow::Result<()> {
+    async fn call(&self, call: &Call, link: &mut Link) -> anyhow::Result<()> {
+        let session = match link {
+            Link::Http(s) => s,
+            Link::Resp(conn) => return self.call_redis(call, conn).await,
+        };
         let post = |path: &str, body: serde_json::Value| {
             Request::new(causeway_client::Method::POST, path, Retry::Never).json(&body)
         };
@@ -162,6 +189,7 @@ impl Target {
                 });
                 self.client.send(&post("/v3/kv/range", body)).await?
             }
+            (Api::Redis, _) => unreachable!("redis targets have a RESP link"),
             (Api::Etcd, Call::Put(i)) => {
                 let body = serde_json::json!({
                     "key": B64.encode(key_name(*i)),
@@ -179,6 +207,40 @@ impl Target {
     }
 }
 
+impl Target {
+    async fn call_redis(&self, call: &Call, conn: &mut resp::Conn) -> anyhow::Result<()> {
+        let replies = match call {
+            Call::Get(i) => conn.pipeline(&[&[b"GET", key_name(*i).as_bytes()]]).await?,
+            Call::Put(i) => {
+                let key = key_name(*i);
+                let set: &[&[u8]] = &[b"SET", key.as_bytes(), &self.value];
+                let (n, ms) = self.redis_wait;
+                if n == 0 {
+                    conn.pipeline(&[set]).await?
+                } else {
+                    let (n, ms) = (n.to_string(), ms.to_string());
+                    conn.pipeline(&[set, &[b"WAIT", n.as_bytes(), ms.as_bytes()]])
+                        .await?
+                }
+            }
+        };
+        for r in replies {
+            match r {
+                resp::Reply::Error(e) => bail!("redis: {e}"),
+                // The only integer reply of these commands is WAIT's count of replicas.
+                resp::Reply::Integer(acked) if acked < i64::from(self.redis_wait.0) => {
+                    bail!(
+                        "redis: WAIT saw {acked} of {} replicas in time",
+                        self.redis_wait.0
+                    )
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Runs the benchmark described by `args` and returns its summary (also printed).
 pub async fn run(args: BenchArgs) -> anyhow::Result<Summary> {
     if args.concurrency == 0 || args.keys == 0 || args.target.is_empty() {
@@ -187,8 +249,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Summary> {
     let value = bytes::Bytes::from(vec![b'x'; args.value_size]);
     let mut clients = Vec::with_capacity(args.target.len());
     for t in &args.target {
+        // A Redis target (`redis://host:port` or `host:port`) gets an unused HTTP client too,
+        // built from its bare address so the builder accepts it.
         let mut b = causeway_client::Client::builder()
-            .node(t.clone())
+            .node(t.trim_start_matches("redis://").to_string())
             .attempts(1)
             .pool_max_idle_per_host(args.concurrency)
             .timeout(Duration::from_secs(30));
@@ -200,6 +264,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Summary> {
         }
         clients.push(Arc::new(Target {
             client: b.build().context("building the HTTP client")?,
+            addr: t.clone(),
+            redis_wait: (args.redis_wait, args.redis_wait_ms),
             api: args.api,
             value: value.clone(),
             w: args.w,
@@ -260,7 +326,13 @@ async fn drive(args: &BenchArgs, clients: &[Arc<Target>]) -> anyhow::Result<Summ
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
             let (mut errors, mut first_error) = (0u64, None);
             let mut next_load = t as u64;
-            let session = Session::new(client.client.clone());
+            let mut link = match client.api {
+                Api::Redis => match resp::Conn::connect(&client.addr).await {
+                    Ok(c) => Link::Resp(c),
+                    Err(e) => return (hist, 1, Some(format!("{e:#}"))),
+                },
+                _ => Link::Http(Session::new(client.client.clone())),
+            };
             loop {
                 let call = match workload {
                     Workload::Load if next_load >= keys => break,
@@ -277,7 +349,7 @@ async fn drive(args: &BenchArgs, clients: &[Arc<Target>]) -> anyhow::Result<Summ
                     Workload::Mixed => Call::Put(rng.random_range(0..keys)),
                 };
                 let began = Instant::now();
-                match client.call(&call, &session).await {
+                match client.call(&call, &mut link).await {
                     Ok(()) => {
                         let us = began.elapsed().as_micros() as u64;
                         hist.saturating_record(us.max(1));

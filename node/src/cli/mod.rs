@@ -8,6 +8,7 @@ pub mod backup;
 pub mod bench;
 pub mod conn;
 pub mod kv;
+pub mod resp;
 pub mod status;
 
 use causeway_client::Session;

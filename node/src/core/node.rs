@@ -1820,9 +1820,21 @@ impl<S: Storage> Node<S> {
             cutoff: None,
             deadline: self.now + self.cfg.quorum_timeout,
         };
-        for shard in 0..self.cfg.view.shard_count() {
+        // A full listing (a backup page) asks each shard for its share of the page only: keys
+        // hash evenly over shards, so a shard's first `limit / shards` keys reach about as far
+        // as the page does, and the cutoff of `PendingList::add` ends the page where the
+        // shortest part ends. Asking each shard for `limit` keys scanned, shipped and dropped
+        // (shards - 1) / shards of them, so a walk of every key read each key `shards` times.
+        // A user's listing keeps asking for `limit` from each, so its pages stay full.
+        let shards = self.cfg.view.shard_count();
+        let part_limit = if full {
+            limit.div_ceil(shards.max(1))
+        } else {
+            limit
+        };
+        for shard in 0..shards {
             if Some(shard) == self.shard {
-                let (entries, more) = self.list_local(&start, &end, &after, limit, full);
+                let (entries, more) = self.list_local(&start, &end, &after, part_limit, full);
                 pending.add(entries, more);
             } else {
                 let rid = self.rid();
@@ -1832,7 +1844,7 @@ impl<S: Storage> Node<S> {
                     start: start.clone(),
                     end: end.clone(),
                     after: after.clone(),
-                    limit,
+                    limit: part_limit,
                     full,
                 };
                 self.send(&to, msg);

@@ -55,6 +55,13 @@ pub struct FjallStorage {
     failed: std::cell::Cell<bool>,
 }
 
+/// Most bytes of journals fjall keeps before it flushes the memtables that pin the oldest
+/// (its own minimum; fjall's default is 512 MiB). The `meta` keyspace takes a few records per
+/// turn and would otherwise pin every journal until 512 MiB of them piled up: 2M keys of
+/// 100 bytes took 728 MiB on disk, 395 MiB of it journals; 402 MiB with this cap
+/// (docs/storage.md).
+const MAX_JOURNALS_BYTES: u64 = 64 << 20;
+
 /// Meta record sealed with the keyring when a directory is first opened with one.
 pub const META_SEAL_CHECK: &str = "seal-check";
 const SEAL_CHECK_PLAIN: &[u8] = b"causeway encryption at rest";
@@ -91,6 +98,7 @@ impl FjallStorage {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating data directory {}", dir.display()))?;
         let db = Database::builder(dir)
+            .max_journaling_size(MAX_JOURNALS_BYTES)
             .open()
             .with_context(|| format!("opening database in {}", dir.display()))?;
         let data = db.keyspace("data", KeyspaceCreateOptions::default)?;

@@ -38,6 +38,8 @@ pub struct World {
     pub delivered: u64,
     /// Most value bytes any one handoff batch carried.
     pub max_handoff_batch_bytes: usize,
+    /// Keys shipped in listing parts (`ListPartReply`), summed over every part sent.
+    pub list_part_keys: usize,
 }
 
 pub fn addr(i: usize) -> NodeId {
@@ -68,6 +70,7 @@ impl World {
             next_tick: Time::ZERO,
             delivered: 0,
             max_handoff_batch_bytes: 0,
+            list_part_keys: 0,
         };
         for id in config.view.nodes.clone() {
             w.start(&id, MemStorage::new());
@@ -209,6 +212,9 @@ impl World {
             self.replies.insert(r.id, r);
         }
         for (to, msg) in out.messages {
+            if let PeerMsg::ListPartReply { entries, .. } = &msg {
+                self.list_part_keys += entries.len();
+            }
             if let PeerMsg::HandoffBatch { sets, .. } = &msg {
                 let bytes = sets
                     .iter()
