@@ -6,6 +6,7 @@ pub mod check;
 pub mod draws;
 pub mod generate;
 pub mod history;
+pub mod linearizable;
 pub mod merge;
 pub mod plan;
 pub mod real;
