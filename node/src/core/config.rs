@@ -73,10 +73,17 @@ pub enum Canary {
     /// A write over a live key forgets to take the old value out of the partition's live-key
     /// count: caught only by the invariant checks (the recount), at the write that does it.
     MiscountLiveKeys,
+    /// A strong-key proposer takes one promise and one accept as a majority.
+    AcceptWithoutMajority,
+    /// A strong-key acceptor keeps its promises in memory only: a restart forgets them.
+    ForgetPromiseOnRestart,
+    /// A strong-key acceptor's accepted answer goes in the Ready's early lists, before the
+    /// accepted state is synced: a crash before the sync forgets an accept that was counted.
+    ReplyBeforeAcceptDurable,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 15] = [
+    pub const ALL: [Canary; 18] = [
         Canary::SkipCausalWait,
         Canary::NoReplicationRetry,
         Canary::NoAntiEntropy,
@@ -92,6 +99,9 @@ impl Canary {
         Canary::MergeDropsSibling,
         Canary::ReplyBeforeDurable,
         Canary::MiscountLiveKeys,
+        Canary::AcceptWithoutMajority,
+        Canary::ForgetPromiseOnRestart,
+        Canary::ReplyBeforeAcceptDurable,
     ];
 
     pub fn name(self) -> &'static str {
@@ -111,6 +121,9 @@ impl Canary {
             Canary::MergeDropsSibling => "merge-drops-sibling",
             Canary::ReplyBeforeDurable => "reply-before-durable",
             Canary::MiscountLiveKeys => "miscount-live-keys",
+            Canary::AcceptWithoutMajority => "accept-without-majority",
+            Canary::ForgetPromiseOnRestart => "forget-promise-on-restart",
+            Canary::ReplyBeforeAcceptDurable => "reply-before-accept-durable",
         }
     }
 

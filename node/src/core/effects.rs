@@ -163,7 +163,8 @@ impl Late {
 
     /// After a failed persist: client and forwarded write replies become 507 (indeterminate: the
     /// staged writes are retried with the next commit), and replication and handoff
-    /// acknowledgements are withheld (their senders retry).
+    /// acknowledgements and strong-key promises, accepts and identity answers are withheld
+    /// (their senders retry or time out).
     fn withhold_acks(&mut self) {
         let why = "storage failed (disk full?); the write may not be durable";
         let refuse = |r: &mut Result<Response, ReqError>| {
@@ -179,7 +180,11 @@ impl Late {
                 refuse(result);
                 true
             }
-            PeerMsg::ReplicateAck { .. } | PeerMsg::HandoffAck { .. } => false,
+            PeerMsg::ReplicateAck { .. }
+            | PeerMsg::HandoffAck { .. }
+            | PeerMsg::StrongPromise { .. }
+            | PeerMsg::StrongAccepted { .. }
+            | PeerMsg::StrongHelloReply { .. } => false,
             _ => true,
         });
     }

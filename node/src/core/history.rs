@@ -73,6 +73,14 @@ impl History {
         self.views.get(&epoch).map(|k| &k.view)
     }
 
+    /// The cluster's first view (epoch number 1), when known here.
+    pub fn genesis(&self) -> Option<&View> {
+        self.views
+            .range(1 << 32..2 << 32)
+            .next()
+            .map(|(_, k)| &k.view)
+    }
+
     /// The newest view older than `epoch`.
     pub fn before(&self, epoch: Epoch) -> Option<&View> {
         self.views.range(..epoch).next_back().map(|(_, k)| &k.view)

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::request::Rid;
+use super::strong::{Ballot, StrongState};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerMsg {
@@ -195,6 +196,45 @@ pub enum PeerMsg {
         seq: u32,
         ok: bool,
     },
+    /// CASPaxos phase 1 for strong key `key`: promise `ballot` and report your accepted state.
+    /// Answered with `StrongPromise` once the promise is durable; a node that may not vote for
+    /// the key (see `core::strong`) does not answer.
+    StrongPrepare {
+        rid: Rid,
+        key: Bytes,
+        ballot: Ballot,
+    },
+    /// `Ok`: promised, with the accepted state (if any) and its ballot; `Err`: a higher ballot
+    /// was promised. `acceptor` is the answering acceptor's identity.
+    StrongPromise {
+        rid: Rid,
+        ballot: Ballot,
+        acceptor: u64,
+        result: Result<Option<(Ballot, StrongState)>, Ballot>,
+    },
+    /// CASPaxos phase 2: accept `state` at `ballot`; answered with `StrongAccepted` once durable.
+    StrongAccept {
+        rid: Rid,
+        key: Bytes,
+        ballot: Ballot,
+        state: StrongState,
+    },
+    StrongAccepted {
+        rid: Rid,
+        ballot: Ballot,
+        acceptor: u64,
+        result: Result<(), Ballot>,
+    },
+    /// A node with a new acceptor identity asks whether the receiver knows it under another
+    /// one (then its disk was wiped and it must not vote). Answered with `StrongHelloReply`.
+    StrongHello {
+        acceptor: u64,
+    },
+    /// The identity the receiver first recorded for the sender, if any.
+    StrongHelloReply {
+        acceptor: u64,
+        known: Option<u64>,
+    },
 }
 
 /// Largest peer frame (the bincode body after the length prefix) accepted or sent.
@@ -247,6 +287,12 @@ impl PeerMsg {
             PeerMsg::JoinAnswer { .. } => "join_answer",
             PeerMsg::HandoffBatch { .. } => "handoff_batch",
             PeerMsg::HandoffAck { .. } => "handoff_ack",
+            PeerMsg::StrongPrepare { .. } => "strong_prepare",
+            PeerMsg::StrongPromise { .. } => "strong_promise",
+            PeerMsg::StrongAccept { .. } => "strong_accept",
+            PeerMsg::StrongAccepted { .. } => "strong_accepted",
+            PeerMsg::StrongHello { .. } => "strong_hello",
+            PeerMsg::StrongHelloReply { .. } => "strong_hello_reply",
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod request;
 pub mod ring;
 pub mod storage;
+pub mod strong;
 pub mod time;
 pub mod token;
 pub mod validate;

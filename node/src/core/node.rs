@@ -49,6 +49,7 @@ mod floor;
 mod handoff;
 mod invariants;
 mod membership;
+mod strong;
 
 use handoff::{Incoming, Push};
 
@@ -62,6 +63,8 @@ const META_AWAITING: &str = "awaiting";
 const META_DROPPED: &str = "dropped";
 const META_FLOORED: &str = "floored";
 const META_FLOORS: &str = "floors";
+/// How much longer than a strong round's own deadline a proxy waits for its replica's answer.
+const STRONG_FORWARD_SLACK: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Who a node is: its address, and a random nonce from the driver (seeds the choice of a new
 /// incarnation and of jitter; the core draws no randomness of its own).
@@ -338,6 +341,8 @@ pub struct Node<S: Storage> {
     probes: Probes,
     /// Ticks handled since start (paces the storage recount of the invariant checks).
     ticks: u64,
+    /// Strong keys: the CASPaxos rounds this node proposes and its acceptor's standing.
+    strong: strong::StrongNode,
 }
 
 impl<S: Storage> Node<S> {
@@ -397,6 +402,7 @@ impl<S: Storage> Node<S> {
             probes.hit(Probe::NewIncarnation);
         }
         let (merkle, live) = index(&storage, cfg.view.partitions);
+        let strong = strong::StrongNode::load(&mut storage, &mut rng, now);
         let shard = cfg.view.shard_of_node(&id.node);
         let handoff: BTreeMap<u32, PartitionClock> = storage
             .meta_get(META_HANDOFF)
@@ -485,6 +491,7 @@ impl<S: Storage> Node<S> {
             reaps: BTreeMap::new(),
             probes,
             ticks: 0,
+            strong,
             cfg,
         };
         node.windows = node.compute_windows();
@@ -554,6 +561,7 @@ impl<S: Storage> Node<S> {
             Input::Tick => {
                 self.ticks += 1;
                 self.on_tick();
+                self.strong_tick();
             }
         }
         #[cfg(debug_assertions)]
@@ -922,6 +930,16 @@ impl<S: Storage> Node<S> {
                     ));
                 }
             }
+            Op::Strong { call, .. }
+                if call
+                    .value()
+                    .is_some_and(|v| v.len() > self.cfg.max_value_bytes) =>
+            {
+                return bad(format!(
+                    "value is longer than {} bytes",
+                    self.cfg.max_value_bytes
+                ));
+            }
             Op::Get { key, r, .. } if r.resolve(replicas(key)).is_none() => {
                 return bad(format!(
                     "r exceeds the {} replicas of the key's shard",
@@ -949,9 +967,10 @@ impl<S: Storage> Node<S> {
 
     fn target_shard(&self, op: &Op) -> Option<ShardId> {
         match op {
-            Op::Get { key, .. } | Op::Put { key, .. } | Op::Merge { key, .. } => {
-                Some(self.cfg.view.shard_of_key(key))
-            }
+            Op::Get { key, .. }
+            | Op::Put { key, .. }
+            | Op::Merge { key, .. }
+            | Op::Strong { key, .. } => Some(self.cfg.view.shard_of_key(key)),
             Op::KeyCount { shard } => Some(*shard),
             _ => None,
         }
@@ -980,7 +999,11 @@ impl<S: Storage> Node<S> {
         match self.target_shard(&req.op) {
             None => self.start_list(req),
             Some(_) => {
-                let deadline = self.now + self.cfg.request_timeout;
+                let wait = match req.op {
+                    Op::Strong { .. } => self.cfg.quorum_timeout + STRONG_FORWARD_SLACK,
+                    _ => self.cfg.request_timeout,
+                };
+                let deadline = self.now + wait;
                 self.route(req.id, req.op, deadline);
             }
         }
@@ -1027,7 +1050,13 @@ impl<S: Storage> Node<S> {
         let rid = self.rid();
         let to = f.candidates[f.next].clone();
         f.next += 1;
-        f.attempt_deadline = (self.now + self.cfg.forward_timeout).min(f.deadline);
+        // A strong operation is never sent to a second replica after a silent first one: the
+        // first may have decided it, and deciding it twice would apply a write twice.
+        f.attempt_deadline = if matches!(f.op, Op::Strong { .. }) {
+            f.deadline
+        } else {
+            (self.now + self.cfg.forward_timeout).min(f.deadline)
+        };
         self.send(
             &to,
             PeerMsg::Forward {
@@ -1065,6 +1094,7 @@ impl<S: Storage> Node<S> {
                 }
             }
             Op::Merge { key, set } => self.merge_restored(origin, key, set),
+            Op::Strong { key, call } => self.start_strong(origin, key, call),
             Op::KeyCount { shard } => {
                 let partitions = self.cfg.view.partitions_of(shard);
                 let count = partitions.iter().filter_map(|p| self.live.get(p)).sum();
@@ -1731,6 +1761,12 @@ impl<S: Storage> Node<S> {
                 partitions,
             } => self.on_floor_check(&from, actor, since, &olds, &partitions),
             PeerMsg::FloorAck { actor, partitions } => self.on_floor_ack(&from, actor, &partitions),
+            msg @ (PeerMsg::StrongPrepare { .. }
+            | PeerMsg::StrongPromise { .. }
+            | PeerMsg::StrongAccept { .. }
+            | PeerMsg::StrongAccepted { .. }
+            | PeerMsg::StrongHello { .. }
+            | PeerMsg::StrongHelloReply { .. }) => self.on_strong(from, msg),
         }
     }
 
@@ -1747,7 +1783,7 @@ impl<S: Storage> Node<S> {
         // that was Unavailable may have applied, so it is not sent elsewhere.
         let retry = match (&f.op, &result) {
             (_, Err(ReqError::Unsatisfiable)) => true,
-            (Op::Put { .. }, _) => false,
+            (Op::Put { .. } | Op::Strong { .. }, _) => false,
             (_, Err(ReqError::Unavailable(_))) => true,
             _ => false,
         };

@@ -50,11 +50,17 @@ pub enum Probe {
     ViewInstalled,
     /// The node started a new incarnation (its storage might have lost acknowledged dots).
     NewIncarnation,
+    /// A strong-key round was decided by a majority of acceptors.
+    StrongDecided,
+    /// A strong-key round was refused by a higher ballot and started over.
+    StrongRetried,
+    /// A node learned its acceptor state was lost (a wiped disk) and stopped voting.
+    StrongAmnesiac,
 }
 
 impl Probe {
     /// Every probe, in report order.
-    pub const ALL: [Probe; 17] = [
+    pub const ALL: [Probe; 20] = [
         Probe::SiblingCreated,
         Probe::SiblingRefused,
         Probe::BlindDelete,
@@ -72,6 +78,9 @@ impl Probe {
         Probe::HandoffReceived,
         Probe::ViewInstalled,
         Probe::NewIncarnation,
+        Probe::StrongDecided,
+        Probe::StrongRetried,
+        Probe::StrongAmnesiac,
     ];
 
     /// The kebab-case name used in scenario files and reports.
@@ -94,6 +103,9 @@ impl Probe {
             Probe::HandoffReceived => "handoff-received",
             Probe::ViewInstalled => "view-installed",
             Probe::NewIncarnation => "new-incarnation",
+            Probe::StrongDecided => "strong-decided",
+            Probe::StrongRetried => "strong-retried",
+            Probe::StrongAmnesiac => "strong-amnesiac",
         }
     }
 

@@ -7,6 +7,7 @@ use super::clock::VersionVector;
 use super::dot::Dot;
 use super::dvv::{Version, VersionSet};
 use super::ring::{NodeId, View};
+use super::strong::{StrongCall, StrongOutcome};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +103,9 @@ pub enum Op {
     },
     /// Add `node` to the view (no change if it is already a member).
     Join { node: NodeId },
+    /// A linearizable operation on strong key `key` (a namespace of its own, see
+    /// [`crate::core::strong`]), decided by CASPaxos at a replica of the key.
+    Strong { key: Bytes, call: StrongCall },
 }
 
 impl Op {
@@ -115,7 +119,10 @@ impl Op {
 
     pub fn key(&self) -> Option<&Bytes> {
         match self {
-            Op::Get { key, .. } | Op::Put { key, .. } | Op::Merge { key, .. } => Some(key),
+            Op::Get { key, .. }
+            | Op::Put { key, .. }
+            | Op::Merge { key, .. }
+            | Op::Strong { key, .. } => Some(key),
             _ => None,
         }
     }
@@ -172,6 +179,8 @@ pub enum Response {
     },
     /// The view now installed at the node that made the change.
     ViewChanged { view: View },
+    /// The decided outcome of an [`Op::Strong`] (a failed precondition included).
+    Strong(StrongOutcome),
     /// A [`Op::Merge`] was applied at `served_by`; `changed`: the key's version set grew.
     Merged { changed: bool },
     /// An anti-entropy exchange finished.

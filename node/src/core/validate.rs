@@ -25,6 +25,7 @@ use super::merkle::{BRANCHES, SEGMENTS};
 use super::message::PeerMsg;
 use super::request::{Op, ReqError, Response};
 use super::ring::{Epoch, MAX_PARTITIONS, View, epoch_number};
+use super::strong::StrongOutcome;
 use bytes::Bytes;
 
 /// Most view changes a peer's epoch may be ahead of the receiver's. A legitimate peer is ahead by
@@ -247,6 +248,18 @@ pub fn validate(msg: &PeerMsg, limits: &Limits) -> Result<(), Rejection> {
             c.count("partitions", partitions.len())?;
             partitions.iter().try_for_each(|p| c.partition(*p))
         }
+        PeerMsg::StrongPrepare { key, .. } => c.key(key),
+        PeerMsg::StrongAccept { key, state, .. } => {
+            c.key(key)?;
+            c.value(&state.value)
+        }
+        PeerMsg::StrongPromise { result, .. } => match result {
+            Ok(Some((_, state))) => c.value(&state.value),
+            _ => Ok(()),
+        },
+        PeerMsg::StrongAccepted { .. }
+        | PeerMsg::StrongHello { .. }
+        | PeerMsg::StrongHelloReply { .. } => Ok(()),
         PeerMsg::FloorAck { actor, partitions } => {
             c.epoch(actor.epoch())?;
             c.count("partitions", partitions.len())?;
@@ -503,6 +516,10 @@ impl Checker<'_> {
                 self.key(key)?;
                 self.set(set)
             }
+            Op::Strong { key, call } => {
+                self.key(key)?;
+                self.value(&call.value().cloned())
+            }
             // Only keyed operations are forwarded; the core refuses the rest (`NotReplica`).
             Op::List { .. } | Op::KeyCount { .. } => Ok(()),
             Op::AntiEntropy { peer } | Op::Join { node: peer } => self.node(peer),
@@ -537,6 +554,8 @@ impl Checker<'_> {
                 Ok(())
             }
             Response::ViewChanged { view } => self.view(view),
+            Response::Strong(StrongOutcome::Read { value, .. }) => self.value(value),
+            Response::Strong(_) => Ok(()),
         }
     }
 }

@@ -32,6 +32,7 @@ pub mod routes;
 pub mod schema;
 pub mod seal;
 pub mod storage;
+pub mod strong;
 pub mod tls;
 pub mod transport;
 pub mod ui;

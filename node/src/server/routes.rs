@@ -4,7 +4,7 @@
 
 use super::app::AppState;
 use super::input::ApiError;
-use super::{backup, batch, compat, http, listing, membership, openapi};
+use super::{backup, batch, compat, http, listing, membership, openapi, strong};
 use axum::Router;
 use axum::http::{Method, StatusCode};
 use axum::routing::{get, post};
@@ -17,6 +17,12 @@ pub fn router(state: AppState) -> Router {
             get(http::kv_get).put(http::kv_put).delete(http::kv_delete),
         )
         .route("/v1/kv", get(listing::kv_list))
+        .route(
+            "/v1/strong/{*key}",
+            get(strong::strong_get)
+                .put(strong::strong_put)
+                .delete(strong::strong_delete),
+        )
         .route("/v1/batch", post(batch::batch))
         .route("/v1/openapi.json", get(openapi::openapi_json))
         .route("/v1/cluster", get(http::cluster))

@@ -155,3 +155,20 @@ pub struct CompatRequest {
     #[serde(rename = "causal-context")]
     causal_context: Option<String>,
 }
+
+/// A successful strong-key write: the key's new version (also in `ETag`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct StrongWritten {
+    version: u64,
+}
+
+/// A strong-key write whose precondition failed: `error` is `precondition_failed` and
+/// `version` the key's current version (also in `ETag`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PreconditionFailed {
+    error: String,
+    detail: String,
+    version: u64,
+}

@@ -1,0 +1,454 @@
+//! The node's strong-key machinery: the CASPaxos proposer and acceptor of `core::strong`
+//! wired to storage, peers and time, and the acceptor-identity check that keeps an amnesiac
+//! node from voting.
+//!
+//! Safety rules (see `docs/strong-keys.md`):
+//! - **Fixed acceptor sets.** A node acts as acceptor for a key, and proposes for it, only
+//!   while the replicas of the key's partition in its newest view are exactly those of the
+//!   cluster's first view. Every quorum is then a majority of that one set; a partition whose
+//!   replica set changed answers 503 for strong keys, so two majorities never coexist.
+//! - **Amnesia.** Each node's acceptor has a random identity, stored with its state. Peers
+//!   record the identity they first see for each node (durably, before they act on it). A node
+//!   starting with no identity (a new or wiped disk) asks every member of its view; if any
+//!   knows it under another identity it was wiped, and it never votes again (it still proposes).
+//!   Until every member has answered it does not vote either. Proposers also ignore votes from an
+//!   identity other than the one recorded.
+//! - **Durability.** Promise and accepted state is written before the reply and the turn
+//!   syncs; the reply goes in the Ready's ordinary lists, which leave after the sync.
+
+use super::Node;
+use crate::core::config::Canary;
+use crate::core::message::PeerMsg;
+use crate::core::node::Origin;
+use crate::core::request::{ReqError, Response, Rid};
+use crate::core::ring::NodeId;
+use crate::core::storage::Storage;
+use crate::core::strong::acceptor::{self, Record};
+use crate::core::strong::proposer::{Phase, Round, Step};
+use crate::core::strong::{Ballot, StrongCall, StrongState};
+use crate::core::time::Time;
+use bytes::Bytes;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const META_IDENTITY: &str = "strong_identity";
+const META_PEERS: &str = "strong_peers";
+const META_BALLOTS: &str = "strong_ballots";
+/// Ballot counters reserved per durable write of [`META_BALLOTS`].
+const BALLOT_BLOCK: u64 = 1 << 16;
+/// How often an unconfirmed acceptor asks its peers for its identity again.
+const HELLO_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Whether this node's acceptor may vote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Standing {
+    /// A new identity, not yet confirmed by every member of the view.
+    Probing,
+    /// Every member confirmed the identity (none knew this node under another one).
+    Voter,
+    /// A member knew this node under another identity: its acceptor state was lost (a wiped
+    /// disk). It never votes again.
+    Amnesiac,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Identity {
+    id: u64,
+    standing: Standing,
+}
+
+/// The strong-key state of one node.
+#[derive(Debug)]
+pub(super) struct StrongNode {
+    identity: u64,
+    pub(super) standing: Standing,
+    /// Members that confirmed the identity (while probing).
+    confirmed: BTreeSet<NodeId>,
+    next_hello: Time,
+    /// The acceptor identity first seen for each peer.
+    known: BTreeMap<NodeId, u64>,
+    /// The next ballot counter, and the first one not yet reserved durably.
+    counter: u64,
+    reserved: u64,
+    rounds: BTreeMap<Rid, Round>,
+    /// Promises kept only in memory (the `forget-promise-on-restart` canary).
+    volatile: BTreeMap<Bytes, Ballot>,
+}
+
+impl StrongNode {
+    /// Loads the strong-key state from `storage`; a node without an acceptor identity draws
+    /// one and starts probing. Writes what it loaded back reserved (synced by the first Ready).
+    pub(super) fn load(storage: &mut impl Storage, rng: &mut ChaCha8Rng, now: Time) -> Self {
+        let ident: Identity = storage
+            .meta_get(META_IDENTITY)
+            .and_then(|b| super::decode(&b))
+            .unwrap_or_else(|| Identity {
+                id: rng.random(),
+                standing: Standing::Probing,
+            });
+        storage.meta_put(META_IDENTITY, &super::encode(&ident));
+        let known = storage
+            .meta_get(META_PEERS)
+            .and_then(|b| super::decode(&b))
+            .unwrap_or_default();
+        let counter: u64 = storage
+            .meta_get(META_BALLOTS)
+            .and_then(|b| super::decode(&b))
+            .unwrap_or(0);
+        let reserved = counter + BALLOT_BLOCK;
+        storage.meta_put(META_BALLOTS, &super::encode(&reserved));
+        StrongNode {
+            identity: ident.id,
+            standing: ident.standing,
+            confirmed: BTreeSet::new(),
+            next_hello: now,
+            known,
+            counter,
+            reserved,
+            rounds: BTreeMap::new(),
+            volatile: BTreeMap::new(),
+        }
+    }
+}
+
+impl<S: Storage> Node<S> {
+    /// The acceptors of `key` if strong operations on it may run: the replicas of its partition
+    /// in the newest view, when they are exactly those of the first view.
+    fn strong_acceptors(&self, key: &[u8]) -> Result<Vec<NodeId>, String> {
+        let p = self.cfg.view.partition_of(key);
+        let mut now: Vec<NodeId> = self.cfg.view.owners(p).to_vec();
+        let Some(genesis) = self.history.genesis() else {
+            return Err("this node does not know the cluster's first view".into());
+        };
+        let mut first: Vec<NodeId> = genesis.owners(genesis.partition_of(key)).to_vec();
+        now.sort();
+        first.sort();
+        if now != first || now.is_empty() {
+            return Err("the key's partition changed replicas since the cluster's first view; strong keys need its original replica set".into());
+        }
+        Ok(now)
+    }
+
+    /// Whether this node's acceptor may answer for `key` now.
+    fn votes_for(&self, key: &[u8]) -> bool {
+        self.strong.standing == Standing::Voter
+            && self
+                .strong_acceptors(key)
+                .is_ok_and(|a| a.contains(&self.me))
+    }
+
+    /// Starts deciding a strong operation this node coordinates (it is a replica of the key).
+    pub(super) fn start_strong(&mut self, origin: Origin, key: Bytes, call: StrongCall) {
+        let acceptors = match self.strong_acceptors(&key) {
+            Ok(a) => a,
+            Err(why) => return self.finish(origin, Err(ReqError::Unavailable(why))),
+        };
+        let need = if self.cfg.canary == Some(Canary::AcceptWithoutMajority) {
+            1
+        } else {
+            acceptors.len() / 2 + 1
+        };
+        let rid = self.rid();
+        let round = Round {
+            origin,
+            key,
+            call,
+            ballot: Ballot::ZERO,
+            acceptors,
+            need,
+            phase: Phase::Backoff { retry_at: self.now },
+            deadline: self.now + self.cfg.quorum_timeout,
+            highest_seen: Ballot::ZERO,
+            attempts: 0,
+        };
+        self.strong.rounds.insert(rid, round);
+        self.prepare_round(rid);
+    }
+
+    /// A fresh ballot above `seen`, reserving counters durably before any is used.
+    fn next_ballot(&mut self, seen: Ballot) -> Ballot {
+        self.strong.counter = self.strong.counter.max(seen.counter) + 1;
+        if self.strong.counter >= self.strong.reserved {
+            self.strong.reserved = self.strong.counter + BALLOT_BLOCK;
+            let r = super::encode(&self.strong.reserved);
+            self.storage.meta_put(META_BALLOTS, &r);
+            self.needs_sync = true;
+        }
+        let proposer = (u64::from(self.actor.node()) << 32) | u64::from(self.actor.incarnation());
+        Ballot {
+            counter: self.strong.counter,
+            proposer,
+        }
+    }
+
+    /// (Re)starts round `rid` with a new ballot: prepares at every acceptor.
+    fn prepare_round(&mut self, rid: Rid) {
+        let Some(seen) = self.strong.rounds.get(&rid).map(|r| r.highest_seen) else {
+            return;
+        };
+        let ballot = self.next_ballot(seen);
+        let r = self.strong.rounds.get_mut(&rid).expect("checked above");
+        r.ballot = ballot;
+        r.attempts += 1;
+        r.phase = Phase::Prepare {
+            promised: BTreeSet::new(),
+            best: None,
+        };
+        let (key, to) = (r.key.clone(), r.acceptors.clone());
+        for n in to {
+            let msg = PeerMsg::StrongPrepare {
+                rid,
+                key: key.clone(),
+                ballot,
+            };
+            self.send(&n, msg);
+        }
+    }
+
+    fn record(&self, key: &[u8]) -> Record {
+        let mut rec: Record = self
+            .storage
+            .meta_get(&acceptor::record_name(key))
+            .and_then(|b| super::decode(&b))
+            .unwrap_or_default();
+        if let Some(b) = self.strong.volatile.get(key) {
+            rec.promised = rec.promised.max(*b);
+        }
+        rec
+    }
+
+    fn store_record(&mut self, key: &[u8], rec: &Record) {
+        self.storage
+            .meta_put(&acceptor::record_name(key), &super::encode(rec));
+        self.needs_sync = true;
+    }
+
+    /// Whether a vote from `from` under acceptor identity `id` counts: the identity first seen
+    /// for it (recorded now, durably before this turn's messages, if it is the first).
+    fn vote_counts(&mut self, from: &NodeId, id: u64) -> bool {
+        match self.strong.known.get(from) {
+            Some(k) => *k == id,
+            None => {
+                self.strong.known.insert(from.clone(), id);
+                let known = super::encode(&self.strong.known);
+                self.storage.meta_put(META_PEERS, &known);
+                self.needs_sync = true;
+                true
+            }
+        }
+    }
+
+    /// Handles a strong-key peer message.
+    pub(super) fn on_strong(&mut self, from: NodeId, msg: PeerMsg) {
+        match msg {
+            PeerMsg::StrongPrepare { rid, key, ballot } => {
+                if !self.votes_for(&key) {
+                    return;
+                }
+                let mut rec = self.record(&key);
+                let result = acceptor::prepare(&mut rec, ballot);
+                if result.is_ok() {
+                    if self.cfg.canary == Some(Canary::ForgetPromiseOnRestart) {
+                        self.strong.volatile.insert(key.clone(), ballot);
+                    } else {
+                        self.store_record(&key, &rec);
+                    }
+                }
+                let acceptor = self.strong.identity;
+                let reply = PeerMsg::StrongPromise {
+                    rid,
+                    ballot,
+                    acceptor,
+                    result,
+                };
+                self.send(&from, reply);
+            }
+            PeerMsg::StrongAccept {
+                rid,
+                key,
+                ballot,
+                state,
+            } => {
+                if !self.votes_for(&key) {
+                    return;
+                }
+                let mut rec = self.record(&key);
+                let result = acceptor::accept(&mut rec, ballot, state);
+                if result.is_ok() {
+                    self.strong.volatile.remove(&key);
+                    self.store_record(&key, &rec);
+                }
+                let acceptor = self.strong.identity;
+                let reply = PeerMsg::StrongAccepted {
+                    rid,
+                    ballot,
+                    acceptor,
+                    result,
+                };
+                if self.cfg.canary == Some(Canary::ReplyBeforeAcceptDurable) {
+                    self.out.early_messages.push((from, reply));
+                } else {
+                    self.send(&from, reply);
+                }
+            }
+            PeerMsg::StrongPromise {
+                rid,
+                ballot,
+                acceptor,
+                result,
+            } => {
+                if !self.strong.rounds.contains_key(&rid) || !self.vote_counts(&from, acceptor) {
+                    return;
+                }
+                let r = self.strong.rounds.get_mut(&rid).expect("checked above");
+                let step = r.on_promise(&from, ballot, result);
+                self.strong_step(rid, step);
+            }
+            PeerMsg::StrongAccepted {
+                rid,
+                ballot,
+                acceptor,
+                result,
+            } => {
+                if !self.strong.rounds.contains_key(&rid) || !self.vote_counts(&from, acceptor) {
+                    return;
+                }
+                let r = self.strong.rounds.get_mut(&rid).expect("checked above");
+                let step = r.on_accepted(&from, ballot, result);
+                self.strong_step(rid, step);
+            }
+            PeerMsg::StrongHello { acceptor } => {
+                let known = match self.strong.known.get(&from) {
+                    Some(k) => Some(*k),
+                    None => {
+                        self.vote_counts(&from, acceptor);
+                        None
+                    }
+                };
+                self.send(&from, PeerMsg::StrongHelloReply { acceptor, known });
+            }
+            PeerMsg::StrongHelloReply { acceptor, known } => {
+                if acceptor != self.strong.identity || self.strong.standing != Standing::Probing {
+                    return;
+                }
+                match known {
+                    Some(k) if k != acceptor => self.set_standing(Standing::Amnesiac),
+                    _ => {
+                        self.strong.confirmed.insert(from);
+                        self.check_confirmed();
+                    }
+                }
+            }
+            _ => unreachable!("only strong-key messages are routed here"),
+        }
+    }
+
+    fn set_standing(&mut self, standing: Standing) {
+        self.strong.standing = standing;
+        let ident = Identity {
+            id: self.strong.identity,
+            standing,
+        };
+        self.storage.meta_put(META_IDENTITY, &super::encode(&ident));
+        self.needs_sync = true;
+        if standing == Standing::Amnesiac {
+            self.probes.hit(crate::core::Probe::StrongAmnesiac);
+        }
+    }
+
+    /// A probing acceptor becomes a voter once every other member of its view confirmed it.
+    fn check_confirmed(&mut self) {
+        let members = self.cfg.view.nodes.clone();
+        let all = members
+            .iter()
+            .all(|m| *m == self.me || self.strong.confirmed.contains(m));
+        if all && !self.cfg.view.is_joining() {
+            self.set_standing(Standing::Voter);
+        }
+    }
+
+    fn strong_step(&mut self, rid: Rid, step: Step) {
+        match step {
+            Step::Wait => {}
+            Step::SendAccept(state) => self.send_accepts(rid, state),
+            Step::Decided(outcome) => {
+                let r = self.strong.rounds.remove(&rid).expect("a round decided");
+                self.probes.hit(crate::core::Probe::StrongDecided);
+                self.finish(r.origin, Ok(Response::Strong(outcome)));
+            }
+            Step::Refused => {
+                let r = self.strong.rounds.get_mut(&rid).expect("a round refused");
+                let cap = 10 * u64::from(r.attempts.min(8));
+                let pause = Duration::from_millis(self.rng.random_range(0..=cap));
+                r.phase = Phase::Backoff {
+                    retry_at: self.now + pause,
+                };
+                self.probes.hit(crate::core::Probe::StrongRetried);
+            }
+        }
+    }
+
+    fn send_accepts(&mut self, rid: Rid, state: StrongState) {
+        let r = &self.strong.rounds[&rid];
+        let (key, ballot, to) = (r.key.clone(), r.ballot, r.acceptors.clone());
+        for n in to {
+            let msg = PeerMsg::StrongAccept {
+                rid,
+                key: key.clone(),
+                ballot,
+                state: state.clone(),
+            };
+            self.send(&n, msg);
+        }
+    }
+
+    /// Per tick: rounds past their deadline answer 503, backed-off rounds start over, and a
+    /// probing acceptor asks its peers again.
+    pub(super) fn strong_tick(&mut self) {
+        let now = self.now;
+        let late: Vec<Rid> = self
+            .strong
+            .rounds
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(rid, _)| *rid)
+            .collect();
+        for rid in late {
+            let r = self.strong.rounds.remove(&rid).expect("listed above");
+            let why = format!(
+                "no majority of the key's {} acceptors decided within {:?} ({} attempts); a write may still take effect",
+                r.acceptors.len(),
+                self.cfg.quorum_timeout,
+                r.attempts
+            );
+            self.finish(r.origin, Err(ReqError::Unavailable(why)));
+        }
+        let due: Vec<Rid> = self
+            .strong
+            .rounds
+            .iter()
+            .filter(|(_, r)| matches!(r.phase, Phase::Backoff { retry_at } if retry_at <= now))
+            .map(|(rid, _)| *rid)
+            .collect();
+        for rid in due {
+            self.prepare_round(rid);
+        }
+        if self.strong.standing == Standing::Probing
+            && now >= self.strong.next_hello
+            && !self.cfg.view.is_joining()
+        {
+            self.strong.next_hello = now + HELLO_INTERVAL;
+            self.check_confirmed();
+            let acceptor = self.strong.identity;
+            let members = self.cfg.view.nodes.clone();
+            for m in members {
+                if m != self.me && !self.strong.confirmed.contains(&m) {
+                    self.send(&m, PeerMsg::StrongHello { acceptor });
+                }
+            }
+        }
+    }
+}
