@@ -207,6 +207,23 @@ fn hostile_strong_requests_get_clear_errors() {
         assert_eq!(status, 400, "If-Match {bad:?}");
         assert!(!error.is_empty(), "a JSON error for If-Match {bad:?}");
     }
+    for (name, value) in [("if-none-match", "\"3\""), ("if-none-match", "")] {
+        let r = admin
+            .put(&url)
+            .header(name, value)
+            .body("v")
+            .send()
+            .expect("put");
+        assert_eq!(status_and_error(r).0, 400, "{name}: {value:?}");
+    }
+    let both = admin
+        .put(&url)
+        .header("if-match", "0")
+        .header("if-none-match", "*")
+        .body("v")
+        .send()
+        .expect("put");
+    assert_eq!(status_and_error(both).0, 400, "both preconditions");
     let r = admin
         .put(&url)
         .body(vec![b'x'; 4096])
