@@ -10,6 +10,8 @@
 //!   [`Session::resolve`] merges siblings and writes the result in their place.
 //! - [`Session::list`] walks a key range page by page ([`Listing`]); [`Session::batch`] runs up
 //!   to 1,000 operations in one request.
+//! - [`Client::strong_get`], [`Client::strong_put`] and [`Client::strong_delete`] reach strong
+//!   keys: linearizable, versioned, with compare-and-set ([`strong`]).
 //! - [`Client`]'s admin calls (`cluster`, `change_view`, `join`, `aae_pull`, `metrics`, backup
 //!   pages) need the admin role.
 //!
@@ -41,6 +43,7 @@ mod error;
 mod kv;
 mod list;
 pub mod session;
+pub mod strong;
 
 pub use admin::{BACKUP_COUNT_HEADER, BACKUP_NEXT_HEADER, BackupPage, Scope};
 pub use batch::{BatchOp, BatchResult, MAX_BATCH_OPS};
@@ -53,3 +56,4 @@ pub use kv::{Quorum, Read, Versions};
 pub use list::{Entry, ListOptions, Listing, Page};
 pub use reqwest::Method;
 pub use session::Session;
+pub use strong::{Cond, StrongWrite};

@@ -8,17 +8,26 @@
 //! - `etcd`: etcd's v3 JSON gateway, `POST /v3/kv/put` `{"key","value"}` (base64) and
 //!   `POST /v3/kv/range` `{"key","serializable":true}` — a serializable get is served locally by
 //!   the member, the closest etcd read to a causeway `r=1` read;
+//! - `strong`: strong keys, `PUT`/`GET /v1/strong/{key}` (linearizable, through a majority);
 //! - `ceiling`: any request to the ceiling server, which answers 200 without doing any work;
 //! - `redis`: RESP2 over one TCP connection per task ([`super::resp`]), `SET key value` and
 //!   `GET key`; with `--redis-wait N`, every SET is followed, in the same pipelined write, by
 //!   `WAIT N TIMEOUT`, and counts as an error unless at least N replicas acknowledged it —
 //!   the closest Redis write to a causeway `w=quorum` write.
+//!
+//! The `cas` workload increments counters by compare-and-set, the same way on both sides that
+//! have it: read the counter and its version, then write value + 1 only if the version is
+//! unchanged, again from the read until the write succeeds. One op is one successful increment
+//! (its latency includes the retries); with `--keys 1` every client contends on one counter.
+//! - `strong`: `GET /v1/strong/{key}` (value and `ETag`), then `PUT` with `If-Match`; a 412 retries;
+//! - `etcd`: `POST /v3/kv/range` (value and `mod_revision`), then `POST /v3/kv/txn` comparing
+//!   `mod_revision` (0 for a missing key) and putting on success; `"succeeded"` absent retries.
 
 use super::resp;
 use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use causeway_client::{Quorum, Request, Retry, Session};
+use causeway_client::{Cond, Quorum, Request, Retry, Session, StrongWrite};
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -33,6 +42,7 @@ use std::time::{Duration, Instant};
 pub enum Api {
     Causeway,
     Etcd,
+    Strong,
     Ceiling,
     Redis,
 }
@@ -49,6 +59,8 @@ pub enum Workload {
     Mixed,
     /// Writes every key exactly once, then stops (bulk load; ignores --duration).
     Load,
+    /// Compare-and-set increments of random counters (strong and etcd only; see the module doc).
+    Cas,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -123,7 +135,11 @@ pub struct Summary {
 enum Call {
     Get(u64),
     Put(u64),
+    Cas(u64),
 }
+
+/// Attempts of one CAS increment before it counts as an error.
+const CAS_ATTEMPTS: u32 = 10_000;
 
 /// One target and how to load it. Bench clients make one attempt per request: a failure is
 /// counted, never retried.
@@ -164,6 +180,17 @@ impl Target {
             Request::new(causeway_client::Method::POST, path, Retry::Never).json(&body)
         };
         let reply = match (self.api, call) {
+            (_, Call::Cas(i)) => return self.cas(*i).await,
+            (Api::Strong, Call::Get(i)) => {
+                let path = format!("/v1/strong/{}", key_name(*i));
+                self.client.send(&Request::get(path)).await?
+            }
+            (Api::Strong, Call::Put(i)) => {
+                self.client
+                    .strong_put(key_name(*i), self.value.clone(), Cond::Always)
+                    .await?;
+                return Ok(());
+            }
             (Api::Ceiling, Call::Get(_)) => self.client.send(&Request::get("/")).await?,
             (Api::Ceiling, Call::Put(_)) => {
                 let req = Request::new(causeway_client::Method::PUT, "/", Retry::Never)
@@ -205,6 +232,68 @@ impl Target {
             Err(reply.error().into())
         }
     }
+
+    /// One compare-and-set increment of counter `i`: read, conditional write of value + 1,
+    /// again until the write succeeds.
+    async fn cas(&self, i: u64) -> anyhow::Result<()> {
+        let key = key_name(i);
+        let parse = |v: &[u8]| -> u64 {
+            std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        };
+        for _ in 0..CAS_ATTEMPTS {
+            match self.api {
+                Api::Strong => {
+                    let (found, version) = self.client.strong_get_versioned(&key).await?;
+                    let next = found.map_or(0, |(v, _)| parse(&v)) + 1;
+                    let cond = Cond::IfVersion(version);
+                    match self.client.strong_put(&key, next.to_string(), cond).await? {
+                        StrongWrite::Written { .. } => return Ok(()),
+                        StrongWrite::PreconditionFailed { .. } => {}
+                    }
+                }
+                Api::Etcd => {
+                    let post = |path: &str, body: serde_json::Value| {
+                        Request::new(causeway_client::Method::POST, path, Retry::Never).json(&body)
+                    };
+                    let k = B64.encode(&key);
+                    let read = self
+                        .client
+                        .send(&post("/v3/kv/range", serde_json::json!({ "key": k })))
+                        .await?
+                        .success()?
+                        .json()?;
+                    let kv = &read["kvs"][0];
+                    // The gateway writes int64 as strings and leaves zero values out.
+                    let revision = kv["mod_revision"].as_str().unwrap_or("0").to_owned();
+                    let value = kv["value"]
+                        .as_str()
+                        .and_then(|v| B64.decode(v).ok())
+                        .map_or(0, |v| parse(&v));
+                    let txn = serde_json::json!({
+                        "compare": [{"key": k, "target": "MOD", "result": "EQUAL",
+                                     "mod_revision": revision}],
+                        "success": [{"request_put": {"key": k,
+                                     "value": B64.encode((value + 1).to_string())}}],
+                    });
+                    let reply = self
+                        .client
+                        .send(&post("/v3/kv/txn", txn))
+                        .await?
+                        .success()?;
+                    if reply.json()?["succeeded"] == true {
+                        return Ok(());
+                    }
+                }
+                Api::Causeway | Api::Ceiling => {
+                    bail!("the cas workload needs --api strong or etcd")
+                }
+            }
+        }
+        bail!("{key}: no CAS succeeded in {CAS_ATTEMPTS} attempts")
+    }
 }
 
 impl Target {
@@ -245,6 +334,9 @@ impl Target {
 pub async fn run(args: BenchArgs) -> anyhow::Result<Summary> {
     if args.concurrency == 0 || args.keys == 0 || args.target.is_empty() {
         bail!("--concurrency, --keys and --target must be non-empty");
+    }
+    if args.workload == Workload::Cas && !matches!(args.api, Api::Strong | Api::Etcd) {
+        bail!("the cas workload needs --api strong or --api etcd");
     }
     let value = bytes::Bytes::from(vec![b'x'; args.value_size]);
     let mut clients = Vec::with_capacity(args.target.len());
@@ -347,6 +439,7 @@ async fn drive(args: &BenchArgs, clients: &[Arc<Target>]) -> anyhow::Result<Summ
                         Call::Get(rng.random_range(0..keys))
                     }
                     Workload::Mixed => Call::Put(rng.random_range(0..keys)),
+                    Workload::Cas => Call::Cas(rng.random_range(0..keys)),
                 };
                 let began = Instant::now();
                 match client.call(&call, &mut link).await {

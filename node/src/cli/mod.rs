@@ -1,5 +1,5 @@
 //! The `causeway` commands that talk to a running cluster, all built on the `causeway-client`
-//! crate: `get`, `put`, `delete`, `list` ([`kv`]), `status` ([`status`]), `backup` and `restore`
+//! crate: `get`, `put`, `delete`, `list` ([`kv`]), `strong …` ([`strong`]), `status` ([`status`]), `backup` and `restore`
 //! ([`backup`]), `admin …` ([`admin`]), and the load generator `bench` ([`bench`]). Options every
 //! one of them takes (nodes, token, CA, session file) are in [`conn`].
 
@@ -10,6 +10,7 @@ pub mod conn;
 pub mod kv;
 pub mod resp;
 pub mod status;
+pub mod strong;
 
 use causeway_client::Session;
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub enum ClientCommand {
     Delete(kv::DeleteArgs),
     /// List keys in key order
     List(kv::ListArgs),
+    /// Linearizable strong keys: get, put, compare-and-set (cas), delete
+    Strong(strong::StrongArgs),
     /// Summarise the cluster as the node sees it
     Status(status::StatusArgs),
     /// Write every key's version set (siblings, tombstones, contexts) to a checksummed file while the cluster serves (admin role)
@@ -59,6 +62,7 @@ pub async fn run(cmd: ClientCommand) -> anyhow::Result<()> {
             let (conn, s) = open(&a.conn)?;
             finish(&conn, &s, kv::list(&s, a).await).await
         }
+        ClientCommand::Strong(a) => strong::run(a, |c| c.client(KEY_TIMEOUT, KEY_ATTEMPTS)).await,
         ClientCommand::Status(a) => {
             let client = a.conn.client(KEY_TIMEOUT, KEY_ATTEMPTS)?;
             status::run(&client, a).await
