@@ -287,7 +287,7 @@ impl Target {
                         return Ok(());
                     }
                 }
-                Api::Causeway | Api::Ceiling => {
+                Api::Causeway | Api::Ceiling | Api::Redis => {
                     bail!("the cas workload needs --api strong or etcd")
                 }
             }
@@ -312,6 +312,7 @@ impl Target {
                         .await?
                 }
             }
+            Call::Cas(_) => bail!("the cas workload needs --api strong or etcd"),
         };
         for r in replies {
             match r {

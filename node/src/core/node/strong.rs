@@ -149,6 +149,7 @@ impl<S: Storage> Node<S> {
             acceptors.len() / 2 + 1
         };
         let rid = self.rid();
+        let busy = self.strong.rounds.values().any(|r| r.key == key);
         let round = Round {
             origin,
             key,
@@ -156,7 +157,11 @@ impl<S: Storage> Node<S> {
             ballot: Ballot::ZERO,
             acceptors,
             need,
-            phase: Phase::Backoff { retry_at: self.now },
+            phase: if busy {
+                Phase::Queued
+            } else {
+                Phase::Backoff { retry_at: self.now }
+            },
             deadline: self.now + self.cfg.quorum_timeout,
             highest_seen: Ballot::ZERO,
             attempts: 0,
@@ -164,7 +169,33 @@ impl<S: Storage> Node<S> {
             applied_to: None,
         };
         self.strong.rounds.insert(rid, round);
-        self.prepare_round(rid);
+        if !busy {
+            self.prepare_round(rid);
+        }
+    }
+
+    /// Ends round `rid` (decided, given up or late) and starts the oldest round queued behind
+    /// it on the same key.
+    fn end_round(&mut self, rid: Rid) -> Round {
+        let r = self.strong.rounds.remove(&rid).expect("an ending round exists");
+        debug_assert!(
+            self.strong
+                .rounds
+                .values()
+                .filter(|o| o.key == r.key)
+                .all(|o| matches!(o.phase, Phase::Queued)),
+            "at most one round per key runs at a time"
+        );
+        let next = self
+            .strong
+            .rounds
+            .iter()
+            .find(|(_, o)| o.key == r.key && matches!(o.phase, Phase::Queued))
+            .map(|(next, _)| *next);
+        if let Some(next) = next {
+            self.prepare_round(next);
+        }
+        r
     }
 
     /// A fresh ballot above `seen`, reserving counters durably before any is used.
@@ -360,12 +391,12 @@ impl<S: Storage> Node<S> {
             Step::Wait => {}
             Step::SendAccept(state) => self.send_accepts(rid, state),
             Step::Indeterminate => {
-                let r = self.strong.rounds.remove(&rid).expect("a round gave up");
+                let r = self.end_round(rid);
                 let why = "the write was retried after concurrent writes and may have taken effect";
                 self.finish(r.origin, Err(ReqError::Unavailable(why.into())));
             }
             Step::Decided(outcome) => {
-                let r = self.strong.rounds.remove(&rid).expect("a round decided");
+                let r = self.end_round(rid);
                 self.probes.hit(crate::core::Probe::StrongDecided);
                 self.finish(r.origin, Ok(Response::Strong(outcome)));
             }
@@ -407,7 +438,7 @@ impl<S: Storage> Node<S> {
             .map(|(rid, _)| *rid)
             .collect();
         for rid in late {
-            let r = self.strong.rounds.remove(&rid).expect("listed above");
+            let r = self.end_round(rid);
             let why = format!(
                 "no majority of the key's {} acceptors decided within {:?} ({} attempts); a write may still take effect",
                 r.acceptors.len(),

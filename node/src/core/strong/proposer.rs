@@ -29,6 +29,10 @@ pub enum Phase {
     },
     /// Refused by a higher ballot: start over at `retry_at`.
     Backoff { retry_at: Time },
+    /// Behind an earlier round of the same key on this node: starts when that one ends. A
+    /// node runs at most one round per key at a time, so its own clients never duel each
+    /// other's ballots (16 local CAS clients on one key would otherwise livelock into 503s).
+    Queued,
 }
 
 /// One client operation being decided.
