@@ -73,10 +73,14 @@ pub enum Canary {
     /// A write over a live key forgets to take the old value out of the partition's live-key
     /// count: caught only by the invariant checks (the recount), at the write that does it.
     MiscountLiveKeys,
+    /// A key's anti-entropy index entry is written in a storage write of its own, before its
+    /// data: a crash between the two leaves the index describing data the disk lost, so
+    /// anti-entropy believes the replicas agree where they differ (caught by G3).
+    IndexOutsideBatch,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 15] = [
+    pub const ALL: [Canary; 16] = [
         Canary::SkipCausalWait,
         Canary::NoReplicationRetry,
         Canary::NoAntiEntropy,
@@ -92,6 +96,7 @@ impl Canary {
         Canary::MergeDropsSibling,
         Canary::ReplyBeforeDurable,
         Canary::MiscountLiveKeys,
+        Canary::IndexOutsideBatch,
     ];
 
     pub fn name(self) -> &'static str {
@@ -111,6 +116,7 @@ impl Canary {
             Canary::MergeDropsSibling => "merge-drops-sibling",
             Canary::ReplyBeforeDurable => "reply-before-durable",
             Canary::MiscountLiveKeys => "miscount-live-keys",
+            Canary::IndexOutsideBatch => "index-outside-batch",
         }
     }
 
