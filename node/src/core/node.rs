@@ -2119,7 +2119,12 @@ fn index<S: Storage>(storage: &mut S, partitions: u32) -> (Merkle, BTreeMap<u32,
     let merkle = Merkle::from_summaries(&storage.summaries());
     let live = merkle
         .partitions()
-        .filter_map(|p| merkle.get(p).filter(|t| !t.is_empty()).map(|t| (p, t.live())))
+        .filter_map(|p| {
+            merkle
+                .get(p)
+                .filter(|t| !t.is_empty())
+                .map(|t| (p, t.live()))
+        })
         .collect();
     (merkle, live)
 }

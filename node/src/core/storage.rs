@@ -176,7 +176,10 @@ impl Storage for MemStorage {
     }
 
     fn summaries(&self) -> Vec<(u32, u16, Summary)> {
-        self.summaries.iter().map(|((p, s), m)| (*p, *s, *m)).collect()
+        self.summaries
+            .iter()
+            .map(|((p, s), m)| (*p, *s, *m))
+            .collect()
     }
 
     fn reset_index(&mut self) {

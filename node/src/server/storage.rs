@@ -538,7 +538,9 @@ impl Storage for FjallStorage {
                     });
                     out.push((seg, Bytes::copy_from_slice(&k[6..]), digest));
                 }
-                Ok((k, _)) => fail_stop("index range", format!("an index key of {} bytes", k.len())),
+                Ok((k, _)) => {
+                    fail_stop("index range", format!("an index key of {} bytes", k.len()))
+                }
                 Err(e) => fail_stop("index range", e),
             }
         }
@@ -552,8 +554,14 @@ impl Storage for FjallStorage {
             match guard.into_inner() {
                 Ok((k, v)) => {
                     let (Ok(p), Ok(s), Some(sum)) = (
-                        k.get(..4).unwrap_or_default().try_into().map(u32::from_be_bytes),
-                        k.get(4..6).unwrap_or_default().try_into().map(u16::from_be_bytes),
+                        k.get(..4)
+                            .unwrap_or_default()
+                            .try_into()
+                            .map(u32::from_be_bytes),
+                        k.get(4..6)
+                            .unwrap_or_default()
+                            .try_into()
+                            .map(u16::from_be_bytes),
                         decode_summary(&v),
                     ) else {
                         fail_stop("segments", format!("a malformed record under {k:?}"))

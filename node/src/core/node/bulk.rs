@@ -59,9 +59,7 @@ impl<'a, S: Storage> BulkLoad<'a, S> {
         let old = self.storage.digest(partition, segment, key);
         let had = old.is_some() && self.storage.get(key).is_some_and(|s| s.has_value());
         let digest = Some(merkle::digest(&set));
-        let summary = self
-            .merkle
-            .update(partition, key, old, digest, had, true);
+        let summary = self.merkle.update(partition, key, old, digest, had, true);
         let index = IndexWrite {
             partition,
             segment,

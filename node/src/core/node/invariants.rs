@@ -78,7 +78,9 @@ impl<S: Storage> Node<S> {
             let d = merkle::digest(s);
             let stored = self.storage.digest(p, merkle::segment_of(k), k);
             if bad.is_none() && index_checked && stored != Some(d) {
-                bad = Some(format!("key {k:?}: the index holds digest {stored:?}, not {d:#x}"));
+                bad = Some(format!(
+                    "key {k:?}: the index holds digest {stored:?}, not {d:#x}"
+                ));
             }
             let e = recount.entry(p).or_default();
             e.0 += u64::from(s.has_value());
