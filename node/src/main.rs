@@ -52,6 +52,8 @@ enum Command {
     Tokens(causeway::server::auth::TokensArgs),
     /// Load a cluster (or etcd, or the bare HTTP ceiling) and report throughput and latencies
     Bench(causeway::cli::bench::BenchArgs),
+    /// Write N keys straight into a stopped node's data directory, indexed like API writes (for benchmarks)
+    BulkLoad(causeway::server::bulk_load::BulkLoadArgs),
     /// Serve the HTTP ceiling for benchmarks: an axum handler that answers 200 and does nothing
     #[command(hide = true)]
     Ceiling {
@@ -101,6 +103,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Bench(args) => causeway::cli::bench::run(args).await.map(drop),
             Command::Certs(args) => causeway::server::certs::run(&args),
+            Command::BulkLoad(args) => causeway::server::bulk_load::run(&args),
             Command::Tokens(args) => causeway::server::auth::run(&args),
             Command::Ceiling { listen } => causeway::cli::bench::serve_ceiling(&listen).await,
             Command::Client(cmd) => causeway::cli::run(cmd).await,

@@ -75,6 +75,10 @@ pub enum Canary {
     MiscountLiveKeys,
     /// A strong-key proposer takes one promise and one accept as a majority.
     AcceptWithoutMajority,
+    /// A key's anti-entropy index entry is written in a storage write of its own, before its
+    /// data: a crash between the two leaves the index describing data the disk lost, so
+    /// anti-entropy believes the replicas agree where they differ (caught by G3).
+    IndexOutsideBatch,
 }
 
 impl Canary {
@@ -95,6 +99,7 @@ impl Canary {
         Canary::ReplyBeforeDurable,
         Canary::MiscountLiveKeys,
         Canary::AcceptWithoutMajority,
+        Canary::IndexOutsideBatch,
     ];
 
     pub fn name(self) -> &'static str {
@@ -115,6 +120,7 @@ impl Canary {
             Canary::ReplyBeforeDurable => "reply-before-durable",
             Canary::MiscountLiveKeys => "miscount-live-keys",
             Canary::AcceptWithoutMajority => "accept-without-majority",
+            Canary::IndexOutsideBatch => "index-outside-batch",
         }
     }
 

@@ -4,12 +4,18 @@
 //! [`SEGMENTS_PER_BRANCH`] segments, the root the XOR of the branches. Updating a key XORs out its
 //! old contribution and XORs in the new one: O(1) per apply, no rescans.
 //!
-//! Invariant: for every partition, `root == XOR(branches) == XOR(segments)` and each segment is
-//! the XOR of the contributions of exactly the keys listed under it with their current digests.
+//! Only the tree (root, branches, segment summaries: O(partitions × [`SEGMENTS`])) lives in
+//! memory. Each key's digest is stored in the index of [`super::Storage`], written in the same
+//! atomic write as the key's data together with the segment's new [`Summary`], so a restart
+//! loads the summaries and never scans the data.
+//!
+//! Invariant: for every partition, `root == XOR(branches) == XOR(segment hashes)`, each segment's
+//! hash is the XOR of the contributions of exactly the keys the stored index lists under it with
+//! their stored digests, and those digests are the digests of the stored version sets.
 
 use super::dot::Actor;
 use super::dvv::VersionSet;
-use bytes::Bytes;
+use super::storage::Summary;
 use std::collections::BTreeMap;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64, xxh3_64_with_seed};
 
@@ -71,14 +77,15 @@ pub fn contribution(key: &[u8], digest: u64) -> u64 {
     xxh3_64_with_seed(key, digest)
 }
 
-/// The tree of one partition plus the digests of its keys, grouped by segment.
+/// The in-memory tree of one partition: root, branch hashes and segment summaries. The keys and
+/// their digests live in storage (see [`super::storage`]); RAM holds O(segments) per partition,
+/// whatever the number of keys.
 #[derive(Debug, Clone)]
 pub struct PartitionTree {
     root: u64,
     branches: Vec<u64>,
-    segments: Vec<u64>,
-    keys: BTreeMap<u16, BTreeMap<Bytes, u64>>,
-    len: usize,
+    segments: Vec<Summary>,
+    len: u64,
 }
 
 impl Default for PartitionTree {
@@ -86,8 +93,7 @@ impl Default for PartitionTree {
         PartitionTree {
             root: 0,
             branches: vec![0; BRANCHES],
-            segments: vec![0; SEGMENTS],
-            keys: BTreeMap::new(),
+            segments: vec![Summary::default(); SEGMENTS],
             len: 0,
         }
     }
@@ -95,30 +101,46 @@ impl Default for PartitionTree {
 
 impl PartitionTree {
     fn flip(&mut self, seg: u16, h: u64) {
-        self.segments[seg as usize] ^= h;
+        self.segments[seg as usize].hash ^= h;
         self.branches[seg as usize / SEGMENTS_PER_BRANCH] ^= h;
         self.root ^= h;
     }
 
-    /// Sets (or with `None` removes) the digest of `key`.
-    pub fn update(&mut self, key: &[u8], digest: Option<u64>) {
+    /// Replaces `key`'s digest `old` by `new` (`None`: absent) and its value flag `had` by
+    /// `has`; returns the segment's new summary (what storage persists with the write).
+    pub fn update(
+        &mut self,
+        key: &[u8],
+        old: Option<u64>,
+        new: Option<u64>,
+        had: bool,
+        has: bool,
+    ) -> Summary {
         let seg = segment_of(key);
-        let keys = self.keys.entry(seg).or_default();
-        let old = match digest {
-            Some(d) => keys.insert(Bytes::copy_from_slice(key), d),
-            None => keys.remove(key),
-        };
-        if keys.is_empty() {
-            self.keys.remove(&seg);
-        }
         if let Some(o) = old {
             self.flip(seg, contribution(key, o));
+            self.segments[seg as usize].keys -= 1;
             self.len -= 1;
         }
-        if let Some(d) = digest {
+        if let Some(d) = new {
             self.flip(seg, contribution(key, d));
+            self.segments[seg as usize].keys += 1;
             self.len += 1;
         }
+        let s = &mut self.segments[seg as usize];
+        s.live = s.live + u64::from(has && new.is_some()) - u64::from(had && old.is_some());
+        *s
+    }
+
+    /// Installs a stored summary of `segment` (start-up).
+    fn load(&mut self, segment: u16, summary: Summary) {
+        if usize::from(segment) >= SEGMENTS {
+            return;
+        }
+        let old = self.segments[segment as usize];
+        self.flip(segment, old.hash ^ summary.hash);
+        self.len = self.len - old.keys + summary.keys;
+        self.segments[segment as usize] = summary;
     }
 
     pub fn root(&self) -> u64 {
@@ -130,29 +152,28 @@ impl PartitionTree {
     }
 
     /// The segment hashes under `branch`.
-    pub fn branch_segments(&self, branch: usize) -> &[u64] {
-        &self.segments[branch * SEGMENTS_PER_BRANCH..(branch + 1) * SEGMENTS_PER_BRANCH]
+    pub fn branch_segments(&self, branch: usize) -> Vec<u64> {
+        self.segments[branch * SEGMENTS_PER_BRANCH..(branch + 1) * SEGMENTS_PER_BRANCH]
+            .iter()
+            .map(|s| s.hash)
+            .collect()
     }
 
-    /// Keys (with digests) in `segment`.
-    pub fn segment_keys(&self, segment: u16) -> impl Iterator<Item = (&Bytes, u64)> {
-        self.keys
-            .get(&segment)
-            .into_iter()
-            .flat_map(|m| m.iter().map(|(k, d)| (k, *d)))
+    pub fn segment(&self, segment: u16) -> Summary {
+        self.segments
+            .get(usize::from(segment))
+            .copied()
+            .unwrap_or_default()
     }
 
-    /// Every key of the partition (by segment, then key).
-    pub fn keys(&self) -> impl Iterator<Item = &Bytes> {
-        self.keys.values().flat_map(|m| m.keys())
-    }
-
-    pub fn segment_len(&self, segment: u16) -> usize {
-        self.keys.get(&segment).map_or(0, BTreeMap::len)
-    }
-
-    pub fn len(&self) -> usize {
+    /// Keys in the partition.
+    pub fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Keys holding a value.
+    pub fn live(&self) -> u64 {
+        self.segments.iter().map(|s| s.live).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -167,8 +188,29 @@ pub struct Merkle {
 }
 
 impl Merkle {
-    pub fn update(&mut self, partition: u32, key: &[u8], digest: Option<u64>) {
-        self.parts.entry(partition).or_default().update(key, digest);
+    /// The trees described by stored segment summaries ([`super::Storage::summaries`]).
+    pub fn from_summaries(summaries: &[(u32, u16, Summary)]) -> Merkle {
+        let mut m = Merkle::default();
+        for (p, s, sum) in summaries {
+            m.parts.entry(*p).or_default().load(*s, *sum);
+        }
+        m
+    }
+
+    /// See [`PartitionTree::update`].
+    pub fn update(
+        &mut self,
+        partition: u32,
+        key: &[u8],
+        old: Option<u64>,
+        new: Option<u64>,
+        had: bool,
+        has: bool,
+    ) -> Summary {
+        self.parts
+            .entry(partition)
+            .or_default()
+            .update(key, old, new, had, has)
     }
 
     pub fn get(&self, partition: u32) -> Option<&PartitionTree> {
@@ -183,6 +225,11 @@ impl Merkle {
     pub fn partitions(&self) -> impl Iterator<Item = u32> + '_ {
         self.parts.keys().copied()
     }
+
+    /// Forgets `partition`'s tree (the partition was dropped and holds no key).
+    pub fn remove(&mut self, partition: u32) {
+        self.parts.remove(&partition);
+    }
 }
 
 #[cfg(test)]
@@ -196,10 +243,13 @@ mod tests {
         #[test]
         fn incremental_equals_rebuilt(ops in prop::collection::vec((0u8..40, prop::option::of(any::<u64>())), 0..200)) {
             let mut inc = PartitionTree::default();
-            let mut fin = BTreeMap::new();
+            let mut fin: BTreeMap<u8, u64> = BTreeMap::new();
+            let mut summaries = BTreeMap::new();
             for (k, d) in ops {
                 let key = [k];
-                inc.update(&key, d);
+                let old = fin.get(&k).copied();
+                let s = inc.update(&key, old, d, old.is_some_and(|o| o % 2 == 0), d.is_some_and(|n| n % 2 == 0));
+                summaries.insert(segment_of(&key), s);
                 match d {
                     Some(d) => { fin.insert(k, d); }
                     None => { fin.remove(&k); }
@@ -207,11 +257,17 @@ mod tests {
             }
             let mut rebuilt = PartitionTree::default();
             for (k, d) in &fin {
-                rebuilt.update(&[*k], Some(*d));
+                rebuilt.update(&[*k], None, Some(*d), false, d % 2 == 0);
             }
             prop_assert_eq!(inc.root(), rebuilt.root());
             prop_assert_eq!(inc.branches(), rebuilt.branches());
-            prop_assert_eq!(inc.len(), fin.len());
+            prop_assert_eq!(inc.len(), fin.len() as u64);
+            prop_assert_eq!(inc.live(), rebuilt.live());
+            // The persisted summaries alone rebuild the same tree (a restart).
+            let stored: Vec<(u32, u16, Summary)> = summaries.into_iter().map(|(s, m)| (0, s, m)).collect();
+            let loaded = Merkle::from_summaries(&stored);
+            prop_assert_eq!(loaded.root(0), inc.root());
+            prop_assert_eq!(loaded.get(0).map_or(0, |t| t.len()), inc.len());
             let xor = inc.branches().iter().fold(0, |a, b| a ^ b);
             prop_assert_eq!(xor, inc.root());
         }
@@ -220,6 +276,7 @@ mod tests {
     #[test]
     fn digest_sees_values_versions_content_types_and_context() {
         use crate::core::{Actor, Dot, Version, VersionVector};
+        use bytes::Bytes;
         let version = |counter, value: Option<&'static [u8]>| Version {
             dot: Dot::new(Actor::new(1, 1, 1), counter),
             value: value.map(Bytes::from_static),
@@ -255,11 +312,11 @@ mod tests {
     #[test]
     fn a_changed_value_changes_the_root() {
         let mut t = PartitionTree::default();
-        t.update(b"k", Some(1));
+        t.update(b"k", None, Some(1), false, true);
         let r = t.root();
-        t.update(b"k", Some(2));
+        t.update(b"k", Some(1), Some(2), true, true);
         assert_ne!(t.root(), r);
-        t.update(b"k", None);
+        t.update(b"k", Some(2), None, true, false);
         assert_eq!(t.root(), 0);
         assert!(t.is_empty());
     }

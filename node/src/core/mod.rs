@@ -37,6 +37,6 @@ pub use node::{Executed, Identity, Input, Node, NodeStatus, Origin, Ready};
 pub use probe::{Probe, Probes};
 pub use request::{ListEntry, Op, Quorum, Reply, ReqError, ReqId, Request, Response};
 pub use ring::{NodeId, ShardId, View};
-pub use storage::{MemStorage, Storage};
+pub use storage::{IndexEntry, IndexWrite, MemStorage, Storage, Summary};
 pub use time::Time;
 pub use validate::{Limits, Rejection, validate, validate_set};

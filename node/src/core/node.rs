@@ -35,7 +35,7 @@ use super::request::{
     ListEntry, MAX_CONTENT_TYPE_BYTES, Op, Quorum, Reply, ReqError, ReqId, Request, Response, Rid,
 };
 use super::ring::{Epoch, NodeId, ShardId, View, node_hash, partition_of};
-use super::storage::Storage;
+use super::storage::{IndexWrite, Storage};
 use super::time::Time;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
@@ -45,6 +45,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 mod anti_entropy;
+pub mod bulk;
 mod floor;
 mod handoff;
 mod invariants;
@@ -65,6 +66,8 @@ const META_FLOORED: &str = "floored";
 const META_FLOORS: &str = "floors";
 /// How much longer than a strong round's own deadline a proxy waits for its replica's answer.
 const STRONG_FORWARD_SLACK: std::time::Duration = std::time::Duration::from_millis(500);
+/// The partition count the stored anti-entropy index was built under.
+const META_INDEX: &str = "index-partitions";
 
 /// Who a node is: its address, and a random nonce from the driver (seeds the choice of a new
 /// incarnation and of jitter; the core draws no randomness of its own).
@@ -401,7 +404,7 @@ impl<S: Storage> Node<S> {
         if previous.is_some_and(|p| p != actor) {
             probes.hit(Probe::NewIncarnation);
         }
-        let (merkle, live) = index(&storage, cfg.view.partitions);
+        let (merkle, live) = index(&mut storage, cfg.view.partitions);
         let strong = strong::StrongNode::load(&mut storage, &mut rng, now);
         let shard = cfg.view.shard_of_node(&id.node);
         let handoff: BTreeMap<u32, PartitionClock> = storage
@@ -421,20 +424,10 @@ impl<S: Storage> Node<S> {
             .unwrap_or_default();
         let awaiting = set(META_AWAITING);
         retained.extend(live.keys().filter(|p| !cfg.view.owns(&id.node, **p)));
-        let (merkle, live) = if cfg.canary == Some(Canary::ForgetHints) && !retained.is_empty() {
-            let mut held = Vec::new();
-            storage.for_each(&mut |k, _| {
-                if retained.contains(&partition_of(k, cfg.view.partitions)) {
-                    held.push(k.to_vec());
-                }
-            });
-            for k in held {
-                storage.remove(&k);
-            }
-            retained.clear();
-            index(&storage, cfg.view.partitions)
+        let forget = if cfg.canary == Some(Canary::ForgetHints) {
+            std::mem::take(&mut retained)
         } else {
-            (merkle, live)
+            BTreeSet::new()
         };
         let mut node = Node {
             me: id.node,
@@ -494,6 +487,9 @@ impl<S: Storage> Node<S> {
             strong,
             cfg,
         };
+        for p in forget {
+            node.erase_partition(p);
+        }
         node.windows = node.compute_windows();
         node.feeds = node.compute_feeds();
         node.expect_members();
@@ -1324,7 +1320,7 @@ impl<S: Storage> Node<S> {
         self.retained
             .iter()
             .filter_map(|p| self.merkle.get(*p))
-            .map(|t| t.len())
+            .map(|t| t.len() as usize)
             .sum()
     }
 
@@ -1456,11 +1452,43 @@ impl<S: Storage> Node<S> {
         let live = self.live.entry(partition).or_default();
         *live = *live + u64::from(set.has_value()) - u64::from(had_value && !miscount);
         if self.cfg.canary == Some(Canary::EarlyTombstoneReap) && set.is_deleted() {
-            return self.erase(key, partition);
+            return self.erase(key, partition, had_value);
         }
-        self.storage.put(key, &set);
-        self.merkle
-            .update(partition, key, Some(merkle::digest(&set)));
+        self.write_indexed(key, partition, Some(&set), had_value);
+    }
+
+    /// Writes (or with `None` removes) `key`'s version set and its index entry and segment
+    /// summary in one atomic storage write, updating the in-memory tree.
+    fn write_indexed(
+        &mut self,
+        key: &[u8],
+        partition: u32,
+        set: Option<&VersionSet>,
+        had_value: bool,
+    ) {
+        let segment = merkle::segment_of(key);
+        let old = self.storage.digest(partition, segment, key);
+        let digest = set.map(merkle::digest);
+        let has = set.is_some_and(VersionSet::has_value);
+        let summary = self
+            .merkle
+            .update(partition, key, old, digest, had_value, has);
+        let index = IndexWrite {
+            partition,
+            segment,
+            digest,
+            summary,
+        };
+        if self.cfg.canary == Some(Canary::IndexOutsideBatch) {
+            // The planted bug: the index goes first, in a write of its own.
+            self.storage.put_index(key, &index);
+            match set {
+                Some(s) => self.storage.put(key, s),
+                None => self.storage.remove(key),
+            }
+        } else {
+            self.storage.put_indexed(key, set, &index);
+        }
         if self.cfg.sync == SyncMode::Always {
             self.needs_sync = true;
         }
@@ -1469,19 +1497,35 @@ impl<S: Storage> Node<S> {
     /// Deletes `key` and its context from storage (tombstone reaping).
     fn remove_key(&mut self, key: &[u8]) {
         let partition = self.cfg.view.partition_of(key);
-        if self.storage.get(key).is_some_and(|s| s.has_value()) {
+        let had_value = self.storage.get(key).is_some_and(|s| s.has_value());
+        if had_value {
             *self.live.entry(partition).or_default() -= 1;
         }
-        self.erase(key, partition);
+        self.erase(key, partition, had_value);
     }
 
     /// Removes `key` from storage and its partition tree; the live counts are the caller's.
-    fn erase(&mut self, key: &[u8], partition: u32) {
-        self.storage.remove(key);
-        self.merkle.update(partition, key, None);
-        if self.cfg.sync == SyncMode::Always {
-            self.needs_sync = true;
+    fn erase(&mut self, key: &[u8], partition: u32, had_value: bool) {
+        self.write_indexed(key, partition, None, had_value);
+    }
+
+    /// Every key of `partition` held here, in index order (read from the stored index).
+    pub(super) fn partition_keys(&self, partition: u32) -> Vec<Bytes> {
+        let last = (merkle::SEGMENTS - 1) as u16;
+        self.storage
+            .index_range(partition, 0..=last, None, usize::MAX)
+            .into_iter()
+            .map(|(_, k, _)| k)
+            .collect()
+    }
+
+    /// Removes every key of `partition` (its tree and live count go with them).
+    pub(super) fn erase_partition(&mut self, partition: u32) {
+        for k in self.partition_keys(partition) {
+            self.remove_key(&k);
         }
+        self.live.remove(&partition);
+        self.merkle.remove(partition);
     }
 
     /// Merges a version set received from `from`; returns true when the local state changed.
@@ -2111,15 +2155,50 @@ fn recover_torn_turn<S: Storage>(storage: &S, actor: Actor, clock: &mut NodeCloc
     clock.add_upto(actor, top);
 }
 
-fn index<S: Storage>(storage: &S, partitions: u32) -> (Merkle, BTreeMap<u32, u64>) {
-    let mut merkle = Merkle::default();
-    let mut live: BTreeMap<u32, u64> = BTreeMap::new();
-    storage.for_each(&mut |k, s| {
-        let p = partition_of(k, partitions);
-        *live.entry(p).or_default() += u64::from(s.has_value());
-        merkle.update(p, k, Some(merkle::digest(s)));
-    });
+/// The partition trees and live-key counts, from the stored segment summaries (no scan of the
+/// data). An index built under another partition count (or none: a directory written before
+/// the index existed) is rebuilt from the data first; every partition holding a key (live or
+/// tombstone) has an entry in the counts.
+fn index<S: Storage>(storage: &mut S, partitions: u32) -> (Merkle, BTreeMap<u32, u64>) {
+    let built: Option<u32> = storage.meta_get(META_INDEX).and_then(|b| decode(&b));
+    if built != Some(partitions) {
+        rebuild_index(storage, partitions);
+    }
+    let merkle = Merkle::from_summaries(&storage.summaries());
+    let live = merkle
+        .partitions()
+        .filter_map(|p| {
+            merkle
+                .get(p)
+                .filter(|t| !t.is_empty())
+                .map(|t| (p, t.live()))
+        })
+        .collect();
     (merkle, live)
+}
+
+/// Rewrites the whole index from the data under `partitions` partitions (O(keys): only when the
+/// partition count changed or the directory predates the index). The marker is written last:
+/// storage is prefix-durable, so a crash part-way leaves no marker and the next start rebuilds.
+fn rebuild_index<S: Storage>(storage: &mut S, partitions: u32) {
+    storage.reset_index();
+    let mut entries = Vec::new();
+    storage.for_each(&mut |k, s| {
+        entries.push((Bytes::copy_from_slice(k), merkle::digest(s), s.has_value()));
+    });
+    let mut merkle = Merkle::default();
+    for (k, d, live) in entries {
+        let partition = partition_of(&k, partitions);
+        let summary = merkle.update(partition, &k, None, Some(d), false, live);
+        let index = IndexWrite {
+            partition,
+            segment: merkle::segment_of(&k),
+            digest: Some(d),
+            summary,
+        };
+        storage.put_index(&k, &index);
+    }
+    storage.meta_put(META_INDEX, &encode(&partitions));
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {

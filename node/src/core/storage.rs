@@ -9,17 +9,69 @@
 //! the issued ones, and everything issued before the last completed `sync` survives. An
 //! implementation that cannot complete an operation must stop the process (fail-stop); the core
 //! never sees a partial failure.
+//!
+//! Besides the data, storage holds the anti-entropy index ([`super::merkle`]): each key's digest
+//! under (partition, segment, key), and each segment's [`Summary`]. [`Storage::put_indexed`]
+//! writes a key's data and its index entry as *one* atomic write, so after a crash both or neither
+//! survive and the index always describes the data. Only the summaries are read at start-up
+//! (at most partitions × [`super::merkle::SEGMENTS`] records); an exchange that narrows to a
+//! segment reads that segment's digests with [`Storage::index_range`].
 
 use super::dvv::VersionSet;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::ops::{Bound, RangeInclusive};
 
-/// Key-ordered store of version sets plus named metadata records.
+/// What storage keeps of one index segment: the XOR of its keys' contributions
+/// ([`super::merkle::contribution`]), how many keys it holds, and how many of them hold a value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub hash: u64,
+    pub keys: u64,
+    pub live: u64,
+}
+
+/// The index half of a key's write: the key's new digest (`None`: the key is gone) and its
+/// segment's summary after the write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexWrite {
+    pub partition: u32,
+    pub segment: u16,
+    pub digest: Option<u64>,
+    pub summary: Summary,
+}
+
+/// One index entry as read back: segment, key, digest.
+pub type IndexEntry = (u16, Bytes, u64);
+
+/// Key-ordered store of version sets, their anti-entropy index, and named metadata records.
 pub trait Storage {
     fn get(&self, key: &[u8]) -> Option<VersionSet>;
+    /// Writes the data alone (no index entry): only for planted bugs and tests.
     fn put(&mut self, key: &[u8], set: &VersionSet);
+    /// Removes the data alone (no index entry): only for planted bugs and tests.
     fn remove(&mut self, key: &[u8]);
+    /// Stores (`Some`) or removes (`None`) `key`'s version set together with its index entry and
+    /// segment summary, as one atomic write: after a crash both halves survive or neither does.
+    fn put_indexed(&mut self, key: &[u8], set: Option<&VersionSet>, index: &IndexWrite);
+    /// Writes only the index half (index rebuilds, which leave the data as it is).
+    fn put_index(&mut self, key: &[u8], index: &IndexWrite);
+    /// The stored digest of `key` in the index.
+    fn digest(&self, partition: u32, segment: u16, key: &[u8]) -> Option<u64>;
+    /// Up to `limit` index entries of `partition` with segments in `segments`, in (segment, key)
+    /// order, strictly after `after` when given.
+    fn index_range(
+        &self,
+        partition: u32,
+        segments: RangeInclusive<u16>,
+        after: Option<(u16, &[u8])>,
+        limit: usize,
+    ) -> Vec<IndexEntry>;
+    /// Every stored segment summary: (partition, segment, summary).
+    fn summaries(&self) -> Vec<(u32, u16, Summary)>;
+    /// Deletes the whole index (before a rebuild under another partition count).
+    fn reset_index(&mut self);
     /// Up to `limit` entries with keys in `(start, end)`, in key order.
     fn range(
         &self,
@@ -27,7 +79,7 @@ pub trait Storage {
         end: Bound<&[u8]>,
         limit: usize,
     ) -> Vec<(Bytes, VersionSet)>;
-    /// Visits every stored entry in key order (start-up scans).
+    /// Visits every stored entry in key order (index rebuilds and the simulator's recounts).
     fn for_each(&self, f: &mut dyn FnMut(&[u8], &VersionSet));
     fn meta_get(&self, name: &str) -> Option<Vec<u8>>;
     fn meta_put(&mut self, name: &str, value: &[u8]);
@@ -51,6 +103,8 @@ pub fn empty_range(start: Bound<&[u8]>, end: Bound<&[u8]>) -> bool {
 #[derive(Clone, Debug, Default)]
 pub struct MemStorage {
     data: BTreeMap<Bytes, VersionSet>,
+    index: BTreeMap<(u32, u16, Bytes), u64>,
+    summaries: BTreeMap<(u32, u16), Summary>,
     meta: BTreeMap<String, Vec<u8>>,
 }
 
@@ -71,6 +125,66 @@ impl Storage for MemStorage {
 
     fn remove(&mut self, key: &[u8]) {
         self.data.remove(key);
+    }
+
+    fn put_indexed(&mut self, key: &[u8], set: Option<&VersionSet>, index: &IndexWrite) {
+        match set {
+            Some(s) => self.put(key, s),
+            None => self.remove(key),
+        }
+        self.put_index(key, index);
+    }
+
+    fn put_index(&mut self, key: &[u8], index: &IndexWrite) {
+        let slot = (index.partition, index.segment, Bytes::copy_from_slice(key));
+        match index.digest {
+            Some(d) => self.index.insert(slot, d),
+            None => self.index.remove(&slot),
+        };
+        let seg = (index.partition, index.segment);
+        if index.summary == Summary::default() {
+            self.summaries.remove(&seg);
+        } else {
+            self.summaries.insert(seg, index.summary);
+        }
+    }
+
+    fn digest(&self, partition: u32, segment: u16, key: &[u8]) -> Option<u64> {
+        let slot = (partition, segment, Bytes::copy_from_slice(key));
+        self.index.get(&slot).copied()
+    }
+
+    fn index_range(
+        &self,
+        partition: u32,
+        segments: RangeInclusive<u16>,
+        after: Option<(u16, &[u8])>,
+        limit: usize,
+    ) -> Vec<IndexEntry> {
+        let start = match after {
+            Some((s, k)) if s >= *segments.start() => {
+                Bound::Excluded((partition, s, Bytes::copy_from_slice(k)))
+            }
+            _ => Bound::Included((partition, *segments.start(), Bytes::new())),
+        };
+        self.index
+            .range((start, Bound::Unbounded))
+            .take_while(|((p, s, _), _)| *p == partition && *s <= *segments.end())
+            .take(limit)
+            .map(|((_, s, k), d)| (*s, k.clone(), *d))
+            .collect()
+    }
+
+    fn summaries(&self) -> Vec<(u32, u16, Summary)> {
+        self.summaries
+            .iter()
+            .map(|((p, s), m)| (*p, *s, *m))
+            .collect()
+    }
+
+    fn reset_index(&mut self) {
+        self.index.clear();
+        self.summaries.clear();
     }
 
     fn range(

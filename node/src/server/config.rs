@@ -87,6 +87,12 @@ pub struct ServeArgs {
     /// Directory of this node's data [default: ./causeway-data]
     #[arg(long, env = "CAUSEWAY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// MiB of fjall's block cache (shared by the keyspaces) [default: 32]
+    #[arg(long, env = "CAUSEWAY_CACHE_MIB")]
+    pub cache_mib: Option<u64>,
+    /// MiB of each fjall keyspace's memtable (four keyspaces) [default: 16]
+    #[arg(long, env = "CAUSEWAY_MEMTABLE_MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub memtable_mib: Option<u64>,
     /// Durability of acknowledged writes [default: batch]
     #[arg(long, env = "CAUSEWAY_SYNC", value_enum)]
     pub sync: Option<SyncArg>,
@@ -222,6 +228,8 @@ pub struct Settings {
     pub encryption_key_file: Option<PathBuf>,
     /// Free space below which writes are refused (507).
     pub min_free_bytes: u64,
+    /// fjall's cache and memtable sizes.
+    pub storage: super::storage::Tuning,
     pub core: Config,
 }
 
@@ -514,6 +522,12 @@ impl ServeArgs {
                 .min_free_bytes
                 .or(file.min_free_bytes)
                 .unwrap_or(DEFAULT_MIN_FREE_BYTES),
+            storage: super::storage::Tuning {
+                cache_mib: self.cache_mib.unwrap_or(super::storage::DEFAULT_CACHE_MIB),
+                memtable_mib: self
+                    .memtable_mib
+                    .unwrap_or(super::storage::DEFAULT_MEMTABLE_MIB),
+            },
             core,
         })
     }

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod backup;
 pub mod backup_file;
 pub mod batch;
+pub mod bulk_load;
 pub mod certs;
 pub mod compat;
 pub mod config;
@@ -128,7 +129,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Some(path) => Some(std::sync::Arc::new(seal::Keyring::load(path)?)),
         None => None,
     };
-    let storage = storage::FjallStorage::open_sealed(&settings.data_dir, keyring)?;
+    let storage = storage::FjallStorage::open_tuned(&settings.data_dir, keyring, settings.storage)?;
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;

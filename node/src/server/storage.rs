@@ -1,5 +1,12 @@
-//! [`Storage`] over fjall: a `data` keyspace of bincode-encoded [`VersionSet`]s and a `meta`
-//! keyspace of the core's named records.
+//! [`Storage`] over fjall: a `data` keyspace of bincode-encoded [`VersionSet`]s, a `meta`
+//! keyspace of the core's named records, and the anti-entropy index: `index` (key
+//! `partition u32 BE ‖ segment u16 BE ‖ key` → digest u64 LE) and `segments` (key `partition u32
+//! BE ‖ segment u16 BE` → [`Summary`], three u64 LE). A key's data and index entry are staged
+//! together and always reach fjall in the same batch (see below), so they are atomic.
+//!
+//! Memory: fjall's block cache (shared by the keyspaces) and each keyspace's memtable are sized
+//! by [`Tuning`] (`--cache-mib`, `--memtable-mib`; defaults [`DEFAULT_CACHE_MIB`] and
+//! [`DEFAULT_MEMTABLE_MIB`]; four keyspaces), so the resident set does not grow with the data.
 //!
 //! Writes of one driver turn are staged in memory (reads see them) and reach fjall as one batch
 //! when the driver calls [`FjallStorage::commit`] — before it releases any message or reply of the
@@ -25,14 +32,14 @@
 
 use super::seal::{Keyring, is_sealed};
 use crate::core::storage::empty_range;
-use crate::core::{Storage, VersionSet};
+use crate::core::{IndexEntry, IndexWrite, Storage, Summary, VersionSet};
 use anyhow::Context;
 use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
-use std::ops::Bound;
+use std::ops::{Bound, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +50,8 @@ pub struct FjallStorage {
     db: Database,
     data: Keyspace,
     meta: Keyspace,
+    index: Keyspace,
+    segments: Keyspace,
     /// Writes not yet handed to fjall (see the module docs). Interior mutability because the
     /// range reads of [`Storage`] take `&self` and commit the staged writes first.
     staged: RefCell<Staged>,
@@ -70,7 +79,84 @@ const SEAL_CHECK_PLAIN: &[u8] = b"causeway encryption at rest";
 #[derive(Default)]
 struct Staged {
     data: HashMap<Box<[u8]>, Option<VersionSet>>,
+    /// Index entries by encoded index key.
+    index: HashMap<Box<[u8]>, Option<u64>>,
+    /// Segment summaries by encoded segment key (`None`: an empty segment, removed).
+    segments: HashMap<[u8; 6], Option<Summary>>,
     meta: HashMap<Box<str>, Box<[u8]>>,
+}
+
+impl Staged {
+    fn is_empty(&self) -> bool {
+        self.data.is_empty()
+            && self.index.is_empty()
+            && self.segments.is_empty()
+            && self.meta.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.data.clear();
+        self.index.clear();
+        self.segments.clear();
+        self.meta.clear();
+    }
+}
+
+/// Default size of fjall's block cache, MiB.
+pub const DEFAULT_CACHE_MIB: u64 = 32;
+/// Default size of one keyspace's memtable, MiB (fjall's own default is 64).
+pub const DEFAULT_MEMTABLE_MIB: u64 = 16;
+
+/// fjall's memory settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    pub cache_mib: u64,
+    pub memtable_mib: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            cache_mib: DEFAULT_CACHE_MIB,
+            memtable_mib: DEFAULT_MEMTABLE_MIB,
+        }
+    }
+}
+
+/// `partition ‖ segment`, big-endian: segment keys sort by partition, then segment.
+fn segment_key(partition: u32, segment: u16) -> [u8; 6] {
+    let mut k = [0; 6];
+    k[..4].copy_from_slice(&partition.to_be_bytes());
+    k[4..].copy_from_slice(&segment.to_be_bytes());
+    k
+}
+
+/// `partition ‖ segment ‖ key`.
+fn index_key(partition: u32, segment: u16, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(6 + key.len());
+    k.extend_from_slice(&segment_key(partition, segment));
+    k.extend_from_slice(key);
+    k
+}
+
+fn encode_summary(s: &Summary) -> [u8; 24] {
+    let mut b = [0; 24];
+    b[..8].copy_from_slice(&s.hash.to_le_bytes());
+    b[8..16].copy_from_slice(&s.keys.to_le_bytes());
+    b[16..].copy_from_slice(&s.live.to_le_bytes());
+    b
+}
+
+fn le_u64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn decode_summary(b: &[u8]) -> Option<Summary> {
+    Some(Summary {
+        hash: le_u64(b, 0)?,
+        keys: le_u64(b, 8)?,
+        live: le_u64(b, 16)?,
+    })
 }
 
 /// Logs `what` and aborts: storage that cannot complete an operation must stop the node.
@@ -95,18 +181,34 @@ impl FjallStorage {
     /// are sealed. Fails when the directory was sealed with a key `keyring` lacks, or is
     /// encrypted and no keyring is given.
     pub fn open_sealed(dir: &Path, keyring: Option<Arc<Keyring>>) -> anyhow::Result<Self> {
+        FjallStorage::open_tuned(dir, keyring, Tuning::default())
+    }
+
+    /// [`FjallStorage::open_sealed`] with fjall's memory sized by `tuning`.
+    pub fn open_tuned(
+        dir: &Path,
+        keyring: Option<Arc<Keyring>>,
+        tuning: Tuning,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating data directory {}", dir.display()))?;
+        let memtable = tuning.memtable_mib.max(1) << 20;
         let db = Database::builder(dir)
             .max_journaling_size(MAX_JOURNALS_BYTES)
+            .cache_size(tuning.cache_mib << 20)
             .open()
             .with_context(|| format!("opening database in {}", dir.display()))?;
-        let data = db.keyspace("data", KeyspaceCreateOptions::default)?;
-        let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
+        let opts = || KeyspaceCreateOptions::default().max_memtable_size(memtable);
+        let data = db.keyspace("data", opts)?;
+        let meta = db.keyspace("meta", opts)?;
+        let index = db.keyspace("index", opts)?;
+        let segments = db.keyspace("segments", opts)?;
         Ok(FjallStorage {
             db,
             data,
             meta,
+            index,
+            segments,
             staged: RefCell::default(),
             dir: dir.to_owned(),
             committed: Arc::default(),
@@ -193,7 +295,7 @@ impl FjallStorage {
     /// process kill). The driver calls it before releasing a turn's messages and replies.
     pub fn commit(&self) {
         let mut staged = self.staged.borrow_mut();
-        if staged.data.is_empty() && staged.meta.is_empty() {
+        if staged.is_empty() {
             return;
         }
         let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
@@ -203,13 +305,24 @@ impl FjallStorage {
                 None => batch.remove(&self.data, &**key),
             }
         }
+        for (key, digest) in &staged.index {
+            match digest {
+                Some(d) => batch.insert(&self.index, &**key, d.to_le_bytes()),
+                None => batch.remove(&self.index, &**key),
+            }
+        }
+        for (key, summary) in &staged.segments {
+            match summary {
+                Some(s) => batch.insert(&self.segments, key, encode_summary(s)),
+                None => batch.remove(&self.segments, key),
+            }
+        }
         for (name, value) in &staged.meta {
             batch.insert(&self.meta, name.as_bytes(), &**value);
         }
         match batch.commit() {
             Ok(()) => {
-                staged.data.clear();
-                staged.meta.clear();
+                staged.clear();
                 self.committed.store(true, Ordering::Release);
             }
             Err(e) => self.fail("commit", e),
@@ -364,6 +477,133 @@ impl Storage for FjallStorage {
             return;
         }
         self.staged.get_mut().data.insert(key.into(), None);
+    }
+
+    fn put_indexed(&mut self, key: &[u8], set: Option<&VersionSet>, index: &IndexWrite) {
+        if key.is_empty() && empty_key("put") {
+            return;
+        }
+        // Staged together, so they reach fjall in the same batch (commit takes all of them).
+        match set {
+            Some(s) => self.put(key, s),
+            None => self.remove(key),
+        }
+        self.put_index(key, index);
+    }
+
+    fn put_index(&mut self, key: &[u8], index: &IndexWrite) {
+        if key.is_empty() && empty_key("index") {
+            return;
+        }
+        let staged = self.staged.get_mut();
+        let ikey = index_key(index.partition, index.segment, key);
+        staged.index.insert(ikey.into(), index.digest);
+        let summary = (index.summary != Summary::default()).then_some(index.summary);
+        let skey = segment_key(index.partition, index.segment);
+        staged.segments.insert(skey, summary);
+    }
+
+    fn digest(&self, partition: u32, segment: u16, key: &[u8]) -> Option<u64> {
+        let ikey = index_key(partition, segment, key);
+        if let Some(staged) = self.staged.borrow().index.get(&ikey[..]) {
+            return *staged;
+        }
+        match self.index.get(&ikey) {
+            Ok(v) => v.and_then(|v| le_u64(&v, 0)),
+            Err(e) => fail_stop("index get", e),
+        }
+    }
+
+    fn index_range(
+        &self,
+        partition: u32,
+        segments: RangeInclusive<u16>,
+        after: Option<(u16, &[u8])>,
+        limit: usize,
+    ) -> Vec<IndexEntry> {
+        if segments.is_empty() {
+            return Vec::new();
+        }
+        self.commit();
+        let start = match after {
+            Some((s, k)) if s >= *segments.start() => Bound::Excluded(index_key(partition, s, k)),
+            _ => Bound::Included(segment_key(partition, *segments.start()).to_vec()),
+        };
+        let end = match segments.end().checked_add(1) {
+            Some(next) => Bound::Excluded(segment_key(partition, next).to_vec()),
+            None => match partition.checked_add(1) {
+                Some(p) => Bound::Excluded(segment_key(p, 0).to_vec()),
+                None => Bound::Unbounded,
+            },
+        };
+        let mut out = Vec::new();
+        for guard in self.index.range((start, end)).take(limit) {
+            match guard.into_inner() {
+                Ok((k, v)) if k.len() >= 6 => {
+                    let seg = u16::from_be_bytes([k[4], k[5]]);
+                    let digest = le_u64(&v, 0).unwrap_or_else(|| {
+                        fail_stop("index range", format!("a digest of {} bytes", v.len()))
+                    });
+                    out.push((seg, Bytes::copy_from_slice(&k[6..]), digest));
+                }
+                Ok((k, _)) => {
+                    fail_stop("index range", format!("an index key of {} bytes", k.len()))
+                }
+                Err(e) => fail_stop("index range", e),
+            }
+        }
+        out
+    }
+
+    fn summaries(&self) -> Vec<(u32, u16, Summary)> {
+        self.commit();
+        let mut out = Vec::new();
+        for guard in self.segments.iter() {
+            match guard.into_inner() {
+                Ok((k, v)) => {
+                    let (Ok(p), Ok(s), Some(sum)) = (
+                        k.get(..4)
+                            .unwrap_or_default()
+                            .try_into()
+                            .map(u32::from_be_bytes),
+                        k.get(4..6)
+                            .unwrap_or_default()
+                            .try_into()
+                            .map(u16::from_be_bytes),
+                        decode_summary(&v),
+                    ) else {
+                        fail_stop("segments", format!("a malformed record under {k:?}"))
+                    };
+                    out.push((p, s, sum));
+                }
+                Err(e) => fail_stop("segments", e),
+            }
+        }
+        out
+    }
+
+    fn reset_index(&mut self) {
+        self.commit();
+        let staged = self.staged.get_mut();
+        for guard in self.index.iter() {
+            match guard.key() {
+                Ok(k) => {
+                    staged.index.insert(k.to_vec().into(), None);
+                }
+                Err(e) => fail_stop("index reset", e),
+            }
+        }
+        for guard in self.segments.iter() {
+            match guard.key() {
+                Ok(k) => {
+                    let Ok(k) = <[u8; 6]>::try_from(&k[..]) else {
+                        fail_stop("index reset", format!("a segment key {k:?}"))
+                    };
+                    staged.segments.insert(k, None);
+                }
+                Err(e) => fail_stop("index reset", e),
+            }
+        }
     }
 
     fn range(

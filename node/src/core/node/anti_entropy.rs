@@ -83,6 +83,19 @@ impl<S: Storage> Node<S> {
         self.send(&peer, msg);
     }
 
+    /// The stored digests of one segment's keys (a range read of the index), in key order. A
+    /// segment number out of range (from a peer) names no key.
+    fn segment_digests(&self, partition: u32, segment: u16) -> Vec<(Bytes, u64)> {
+        if usize::from(segment) >= crate::core::merkle::SEGMENTS {
+            return Vec::new();
+        }
+        self.storage
+            .index_range(partition, segment..=segment, None, usize::MAX)
+            .into_iter()
+            .map(|(_, k, d)| (k, d))
+            .collect()
+    }
+
     /// Sends `msg` as part of the running exchange, counting its bytes.
     fn send_aae(&mut self, msg: PeerMsg) {
         if let Some(ex) = &mut self.aae {
@@ -170,9 +183,7 @@ impl<S: Storage> Node<S> {
                 let theirs: BTreeMap<Bytes, u64> = keys.into_iter().collect();
                 let mut mine: BTreeMap<Bytes, u64> = BTreeMap::new();
                 for (p, seg) in segments {
-                    if let Some(tree) = self.merkle.get(p) {
-                        mine.extend(tree.segment_keys(seg).map(|(k, d)| (k.clone(), d)));
-                    }
+                    mine.extend(self.segment_digests(p, seg));
                 }
                 let mut sets = Vec::new();
                 let mut truncated = false;
@@ -305,13 +316,13 @@ impl<S: Storage> Node<S> {
                     continue;
                 }
                 let seg = (usize::from(b) * SEGMENTS_PER_BRANCH + i) as u16;
-                if !chosen.is_empty() && keys.len() + tree.segment_len(seg) > self.cfg.aae_max_keys
-                {
+                let len = tree.segment(seg).keys as usize;
+                if !chosen.is_empty() && keys.len() + len > self.cfg.aae_max_keys {
                     truncated = true;
                     continue;
                 }
                 chosen.push((p, seg));
-                keys.extend(tree.segment_keys(seg).map(|(k, d)| (k.clone(), d)));
+                keys.extend(self.segment_digests(p, seg));
             }
         }
         let ex = self.aae.as_mut().expect("caller matched the exchange");

@@ -118,11 +118,7 @@ impl<S: Storage> Node<S> {
     fn start_push(&mut self, partition: u32) -> Push {
         // Claims first, keys second: every write claimed is in the state read afterwards.
         let clock = self.partition_clock(partition);
-        let keys = self
-            .merkle
-            .get(partition)
-            .map(|t| t.keys().cloned().collect())
-            .unwrap_or_default();
+        let keys = self.partition_keys(partition);
         Push {
             stream: self.rid(),
             seq: 0,
@@ -306,11 +302,7 @@ impl<S: Storage> Node<S> {
         if self.outbox.any_key(|k| view.partition_of(k) == partition) {
             return;
         }
-        let keys: Vec<Bytes> = self
-            .merkle
-            .get(partition)
-            .map(|t| t.keys().cloned().collect())
-            .unwrap_or_default();
+        let keys = self.partition_keys(partition);
         for k in keys {
             self.remove_key(&k);
         }

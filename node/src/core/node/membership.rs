@@ -236,7 +236,7 @@ impl<S: Storage> Node<S> {
         let me = self.me.clone();
         self.shard = self.cfg.view.shard_of_node(&me);
         if old.partitions != self.cfg.view.partitions {
-            let (merkle, live) = index(&self.storage, self.cfg.view.partitions);
+            let (merkle, live) = index(&mut self.storage, self.cfg.view.partitions);
             self.merkle = merkle;
             self.live = live;
         }
