@@ -82,7 +82,7 @@ pub enum Canary {
 }
 
 impl Canary {
-    pub const ALL: [Canary; 16] = [
+    pub const ALL: [Canary; 17] = [
         Canary::SkipCausalWait,
         Canary::NoReplicationRetry,
         Canary::NoAntiEntropy,
