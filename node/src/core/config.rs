@@ -75,10 +75,15 @@ pub enum Canary {
     MiscountLiveKeys,
     /// A strong-key proposer takes one promise and one accept as a majority.
     AcceptWithoutMajority,
+    /// Reads and listings return versions whose expiry (TTL) has passed.
+    TtlIgnored,
+    /// An expiry tombstone removes every version of the key, not only the expired ones: a
+    /// concurrent or later write without a TTL is lost with them.
+    ExpireWithWideContext,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 16] = [
+    pub const ALL: [Canary; 18] = [
         Canary::SkipCausalWait,
         Canary::NoReplicationRetry,
         Canary::NoAntiEntropy,
@@ -95,6 +100,8 @@ impl Canary {
         Canary::ReplyBeforeDurable,
         Canary::MiscountLiveKeys,
         Canary::AcceptWithoutMajority,
+        Canary::TtlIgnored,
+        Canary::ExpireWithWideContext,
     ];
 
     pub fn name(self) -> &'static str {
@@ -115,6 +122,8 @@ impl Canary {
             Canary::ReplyBeforeDurable => "reply-before-durable",
             Canary::MiscountLiveKeys => "miscount-live-keys",
             Canary::AcceptWithoutMajority => "accept-without-majority",
+            Canary::TtlIgnored => "ttl-ignored",
+            Canary::ExpireWithWideContext => "expire-with-wide-context",
         }
     }
 
