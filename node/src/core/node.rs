@@ -124,6 +124,8 @@ pub struct Executed {
     pub supersedes: VersionVector,
     /// The time to live the write was issued with, in seconds.
     pub ttl: Option<u64>,
+    /// For an expiry tombstone: exactly the versions it removed. Empty for a client write.
+    pub expired: Vec<Dot>,
     /// The request it serves; `None` for an expiry tombstone, which this node wrote on its own
     /// and which supersedes exactly the expired versions it removed (`supersedes` names them).
     pub origin: Option<Origin>,
@@ -1321,6 +1323,7 @@ impl<S: Storage> Node<S> {
             value: value.as_ref().map(|(v, _, _)| v.clone()),
             supersedes: ctx.clone(),
             ttl: value.as_ref().and_then(|(_, _, t)| *t),
+            expired: Vec::new(),
             origin: Some(origin.clone()),
         });
     }
