@@ -281,8 +281,8 @@ fn ttl(h: &History, ix: &Index, out: &mut Vec<Violation>) {
         for &d in &e.expired {
             for &i in kw.at(d) {
                 let w = kw.writes[i];
-                let early = w.value.is_some()
-                    && expiry_floor(h, w).is_none_or(|floor| e.at_us < floor);
+                let early =
+                    w.value.is_some() && expiry_floor(h, w).is_none_or(|floor| e.at_us < floor);
                 if early {
                     out.push(Violation {
                         checker: Checker::Ttl,

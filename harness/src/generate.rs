@@ -104,8 +104,9 @@ fn gen_op(
     };
     let blind = p_blind > 0.0 && rng.random_bool(p_blind);
     // Likewise drawn only when the scenario asks for TTLs.
-    let ttl_s = (!probe && kind == OpKind::Put && w.ttl > 0.0 && rng.random_bool(w.ttl.clamp(0.0, 1.0)))
-        .then(|| rng.random_range(w.ttl_s[0].max(1)..=w.ttl_s[1].max(w.ttl_s[0]).max(1)));
+    let ttl_s =
+        (!probe && kind == OpKind::Put && w.ttl > 0.0 && rng.random_bool(w.ttl.clamp(0.0, 1.0)))
+            .then(|| rng.random_range(w.ttl_s[0].max(1)..=w.ttl_s[1].max(w.ttl_s[0]).max(1)));
     PlannedOp {
         node,
         kind,

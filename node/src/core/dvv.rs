@@ -262,7 +262,14 @@ mod tests {
         let before = set.clone();
         set.expire(|v| v.expired(10), ver(3, 1, None));
         let dots: Vec<Dot> = set.versions().iter().map(|v| v.dot).collect();
-        assert_eq!(dots, [ver(1, 1, None).dot, ver(2, 1, None).dot, ver(3, 1, None).dot]);
+        assert_eq!(
+            dots,
+            [
+                ver(1, 1, None).dot,
+                ver(2, 1, None).dot,
+                ver(3, 1, None).dot
+            ]
+        );
         set.check().unwrap();
         // A replica that still holds the expired version drops it on merge and keeps the rest.
         let mut other = before;

@@ -32,7 +32,8 @@ use super::outbox::{self, Outbox};
 use super::probe::{Probe, Probes};
 use super::proxy::{Forwarding, Proxy};
 use super::request::{
-    ListEntry, MAX_CONTENT_TYPE_BYTES, MAX_TTL_SECS, Op, Quorum, Reply, ReqError, ReqId, Request, Response, Rid,
+    ListEntry, MAX_CONTENT_TYPE_BYTES, MAX_TTL_SECS, Op, Quorum, Reply, ReqError, ReqId, Request,
+    Response, Rid,
 };
 use super::ring::{Epoch, NodeId, ShardId, View, node_hash, partition_of};
 use super::storage::Storage;
@@ -1467,7 +1468,8 @@ impl<S: Storage> Node<S> {
         self.hlc = (self.hlc + 1).max(self.wall.as_micros());
         let had_value = set.has_value();
         let ts = self.hlc;
-        let (value, content_type, ttl) = value.map_or((None, None, None), |(v, c, t)| (Some(v), c, t));
+        let (value, content_type, ttl) =
+            value.map_or((None, None, None), |(v, c, t)| (Some(v), c, t));
         let version = Version {
             dot,
             value,

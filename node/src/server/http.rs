@@ -244,8 +244,7 @@ async fn write(
     context: VersionVector,
     w: Quorum,
 ) -> Result<Response, ApiError> {
-    let (value, content_type, ttl) =
-        value.map_or((None, None, None), |(v, c, t)| (Some(v), c, t));
+    let (value, content_type, ttl) = value.map_or((None, None, None), |(v, c, t)| (Some(v), c, t));
     let request_context = context.clone();
     let reply = st
         .node

@@ -502,7 +502,11 @@ mod tests {
         };
         expiring.write(&VersionVector::new(), version);
         assert_eq!(decode_record(&encode(&expiring)), Ok(expiring));
-        assert!(decode_record(&[FORMAT_TAG, 9, 0]).unwrap_err().contains("newer"));
+        assert!(
+            decode_record(&[FORMAT_TAG, 9, 0])
+                .unwrap_err()
+                .contains("newer")
+        );
     }
 
     #[test]

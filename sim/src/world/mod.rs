@@ -231,8 +231,14 @@ pub struct World<'a, A: FnMut(u64)> {
 fn skew_bound(scenario: &Scenario, plan: &Plan) -> u64 {
     let p = &scenario.phases;
     let run_us = ((p.chaos_s + p.settle_s + p.liveness_s + p.quiesce_s) * 1e6) as u64;
-    let offset = plan.clocks.iter().map(|c| c.offset_ms.unsigned_abs() * 1000);
-    let drift = plan.clocks.iter().map(|c| c.drift_ppm.unsigned_abs() * run_us / 1_000_000);
+    let offset = plan
+        .clocks
+        .iter()
+        .map(|c| c.offset_ms.unsigned_abs() * 1000);
+    let drift = plan
+        .clocks
+        .iter()
+        .map(|c| c.drift_ppm.unsigned_abs() * run_us / 1_000_000);
     let jumps: u64 = plan
         .faults
         .iter()
