@@ -45,6 +45,11 @@ struct KeyWrites<'a> {
     /// of every write it covers).
     anc: Vec<VersionVector>,
     by_dot: BTreeMap<Dot, Vec<usize>>,
+    /// Dots some expiry tombstone removed. A version vector cannot name one dot without the
+    /// lower counters of its actor, so an expiry tombstone's ancestry holds only what the
+    /// removed writes superseded, and the removed dots themselves are listed here (the TTL
+    /// checker judges each removal).
+    expired: BTreeSet<Dot>,
 }
 
 impl<'a> KeyWrites<'a> {
@@ -56,8 +61,18 @@ impl<'a> KeyWrites<'a> {
         writes.sort_by_key(|w| (w.at_us, w.dot));
         let mut anc: Vec<VersionVector> = Vec::with_capacity(writes.len());
         let mut by_dot: BTreeMap<Dot, Vec<usize>> = BTreeMap::new();
+        let mut expired = BTreeSet::new();
         for (i, w) in writes.iter().enumerate() {
-            let mut acc = w.supersedes.clone();
+            let mut acc = if w.expired.is_empty() {
+                w.supersedes.clone()
+            } else {
+                let mut acc = VersionVector::new();
+                for j in (0..i).filter(|&j| w.expired.contains(&writes[j].dot)) {
+                    acc.merge(&anc[j]);
+                }
+                expired.extend(w.expired.iter().copied());
+                acc
+            };
             let mut merged = VersionVector::new();
             for j in (0..i).rev() {
                 let x = writes[j];
@@ -73,6 +88,7 @@ impl<'a> KeyWrites<'a> {
             writes,
             anc,
             by_dot,
+            expired,
         }
     }
 
@@ -218,7 +234,79 @@ pub fn check(h: &History, enabled: &[Checker], complete_registry: bool) -> Vec<V
             detail: v.explanation,
         });
     }
+    if on(Checker::Ttl) {
+        ttl(h, &ix, &mut out);
+    }
     out
+}
+
+/// When `w` (a write with a TTL) may have expired by some node's clock: its expiry on the true
+/// clock, less the skew bound. `None` for a write without a TTL.
+fn expiry_floor(h: &History, w: &WriteRecord) -> Option<u64> {
+    w.ttl_s
+        .map(|t| (w.at_us + t * 1_000_000).saturating_sub(h.skew_us))
+}
+
+/// The TTL checker (docs/ttl.md): reads do not return a version more than the skew bound after
+/// its expiry, and an expiry tombstone removes only tombstones and expired versions.
+fn ttl(h: &History, ix: &Index, out: &mut Vec<Violation>) {
+    for op in &h.ops {
+        let Outcome::Ok(Response::Read { versions, .. }) = &op.outcome else {
+            continue;
+        };
+        let kw = ix.key(&op.key);
+        for ver in versions.iter().filter(|v| v.value.is_some()) {
+            let late = kw.at(ver.dot).iter().map(|&i| kw.writes[i]).find(|w| {
+                w.ttl_s
+                    .is_some_and(|t| op.invoked_us > w.at_us + t * 1_000_000 + h.skew_us)
+            });
+            if let Some(w) = late {
+                out.push(Violation {
+                    checker: Checker::Ttl,
+                    key: show(&op.key),
+                    ops: vec![op.id, w.op],
+                    detail: format!(
+                        "returned {:?} (ttl {} s, written at {} ms) more than the skew bound of {} ms after it expired: {op}",
+                        ver.dot,
+                        w.ttl_s.unwrap_or_default(),
+                        w.at_us / 1000,
+                        h.skew_us / 1000
+                    ),
+                });
+            }
+        }
+    }
+    for e in h.writes.iter().filter(|w| !w.expired.is_empty()) {
+        let kw = ix.key(&e.key);
+        for &d in &e.expired {
+            for &i in kw.at(d) {
+                let w = kw.writes[i];
+                let early =
+                    w.value.is_some() && expiry_floor(h, w).is_none_or(|floor| e.at_us < floor);
+                if early {
+                    out.push(Violation {
+                        checker: Checker::Ttl,
+                        key: show(&e.key),
+                        ops: vec![w.op],
+                        detail: format!(
+                            "expiry tombstone {:?} (node {} at {} ms) removed {d:?} (op#{}), {}",
+                            e.dot,
+                            e.node,
+                            e.at_us / 1000,
+                            w.op,
+                            match w.ttl_s {
+                                None => "a write without a ttl".to_string(),
+                                Some(t) => format!(
+                                    "written at {} ms with ttl {t} s: before it expired",
+                                    w.at_us / 1000
+                                ),
+                            }
+                        ),
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// Every reply's context encodes within [`token::max_chars`] of one entry per node.
@@ -346,13 +434,14 @@ fn g1(h: &History, ix: &Index, complete: bool, out: &mut Vec<Violation>) {
                     );
                 }
             }
-            Outcome::Ok(Response::Read { versions, .. }) => g1_read(op, versions, ix, &mut v),
+            Outcome::Ok(Response::Read { versions, .. }) => g1_read(h, op, versions, ix, &mut v),
             _ => {}
         }
     }
 }
 
 fn g1_read(
+    h: &History,
     op: &OpRecord,
     versions: &[Version],
     ix: &Index,
@@ -390,9 +479,18 @@ fn g1_read(
         .collect();
     for &i in &covered {
         let w = kw.writes[i];
+        // A read hides a write whose TTL passed by its replica's clock (docs/ttl.md), and what
+        // a write that expired superseded.
+        let expired = kw.expired.contains(&w.dot)
+            || expiry_floor(h, w).is_some_and(|floor| done >= floor)
+            || (0..kw.writes.len()).any(|x| {
+                kw.anc[x].covers(w.dot)
+                    && expiry_floor(h, kw.writes[x]).is_some_and(|floor| done >= floor)
+            });
         if returned.contains(&w.dot)
             || by_versions.covers(w.dot)
             || w.value.is_none()
+            || expired
             || kw.reapable(w.dot, done)
         {
             continue;
@@ -440,6 +538,10 @@ fn g2(h: &History, ix: &Index, merged: &BTreeMap<&Bytes, Vec<Version>>, out: &mu
             continue;
         }
         let kw = ix.key(&op.key);
+        if kw.expired.contains(&dot) {
+            // Removed by an expiry tombstone: the TTL checker judges whether it had expired.
+            continue;
+        }
         if !kw.superseded_by(m).covers(dot) && !kw.reapable(dot, u64::MAX) {
             out.push(Violation {
                 checker: Checker::G2,
@@ -546,6 +648,8 @@ mod tests {
             context: ctx,
             node: 0,
             at_us: op * 1000,
+            ttl_s: None,
+            expired: Vec::new(),
             op,
         }
     }
@@ -605,6 +709,7 @@ mod tests {
             value: val(v),
             ts: 0,
             content_type: None,
+            expires: None,
         }
     }
     fn set_of(writes: &[(&VersionVector, Version)]) -> VersionSet {
@@ -638,6 +743,7 @@ mod tests {
             unsettled: Vec::new(),
             strong: Vec::new(),
             nodes: 0,
+            skew_us: 0,
         }
     }
 
@@ -746,6 +852,7 @@ mod tests {
             unsettled: Vec::new(),
             strong: Vec::new(),
             nodes: 0,
+            skew_us: 0,
         };
         h.ops.push(get_op(3, 1, vv(&[d]), vec![], vv(&[d])));
         assert!(checkers(&h, Checker::G1).is_empty());
@@ -794,6 +901,7 @@ mod tests {
             unsettled: Vec::new(),
             strong: Vec::new(),
             nodes: 0,
+            skew_us: 0,
         };
         assert!(checkers(&h, Checker::G2).is_empty());
         let mut lww = VersionSet::new();
@@ -827,6 +935,7 @@ mod tests {
             unsettled: Vec::new(),
             strong: Vec::new(),
             nodes: 0,
+            skew_us: 0,
         };
         assert_eq!(check(&h, &Checker::ALL, true), Vec::new());
         // Not blind, the same empty context is a session going backwards.
@@ -895,6 +1004,7 @@ mod tests {
             unsettled: Vec::new(),
             strong: Vec::new(),
             nodes: 0,
+            skew_us: 0,
         };
         let v = checkers(&h, Checker::G6);
         assert_eq!(v.len(), 1, "{v:?}");
@@ -928,6 +1038,7 @@ mod tests {
             unsettled: Vec::new(),
             strong: Vec::new(),
             nodes: 0,
+            skew_us: 0,
         };
         assert_eq!(check(&h, &Checker::ALL, true), Vec::new());
         let back = set_of(&[

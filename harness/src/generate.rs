@@ -103,6 +103,10 @@ fn gen_op(
         OpKind::Get => 0.0,
     };
     let blind = p_blind > 0.0 && rng.random_bool(p_blind);
+    // Likewise drawn only when the scenario asks for TTLs.
+    let ttl_s =
+        (!probe && kind == OpKind::Put && w.ttl > 0.0 && rng.random_bool(w.ttl.clamp(0.0, 1.0)))
+            .then(|| rng.random_range(w.ttl_s[0].max(1)..=w.ttl_s[1].max(w.ttl_s[0]).max(1)));
     PlannedOp {
         node,
         kind,
@@ -111,6 +115,7 @@ fn gen_op(
         at_us: None,
         merge_from,
         blind,
+        ttl_s,
     }
 }
 

@@ -135,6 +135,11 @@ pub struct WriteRecord {
     pub supersedes: VersionVector,
     pub node: usize,
     pub at_us: u64,
+    /// The time to live the write was issued with, in seconds (docs/ttl.md).
+    pub ttl_s: Option<u64>,
+    /// For an expiry tombstone (written by a node, serving no client operation): exactly the
+    /// versions it removed, which must be tombstones or expired writes. Empty otherwise.
+    pub expired: Vec<Dot>,
     /// The client operation this execution serves (informative: identical requests of two
     /// sessions are indistinguishable, see [`WriteRecord::serves`]).
     pub op: u64,
@@ -171,6 +176,9 @@ pub struct History {
     ///
     /// [`Checker::Linearizable`]: crate::scenario::Checker::Linearizable
     pub strong: Vec<crate::linearizable::StrongOp>,
+    /// How far apart two nodes' clocks may be during the run, µs: how early a TTL may expire
+    /// (or how late a read may still return it) relative to the writing coordinator's clock.
+    pub skew_us: u64,
 }
 
 impl History {

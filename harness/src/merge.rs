@@ -44,6 +44,7 @@ mod tests {
             value: Some(bytes::Bytes::from(format!("{d:?}"))),
             ts: 0,
             content_type: None,
+            expires: None,
         }
     }
 

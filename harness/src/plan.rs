@@ -35,6 +35,9 @@ pub struct PlannedOp {
     /// `Workload::blind_deletes`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub blind: bool,
+    /// A put with this time to live, in seconds (see `Workload::ttl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<u64>,
 }
 
 impl PlannedOp {

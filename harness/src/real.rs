@@ -68,6 +68,8 @@ pub fn build(
         supersedes: op.context.clone(),
         node: op.node,
         at_us: op.invoked_us,
+        ttl_s: None,
+        expired: Vec::new(),
         op: op.id,
     };
     let mut writes: Vec<WriteRecord> = ops
@@ -146,6 +148,7 @@ pub fn build(
         unsettled: Vec::new(),
         strong: Vec::new(),
         nodes,
+        skew_us: 0,
     })
 }
 
@@ -172,6 +175,7 @@ mod tests {
             value: Some(Bytes::copy_from_slice(v.as_bytes())),
             ts: 0,
             content_type: None,
+            expires: None,
         }
     }
     fn op(
@@ -279,6 +283,7 @@ mod tests {
             value: None,
             ts: 0,
             content_type: None,
+            expires: None,
         };
         let state = replica_state(vec![tomb]);
         let finals = BTreeMap::from([(Bytes::from_static(b"k"), vec![(0, state)])]);

@@ -26,6 +26,10 @@ pub enum Checker {
     G6,
     /// Identity: no dot is ever issued for two different writes.
     G7,
+    /// Time to live (docs/ttl.md): no read returns a version more than the clock-skew bound
+    /// after its expiry, and an expiry tombstone removes only tombstones and versions whose
+    /// expiry passed, by that bound, before it was written (so no unexpired write is lost).
+    Ttl,
     /// Token size (docs/guarantees): every context a reply carries encodes within the bound of one
     /// entry per node of the cluster, however many view changes and restarts it went through.
     /// Opt-in (not in [`Checker::ALL`]): a node that loses its disk or its counter rightly
@@ -40,7 +44,7 @@ pub enum Checker {
 }
 
 impl Checker {
-    pub const ALL: [Checker; 7] = [
+    pub const ALL: [Checker; 8] = [
         Checker::G1,
         Checker::G2,
         Checker::G3,
@@ -48,6 +52,7 @@ impl Checker {
         Checker::G6,
         Checker::G7,
         Checker::Linearizable,
+        Checker::Ttl,
     ];
 }
 
@@ -212,6 +217,16 @@ pub struct Workload {
     /// sessions moving while requests to an unreachable shard wait out the core's timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Probability that a put carries a time to live (docs/ttl.md), drawn from `ttl_s`.
+    #[serde(default)]
+    pub ttl: f64,
+    /// Range of the time to live of such puts, `[min, max]` seconds.
+    #[serde(default = "default_ttl")]
+    pub ttl_s: [u64; 2],
+}
+
+fn default_ttl() -> [u64; 2] {
+    [1, 3]
 }
 
 /// What strong-key clients do ([`StrongWorkload::pattern`]).

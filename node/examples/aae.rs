@@ -18,6 +18,7 @@ fn set_of(actor: Actor, counter: u64, value: &[u8]) -> VersionSet {
         value: Some(Bytes::copy_from_slice(value)),
         ts: counter,
         content_type: None,
+        expires: None,
     };
     s.write(&VersionVector::new(), version);
     s

@@ -49,6 +49,7 @@ fn put(n: &mut Node<MemStorage>, id: u64, key: &str) {
         content_type: None,
         context: VersionVector::new(),
         w: Quorum::N(1),
+        ttl: None,
     };
     n.handle(
         Time::from_millis(1_000_000),
@@ -139,6 +140,7 @@ fn version_set() -> impl Strategy<Value = VersionSet> {
             value: v.map(Bytes::from),
             ts: 0,
             content_type: None,
+            expires: None,
         });
     (
         context(),
@@ -194,6 +196,7 @@ fn op() -> impl Strategy<Value = Op> {
             content_type: None,
             context,
             w: Quorum::N(w),
+            ttl: None,
         }),
         hostile_u32().prop_map(|shard| Op::KeyCount { shard }),
     ]
@@ -466,6 +469,7 @@ fn malformed_views_and_keys_are_refused() {
         value: None,
         ts: 0,
         content_type: None,
+        expires: None,
     };
     set.write(&VersionVector::new(), v);
     let replicate = PeerMsg::Replicate {

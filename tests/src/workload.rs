@@ -63,6 +63,7 @@ pub fn parse_read(body: &serde_json::Value) -> Option<(Vec<Version>, VersionVect
             value,
             ts: 0,
             content_type: None,
+            expires: None,
         });
     }
     versions.sort_by_key(|v| v.dot);

@@ -55,6 +55,7 @@ fn malformed(view: &View) -> Vec<PeerMsg> {
         value: None,
         ts: 0,
         content_type: None,
+        expires: None,
     };
     erase.write(&forged, tomb);
     vec![
@@ -85,6 +86,7 @@ fn malformed(view: &View) -> Vec<PeerMsg> {
                 content_type: None,
                 context: VersionVector::new(),
                 w: Quorum::N(1),
+                ttl: None,
             },
             epoch: view.epoch,
         },

@@ -34,6 +34,7 @@ fn forged_frame(from: &str, key: &str) -> Vec<u8> {
             value: Some(Bytes::from_static(b"forged")),
             ts: 1,
             content_type: None,
+            expires: None,
         },
     );
     let msg = PeerMsg::Repair {

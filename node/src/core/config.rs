@@ -79,10 +79,15 @@ pub enum Canary {
     /// data: a crash between the two leaves the index describing data the disk lost, so
     /// anti-entropy believes the replicas agree where they differ (caught by G3).
     IndexOutsideBatch,
+    /// Reads and listings return versions whose expiry (TTL) has passed.
+    TtlIgnored,
+    /// An expiry tombstone removes every version of the key, not only the expired ones: a
+    /// concurrent or later write without a TTL is lost with them.
+    ExpireWithWideContext,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 17] = [
+    pub const ALL: [Canary; 19] = [
         Canary::SkipCausalWait,
         Canary::NoReplicationRetry,
         Canary::NoAntiEntropy,
@@ -100,6 +105,8 @@ impl Canary {
         Canary::MiscountLiveKeys,
         Canary::AcceptWithoutMajority,
         Canary::IndexOutsideBatch,
+        Canary::TtlIgnored,
+        Canary::ExpireWithWideContext,
     ];
 
     pub fn name(self) -> &'static str {
@@ -121,6 +128,8 @@ impl Canary {
             Canary::MiscountLiveKeys => "miscount-live-keys",
             Canary::AcceptWithoutMajority => "accept-without-majority",
             Canary::IndexOutsideBatch => "index-outside-batch",
+            Canary::TtlIgnored => "ttl-ignored",
+            Canary::ExpireWithWideContext => "expire-with-wide-context",
         }
     }
 

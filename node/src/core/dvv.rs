@@ -33,9 +33,18 @@ pub struct Version {
     /// [`super::request::MAX_CONTENT_TYPE_BYTES`]); `None` for tombstones and for values
     /// written without one, which read as `application/octet-stream`.
     pub content_type: Option<Bytes>,
+    /// When the version expires (TTL): microseconds since the Unix epoch on the coordinator's
+    /// clock, its `ts` plus the requested time to live. Part of the version, so every replica
+    /// holds (and digests) the same expiry. `None`: never expires.
+    pub expires: Option<u64>,
 }
 
 impl Version {
+    /// Whether the version has expired at `now` (by the clock of the node asking).
+    pub fn expired(&self, now: u64) -> bool {
+        self.expires.is_some_and(|e| e <= now)
+    }
+
     /// A stable tag naming this sibling (Riak's vtag): derived from the dot alone, so every
     /// replica gives the same version the same tag. URL-safe, 11 characters.
     pub fn vtag(&self) -> String {
@@ -145,6 +154,15 @@ impl VersionSet {
         changed
     }
 
+    /// Expires the versions `expired` accepts: removes exactly those and adds `tombstone`
+    /// (written by the node that expires them). The context keeps covering the removed dots, so
+    /// they stay superseded in every later merge, while versions it does not remove — a
+    /// concurrent or later write, expiring or not — survive here and in every merge.
+    pub fn expire(&mut self, expired: impl Fn(&Version) -> bool, tombstone: Version) {
+        self.versions.retain(|v| !expired(v));
+        self.write(&VersionVector::new(), tombstone);
+    }
+
     /// Keeps only the versions `keep` accepts; the context is unchanged, so dropped versions
     /// stay superseded in every later merge.
     pub fn retain_versions(&mut self, keep: impl FnMut(&Version) -> bool) {
@@ -174,6 +192,49 @@ impl VersionSet {
     }
 }
 
+/// The encoding of version sets written before versions carried an expiry (storage format 1):
+/// decoded only to read old data, converted into [`VersionSet`]s without expiries.
+pub mod v1 {
+    use super::{Dot, VersionVector};
+    use bytes::Bytes;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    struct Version {
+        dot: Dot,
+        value: Option<Bytes>,
+        ts: u64,
+        content_type: Option<Bytes>,
+    }
+
+    /// A version set as format 1 stored it.
+    #[derive(Deserialize)]
+    pub struct VersionSet {
+        context: VersionVector,
+        versions: Vec<Version>,
+    }
+
+    impl From<VersionSet> for super::VersionSet {
+        fn from(old: VersionSet) -> Self {
+            let versions = old
+                .versions
+                .into_iter()
+                .map(|v| super::Version {
+                    dot: v.dot,
+                    value: v.value,
+                    ts: v.ts,
+                    content_type: v.content_type,
+                    expires: None,
+                })
+                .collect();
+            super::VersionSet {
+                context: old.context,
+                versions,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,7 +247,34 @@ mod tests {
             value: value.map(|s| Bytes::from_static(s.as_bytes())),
             ts: counter,
             content_type: None,
+            expires: None,
         }
+    }
+
+    #[test]
+    fn expire_removes_exactly_the_expired_versions() {
+        let mut set = VersionSet::new();
+        set.write(&VersionVector::new(), ver(1, 1, Some("plain")));
+        let mut ttl = ver(1, 2, Some("ttl"));
+        ttl.expires = Some(10);
+        set.write(&VersionVector::new(), ttl.clone());
+        set.write(&VersionVector::new(), ver(2, 1, Some("concurrent")));
+        let before = set.clone();
+        set.expire(|v| v.expired(10), ver(3, 1, None));
+        let dots: Vec<Dot> = set.versions().iter().map(|v| v.dot).collect();
+        assert_eq!(
+            dots,
+            [
+                ver(1, 1, None).dot,
+                ver(2, 1, None).dot,
+                ver(3, 1, None).dot
+            ]
+        );
+        set.check().unwrap();
+        // A replica that still holds the expired version drops it on merge and keeps the rest.
+        let mut other = before;
+        other.merge(&set);
+        assert_eq!(other, set);
     }
 
     #[test]

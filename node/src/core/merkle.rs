@@ -26,9 +26,9 @@ pub const SEGMENTS_PER_BRANCH: usize = 32;
 /// Branches per partition tree.
 pub const BRANCHES: usize = SEGMENTS / SEGMENTS_PER_BRANCH;
 
-/// Digest of a version set: covers the context and every version's dot, timestamp, value bytes
-/// and content type, fed field by field (little-endian, length-prefixed) into one streaming xxh3, so equal
-/// sets hash equally on every node and no encoding is allocated.
+/// Digest of a version set: covers the context and every version's dot, timestamp, value bytes,
+/// content type and expiry, fed field by field (little-endian, length-prefixed) into one
+/// streaming xxh3, so equal sets hash equally on every node and no encoding is allocated.
 pub fn digest(set: &VersionSet) -> u64 {
     let mut h = Xxh3::new();
     h.update(&(set.context().len() as u64).to_le_bytes());
@@ -55,6 +55,11 @@ pub fn digest(set: &VersionSet) -> u64 {
                 h.update(c);
             }
             None => h.update(&[0]),
+        }
+        if let Some(e) = v.expires {
+            // Only versions with an expiry feed it, so digests of older data are unchanged.
+            h.update(&[2]);
+            h.update(&e.to_le_bytes());
         }
     }
     h.digest()
@@ -274,7 +279,7 @@ mod tests {
     }
 
     #[test]
-    fn digest_sees_values_versions_content_types_and_context() {
+    fn digest_sees_values_versions_content_types_expiries_and_context() {
         use crate::core::{Actor, Dot, Version, VersionVector};
         use bytes::Bytes;
         let version = |counter, value: Option<&'static [u8]>| Version {
@@ -282,6 +287,7 @@ mod tests {
             value: value.map(Bytes::from_static),
             ts: 7,
             content_type: None,
+            expires: None,
         };
         let mut a = VersionSet::new();
         a.write(&VersionVector::new(), version(1, Some(b"x")));
@@ -300,7 +306,20 @@ mod tests {
             ..version(1, Some(b"x"))
         };
         e.write(&VersionVector::new(), typed);
-        let digests = [digest(&a), digest(&b), digest(&c), digest(&d), digest(&e)];
+        let mut f = VersionSet::new();
+        let expiring = Version {
+            expires: Some(9),
+            ..version(1, Some(b"x"))
+        };
+        f.write(&VersionVector::new(), expiring);
+        let digests = [
+            digest(&a),
+            digest(&b),
+            digest(&c),
+            digest(&d),
+            digest(&e),
+            digest(&f),
+        ];
         for i in 0..digests.len() {
             for j in 0..i {
                 assert_ne!(digests[i], digests[j], "sets {i} and {j}");

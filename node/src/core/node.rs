@@ -32,7 +32,8 @@ use super::outbox::{self, Outbox};
 use super::probe::{Probe, Probes};
 use super::proxy::{Forwarding, Proxy};
 use super::request::{
-    ListEntry, MAX_CONTENT_TYPE_BYTES, Op, Quorum, Reply, ReqError, ReqId, Request, Response, Rid,
+    ListEntry, MAX_CONTENT_TYPE_BYTES, MAX_TTL_SECS, Op, Quorum, Reply, ReqError, ReqId, Request,
+    Response, Rid,
 };
 use super::ring::{Epoch, NodeId, ShardId, View, node_hash, partition_of};
 use super::storage::{IndexWrite, Storage};
@@ -46,6 +47,7 @@ use std::ops::Bound;
 
 mod anti_entropy;
 pub mod bulk;
+mod expiry;
 mod floor;
 mod handoff;
 mod invariants;
@@ -124,9 +126,17 @@ pub struct Executed {
     pub value: Option<Bytes>,
     /// The request's context, or for a blind delete what the coordinator held of the key.
     pub supersedes: VersionVector,
-    /// The request it serves.
-    pub origin: Origin,
+    /// The time to live the write was issued with, in seconds.
+    pub ttl: Option<u64>,
+    /// For an expiry tombstone: exactly the versions it removed. Empty for a client write.
+    pub expired: Vec<Dot>,
+    /// The request it serves; `None` for an expiry tombstone, which this node wrote on its own
+    /// and which supersedes exactly the expired versions it removed (`supersedes` names them).
+    pub origin: Option<Origin>,
 }
+
+/// A value a client writes: its bytes, content type and time to live in seconds.
+type NewValue = (Bytes, Option<Bytes>, Option<u64>);
 
 /// Where the answer to an operation this node executes goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -335,6 +345,10 @@ pub struct Node<S: Storage> {
     aae_stats: AaeStats,
     next_aae: Time,
     aae_turn: usize,
+    /// Expiry index (see `expiry`): (when to look at the key, µs on this node's clock; key) for
+    /// every expiring version this node stored since start or found at start. Entries may be
+    /// stale (the version was superseded since); popping one re-checks the key.
+    expiring: BTreeSet<(u64, Bytes)>,
     /// Tombstones this node wrote, with the peers that acknowledged them so far.
     tombstones: BTreeMap<Dot, (Bytes, BTreeSet<NodeId>)>,
     /// Tombstones every replica holds, with the time their grace period ends.
@@ -406,6 +420,7 @@ impl<S: Storage> Node<S> {
         }
         let (merkle, live) = index(&mut storage, cfg.view.partitions);
         let strong = strong::StrongNode::load(&mut storage, &mut rng, now);
+        let expiring = expiry::index_storage(&storage);
         let shard = cfg.view.shard_of_node(&id.node);
         let handoff: BTreeMap<u32, PartitionClock> = storage
             .meta_get(META_HANDOFF)
@@ -480,6 +495,7 @@ impl<S: Storage> Node<S> {
             aae_stats: AaeStats::default(),
             next_aae: now + cfg.aae_interval,
             aae_turn: 0,
+            expiring,
             tombstones: BTreeMap::new(),
             reaps: BTreeMap::new(),
             probes,
@@ -900,8 +916,18 @@ impl<S: Storage> Node<S> {
                 value,
                 content_type,
                 w,
+                ttl,
                 ..
             } => {
+                match (ttl, value) {
+                    (Some(_), None) => return bad("a delete takes no ttl".into()),
+                    (Some(t), _) if !(1..=MAX_TTL_SECS).contains(t) => {
+                        return bad(format!(
+                            "ttl must be a whole number of seconds from 1 to {MAX_TTL_SECS}"
+                        ));
+                    }
+                    _ => {}
+                }
                 if value
                     .as_ref()
                     .is_some_and(|v| v.len() > self.cfg.max_value_bytes)
@@ -1016,12 +1042,13 @@ impl<S: Storage> Node<S> {
                     value,
                     content_type,
                     context,
+                    ttl,
                     ..
                 } = op
                 else {
                     unreachable!("only writes are hintable")
                 };
-                let value = value.map(|v| (v, content_type));
+                let value = value.map(|v| (v, content_type, ttl));
                 self.write_hint(client, key, value, context);
             }
             Some(s) => {
@@ -1121,8 +1148,9 @@ impl<S: Storage> Node<S> {
                 content_type,
                 context,
                 w,
+                ttl,
             } => {
-                let value = value.map(|v| (v, content_type));
+                let value = value.map(|v| (v, content_type, ttl));
                 self.write(origin, key, value, context, w)
             }
             _ => unreachable!("only reads and writes wait for their context"),
@@ -1170,7 +1198,7 @@ impl<S: Storage> Node<S> {
         &mut self,
         origin: Origin,
         key: Bytes,
-        value: Option<(Bytes, Option<Bytes>)>,
+        value: Option<NewValue>,
         ctx: VersionVector,
         w: Quorum,
     ) {
@@ -1185,7 +1213,7 @@ impl<S: Storage> Node<S> {
             Ok(c) => c,
             Err(e) => return self.finish(origin, Err(e)),
         };
-        if let Some((v, _)) = &value {
+        if let Some((v, _, _)) = &value {
             let kept: usize = current
                 .versions()
                 .iter()
@@ -1222,31 +1250,7 @@ impl<S: Storage> Node<S> {
                 self.tombstones.insert(dot, (key.clone(), BTreeSet::new()));
             }
         }
-        let bytes = outbox::copy_bytes(&key, &set);
-        let (interval, budget) = (self.cfg.retry_interval, self.cfg.peer_buffer_bytes);
-        for peer in self.peers() {
-            let dots = if self.cfg.canary == Some(Canary::NoReplicationRetry) {
-                vec![dot]
-            } else if !self
-                .outbox
-                .push(&peer, &key, dot, self.cfg.max_unacked_per_peer)
-                || !self.outbox.has_room(&peer, budget)
-            {
-                // Over the key cap (anti-entropy repairs), or waiting for room in the peer's
-                // budget (sent from `on_tick` and acknowledgements).
-                continue;
-            } else {
-                let now = self.now;
-                self.outbox
-                    .launch(&peer, &key, bytes, now, interval, &mut self.rng)
-            };
-            let msg = PeerMsg::Replicate {
-                key: key.clone(),
-                set: set.clone(),
-                dots,
-            };
-            self.send(&peer, msg);
-        }
+        self.replicate(&key, dot, &set);
         let reply = Response::Written {
             dot,
             context: self.reply_context(&ctx, &key),
@@ -1271,21 +1275,53 @@ impl<S: Storage> Node<S> {
         self.wake_parked();
     }
 
+    /// Sends write `dot`, now `set` at this coordinator, to the shard's other replicas through
+    /// their outboxes (retried until acknowledged).
+    fn replicate(&mut self, key: &Bytes, dot: Dot, set: &VersionSet) {
+        let bytes = outbox::copy_bytes(key, set);
+        let (interval, budget) = (self.cfg.retry_interval, self.cfg.peer_buffer_bytes);
+        for peer in self.peers() {
+            let dots = if self.cfg.canary == Some(Canary::NoReplicationRetry) {
+                vec![dot]
+            } else if !self
+                .outbox
+                .push(&peer, key, dot, self.cfg.max_unacked_per_peer)
+                || !self.outbox.has_room(&peer, budget)
+            {
+                // Over the key cap (anti-entropy repairs), or waiting for room in the peer's
+                // budget (sent from `on_tick` and acknowledgements).
+                continue;
+            } else {
+                let now = self.now;
+                self.outbox
+                    .launch(&peer, key, bytes, now, interval, &mut self.rng)
+            };
+            let msg = PeerMsg::Replicate {
+                key: key.clone(),
+                set: set.clone(),
+                dots,
+            };
+            self.send(&peer, msg);
+        }
+    }
+
     /// Reports a client write executed as `dot`, superseding `ctx`, in [`Ready::executed`].
     fn executed(
         &mut self,
         dot: Dot,
         key: &Bytes,
-        value: &Option<(Bytes, Option<Bytes>)>,
+        value: &Option<NewValue>,
         ctx: &VersionVector,
         origin: &Origin,
     ) {
         self.out.executed.push(Executed {
             dot,
             key: key.clone(),
-            value: value.as_ref().map(|(v, _)| v.clone()),
+            value: value.as_ref().map(|(v, _, _)| v.clone()),
             supersedes: ctx.clone(),
-            origin: origin.clone(),
+            ttl: value.as_ref().and_then(|(_, _, t)| *t),
+            expired: Vec::new(),
+            origin: Some(origin.clone()),
         });
     }
 
@@ -1331,7 +1367,7 @@ impl<S: Storage> Node<S> {
         &mut self,
         client: ReqId,
         key: Bytes,
-        value: Option<(Bytes, Option<Bytes>)>,
+        value: Option<NewValue>,
         ctx: VersionVector,
     ) {
         let current = self.storage.get(&key).unwrap_or_default();
@@ -1420,7 +1456,7 @@ impl<S: Storage> Node<S> {
         dot: Dot,
         key: &Bytes,
         mut set: VersionSet,
-        value: Option<(Bytes, Option<Bytes>)>,
+        value: Option<NewValue>,
         ctx: &VersionVector,
     ) -> (VersionSet, bool) {
         self.clock.add(dot);
@@ -1428,12 +1464,14 @@ impl<S: Storage> Node<S> {
         self.hlc = (self.hlc + 1).max(self.wall.as_micros());
         let had_value = set.has_value();
         let ts = self.hlc;
-        let (value, content_type) = value.map_or((None, None), |(v, c)| (Some(v), c));
+        let (value, content_type, ttl) =
+            value.map_or((None, None, None), |(v, c, t)| (Some(v), c, t));
         let version = Version {
             dot,
             value,
             ts,
             content_type,
+            expires: ttl.map(|t| ts.saturating_add(t.saturating_mul(1_000_000))),
         };
         set.write(ctx, version);
         self.store(key, set.clone(), had_value);
@@ -1454,6 +1492,7 @@ impl<S: Storage> Node<S> {
         if self.cfg.canary == Some(Canary::EarlyTombstoneReap) && set.is_deleted() {
             return self.erase(key, partition, had_value);
         }
+        self.index_expiries(key, &set);
         self.write_indexed(key, partition, Some(&set), had_value);
     }
 
@@ -1585,7 +1624,7 @@ impl<S: Storage> Node<S> {
         let old = self.previous_owners(&key);
         if need <= 1 && old.is_empty() {
             let context = self.reply_context(&ctx, &key);
-            let versions = set.versions().to_vec();
+            let versions = self.unexpired(set.versions());
             return self.finish(origin, Ok(Response::Read { versions, context }));
         }
         let rid = self.rid();
@@ -1637,7 +1676,7 @@ impl<S: Storage> Node<S> {
             // supersedes them rather than becoming their sibling.
             context.merge(merged.context());
         }
-        let versions = merged.versions().to_vec();
+        let versions = self.unexpired(merged.versions());
         self.finish(p.origin, Ok(Response::Read { versions, context }));
     }
 
@@ -1999,8 +2038,13 @@ impl<S: Storage> Node<S> {
                 .storage
                 .range(lower.as_ref().map(|b| b.as_ref()), upper, chunk);
             let exhausted = page.len() < chunk;
-            for (k, s) in page {
+            for (k, mut s) in page {
                 lower = Bound::Excluded(k.clone());
+                if !full {
+                    // A listing of live values hides expired ones, as a read does.
+                    let live = self.unexpired(s.versions());
+                    s.retain_versions(|v| live.iter().any(|l| l.dot == v.dot));
+                }
                 if (full || s.has_value()) && self.owns(&k) {
                     bytes += outbox::copy_bytes(&k, &s);
                     if out.len() == limit || (!out.is_empty() && bytes > self.cfg.max_list_bytes) {
@@ -2112,6 +2156,7 @@ impl<S: Storage> Node<S> {
         self.replicate_ready(None);
         self.floor_tick();
         self.reap_due();
+        self.expiry_tick();
         self.anti_entropy_tick();
         self.membership_tick();
         self.join_tick();

@@ -40,6 +40,8 @@ pub enum Probe {
     AaeRepaired,
     /// A tombstone every replica held was reaped after its grace period.
     TombstoneReaped,
+    /// A node turned expired versions (TTL) into a tombstone.
+    TtlExpired,
     /// A late copy of a version this node had already superseded or reaped was dropped.
     StaleCopyDropped,
     /// A handoff batch was sent to a new replica of a partition.
@@ -60,7 +62,7 @@ pub enum Probe {
 
 impl Probe {
     /// Every probe, in report order.
-    pub const ALL: [Probe; 20] = [
+    pub const ALL: [Probe; 21] = [
         Probe::SiblingCreated,
         Probe::SiblingRefused,
         Probe::BlindDelete,
@@ -73,6 +75,7 @@ impl Probe {
         Probe::HintAccepted,
         Probe::AaeRepaired,
         Probe::TombstoneReaped,
+        Probe::TtlExpired,
         Probe::StaleCopyDropped,
         Probe::HandoffSent,
         Probe::HandoffReceived,
@@ -98,6 +101,7 @@ impl Probe {
             Probe::HintAccepted => "hint-accepted",
             Probe::AaeRepaired => "aae-repaired",
             Probe::TombstoneReaped => "tombstone-reaped",
+            Probe::TtlExpired => "ttl-expired",
             Probe::StaleCopyDropped => "stale-copy-dropped",
             Probe::HandoffSent => "handoff-sent",
             Probe::HandoffReceived => "handoff-received",

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 /// Longest accepted content type of a value, in bytes.
 pub const MAX_CONTENT_TYPE_BYTES: usize = 256;
 
+/// Longest accepted time to live of a write, in seconds (10 years of 365 days).
+pub const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
+
 /// Driver-chosen id that pairs a [`Reply`] with its [`Request`]; unique per node while pending.
 pub type ReqId = u64;
 
@@ -77,6 +80,9 @@ pub enum Op {
         content_type: Option<Bytes>,
         context: VersionVector,
         w: Quorum,
+        /// Time to live in seconds (`1..=MAX_TTL_SECS`): the value expires that long after the
+        /// coordinator's clock at execution (docs/ttl.md). `None`: never expires. Not for deletes.
+        ttl: Option<u64>,
     },
     /// Keys in `[start, end)` after `after`, in key order, across all shards. With `full`,
     /// every entry carries its whole version set and tombstone-only keys are listed too

@@ -23,7 +23,8 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: &[u8; 16] = b"CAUSEWAY-BACKUP\n";
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: versions carry their expiry (TTL); a version-1 file (versions without one) is refused.
+pub const FORMAT_VERSION: u32 = 2;
 /// Largest frame: a backup page (at most `max_list_bytes`, 16 MiB by default) with room to spare.
 pub const MAX_FRAME_BYTES: usize = 64 << 20;
 

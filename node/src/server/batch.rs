@@ -47,6 +47,9 @@ pub struct BatchOp {
     context: Option<String>,
     r: Option<String>,
     w: Option<String>,
+    /// Time to live of a put, in seconds (1 to 315360000; docs/ttl.md).
+    #[schema(minimum = 1, maximum = 315360000)]
+    ttl: Option<u64>,
 }
 
 #[derive(serde::Deserialize, utoipa::ToSchema)]
@@ -143,6 +146,7 @@ fn to_op(
         "get" => {
             only(o.value.is_none() && o.content_type.is_none(), "value")?;
             only(o.w.is_none(), "w")?;
+            only(o.ttl.is_none(), "ttl")?;
             Ok(Op::Get {
                 key,
                 context,
@@ -168,6 +172,7 @@ fn to_op(
                 ("put", None) => return Err(ApiError::bad_request("a put needs a value")),
                 (_, v) => {
                     only(v.is_none() && o.content_type.is_none(), "value")?;
+                    only(o.ttl.is_none(), "ttl")?;
                     None
                 }
             };
@@ -177,6 +182,7 @@ fn to_op(
                 content_type: o.content_type.map(Bytes::from),
                 context,
                 w: quorum(o.w, "w")?,
+                ttl: o.ttl,
             })
         }
         other => Err(ApiError::bad_request(format!(

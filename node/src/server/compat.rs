@@ -170,6 +170,7 @@ async fn write(
         content_type: None,
         context,
         w: Quorum::default(),
+        ttl: None,
     };
     let reply = st.node.call(op).await;
     match reply.result? {

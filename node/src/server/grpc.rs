@@ -138,6 +138,7 @@ fn put_op(p: proto::PutRequest, default: &VersionVector, max_value: usize) -> Re
         content_type: p.content_type.map(Bytes::from),
         context: context(&p.context, default)?,
         w: quorum(&p.w, "w")?,
+        ttl: p.ttl,
     })
 }
 
@@ -148,6 +149,7 @@ fn delete_op(d: proto::DeleteRequest, default: &VersionVector) -> Result<Op, Api
         content_type: None,
         context: context(&d.context, default)?,
         w: quorum(&d.w, "w")?,
+        ttl: None,
     })
 }
 

@@ -10,7 +10,7 @@
 use super::app::{AppState, MAX_JSON_BYTES, decode_context, req_error, unexpected, with_headers};
 pub use super::app::{CONTEXT_HEADER, DOT_HEADER, SERVED_BY_HEADER};
 use super::input::{
-    ApiError, json_body, parse_query, parse_quorum, percent_decode, read_body, text,
+    ApiError, json_body, parse_query, parse_quorum, parse_ttl, percent_decode, read_body, text,
 };
 use super::membership;
 use super::planted;
@@ -180,6 +180,7 @@ pub async fn kv_get(
 #[utoipa::path(put, path = "/v1/kv/{key}", tag = "kv",
     params(("key" = String, Path, description = "the key, percent-encoded"),
         ("w" = Option<String>, Query, pattern = "^([1-9][0-9]{0,2}|quorum|all)$", description = "write quorum: a number, quorum or all"),
+        ("ttl" = Option<u64>, Query, minimum = 1, maximum = 315360000, description = "time to live in seconds (1 to 315360000, 10 years): the value expires that long after the coordinator's clock (docs/ttl.md)"),
         ("X-Causal-Context" = Option<String>, Header, description = "causal-context token of the session")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
@@ -196,15 +197,19 @@ pub async fn kv_put(
     body: Body,
 ) -> Result<Response, ApiError> {
     let key = key_from_path(&uri, "/v1/kv/", st.node.max_key_bytes)?;
-    let q = parse_query(uri.query(), &["w"])?;
+    let q = parse_query(uri.query(), &["w", "ttl"])?;
     let w = quorum(q.get("w"), "w")?;
+    let ttl = match q.get("ttl") {
+        Some(t) => Some(parse_ttl(&text("ttl", t)?)?),
+        None => None,
+    };
     let context = context_header(&headers)?;
     // Bounded by the core (MAX_CONTENT_TYPE_BYTES, a 400); a header is already bounded by hyper.
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .map(|c| Bytes::copy_from_slice(c.as_bytes()));
     let value = read_body(&headers, body, st.node.max_value_bytes).await?;
-    write(&st, key, Some((value, content_type)), context, w).await
+    write(&st, key, Some((value, content_type, ttl)), context, w).await
 }
 
 /// Deletes what `X-Causal-Context` names (without one: what the coordinating replica holds).
@@ -235,11 +240,11 @@ pub async fn kv_delete(
 async fn write(
     st: &AppState,
     key: Bytes,
-    value: Option<(Bytes, Option<Bytes>)>,
+    value: Option<(Bytes, Option<Bytes>, Option<u64>)>,
     context: VersionVector,
     w: Quorum,
 ) -> Result<Response, ApiError> {
-    let (value, content_type) = value.map_or((None, None), |(v, c)| (Some(v), c));
+    let (value, content_type, ttl) = value.map_or((None, None, None), |(v, c, t)| (Some(v), c, t));
     let request_context = context.clone();
     let reply = st
         .node
@@ -249,6 +254,7 @@ async fn write(
             content_type,
             context,
             w,
+            ttl,
         })
         .await;
     match reply.result {

@@ -163,6 +163,19 @@ pub async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<By
     }
 }
 
+/// Parses a time to live in seconds: a whole number from 1 to [`crate::core::MAX_TTL_SECS`].
+pub fn parse_ttl(t: &str) -> Result<u64, ApiError> {
+    let max = crate::core::MAX_TTL_SECS;
+    t.parse::<u64>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "ttl must be a whole number of seconds from 1 to {max}; got {t:?}"
+            ))
+        })
+}
+
 /// Parses the quorum parameter `name` (`r` or `w`): a number, `quorum` or `all`.
 pub fn parse_quorum(t: &str, name: &str) -> Result<crate::core::Quorum, ApiError> {
     crate::core::Quorum::parse(t).ok_or_else(|| {

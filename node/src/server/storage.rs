@@ -8,6 +8,11 @@
 //! by [`Tuning`] (`--cache-mib`, `--memtable-mib`; defaults [`DEFAULT_CACHE_MIB`] and
 //! [`DEFAULT_MEMTABLE_MIB`]; four keyspaces), so the resident set does not grow with the data.
 //!
+//! A `data` record is `[0xFE, 2]` followed by the bincode of the version set (format 2: every
+//! version carries its expiry, docs/ttl.md). Records without that prefix are format 1, written
+//! before expiries existed, and read as version sets whose versions never expire; they are
+//! rewritten in format 2 the next time their key changes.
+//!
 //! Writes of one driver turn are staged in memory (reads see them) and reach fjall as one batch
 //! when the driver calls [`FjallStorage::commit`] — before it releases any message or reply of the
 //! turn — or at [`Storage::sync`]. The batch is committed with `PersistMode::Buffer`, so like a
@@ -166,9 +171,32 @@ fn fail_stop(what: &str, err: impl std::fmt::Display) -> ! {
     std::process::abort()
 }
 
+/// First byte of a record in format 2 or later, followed by the format number. A format-1
+/// record (bincode of a version set without expiries) never starts with it: it starts with a
+/// bincode varint, whose first byte is below 254 for any length that fits a `u64`.
+const FORMAT_TAG: u8 = 0xFE;
+/// The record format written: 2 = versions carry an expiry (TTL).
+const FORMAT: u8 = 2;
+
 fn encode(set: &VersionSet) -> Vec<u8> {
-    bincode::serde::encode_to_vec(set, bincode::config::standard())
-        .unwrap_or_else(|e| fail_stop("encode", e))
+    let mut out = vec![FORMAT_TAG, FORMAT];
+    bincode::serde::encode_into_std_write(set, &mut out, bincode::config::standard())
+        .unwrap_or_else(|e| fail_stop("encode", e));
+    out
+}
+
+/// Decodes a plaintext record of any format this build reads (1 or 2).
+fn decode_record(plain: &[u8]) -> Result<VersionSet, String> {
+    let cfg = bincode::config::standard();
+    match plain {
+        [FORMAT_TAG, FORMAT, rest @ ..] => bincode::serde::decode_from_slice(rest, cfg)
+            .map(|(set, _)| set)
+            .map_err(|e| e.to_string()),
+        [FORMAT_TAG, other, ..] => Err(format!("record format {other} is newer than this build")),
+        old => bincode::serde::decode_from_slice::<crate::core::dvv::v1::VersionSet, _>(old, cfg)
+            .map(|(set, _)| set.into())
+            .map_err(|e| e.to_string()),
+    }
 }
 
 impl FjallStorage {
@@ -276,10 +304,7 @@ impl FjallStorage {
         } else {
             bytes
         };
-        match bincode::serde::decode_from_slice(plain, bincode::config::standard()) {
-            Ok((set, _)) => set,
-            Err(e) => fail_stop(&format!("decode key {key:?}"), e),
-        }
+        decode_record(plain).unwrap_or_else(|e| fail_stop(&format!("decode key {key:?}"), e))
     }
 
     /// A handle that makes this database's committed writes durable from another thread.
@@ -676,9 +701,52 @@ mod tests {
             value: Some(Bytes::copy_from_slice(v.as_bytes())),
             ts: 0,
             content_type: Some(Bytes::from_static(b"text/plain")),
+            expires: None,
         };
         s.write(&VersionVector::new(), version);
         s
+    }
+
+    #[test]
+    fn format_1_records_read_and_format_2_keeps_expiries() {
+        #[derive(serde::Serialize)]
+        struct OldVersion {
+            dot: Dot,
+            value: Option<Bytes>,
+            ts: u64,
+            content_type: Option<Bytes>,
+        }
+        #[derive(serde::Serialize)]
+        struct OldSet {
+            context: VersionVector,
+            versions: Vec<OldVersion>,
+        }
+        let new = set("v");
+        let v = &new.versions()[0];
+        let old = OldSet {
+            context: new.context().clone(),
+            versions: vec![OldVersion {
+                dot: v.dot,
+                value: v.value.clone(),
+                ts: v.ts,
+                content_type: v.content_type.clone(),
+            }],
+        };
+        let bytes = bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap();
+        assert_ne!(bytes[0], FORMAT_TAG);
+        assert_eq!(decode_record(&bytes), Ok(new.clone()));
+        let mut expiring = VersionSet::new();
+        let version = Version {
+            expires: Some(42),
+            ..v.clone()
+        };
+        expiring.write(&VersionVector::new(), version);
+        assert_eq!(decode_record(&encode(&expiring)), Ok(expiring));
+        assert!(
+            decode_record(&[FORMAT_TAG, 9, 0])
+                .unwrap_err()
+                .contains("newer")
+        );
     }
 
     #[test]

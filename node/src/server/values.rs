@@ -212,6 +212,7 @@ mod tests {
             value: Some(Bytes::from_static(value.as_bytes())),
             ts: 1_700_000_000_000_000 + counter,
             content_type: ct.map(|c| Bytes::from_static(c.as_bytes())),
+            expires: None,
         }
     }
 

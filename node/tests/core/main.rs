@@ -3,4 +3,5 @@
 mod anti_entropy;
 mod cluster;
 mod membership;
+mod ttl;
 mod world;

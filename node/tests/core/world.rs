@@ -252,6 +252,7 @@ pub fn put(key: &str, value: &str, ctx: &VersionVector, w: Quorum) -> Op {
         content_type: None,
         context: ctx.clone(),
         w,
+        ttl: None,
     }
 }
 
@@ -262,6 +263,7 @@ pub fn del(key: &str, ctx: &VersionVector) -> Op {
         content_type: None,
         context: ctx.clone(),
         w: Quorum::N(1),
+        ttl: None,
     }
 }
 

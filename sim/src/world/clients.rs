@@ -87,6 +87,7 @@ impl<A: FnMut(u64)> World<'_, A> {
                 content_type: None,
                 context: context.clone(),
                 w: self.w,
+                ttl: p.ttl_s.filter(|_| p.kind == OpKind::Put),
             },
         };
         self.history.ops.push(OpRecord {

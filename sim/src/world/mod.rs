@@ -226,6 +226,30 @@ pub struct World<'a, A: FnMut(u64)> {
     broken: Option<String>,
 }
 
+/// The most two nodes' clocks can differ during a run of `plan`, µs: twice the largest initial
+/// offset, twice the largest drift over the whole run, and every clock step of a jump fault.
+fn skew_bound(scenario: &Scenario, plan: &Plan) -> u64 {
+    let p = &scenario.phases;
+    let run_us = ((p.chaos_s + p.settle_s + p.liveness_s + p.quiesce_s) * 1e6) as u64;
+    let offset = plan
+        .clocks
+        .iter()
+        .map(|c| c.offset_ms.unsigned_abs() * 1000);
+    let drift = plan
+        .clocks
+        .iter()
+        .map(|c| c.drift_ppm.unsigned_abs() * run_us / 1_000_000);
+    let jumps: u64 = plan
+        .faults
+        .iter()
+        .filter_map(|f| match f.fault {
+            Fault::Jump { ms, .. } => Some(ms.unsigned_abs() * 1000),
+            _ => None,
+        })
+        .sum();
+    2 * offset.max().unwrap_or(0) + 2 * drift.max().unwrap_or(0) + jumps
+}
+
 impl<'a, A: FnMut(u64)> World<'a, A> {
     pub fn new(
         scenario: &'a Scenario,
@@ -299,6 +323,7 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
             w: scenario.workload.w().expect("validated on load"),
             history: History {
                 nodes: scenario.cluster.slots(),
+                skew_us: skew_bound(scenario, plan),
                 ..History::default()
             },
             sent: BTreeMap::new(),
@@ -593,6 +618,7 @@ mod tests {
                     content_type: None,
                     context: VersionVector::new(),
                     w: Quorum::N(1),
+                    ttl: None,
                 },
                 epoch: view.epoch,
             },

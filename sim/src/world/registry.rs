@@ -88,11 +88,12 @@ impl<A: FnMut(u64)> World<'_, A> {
         let me = self.slots[n].id.clone();
         for e in &turn.executed {
             let to = match &e.origin {
-                Origin::Client(id) => Some(ReplyTo::Client(*id)),
-                Origin::Proxy { from, rid } => self
+                Some(Origin::Client(id)) => Some(ReplyTo::Client(*id)),
+                Some(Origin::Proxy { from, rid }) => self
                     .index
                     .get(from)
                     .map(|&from| ReplyTo::Forward { from, rid: *rid }),
+                None => None,
             };
             // The newest with that address: a restarted proxy numbers its forwards from the
             // start again, so an older entry may carry the same one.
@@ -116,6 +117,8 @@ impl<A: FnMut(u64)> World<'_, A> {
                 context,
                 node: n,
                 at_us: self.now,
+                ttl_s: e.ttl,
+                expired: e.expired.clone(),
                 op,
             });
         }

@@ -52,6 +52,7 @@ impl<'a, S: Storage> BulkLoad<'a, S> {
             value: Some(value),
             ts: LOAD_TS,
             content_type: None,
+            expires: None,
         };
         set.write(&VersionVector::new(), version);
         let partition = partition_of(key, self.partitions);
