@@ -500,15 +500,15 @@ impl<'a> KeySearch<'a> {
                 }
                 blocked = Some(Some((ev.op, cur)));
             }
-            if let Some(Some((op, event))) = blocked {
-                if stuck.as_ref().is_none_or(|s| stack.len() > s.prefix.len()) {
-                    stuck = Some(Stuck {
-                        prefix: stack.iter().map(|&(op, _, _)| op).collect(),
-                        state: at.state,
-                        blocking: op,
-                        pending: self.pending_before(event),
-                    });
-                }
+            if let Some(Some((op, event))) = blocked
+                && stuck.as_ref().is_none_or(|s| stack.len() > s.prefix.len())
+            {
+                stuck = Some(Stuck {
+                    prefix: stack.iter().map(|&(op, _, _)| op).collect(),
+                    state: at.state,
+                    blocking: op,
+                    pending: self.pending_before(event),
+                });
             }
             // Backtrack: undo the last choice that was not forced.
             loop {

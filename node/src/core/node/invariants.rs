@@ -169,6 +169,7 @@ mod tests {
                 content_type: None,
                 context: VersionVector::new(),
                 w: Quorum::N(1),
+                ttl: None,
             }
             .with_id(i)
         };

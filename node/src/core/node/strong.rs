@@ -177,7 +177,11 @@ impl<S: Storage> Node<S> {
     /// Ends round `rid` (decided, given up or late) and starts the oldest round queued behind
     /// it on the same key.
     fn end_round(&mut self, rid: Rid) -> Round {
-        let r = self.strong.rounds.remove(&rid).expect("an ending round exists");
+        let r = self
+            .strong
+            .rounds
+            .remove(&rid)
+            .expect("an ending round exists");
         debug_assert!(
             self.strong
                 .rounds
