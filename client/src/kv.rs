@@ -169,6 +169,20 @@ impl Session {
         written(self.send(req).await?)
     }
 
+    /// Like [`Session::put`], for a value that expires `ttl` after the coordinator executes
+    /// the write (whole seconds, 1 s to 10 years; the server refuses others with a 400). Reads
+    /// stop returning it then, by each serving node's clock (docs/ttl.md).
+    pub async fn put_expiring(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl Into<Bytes>,
+        ttl: std::time::Duration,
+    ) -> Result<()> {
+        let path = format!("{}?ttl={}", key_path(key.as_ref(), None), ttl.as_secs());
+        let req = Request::new(reqwest::Method::PUT, path, Retry::Never).body(value);
+        written(self.send(req).await?)
+    }
+
     /// Deletes `key`: a tombstone replacing the versions the session has seen (with an empty
     /// session, what the coordinating replica holds).
     pub async fn delete(&self, key: impl AsRef<[u8]>) -> Result<()> {
