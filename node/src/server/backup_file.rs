@@ -23,7 +23,9 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: &[u8; 16] = b"CAUSEWAY-BACKUP\n";
-/// 2: versions carry their expiry (TTL); a version-1 file (versions without one) is refused.
+/// 2: versions carry their expiry (TTL). A version-1 file (versions without one, written
+/// before TTL existed) still restores: [`Reader`] converts its frames to version 2 as it reads
+/// them, every version never expiring.
 pub const FORMAT_VERSION: u32 = 2;
 /// Largest frame: a backup page (at most `max_list_bytes`, 16 MiB by default) with room to spare.
 pub const MAX_FRAME_BYTES: usize = 64 << 20;
@@ -101,6 +103,8 @@ pub struct Summary {
 pub struct Reader {
     input: BufReader<File>,
     hash: Sha256,
+    /// The file's format version (1 or [`FORMAT_VERSION`]).
+    version: u32,
 }
 
 impl Reader {
@@ -110,6 +114,7 @@ impl Reader {
         let mut r = Reader {
             input: BufReader::with_capacity(1 << 20, file),
             hash: Sha256::new(),
+            version: FORMAT_VERSION,
         };
         let mut magic = [0; 16];
         r.exact(&mut magic)?;
@@ -117,10 +122,11 @@ impl Reader {
             bail!("{} is not a causeway backup (bad magic)", path.display());
         }
         let version = r.u32()?;
-        if version != FORMAT_VERSION {
+        r.version = version;
+        if version != FORMAT_VERSION && version != 1 {
             bail!(
-                "{} is a backup of format version {version}; this causeway reads version \
-                 {FORMAT_VERSION}",
+                "{} is a backup of format version {version}; this causeway reads versions 1 \
+                 to {FORMAT_VERSION}",
                 path.display()
             );
         }
@@ -158,6 +164,9 @@ impl Reader {
         }
         let mut bytes = vec![0; len];
         self.exact(&mut bytes)?;
+        if self.version == 1 {
+            bytes = upgrade_v1_frame(&bytes)?;
+        }
         Ok(Some((count, bytes)))
     }
 
@@ -183,6 +192,23 @@ impl Reader {
         }
         Ok(())
     }
+}
+
+/// Re-encodes a version-1 frame (`Vec<(Bytes, format-1 version set)>`) as a version-2 one.
+fn upgrade_v1_frame(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use crate::core::VersionSet;
+    use crate::core::dvv::v1;
+    let cfg = bincode::config::standard().with_limit::<{ MAX_FRAME_BYTES }>();
+    let (old, used): (Vec<(bytes::Bytes, v1::VersionSet)>, usize) =
+        bincode::serde::decode_from_slice(bytes, cfg)
+            .map_err(|e| anyhow::anyhow!("the backup is damaged: a version-1 frame: {e}"))?;
+    if used != bytes.len() {
+        bail!("the backup is damaged: a version-1 frame has trailing bytes");
+    }
+    let new: Vec<(bytes::Bytes, VersionSet)> =
+        old.into_iter().map(|(k, set)| (k, set.into())).collect();
+    bincode::serde::encode_to_vec(&new, bincode::config::standard())
+        .map_err(|e| anyhow::anyhow!("re-encoding a version-1 frame: {e}"))
 }
 
 /// Reads the whole backup at `path` and checks it: header, frame structure, key count and
@@ -211,6 +237,65 @@ mod tests {
         w.frame(1, b"one").unwrap();
         assert_eq!(w.finish().unwrap(), 3);
         path
+    }
+
+    /// A backup written before TTL (format 1: versions without an expiry) restores: its
+    /// frames come out in the current encoding, every version never expiring.
+    #[test]
+    fn a_version_1_backup_reads_as_never_expiring_versions() {
+        use crate::core::{Actor, Dot, VersionSet, VersionVector};
+        #[derive(serde::Serialize)]
+        struct V1Version {
+            dot: Dot,
+            value: Option<bytes::Bytes>,
+            ts: u64,
+            content_type: Option<bytes::Bytes>,
+        }
+        #[derive(serde::Serialize)]
+        struct V1Set {
+            context: VersionVector,
+            versions: Vec<V1Version>,
+        }
+        let dot = Dot::new(Actor::new(7, 1, 1), 3);
+        let mut context = VersionVector::new();
+        context.add(dot);
+        let old = vec![(
+            bytes::Bytes::from_static(b"k"),
+            V1Set {
+                context,
+                versions: vec![V1Version {
+                    dot,
+                    value: Some(bytes::Bytes::from_static(b"v")),
+                    ts: 42,
+                    content_type: None,
+                }],
+            },
+        )];
+        let frame = bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap();
+        let mut file = Vec::new();
+        file.extend_from_slice(MAGIC);
+        file.extend_from_slice(&1u32.to_le_bytes());
+        file.extend_from_slice(&1u32.to_le_bytes());
+        file.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        file.extend_from_slice(&frame);
+        file.extend_from_slice(&[0; 8]);
+        file.extend_from_slice(&1u64.to_le_bytes());
+        let digest = Sha256::digest(&file);
+        file.extend_from_slice(&digest);
+        let dir = std::env::temp_dir().join(format!("causeway-backup-v1-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.cwbk");
+        std::fs::write(&path, &file).unwrap();
+        assert_eq!(verify(&path, |_| {}).unwrap().keys, 1);
+        let mut r = Reader::open(&path).unwrap();
+        let (count, bytes) = r.next_frame().unwrap().expect("one frame");
+        assert_eq!(count, 1);
+        let (entries, _): (Vec<(bytes::Bytes, VersionSet)>, usize) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+        let v = &entries[0].1.versions()[0];
+        assert_eq!((v.dot, v.ts, v.expires), (dot, 42, None));
+        assert_eq!(v.value.as_deref(), Some(&b"v"[..]));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
