@@ -31,7 +31,7 @@ use bytes::Bytes;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 const META_IDENTITY: &str = "strong_identity";
@@ -74,7 +74,15 @@ pub(super) struct StrongNode {
     counter: u64,
     reserved: u64,
     rounds: BTreeMap<Rid, Round>,
+    /// The proxied operations (proxy, its request id) this node decided lately, oldest first,
+    /// at most [`RECENT_PROXIED`]: a duplicated `Forward` of one of them is dropped rather than
+    /// decided a second time (which would apply the write twice). The proxy has the first
+    /// round's answer, or gets it.
+    recent_proxied: VecDeque<(NodeId, Rid)>,
 }
+
+/// How many finished proxied operations a node remembers to drop duplicated forwards of.
+const RECENT_PROXIED: usize = 4096;
 
 impl StrongNode {
     /// Loads the strong-key state from `storage`; a node without an acceptor identity draws
@@ -107,6 +115,7 @@ impl StrongNode {
             counter,
             reserved,
             rounds: BTreeMap::new(),
+            recent_proxied: VecDeque::new(),
         }
     }
 }
@@ -139,6 +148,14 @@ impl<S: Storage> Node<S> {
 
     /// Starts deciding a strong operation this node coordinates (it is a replica of the key).
     pub(super) fn start_strong(&mut self, origin: Origin, key: Bytes, call: StrongCall) {
+        if let Origin::Proxy { from, rid } = &origin {
+            let twin = (from.clone(), *rid);
+            if self.strong.rounds.values().any(|r| r.origin == origin)
+                || self.strong.recent_proxied.contains(&twin)
+            {
+                return;
+            }
+        }
         let acceptors = match self.strong_acceptors(&key) {
             Ok(a) => a,
             Err(why) => return self.finish(origin, Err(ReqError::Unavailable(why))),
@@ -182,6 +199,12 @@ impl<S: Storage> Node<S> {
             .rounds
             .remove(&rid)
             .expect("an ending round exists");
+        if let Origin::Proxy { from, rid } = &r.origin {
+            if self.strong.recent_proxied.len() == RECENT_PROXIED {
+                self.strong.recent_proxied.pop_front();
+            }
+            self.strong.recent_proxied.push_back((from.clone(), *rid));
+        }
         debug_assert!(
             self.strong
                 .rounds
