@@ -41,7 +41,8 @@ fn put(key: &str, value: &str) -> Value {
 fn contents(path: &Path) -> BTreeMap<Vec<u8>, VersionSet> {
     let b = std::fs::read(path).expect("reading the backup");
     assert_eq!(&b[..16], b"CAUSEWAY-BACKUP\n");
-    assert_eq!(u32::from_le_bytes(b[16..20].try_into().unwrap()), 1);
+    // Format 2: versions carry their expiry (TTL).
+    assert_eq!(u32::from_le_bytes(b[16..20].try_into().unwrap()), 2);
     let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap()) as usize;
     let (mut at, mut out) = (20, BTreeMap::new());
     loop {
