@@ -477,20 +477,24 @@ fn g1_read(
     let covered: Vec<usize> = (0..kw.writes.len())
         .filter(|&i| op.context.covers(kw.writes[i].dot))
         .collect();
+    // Writes of this key whose TTL may have passed by the read's end (none without TTLs, which
+    // keeps the check linear in the key's writes for histories without them).
+    let lapsed: Vec<usize> = (0..kw.writes.len())
+        .filter(|&x| expiry_floor(h, kw.writes[x]).is_some_and(|floor| done >= floor))
+        .collect();
     for &i in &covered {
         let w = kw.writes[i];
         // A read hides a write whose TTL passed by its replica's clock (docs/ttl.md), and what
         // a write that expired superseded.
-        let expired = kw.expired.contains(&w.dot)
-            || expiry_floor(h, w).is_some_and(|floor| done >= floor)
-            || (0..kw.writes.len()).any(|x| {
-                kw.anc[x].covers(w.dot)
-                    && expiry_floor(h, kw.writes[x]).is_some_and(|floor| done >= floor)
-            });
+        let expired = || {
+            kw.expired.contains(&w.dot)
+                || expiry_floor(h, w).is_some_and(|floor| done >= floor)
+                || lapsed.iter().any(|&x| kw.anc[x].covers(w.dot))
+        };
         if returned.contains(&w.dot)
             || by_versions.covers(w.dot)
             || w.value.is_none()
-            || expired
+            || expired()
             || kw.reapable(w.dot, done)
         {
             continue;
