@@ -2,7 +2,9 @@
 //! differ; one exchange repairs them. Prints the bytes exchanged and the wall time of the repair,
 //! against the bytes a naive exchange of every key with its digest would need.
 //!
-//! Usage: `cargo run --release -p causeway --no-default-features --example aae [KEYS] [DIFF]`
+//! Usage: `cargo run --release -p causeway --example aae [KEYS] [DIFF]` (it uses only the core; the
+//! release build `cargo test` already made serves it, where `--no-default-features` would rebuild
+//! the crate)
 
 use bytes::Bytes;
 use causeway::core::{
