@@ -1,6 +1,6 @@
 //! The end-to-end tests of the `causeway` binary, one module per feature, linked into one test
 //! binary (as 28 binaries, each linking the whole stack, they cost about two minutes of CPU more
-//! to build). Run one feature's tests with `cargo test --release -p causeway-e2e --test e2e -- NAME::`.
+//! to build). Run one feature's tests with `cargo test --release --workspace --test e2e -- NAME::`.
 
 mod admin;
 mod backup;
