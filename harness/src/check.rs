@@ -209,6 +209,20 @@ pub fn check(h: &History, enabled: &[Checker], complete_registry: bool) -> Vec<V
                 });
             }
         }
+        for op in h
+            .ops
+            .iter()
+            .filter(|o| !matches!(o.outcome, Outcome::Ok(_)))
+        {
+            if let Some(why) = &op.servable {
+                out.push(Violation {
+                    checker: Checker::G4,
+                    key: show(&op.key),
+                    ops: vec![op.id],
+                    detail: format!("request failed while a replica could serve it ({why}): {op}"),
+                });
+            }
+        }
         for what in &h.unsettled {
             out.push(Violation {
                 checker: Checker::G4,
@@ -560,6 +574,14 @@ fn g2(h: &History, ix: &Index, merged: &BTreeMap<&Bytes, Vec<Version>>, out: &mu
 }
 
 fn g3(h: &History, out: &mut Vec<Violation>) {
+    for what in &h.unrepaired {
+        out.push(Violation {
+            checker: Checker::G3,
+            key: String::new(),
+            ops: Vec::new(),
+            detail: what.clone(),
+        });
+    }
     for (key, reps) in &h.finals {
         let Some((_, first)) = reps.first() else {
             continue;
@@ -679,6 +701,7 @@ mod tests {
             probe: false,
             blind: false,
             replier_applied: None,
+            servable: None,
         }
     }
     fn get_op(
@@ -705,6 +728,7 @@ mod tests {
             probe: false,
             blind: false,
             replier_applied: None,
+            servable: None,
         }
     }
     fn ver(d: Dot, v: &str) -> Version {
@@ -745,6 +769,7 @@ mod tests {
             ],
             finals: BTreeMap::from([(key(), vec![(0, final_set.clone()), (1, final_set)])]),
             unsettled: Vec::new(),
+            unrepaired: Vec::new(),
             strong: Vec::new(),
             nodes: 0,
             skew_us: 0,
@@ -854,6 +879,7 @@ mod tests {
             ],
             finals: BTreeMap::new(),
             unsettled: Vec::new(),
+            unrepaired: Vec::new(),
             strong: Vec::new(),
             nodes: 0,
             skew_us: 0,
@@ -903,6 +929,7 @@ mod tests {
             ],
             finals: BTreeMap::from([(key(), vec![(0, both)])]),
             unsettled: Vec::new(),
+            unrepaired: Vec::new(),
             strong: Vec::new(),
             nodes: 0,
             skew_us: 0,
@@ -937,6 +964,7 @@ mod tests {
             ],
             finals: BTreeMap::from([(key(), vec![(0, both.clone()), (1, both)])]),
             unsettled: Vec::new(),
+            unrepaired: Vec::new(),
             strong: Vec::new(),
             nodes: 0,
             skew_us: 0,
@@ -1006,6 +1034,7 @@ mod tests {
             ],
             finals: BTreeMap::from([(key(), vec![(0, resurrected)])]),
             unsettled: Vec::new(),
+            unrepaired: Vec::new(),
             strong: Vec::new(),
             nodes: 0,
             skew_us: 0,
@@ -1040,6 +1069,7 @@ mod tests {
             writes: vec![write(1, a, val("a"), VersionVector::new()), blind],
             finals: BTreeMap::from([(key(), vec![(0, deleted)])]),
             unsettled: Vec::new(),
+            unrepaired: Vec::new(),
             strong: Vec::new(),
             nodes: 0,
             skew_us: 0,

@@ -149,6 +149,7 @@ impl Workload {
                 outcome: Outcome::Pending,
                 probe: false,
                 replier_applied: None,
+                servable: None,
             };
             let reply = req
                 .header("x-causal-context", token::encode(&ctx))

@@ -104,6 +104,7 @@ impl<A: FnMut(u64)> World<'_, A> {
             probe,
             blind,
             replier_applied: None,
+            servable: None,
         });
         self.sent.entry((node, key)).or_default().push(id);
         self.sessions[s].current = Some(id);
@@ -116,6 +117,7 @@ impl<A: FnMut(u64)> World<'_, A> {
             return self.complete(s, id, o);
         }
         self.slots[node].pending.insert(id, s);
+        self.watch(id, node, &op);
         let timeout = match self.scenario.workload.timeout_ms {
             Some(ms) => ms * 1000,
             None => (self.config.request_timeout + CLIENT_GRACE).as_micros() as u64,
@@ -149,6 +151,7 @@ impl<A: FnMut(u64)> World<'_, A> {
         }
         rec.outcome = outcome;
         rec.completed_us = Some(self.now);
+        self.watch_completed(id);
         self.note(TraceCode::Complete, |w| {
             format!("complete {}", w.history.ops[id as usize])
         });

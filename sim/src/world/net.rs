@@ -20,7 +20,13 @@ impl<A: FnMut(u64)> World<'_, A> {
         if self.slots[to].paused {
             self.slots[to].held.push(input);
         } else {
+            if self.follow_repairs
+                && let Input::Peer { msg, .. } = &input
+            {
+                self.repair_answer(from, to, msg);
+            }
             self.feed(to, input);
+            self.answering = None;
         }
     }
 
@@ -29,6 +35,12 @@ impl<A: FnMut(u64)> World<'_, A> {
         let l = message_stream(from, to, &msg);
         if self.clogged.contains(&(from, to)) || self.chance(Purpose::Loss, l, self.loss) {
             self.stats.dropped += 1;
+            if !self.watches.is_empty() {
+                self.watch_dropped(from, to);
+            }
+            if self.follow_repairs {
+                self.last_drop.insert((from, to), self.now);
+            }
             self.note(TraceCode::Drop, |_| {
                 format!("drop n{from}->n{to} {}", msg.kind())
             });
