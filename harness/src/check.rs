@@ -362,6 +362,9 @@ fn g1(h: &History, ix: &Index, complete: bool, out: &mut Vec<Violation>) {
     let mut last_ctx: BTreeMap<usize, VersionVector> = BTreeMap::new();
     for op in &h.ops {
         let key = &op.key;
+        if op.reset {
+            last_ctx.remove(&op.session);
+        }
         let prev = last_ctx.get(&op.session);
         // A blind write names nothing on purpose; the session's context lives on past it.
         if let Some(prev) = prev
@@ -702,6 +705,7 @@ mod tests {
             blind: false,
             replier_applied: None,
             servable: None,
+            reset: false,
         }
     }
     fn get_op(
@@ -729,6 +733,7 @@ mod tests {
             blind: false,
             replier_applied: None,
             servable: None,
+            reset: false,
         }
     }
     fn ver(d: Dot, v: &str) -> Version {

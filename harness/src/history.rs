@@ -54,6 +54,10 @@ pub struct OpRecord {
     /// throughout, with few enough other replicas to try first within the deadline). G4 flags
     /// such a failure. `None` otherwise, and always in a real cluster.
     pub servable: Option<String>,
+    /// The session dropped its context before this request: its token named writes lost for
+    /// good with a wiped node (docs/guarantees.md, what a 503 means). G1 judges it from here on
+    /// as a new session.
+    pub reset: bool,
 }
 
 impl OpRecord {

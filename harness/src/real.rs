@@ -201,6 +201,7 @@ mod tests {
             probe: false,
             replier_applied: None,
             servable: None,
+            reset: false,
         }
     }
     fn written(d: Dot, ctx: VersionVector) -> Outcome {

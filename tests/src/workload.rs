@@ -150,6 +150,7 @@ impl Workload {
                 probe: false,
                 replier_applied: None,
                 servable: None,
+                reset: false,
             };
             let reply = req
                 .header("x-causal-context", token::encode(&ctx))

@@ -207,6 +207,10 @@ pub struct World<'a, A: FnMut(u64)> {
     /// Strong operations awaiting an answer: index in `history.strong` -> client.
     strong_pending: BTreeMap<usize, usize>,
     clogged: BTreeSet<(usize, usize)>,
+    /// Incarnations (node, incarnation of its actor) that a wipe ended.
+    wiped: Vec<(u32, u32)>,
+    /// Nodes whose outbound links are cut: what they sent before is lost on arrival too.
+    cut: BTreeSet<usize>,
     loss: f64,
     dup: f64,
     phase: Phase,
@@ -339,6 +343,8 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
                 .collect(),
             strong_pending: BTreeMap::new(),
             clogged: BTreeSet::new(),
+            cut: BTreeSet::new(),
+            wiped: Vec::new(),
             loss: scenario.net.loss,
             dup: scenario.net.dup,
             phase: Phase::Chaos,
@@ -545,8 +551,20 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
                     self.clogged.insert((m, node));
                 }
             }
-            Fault::Rejoin { node } => self.clogged.retain(|&(a, b)| a != node && b != node),
-            Fault::HealNet => self.clogged.clear(),
+            Fault::Cut { node } => {
+                for m in (0..n).filter(|&m| m != node) {
+                    self.clogged.insert((node, m));
+                }
+                self.cut.insert(node);
+            }
+            Fault::Rejoin { node } => {
+                self.clogged.retain(|&(a, b)| a != node && b != node);
+                self.cut.remove(&node);
+            }
+            Fault::HealNet => {
+                self.clogged.clear();
+                self.cut.clear();
+            }
             Fault::Crash { node } => self.stop(node, false),
             Fault::CrashBeforeSync { node } => {
                 self.slots[node].crash_before_sync = self.slots[node].node.is_some();

@@ -279,6 +279,10 @@ impl<A: FnMut(u64)> World<'_, A> {
         let st = node.status();
         self.stats.hints_accepted += st.handoff.hints_accepted;
         self.stats.probes.merge(&st.probes);
+        if wipe {
+            let a = node.actor();
+            self.wiped.push((a.node(), a.incarnation()));
+        }
         let mut disk = node.into_storage();
         let (kept, torn) = (
             self.range(Purpose::Tear, n as u64, 0, disk.unsynced() as u64) as usize,
