@@ -786,6 +786,49 @@ mod tests {
         assert_eq!(check(&good(), &Checker::ALL, true), Vec::new());
     }
 
+    /// A failed request the simulator judged servable during chaos is a G4 violation; one it
+    /// did not judge servable, or a success, is not.
+    #[test]
+    fn g4_flags_failed_requests_a_reachable_replica_could_serve() {
+        let mut h = good();
+        h.ops[2].outcome = Outcome::Failed("unable to satisfy request".into());
+        assert_eq!(checkers(&h, Checker::G4), Vec::new());
+        h.ops[2].servable = Some("n1 could serve it".into());
+        let v = checkers(&h, Checker::G4);
+        assert_eq!(v.len(), 1);
+        assert!(v[0].detail.contains("n1 could serve it"), "{}", v[0]);
+        h.ops[2] = good().ops[2].clone();
+        h.ops[2].servable = Some("n1 could serve it".into());
+        assert_eq!(checkers(&h, Checker::G4), Vec::new());
+    }
+
+    /// A read repair the simulator found missing is a G3 violation.
+    #[test]
+    fn g3_flags_missing_read_repairs() {
+        let mut h = good();
+        h.unrepaired.push("n1 lacks [a]".into());
+        let v = checkers(&h, Checker::G3);
+        assert_eq!(v.len(), 1);
+        assert!(v[0].detail.contains("n1 lacks"));
+    }
+
+    /// After a session drops its context (a reset), G1 does not call its next, smaller,
+    /// context a step backwards.
+    #[test]
+    fn g1_accepts_a_reset_session_context() {
+        let mut h = good();
+        h.ops[2].session = 0;
+        h.ops[2].context = VersionVector::new();
+        h.ops[2].outcome = Outcome::Ok(Response::Read {
+            versions: vec![ver(dot(1, 2), "b")],
+            context: vv(&[dot(1, 2)]),
+        });
+        let backwards = |v: Vec<Violation>| v.iter().any(|x| x.detail.contains("backwards"));
+        assert!(backwards(checkers(&h, Checker::G1)));
+        h.ops[2].reset = true;
+        assert!(!backwards(checkers(&h, Checker::G1)));
+    }
+
     #[test]
     fn g1_catches_stale_read_superseded_version_and_thin_air() {
         let (a, b) = (dot(1, 1), dot(1, 2));

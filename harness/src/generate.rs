@@ -395,4 +395,51 @@ mod tests {
         }
         assert!(saw_join);
     }
+
+    #[test]
+    fn crash_pairs_take_two_replicas_of_a_shard_and_cut_wipes_cut_before_wiping() {
+        let mut s = scenario();
+        s.faults.kinds = vec![FaultKind::CrashPair, FaultKind::CutWipe];
+        s.faults.max_down = 2;
+        s.faults.max_wipes = 1;
+        let view = view_of(&s);
+        let (mut pairs, mut cuts) = (0, 0);
+        for seed in 0..20 {
+            let p = generate(&s, seed);
+            let mut wiped = None;
+            for (i, f) in p.faults.iter().enumerate() {
+                match f.fault {
+                    Fault::Crash { node } => {
+                        let other = p.faults[i + 1..]
+                            .iter()
+                            .chain(p.faults[..i].iter().rev())
+                            .find_map(|g| match g.fault {
+                                Fault::Crash { node: m } if g.at_ms == f.at_ms && m != node => {
+                                    Some(m)
+                                }
+                                _ => None,
+                            })
+                            .expect("crashes come in pairs");
+                        let shard = |n: usize| view.shard_of_node(&node_addr(n));
+                        assert_eq!(shard(node), shard(other));
+                        pairs += 1;
+                    }
+                    Fault::Cut { node } => {
+                        let w = p.faults[i..].iter().find_map(|g| match g.fault {
+                            Fault::Wipe { node: m } if m == node => Some(g.at_ms),
+                            _ => None,
+                        });
+                        assert!(
+                            w.is_some_and(|at| at > f.at_ms),
+                            "a cut node is wiped later"
+                        );
+                        assert!(wiped.replace(node).is_none(), "max_wipes = 1");
+                        cuts += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert!(pairs > 0 && cuts > 0);
+    }
 }
