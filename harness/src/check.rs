@@ -209,6 +209,20 @@ pub fn check(h: &History, enabled: &[Checker], complete_registry: bool) -> Vec<V
                 });
             }
         }
+        for op in h
+            .ops
+            .iter()
+            .filter(|o| !matches!(o.outcome, Outcome::Ok(_)))
+        {
+            if let Some(why) = &op.servable {
+                out.push(Violation {
+                    checker: Checker::G4,
+                    key: show(&op.key),
+                    ops: vec![op.id],
+                    detail: format!("request failed while a replica could serve it ({why}): {op}"),
+                });
+            }
+        }
         for what in &h.unsettled {
             out.push(Violation {
                 checker: Checker::G4,
@@ -348,6 +362,9 @@ fn g1(h: &History, ix: &Index, complete: bool, out: &mut Vec<Violation>) {
     let mut last_ctx: BTreeMap<usize, VersionVector> = BTreeMap::new();
     for op in &h.ops {
         let key = &op.key;
+        if op.reset {
+            last_ctx.remove(&op.session);
+        }
         let prev = last_ctx.get(&op.session);
         // A blind write names nothing on purpose; the session's context lives on past it.
         if let Some(prev) = prev
@@ -560,6 +577,14 @@ fn g2(h: &History, ix: &Index, merged: &BTreeMap<&Bytes, Vec<Version>>, out: &mu
 }
 
 fn g3(h: &History, out: &mut Vec<Violation>) {
+    for what in &h.unrepaired {
+        out.push(Violation {
+            checker: Checker::G3,
+            key: String::new(),
+            ops: Vec::new(),
+            detail: what.clone(),
+        });
+    }
     for (key, reps) in &h.finals {
         let Some((_, first)) = reps.first() else {
             continue;
@@ -679,6 +704,8 @@ mod tests {
             probe: false,
             blind: false,
             replier_applied: None,
+            servable: None,
+            reset: false,
         }
     }
     fn get_op(
@@ -705,6 +732,8 @@ mod tests {
             probe: false,
             blind: false,
             replier_applied: None,
+            servable: None,
+            reset: false,
         }
     }
     fn ver(d: Dot, v: &str) -> Version {
@@ -745,6 +774,7 @@ mod tests {
             ],
             finals: BTreeMap::from([(key(), vec![(0, final_set.clone()), (1, final_set)])]),
             unsettled: Vec::new(),
+            unrepaired: Vec::new(),
             strong: Vec::new(),
             nodes: 0,
             skew_us: 0,
@@ -754,6 +784,49 @@ mod tests {
     #[test]
     fn good_history_passes_every_checker() {
         assert_eq!(check(&good(), &Checker::ALL, true), Vec::new());
+    }
+
+    /// A failed request the simulator judged servable during chaos is a G4 violation; one it
+    /// did not judge servable, or a success, is not.
+    #[test]
+    fn g4_flags_failed_requests_a_reachable_replica_could_serve() {
+        let mut h = good();
+        h.ops[2].outcome = Outcome::Failed("unable to satisfy request".into());
+        assert_eq!(checkers(&h, Checker::G4), Vec::new());
+        h.ops[2].servable = Some("n1 could serve it".into());
+        let v = checkers(&h, Checker::G4);
+        assert_eq!(v.len(), 1);
+        assert!(v[0].detail.contains("n1 could serve it"), "{}", v[0]);
+        h.ops[2] = good().ops[2].clone();
+        h.ops[2].servable = Some("n1 could serve it".into());
+        assert_eq!(checkers(&h, Checker::G4), Vec::new());
+    }
+
+    /// A read repair the simulator found missing is a G3 violation.
+    #[test]
+    fn g3_flags_missing_read_repairs() {
+        let mut h = good();
+        h.unrepaired.push("n1 lacks [a]".into());
+        let v = checkers(&h, Checker::G3);
+        assert_eq!(v.len(), 1);
+        assert!(v[0].detail.contains("n1 lacks"));
+    }
+
+    /// After a session drops its context (a reset), G1 does not call its next, smaller,
+    /// context a step backwards.
+    #[test]
+    fn g1_accepts_a_reset_session_context() {
+        let mut h = good();
+        h.ops[2].session = 0;
+        h.ops[2].context = VersionVector::new();
+        h.ops[2].outcome = Outcome::Ok(Response::Read {
+            versions: vec![ver(dot(1, 2), "b")],
+            context: vv(&[dot(1, 2)]),
+        });
+        let backwards = |v: Vec<Violation>| v.iter().any(|x| x.detail.contains("backwards"));
+        assert!(backwards(checkers(&h, Checker::G1)));
+        h.ops[2].reset = true;
+        assert!(!backwards(checkers(&h, Checker::G1)));
     }
 
     #[test]
@@ -854,6 +927,7 @@ mod tests {
             ],
             finals: BTreeMap::new(),
             unsettled: Vec::new(),
+            unrepaired: Vec::new(),
             strong: Vec::new(),
             nodes: 0,
             skew_us: 0,
@@ -903,6 +977,7 @@ mod tests {
             ],
             finals: BTreeMap::from([(key(), vec![(0, both)])]),
             unsettled: Vec::new(),
+            unrepaired: Vec::new(),
             strong: Vec::new(),
             nodes: 0,
             skew_us: 0,
@@ -937,6 +1012,7 @@ mod tests {
             ],
             finals: BTreeMap::from([(key(), vec![(0, both.clone()), (1, both)])]),
             unsettled: Vec::new(),
+            unrepaired: Vec::new(),
             strong: Vec::new(),
             nodes: 0,
             skew_us: 0,
@@ -1006,6 +1082,7 @@ mod tests {
             ],
             finals: BTreeMap::from([(key(), vec![(0, resurrected)])]),
             unsettled: Vec::new(),
+            unrepaired: Vec::new(),
             strong: Vec::new(),
             nodes: 0,
             skew_us: 0,
@@ -1040,6 +1117,7 @@ mod tests {
             writes: vec![write(1, a, val("a"), VersionVector::new()), blind],
             finals: BTreeMap::from([(key(), vec![(0, deleted)])]),
             unsettled: Vec::new(),
+            unrepaired: Vec::new(),
             strong: Vec::new(),
             nodes: 0,
             skew_us: 0,

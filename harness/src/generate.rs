@@ -174,13 +174,19 @@ fn gen_faults(s: &Scenario, rng: &mut ChaCha8Rng) -> Vec<TimedFault> {
                     out.push(at(t + step * (k + i) as u64, Fault::Rejoin { node }));
                 }
             }
-            FaultKind::Crash | FaultKind::CrashBeforeSync | FaultKind::Wipe | FaultKind::Pause => {
+            FaultKind::Crash
+            | FaultKind::CrashBeforeSync
+            | FaultKind::Wipe
+            | FaultKind::CutWipe
+            | FaultKind::Pause => {
                 let down = down_until.iter().filter(|&&u| u > t).count();
                 let free: Vec<usize> = (0..n).filter(|&i| down_until[i] <= t).collect();
-                let wipe_ok = kind != FaultKind::Wipe || wipes < f.max_wipes;
+                let wiping = matches!(kind, FaultKind::Wipe | FaultKind::CutWipe);
+                let wipe_ok = !wiping || wipes < f.max_wipes;
                 if down < f.max_down && !free.is_empty() && wipe_ok {
                     let node = free[rng.random_range(0..free.len())];
                     down_until[node] = end + 1;
+                    let mut stop_at = t;
                     let (stop, start) = match kind {
                         FaultKind::Crash => (Fault::Crash { node }, Fault::Restart { node }),
                         FaultKind::CrashBeforeSync => {
@@ -190,10 +196,49 @@ fn gen_faults(s: &Scenario, rng: &mut ChaCha8Rng) -> Vec<TimedFault> {
                             wipes += 1;
                             (Fault::Wipe { node }, Fault::Restart { node })
                         }
+                        FaultKind::CutWipe => {
+                            // Cut first; the node serves on alone for a moment, then loses
+                            // its disk; its links come back when it restarts.
+                            wipes += 1;
+                            stop_at = t + secs(rng, [0.05, 0.5]).min(end - t - 1);
+                            out.push(at(t, Fault::Cut { node }));
+                            out.push(at(end, Fault::Rejoin { node }));
+                            (Fault::Wipe { node }, Fault::Restart { node })
+                        }
                         _ => (Fault::Pause { node }, Fault::Resume { node }),
                     };
-                    out.push(at(t, stop));
+                    out.push(at(stop_at, stop));
                     out.push(at(end, start));
+                }
+            }
+            FaultKind::CrashPair => {
+                let down = down_until.iter().filter(|&&u| u > t).count();
+                let free = |i: usize| i < s.cluster.nodes && down_until[i] <= t;
+                let view = view_of(s);
+                let pairs: Vec<(usize, usize)> = (0..view.shard_count())
+                    .flat_map(|sh| {
+                        let m: Vec<usize> = view
+                            .shard_members(sh)
+                            .iter()
+                            .filter_map(|id| (0..s.cluster.nodes).find(|&i| node_addr(i) == *id))
+                            .filter(|&i| free(i))
+                            .collect();
+                        let mut p = Vec::new();
+                        for x in 0..m.len() {
+                            for &y in &m[x + 1..] {
+                                p.push((m[x], y));
+                            }
+                        }
+                        p
+                    })
+                    .collect();
+                if down + 2 <= f.max_down && !pairs.is_empty() {
+                    let (a, b) = pairs[rng.random_range(0..pairs.len())];
+                    for node in [a, b] {
+                        down_until[node] = end + 1;
+                        out.push(at(t, Fault::Crash { node }));
+                        out.push(at(end, Fault::Restart { node }));
+                    }
                 }
             }
             FaultKind::Jump => {
@@ -349,5 +394,52 @@ mod tests {
             assert!(p.sessions.iter().flat_map(|x| &x.ops).all(|o| o.node < 8));
         }
         assert!(saw_join);
+    }
+
+    #[test]
+    fn crash_pairs_take_two_replicas_of_a_shard_and_cut_wipes_cut_before_wiping() {
+        let mut s = scenario();
+        s.faults.kinds = vec![FaultKind::CrashPair, FaultKind::CutWipe];
+        s.faults.max_down = 2;
+        s.faults.max_wipes = 1;
+        let view = view_of(&s);
+        let (mut pairs, mut cuts) = (0, 0);
+        for seed in 0..20 {
+            let p = generate(&s, seed);
+            let mut wiped = None;
+            for (i, f) in p.faults.iter().enumerate() {
+                match f.fault {
+                    Fault::Crash { node } => {
+                        let other = p.faults[i + 1..]
+                            .iter()
+                            .chain(p.faults[..i].iter().rev())
+                            .find_map(|g| match g.fault {
+                                Fault::Crash { node: m } if g.at_ms == f.at_ms && m != node => {
+                                    Some(m)
+                                }
+                                _ => None,
+                            })
+                            .expect("crashes come in pairs");
+                        let shard = |n: usize| view.shard_of_node(&node_addr(n));
+                        assert_eq!(shard(node), shard(other));
+                        pairs += 1;
+                    }
+                    Fault::Cut { node } => {
+                        let w = p.faults[i..].iter().find_map(|g| match g.fault {
+                            Fault::Wipe { node: m } if m == node => Some(g.at_ms),
+                            _ => None,
+                        });
+                        assert!(
+                            w.is_some_and(|at| at > f.at_ms),
+                            "a cut node is wiped later"
+                        );
+                        assert!(wiped.replace(node).is_none(), "max_wipes = 1");
+                        cuts += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert!(pairs > 0 && cuts > 0);
     }
 }

@@ -49,6 +49,15 @@ pub struct OpRecord {
     /// owned the key then and no view had changed yet (so it answered from its own state, not a
     /// previous owner's or a handoff's). `None` otherwise, or when unknown (a real cluster).
     pub replier_applied: Option<VersionVector>,
+    /// For a failed request: why the simulator judged that a replica could have served it (it
+    /// could at once when the request started and stayed reachable from the entry node
+    /// throughout, with few enough other replicas to try first within the deadline). G4 flags
+    /// such a failure. `None` otherwise, and always in a real cluster.
+    pub servable: Option<String>,
+    /// The session dropped its context before this request: its token named writes lost for
+    /// good with a wiped node (docs/guarantees.md, what a 503 means). G1 judges it from here on
+    /// as a new session.
+    pub reset: bool,
 }
 
 impl OpRecord {
@@ -172,6 +181,9 @@ pub struct History {
     /// Liveness problems the driver saw when the run ended: a node that never learned the final
     /// view, or never settled its handoffs (retained or awaited partitions), within the bound.
     pub unsettled: Vec<String>,
+    /// Read repairs that did not happen: a read of several replicas returned versions that a
+    /// replica which answered it still lacked a network delay later (G3 flags each).
+    pub unrepaired: Vec<String>,
     /// Every strong-key operation, in invocation order ([`Checker::Linearizable`] judges them).
     ///
     /// [`Checker::Linearizable`]: crate::scenario::Checker::Linearizable

@@ -79,6 +79,11 @@ pub enum Fault {
     Isolate {
         node: usize,
     },
+    /// Every link from `node` is clogged and what it sent that has not arrived yet is lost (a
+    /// crash loses its send buffers). `Rejoin` or `HealNet` repairs it.
+    Cut {
+        node: usize,
+    },
     /// Every link to and from `node` is unclogged.
     Rejoin {
         node: usize,
@@ -164,6 +169,7 @@ impl Fault {
             Fault::Partition { groups } => groups.iter().flatten().copied().collect(),
             Fault::Clog { from, to } => vec![*from, *to],
             Fault::Isolate { node }
+            | Fault::Cut { node }
             | Fault::Rejoin { node }
             | Fault::Crash { node }
             | Fault::CrashBeforeSync { node }

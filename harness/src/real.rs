@@ -146,6 +146,7 @@ pub fn build(
         writes,
         finals,
         unsettled: Vec::new(),
+        unrepaired: Vec::new(),
         strong: Vec::new(),
         nodes,
         skew_us: 0,
@@ -199,6 +200,8 @@ mod tests {
             outcome: Outcome::Pending,
             probe: false,
             replier_applied: None,
+            servable: None,
+            reset: false,
         }
     }
     fn written(d: Dot, ctx: VersionVector) -> Outcome {

@@ -331,6 +331,13 @@ pub enum FaultKind {
     CrashBeforeSync,
     /// Crash and lose the whole disk, restart under the same address.
     Wipe,
+    /// Cut a node's outbound links (what it sent that had not arrived is lost), wipe it a
+    /// moment later (what it stored is gone), restart it and restore its links later. Counts
+    /// against `max_wipes`.
+    CutWipe,
+    /// Crash two replicas of one shard at the same instant, restart both later: a write
+    /// neither had synced is lost at both (correlated loss). Counts two against `max_down`.
+    CrashPair,
     /// Freeze a node, resume later.
     Pause,
     /// Step one node's clock.

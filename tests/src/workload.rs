@@ -149,6 +149,8 @@ impl Workload {
                 outcome: Outcome::Pending,
                 probe: false,
                 replier_applied: None,
+                servable: None,
+                reset: false,
             };
             let reply = req
                 .header("x-causal-context", token::encode(&ctx))

@@ -84,10 +84,15 @@ pub enum Canary {
     /// An expiry tombstone removes every version of the key, not only the expired ones: a
     /// concurrent or later write without a TTL is lost with them.
     ExpireWithWideContext,
+    /// A proxy never tries a second replica: a forward that times out, or that its replica
+    /// could not satisfy, fails the request although another replica could serve it.
+    NoProxyFailover,
+    /// A read of several replicas answers with their merged set but repairs none of them.
+    NoReadRepair,
 }
 
 impl Canary {
-    pub const ALL: [Canary; 19] = [
+    pub const ALL: [Canary; 21] = [
         Canary::SkipCausalWait,
         Canary::NoReplicationRetry,
         Canary::NoAntiEntropy,
@@ -107,6 +112,8 @@ impl Canary {
         Canary::IndexOutsideBatch,
         Canary::TtlIgnored,
         Canary::ExpireWithWideContext,
+        Canary::NoProxyFailover,
+        Canary::NoReadRepair,
     ];
 
     pub fn name(self) -> &'static str {
@@ -130,6 +137,8 @@ impl Canary {
             Canary::IndexOutsideBatch => "index-outside-batch",
             Canary::TtlIgnored => "ttl-ignored",
             Canary::ExpireWithWideContext => "expire-with-wide-context",
+            Canary::NoProxyFailover => "no-proxy-failover",
+            Canary::NoReadRepair => "no-read-repair",
         }
     }
 

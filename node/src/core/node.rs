@@ -652,6 +652,20 @@ impl<S: Storage> Node<S> {
         self.clock.bases(|_| true)
     }
 
+    /// Whether this replica would run `op` (a keyed read or write) at once, without a causal
+    /// wait: it owns the key, holds every write of the op's context, and, for a write, may issue
+    /// a dot for the key and has room. Changes nothing; the simulator's availability check asks
+    /// it of each replica when a request starts (docs/simulator.md, G4 during chaos).
+    pub fn serves_at_once(&self, op: &Op) -> bool {
+        match op {
+            Op::Get { key, context, .. } => self.covers(context, key),
+            Op::Put { key, context, .. } => {
+                !self.storage_full && self.covers(context, key) && self.may_write(key)
+            }
+            _ => false,
+        }
+    }
+
     fn persist_clock(&mut self) {
         self.storage.meta_put(META_CLOCK, &encode(&self.clock));
         self.clock_dirty = false;
@@ -1655,7 +1669,8 @@ impl<S: Storage> Node<S> {
         for (_, s) in &p.got {
             merged.merge(s);
         }
-        for (node, s) in &p.got {
+        let repair = self.cfg.canary != Some(Canary::NoReadRepair);
+        for (node, s) in p.got.iter().filter(|_| repair) {
             if *s == merged {
                 continue;
             }
@@ -1853,6 +1868,12 @@ impl<S: Storage> Node<S> {
         }
     }
 
+    /// Whether forwarding `f` goes on to its next replica (not under the `no-proxy-failover`
+    /// canary, which gives up after the first).
+    fn may_fail_over(&self, f: &Forwarding) -> bool {
+        f.can_fail_over(self.now) && self.cfg.canary != Some(Canary::NoProxyFailover)
+    }
+
     fn on_forward_reply(
         &mut self,
         rid: Rid,
@@ -1870,7 +1891,7 @@ impl<S: Storage> Node<S> {
             (_, Err(ReqError::Unavailable(_))) => true,
             _ => false,
         };
-        if retry && f.can_fail_over(self.now) {
+        if retry && self.may_fail_over(&f) {
             self.proxy.failovers += 1;
             self.probes.hit(Probe::ProxyFailover);
             return self.attempt(f);
@@ -2123,7 +2144,7 @@ impl<S: Storage> Node<S> {
             self.last_heard
                 .entry(f.current().clone())
                 .or_insert(Time::ZERO);
-            if f.can_fail_over(now) {
+            if self.may_fail_over(&f) {
                 self.proxy.failovers += 1;
                 self.probes.hit(Probe::ProxyFailover);
                 self.attempt(f);

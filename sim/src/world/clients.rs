@@ -10,6 +10,8 @@ pub(super) struct Session {
     pub(super) next_probe: usize,
     pub(super) current: Option<u64>,
     pub(super) done: bool,
+    /// Drops its context before its next request (its token named writes lost for good).
+    pub(super) reset: bool,
 }
 impl<A: FnMut(u64)> World<'_, A> {
     pub(super) fn session_next(&mut self, s: usize) {
@@ -104,6 +106,8 @@ impl<A: FnMut(u64)> World<'_, A> {
             probe,
             blind,
             replier_applied: None,
+            servable: None,
+            reset: std::mem::take(&mut self.sessions[s].reset),
         });
         self.sent.entry((node, key)).or_default().push(id);
         self.sessions[s].current = Some(id);
@@ -116,6 +120,7 @@ impl<A: FnMut(u64)> World<'_, A> {
             return self.complete(s, id, o);
         }
         self.slots[node].pending.insert(id, s);
+        self.watch(id, node, &op);
         let timeout = match self.scenario.workload.timeout_ms {
             Some(ms) => ms * 1000,
             None => (self.config.request_timeout + CLIENT_GRACE).as_micros() as u64,
@@ -132,6 +137,21 @@ impl<A: FnMut(u64)> World<'_, A> {
         }
     }
 
+    /// Whether `ctx` names a write of a wiped incarnation that no running node has applied: a
+    /// write lost for good, which no replica will ever cover.
+    fn names_lost_writes(&self, ctx: &VersionVector) -> bool {
+        ctx.iter().any(|(a, n)| {
+            n > 0
+                && a.hinted_partition().is_none()
+                && self.wiped.contains(&(a.node(), a.incarnation()))
+                && self
+                    .slots
+                    .iter()
+                    .filter_map(|s| s.node.as_ref())
+                    .all(|node| node.applied().get(a) < n)
+        })
+    }
+
     pub(super) fn complete(&mut self, s: usize, id: u64, outcome: Outcome) {
         let rec = &mut self.history.ops[id as usize];
         if rec.outcome != Outcome::Pending {
@@ -142,13 +162,23 @@ impl<A: FnMut(u64)> World<'_, A> {
         {
             self.sessions[s].ctx.merge(context);
         }
+        let unsatisfiable = matches!(&outcome, Outcome::Failed(e) | Outcome::Indeterminate(e)
+            if *e == causeway::core::ReqError::Unsatisfiable.to_string());
+        let lost = unsatisfiable && self.names_lost_writes(&self.sessions[s].ctx);
+        let rec = &mut self.history.ops[id as usize];
         let retry = rec.probe && !matches!(outcome, Outcome::Ok(_)) && self.now < self.liveness_end;
         if retry {
             rec.probe = false;
             self.sessions[s].next_probe -= 1;
         }
+        if retry && lost {
+            // The documented way out (docs/guarantees.md): start again without the token.
+            self.sessions[s].ctx = VersionVector::new();
+            self.sessions[s].reset = true;
+        }
         rec.outcome = outcome;
         rec.completed_us = Some(self.now);
+        self.watch_completed(id);
         self.note(TraceCode::Complete, |w| {
             format!("complete {}", w.history.ops[id as usize])
         });

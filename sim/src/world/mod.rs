@@ -15,10 +15,12 @@
 //! - the core sees `now + offset + drift + jumps` (per node), never the simulator's clock;
 //! - only `BTreeMap`/`BTreeSet`/`Vec` orders reach any output.
 
+mod avail;
 mod clients;
 mod membership;
 mod net;
 mod registry;
+mod repair;
 mod settle;
 mod slot;
 mod strong;
@@ -85,6 +87,8 @@ enum Event {
     },
     Heal,
     Probe,
+    /// Judge the replicas that answered a read of several replicas (`repair`).
+    RepairCheck(usize),
     /// Quiesced: end now if every key's replicas agree (or the G3 bound is reached), else later.
     Settled,
 }
@@ -203,6 +207,10 @@ pub struct World<'a, A: FnMut(u64)> {
     /// Strong operations awaiting an answer: index in `history.strong` -> client.
     strong_pending: BTreeMap<usize, usize>,
     clogged: BTreeSet<(usize, usize)>,
+    /// Incarnations (node, incarnation of its actor) that a wipe ended.
+    wiped: Vec<(u32, u32)>,
+    /// Nodes whose outbound links are cut: what they sent before is lost on arrival too.
+    cut: BTreeSet<usize>,
     loss: f64,
     dup: f64,
     phase: Phase,
@@ -224,6 +232,21 @@ pub struct World<'a, A: FnMut(u64)> {
     trace: Option<Vec<String>>,
     stats: Stats,
     broken: Option<String>,
+    /// Session requests judged for availability during chaos (`avail`), by op id.
+    watches: BTreeMap<u64, avail::Watch>,
+    /// A membership fault fired: availability is no longer judged.
+    membership_started: bool,
+    /// How many replicas a proxy may try before a servable one within a request's deadline.
+    max_ahead: Option<u64>,
+    /// Reads ask several replicas (`r` above one): read repair is judged (`repair`).
+    follow_repairs: bool,
+    /// Fetches of reads in progress, by (coordinator, rid).
+    fetching: BTreeMap<(usize, u64), repair::Fetching>,
+    /// The fetch answer being fed to its coordinator now.
+    answering: Option<(usize, u64)>,
+    repairs: Vec<repair::RepairDue>,
+    /// When a message was last dropped on each link (kept only while `follow_repairs`).
+    last_drop: BTreeMap<(usize, usize), u64>,
 }
 
 /// The most two nodes' clocks can differ during a run of `plan`, µs: twice the largest initial
@@ -298,9 +321,16 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
                 }
             })
             .collect::<Vec<Slot>>();
+        let deadline_us = (config.request_timeout.as_micros() as u64).min(
+            scenario
+                .workload
+                .timeout_ms
+                .map_or(u64::MAX, |ms| ms * 1000),
+        );
+        let max_ahead = avail::max_ahead(&config, deadline_us, scenario.net.delay_us[1]);
         World {
-            index: slots.iter().map(|s| s.id.clone()).zip(0..).collect(),
             config,
+            index: slots.iter().map(|s| s.id.clone()).zip(0..).collect(),
             draws: Draws::new(seed),
             advance,
             now: 0,
@@ -313,6 +343,8 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
                 .collect(),
             strong_pending: BTreeMap::new(),
             clogged: BTreeSet::new(),
+            cut: BTreeSet::new(),
+            wiped: Vec::new(),
             loss: scenario.net.loss,
             dup: scenario.net.dup,
             phase: Phase::Chaos,
@@ -332,6 +364,14 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
             trace: trace.then(Vec::new),
             stats: Stats::default(),
             broken: None,
+            watches: BTreeMap::new(),
+            membership_started: false,
+            max_ahead,
+            follow_repairs: scenario.workload.r().is_ok_and(|r| r != Quorum::N(1)),
+            fetching: BTreeMap::new(),
+            answering: None,
+            repairs: Vec::new(),
+            last_drop: BTreeMap::new(),
             scenario,
             plan,
         }
@@ -460,6 +500,7 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
                 }
             }
             Event::Heal => self.heal(),
+            Event::RepairCheck(i) => self.repair_check(i),
             Event::Probe => {
                 self.phase = Phase::Probe;
                 self.note(TraceCode::Probe, |_| "probe".into());
@@ -486,6 +527,7 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
 
     fn fault(&mut self, f: Fault) {
         self.note(TraceCode::Fault, |_| format!("fault {f:?}"));
+        let applied = f.clone();
         let n = self.slots.len();
         match f {
             Fault::Partition { groups } => {
@@ -509,8 +551,20 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
                     self.clogged.insert((m, node));
                 }
             }
-            Fault::Rejoin { node } => self.clogged.retain(|&(a, b)| a != node && b != node),
-            Fault::HealNet => self.clogged.clear(),
+            Fault::Cut { node } => {
+                for m in (0..n).filter(|&m| m != node) {
+                    self.clogged.insert((node, m));
+                }
+                self.cut.insert(node);
+            }
+            Fault::Rejoin { node } => {
+                self.clogged.retain(|&(a, b)| a != node && b != node);
+                self.cut.remove(&node);
+            }
+            Fault::HealNet => {
+                self.clogged.clear();
+                self.cut.clear();
+            }
             Fault::Crash { node } => self.stop(node, false),
             Fault::CrashBeforeSync { node } => {
                 self.slots[node].crash_before_sync = self.slots[node].node.is_some();
@@ -545,6 +599,7 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
             Fault::Remove { node, via } => self.remove(node, via, false),
             Fault::ForceRemove { node, via } => self.remove(node, via, true),
         }
+        self.watch_fault(&applied);
     }
 }
 

@@ -10,6 +10,14 @@ impl<A: FnMut(u64)> World<'_, A> {
             self.stats.dropped += 1;
             return;
         }
+        if self.cut.contains(&from) {
+            self.stats.dropped += 1;
+            self.dropped(from, to);
+            self.note(TraceCode::Drop, |_| {
+                format!("drop n{from}->n{to} {} (sender cut)", msg.kind())
+            });
+            return;
+        }
         self.note(TraceCode::Deliver, |_| {
             format!("deliver n{from}->n{to} {:?}", msg)
         });
@@ -20,7 +28,24 @@ impl<A: FnMut(u64)> World<'_, A> {
         if self.slots[to].paused {
             self.slots[to].held.push(input);
         } else {
+            if self.follow_repairs
+                && let Input::Peer { msg, .. } = &input
+            {
+                self.repair_answer(from, to, msg);
+            }
             self.feed(to, input);
+            self.answering = None;
+        }
+    }
+
+    /// A message from `from` to `to` was lost: the availability and read-repair checks learn
+    /// that the link failed.
+    fn dropped(&mut self, from: usize, to: usize) {
+        if !self.watches.is_empty() {
+            self.watch_dropped(from, to);
+        }
+        if self.follow_repairs {
+            self.last_drop.insert((from, to), self.now);
         }
     }
 
@@ -29,6 +54,7 @@ impl<A: FnMut(u64)> World<'_, A> {
         let l = message_stream(from, to, &msg);
         if self.clogged.contains(&(from, to)) || self.chance(Purpose::Loss, l, self.loss) {
             self.stats.dropped += 1;
+            self.dropped(from, to);
             self.note(TraceCode::Drop, |_| {
                 format!("drop n{from}->n{to} {}", msg.kind())
             });

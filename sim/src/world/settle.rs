@@ -8,6 +8,7 @@ impl<A: FnMut(u64)> World<'_, A> {
         self.phase = Phase::Settle;
         self.note(TraceCode::Heal, |_| "heal".into());
         self.clogged.clear();
+        self.cut.clear();
         self.loss = 0.0;
         self.dup = 0.0;
         for n in 0..self.slots.len() {

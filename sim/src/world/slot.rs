@@ -194,6 +194,9 @@ impl<A: FnMut(u64)> World<'_, A> {
             });
         }
         self.observe_writes(n, &turn);
+        if self.follow_repairs {
+            self.repair_turn(n, &turn);
+        }
         // What a crash at the sync may lose: the turn's writes whose answer did not leave.
         let unanswered: Vec<(Dot, Bytes)> = if crashed {
             let answered = answered_writes(&turn);
@@ -203,6 +206,9 @@ impl<A: FnMut(u64)> World<'_, A> {
             Vec::new()
         };
         for (to, msg) in turn.messages {
+            if self.follow_repairs {
+                self.repair_sent(n, &msg);
+            }
             match self.index.get(&to) {
                 Some(&t) => self.send(n, t, msg),
                 None => self.stats.dropped += 1,
@@ -215,6 +221,7 @@ impl<A: FnMut(u64)> World<'_, A> {
                 self.strong_reply(reply.id, reply.result);
             } else if let Some(s) = self.slots[n].pending.remove(&reply.id) {
                 self.note_replier(n, reply.id);
+                self.watch_answered(reply.id, &reply.result);
                 let o = self.history.ops[reply.id as usize].outcome_of(reply.result);
                 self.complete(s, reply.id, o);
             }
@@ -267,10 +274,15 @@ impl<A: FnMut(u64)> World<'_, A> {
         let Some(node) = self.slots[n].node.take() else {
             return;
         };
+        self.watch_stopped(n);
         self.stats.crashes += 1;
         let st = node.status();
         self.stats.hints_accepted += st.handoff.hints_accepted;
         self.stats.probes.merge(&st.probes);
+        if wipe {
+            let a = node.actor();
+            self.wiped.push((a.node(), a.incarnation()));
+        }
         let mut disk = node.into_storage();
         let (kept, torn) = (
             self.range(Purpose::Tear, n as u64, 0, disk.unsynced() as u64) as usize,
