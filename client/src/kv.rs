@@ -61,6 +61,40 @@ pub enum Versions {
     Siblings(Vec<Bytes>),
 }
 
+/// One version a read returned, as the serving replica holds it: a value or a tombstone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sibling {
+    /// The value; `None` for a tombstone.
+    pub value: Option<Bytes>,
+    /// The version's dot, as the token of the one-entry context `{actor: counter}`.
+    pub dot: String,
+    /// When the version expires (TTL), in microseconds since the Unix epoch.
+    pub expires_us: Option<u64>,
+    /// The version's content type, for a value.
+    pub content_type: Option<String>,
+}
+
+impl Sibling {
+    fn from_json(v: &serde_json::Value) -> Option<Sibling> {
+        let value = match v["value"].as_str() {
+            Some(b) => Some(Bytes::from(B64.decode(b).ok()?)),
+            None if v["deleted"] == true => None,
+            None => return None,
+        };
+        Some(Sibling {
+            value,
+            dot: v["dot"].as_str()?.to_owned(),
+            expires_us: v["expires_us"].as_u64(),
+            content_type: v["content_type"].as_str().map(str::to_owned),
+        })
+    }
+
+    /// True for a tombstone (a delete, or an expired value turned into one).
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
+}
+
 /// The result of reading a key.
 #[derive(Clone, Debug)]
 pub struct Read {
@@ -69,6 +103,8 @@ pub struct Read {
     pub context: String,
     /// The node that served the read, when it said.
     pub served_by: Option<String>,
+    /// Every version the replica returned (tombstones and duplicates of a value included).
+    pub siblings: Vec<Sibling>,
 }
 
 impl Read {
@@ -101,7 +137,12 @@ impl Read {
             1 => Versions::Value(values.remove(0)),
             _ => Versions::Siblings(values),
         };
+        let mut siblings = Vec::new();
+        for s in v["siblings"].as_array().into_iter().flatten() {
+            siblings.push(Sibling::from_json(s).ok_or_else(|| bad("a malformed sibling"))?);
+        }
         Ok(Read {
+            siblings,
             versions,
             context: v["context"].as_str().unwrap_or_default().to_owned(),
             served_by: v["served_by"].as_str().map(str::to_owned),
@@ -178,7 +219,21 @@ impl Session {
         value: impl Into<Bytes>,
         ttl: std::time::Duration,
     ) -> Result<()> {
-        let path = format!("{}?ttl={}", key_path(key.as_ref(), None), ttl.as_secs());
+        self.put_expiring_with(key, value, ttl, None).await
+    }
+
+    /// Like [`Session::put_expiring`], waiting for `w` replicas' acknowledgements when given.
+    pub async fn put_expiring_with(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl Into<Bytes>,
+        ttl: std::time::Duration,
+        w: Option<Quorum>,
+    ) -> Result<()> {
+        let mut path = format!("{}?ttl={}", key_path(key.as_ref(), None), ttl.as_secs());
+        if let Some(w) = w {
+            path.push_str(&format!("&w={w}"));
+        }
         let req = Request::new(reqwest::Method::PUT, path, Retry::Never).body(value);
         written(self.send(req).await?)
     }

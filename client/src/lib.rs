@@ -52,7 +52,7 @@ pub use client::{
     encode_component,
 };
 pub use error::{Error, Result};
-pub use kv::{Quorum, Read, Versions};
+pub use kv::{Quorum, Read, Sibling, Versions};
 pub use list::{Entry, ListOptions, Listing, Page};
 pub use reqwest::Method;
 pub use session::Session;

@@ -1,7 +1,8 @@
 //! The `causeway` command line as a user meets it: `cluster` fails loudly when its nodes cannot
 //! start and restarts one that dies; client options live on client commands only; `--node`
 //! takes host:port; `put KEY -` reads stdin; `get` shows siblings unambiguously; `status`
-//! summarises; logs carry no colour codes when stderr is not a terminal, and `cluster --log`
+//! summarises; `put --ttl` writes a value that expires and `get --json` shows each sibling's
+//! value, dot, expiry and tombstone flag with the context; logs carry no colour codes when stderr is not a terminal, and `cluster --log`
 //! reaches the nodes.
 
 use causeway_e2e::{Cluster, binary, client, free_port, free_ports, run_cli};
@@ -376,6 +377,79 @@ fn client_commands_read_stdin_show_siblings_and_summarise() {
     }
     let raw: Value = serde_json::from_slice(&cli(&["status", "--json"], b"")).expect("json");
     assert_eq!(raw["node"], node, "{raw}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn put_ttl_expires_and_get_json_details_every_sibling() {
+    let c = Cluster::start("cli-ttl", 1, 1, &[]);
+    let dir = scratch("ttl");
+    let session = dir.join("session");
+    let session = session.to_str().expect("utf-8 path");
+    let node = c.addrs[0].as_str();
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--node", node, "--session", session]);
+        run_cli(&all, b"")
+    };
+    let json = |key: &str| -> Value {
+        let out = cli(&["get", key, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let now_us = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_micros() as u64
+    };
+
+    // `put --ttl` writes a value whose sibling carries its expiry, ~ttl after the write.
+    let before = now_us();
+    let out = cli(&["put", "brief", "short-lived", "--ttl", "2", "--w", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = json("brief");
+    let sib = &j["siblings"][0];
+    assert_eq!(sib["value"], "c2hvcnQtbGl2ZWQ=", "{j}");
+    assert_eq!(sib["tombstone"], false, "{j}");
+    assert!(sib["dot"].as_str().is_some_and(|d| !d.is_empty()), "{j}");
+    let expires = sib["expires_us"].as_u64().expect("an expiry");
+    assert!(
+        expires >= before + 1_000_000 && expires <= now_us() + 3_000_000,
+        "expiry {expires} not ~2 s after {before}: {j}"
+    );
+    assert!(j["context"].as_str().is_some_and(|t| !t.is_empty()), "{j}");
+    // A plain put has no expiry; a delete shows as a tombstone.
+    assert!(cli(&["put", "kept", "v"]).status.success());
+    assert_eq!(json("kept")["siblings"][0]["expires_us"], Value::Null);
+    assert!(cli(&["delete", "kept"]).status.success());
+    let gone = json("kept");
+    assert_eq!(gone["deleted"], true, "{gone}");
+    assert_eq!(gone["siblings"][0]["tombstone"], true, "{gone}");
+    // The value is gone once its TTL passed.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let out = cli(&["get", "brief"]);
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(json("brief")["values"], serde_json::json!([]));
+    // A TTL the server refuses fails the command with its error.
+    let out = cli(&["put", "bad", "v", "--ttl", "0"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ttl"),
+        "{out:?}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

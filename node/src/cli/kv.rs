@@ -16,7 +16,7 @@ pub struct GetArgs {
     /// Replicas to read from: 1, 2, …, quorum or all
     #[arg(long)]
     pub r: Option<Quorum>,
-    /// Print the read as JSON (values in base64, deleted flag, context)
+    /// Print the read as JSON: values (base64), each sibling (value, dot, expiry, tombstone flag), deleted flag, context token
     #[arg(long)]
     pub json: bool,
 }
@@ -31,6 +31,10 @@ pub struct PutArgs {
     /// Replicas that must acknowledge: 1, 2, …, quorum or all
     #[arg(long)]
     pub w: Option<Quorum>,
+    /// Seconds until the value expires (1 s to 10 years): reads stop returning it then, by
+    /// each serving node's clock
+    #[arg(long, value_name = "SECONDS")]
+    pub ttl: Option<u64>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -74,10 +78,25 @@ pub struct ListArgs {
 pub async fn get(session: &Session, a: GetArgs) -> anyhow::Result<()> {
     let read = session.get_with(&a.key, a.r).await?;
     if a.json {
+        let siblings: Vec<_> = read
+            .siblings
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "value": s.value.as_ref().map(|v| B64.encode(v)),
+                    "content_type": s.content_type,
+                    "dot": s.dot,
+                    "expires_us": s.expires_us,
+                    "tombstone": s.is_tombstone(),
+                })
+            })
+            .collect();
         let v = serde_json::json!({
             "values": read.values().iter().map(|v| B64.encode(v)).collect::<Vec<_>>(),
+            "siblings": siblings,
             "deleted": read.versions == Versions::Deleted,
             "context": read.context,
+            "served_by": read.served_by,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -107,7 +126,13 @@ pub async fn put(session: &Session, a: PutArgs) -> anyhow::Result<()> {
     } else {
         a.value.into_bytes()
     };
-    session.put_with(&a.key, value, a.w).await?;
+    match a.ttl {
+        Some(secs) => {
+            let ttl = std::time::Duration::from_secs(secs);
+            session.put_expiring_with(&a.key, value, ttl, a.w).await?
+        }
+        None => session.put_with(&a.key, value, a.w).await?,
+    }
     println!("ok");
     Ok(())
 }

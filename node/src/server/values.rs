@@ -148,13 +148,19 @@ pub fn dot_token(dot: Dot) -> String {
     token::encode(&one)
 }
 
-/// One sibling in the JSON form: value (base64) and metadata, or `deleted` for a tombstone.
+/// One sibling in the JSON form: value (base64) and metadata, or `deleted` for a tombstone;
+/// `expires` (HTTP date) and `expires_us` (microseconds since the Unix epoch) for a TTL write.
 fn sibling_json(v: &Version) -> serde_json::Value {
     let mut o = serde_json::json!({
         "last_modified": last_modified(v),
         "vtag": v.vtag(),
         "dot": dot_token(v.dot),
     });
+    if let Some(us) = v.expires {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_micros(us);
+        o["expires"] = httpdate::fmt_http_date(at).into();
+        o["expires_us"] = us.into();
+    }
     match &v.value {
         Some(value) => {
             o["value"] = B64.encode(value).into();
