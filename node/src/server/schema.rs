@@ -28,6 +28,10 @@ pub struct SiblingJson {
     content_type: Option<String>,
     /// Present (true) for a tombstone.
     deleted: Option<bool>,
+    /// When the version expires (TTL writes only), as an HTTP date.
+    expires: Option<String>,
+    /// The same expiry in microseconds since the Unix epoch.
+    expires_us: Option<u64>,
 }
 
 /// A read in JSON form (`Accept: application/json`, batch gets).
