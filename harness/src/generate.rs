@@ -180,7 +180,10 @@ fn gen_faults(s: &Scenario, rng: &mut ChaCha8Rng) -> Vec<TimedFault> {
             | FaultKind::CutWipe
             | FaultKind::Pause => {
                 let down = down_until.iter().filter(|&&u| u > t).count();
-                let free: Vec<usize> = (0..n).filter(|&i| down_until[i] <= t).collect();
+                let target = |i: &usize| f.down_nodes.is_empty() || f.down_nodes.contains(i);
+                let free: Vec<usize> = (0..n)
+                    .filter(|i| target(i) && down_until[*i] <= t)
+                    .collect();
                 let wiping = matches!(kind, FaultKind::Wipe | FaultKind::CutWipe);
                 let wipe_ok = !wiping || wipes < f.max_wipes;
                 if down < f.max_down && !free.is_empty() && wipe_ok {

@@ -259,6 +259,11 @@ pub struct StrongWorkload {
     /// left out). Default: the core's strong round deadline plus the proxy's slack and a second.
     #[serde(default = "default_strong_timeout")]
     pub timeout_ms: u64,
+    /// The node slots the clients send their operations to (default: any node). Leaving a
+    /// node out makes it a pure acceptor for the clients' keys: faults on it never cost a
+    /// client its answer.
+    #[serde(default)]
+    pub entry: Vec<usize>,
 }
 
 fn default_strong_timeout() -> u64 {
@@ -368,6 +373,9 @@ pub struct Faults {
     pub max_down: usize,
     /// Most disk wipes per run.
     pub max_wipes: usize,
+    /// The node slots random crash, crash-before-sync, wipe and pause faults may hit
+    /// (default: any).
+    pub down_nodes: Vec<usize>,
     /// Explicit events, in addition to the random ones.
     pub events: Vec<TimedFault>,
 }
@@ -380,6 +388,7 @@ impl Default for Faults {
             lasts_s: [1.0, 4.0],
             max_down: 1,
             max_wipes: 1,
+            down_nodes: Vec::new(),
             events: Vec::new(),
         }
     }
@@ -488,6 +497,14 @@ impl Scenario {
             return Err(
                 "strong needs clients, keys and timeout_ms >= 1 and think_ms [min, max]".into(),
             );
+        }
+        if let Some(s) = &self.strong
+            && s.entry.iter().any(|&n| n >= c.slots())
+        {
+            return Err("strong.entry names a node slot the cluster does not have".into());
+        }
+        if self.faults.down_nodes.iter().any(|&n| n >= c.slots()) {
+            return Err("faults.down_nodes names a node slot the cluster does not have".into());
         }
         let positive = |x: Option<f64>| x.is_none_or(|x| x > 0.0 && x.is_finite());
         if !positive(c.tombstone_grace_s) || !positive(c.aae_interval_s) {

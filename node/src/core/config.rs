@@ -75,6 +75,13 @@ pub enum Canary {
     MiscountLiveKeys,
     /// A strong-key proposer takes one promise and one accept as a majority.
     AcceptWithoutMajority,
+    /// A strong-key acceptor keeps its promises in memory only (its durable record holds what
+    /// it accepted, at the ballot it accepted it): a restart forgets every later promise.
+    ForgetPromiseOnRestart,
+    /// A strong-key acceptor stores an accepted state without asking for the turn's sync: its
+    /// accepted answer leaves before the state is durable, and a crash loses an accept that was
+    /// counted.
+    ReplyBeforeAcceptDurable,
     /// A key's anti-entropy index entry is written in a storage write of its own, before its
     /// data: a crash between the two leaves the index describing data the disk lost, so
     /// anti-entropy believes the replicas agree where they differ (caught by G3).
@@ -109,6 +116,8 @@ impl Canary {
         Canary::ReplyBeforeDurable,
         Canary::MiscountLiveKeys,
         Canary::AcceptWithoutMajority,
+        Canary::ForgetPromiseOnRestart,
+        Canary::ReplyBeforeAcceptDurable,
         Canary::IndexOutsideBatch,
         Canary::TtlIgnored,
         Canary::ExpireWithWideContext,
@@ -134,6 +143,8 @@ impl Canary {
             Canary::ReplyBeforeDurable => "reply-before-durable",
             Canary::MiscountLiveKeys => "miscount-live-keys",
             Canary::AcceptWithoutMajority => "accept-without-majority",
+            Canary::ForgetPromiseOnRestart => "forget-promise-on-restart",
+            Canary::ReplyBeforeAcceptDurable => "reply-before-accept-durable",
             Canary::IndexOutsideBatch => "index-outside-batch",
             Canary::TtlIgnored => "ttl-ignored",
             Canary::ExpireWithWideContext => "expire-with-wide-context",

@@ -58,11 +58,15 @@ pub enum Probe {
     StrongRetried,
     /// A node learned its acceptor state was lost (a wiped disk) and stopped voting.
     StrongAmnesiac,
+    /// A strong-key acceptor refused a ballot below a promise it made before it restarted.
+    StrongPromiseKept,
+    /// A restarted strong-key acceptor reported, in a promise, a state it accepted before.
+    StrongAcceptRecovered,
 }
 
 impl Probe {
     /// Every probe, in report order.
-    pub const ALL: [Probe; 21] = [
+    pub const ALL: [Probe; 23] = [
         Probe::SiblingCreated,
         Probe::SiblingRefused,
         Probe::BlindDelete,
@@ -84,6 +88,8 @@ impl Probe {
         Probe::StrongDecided,
         Probe::StrongRetried,
         Probe::StrongAmnesiac,
+        Probe::StrongPromiseKept,
+        Probe::StrongAcceptRecovered,
     ];
 
     /// The kebab-case name used in scenario files and reports.
@@ -110,6 +116,8 @@ impl Probe {
             Probe::StrongDecided => "strong-decided",
             Probe::StrongRetried => "strong-retried",
             Probe::StrongAmnesiac => "strong-amnesiac",
+            Probe::StrongPromiseKept => "strong-promise-kept",
+            Probe::StrongAcceptRecovered => "strong-accept-recovered",
         }
     }
 

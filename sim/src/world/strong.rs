@@ -115,8 +115,12 @@ impl<A: FnMut(u64)> World<'_, A> {
             return;
         }
         let (k, call) = self.strong_call(c, w.pattern, w.keys);
-        let planned = self.range(Purpose::Strong, c as u64, 0, self.slots.len() as u64 - 1);
-        let node = self.entry(planned as usize);
+        let planned = if w.entry.is_empty() {
+            self.range(Purpose::Strong, c as u64, 0, self.slots.len() as u64 - 1) as usize
+        } else {
+            w.entry[self.range(Purpose::Strong, c as u64, 0, w.entry.len() as u64 - 1) as usize]
+        };
+        let node = self.entry(planned);
         let idx = self.history.strong.len();
         let key = strong_key(k);
         self.history.strong.push(StrongOp {

@@ -79,7 +79,15 @@ pub(super) struct StrongNode {
     /// decided a second time (which would apply the write twice). The proxy has the first
     /// round's answer, or gets it.
     recent_proxied: VecDeque<(NodeId, Rid)>,
+    /// Keys whose acceptor record this incarnation wrote (at most [`TOUCHED`]; for the
+    /// coverage probes only): a vote on any other key reads a record from before the restart.
+    touched: BTreeSet<Bytes>,
+    /// Promises kept in memory only (the `forget-promise-on-restart` canary).
+    volatile: BTreeMap<Bytes, Ballot>,
 }
+
+/// How many keys [`StrongNode::touched`] tracks.
+const TOUCHED: usize = 1024;
 
 /// How many finished proxied operations a node remembers to drop duplicated forwards of.
 const RECENT_PROXIED: usize = 4096;
@@ -116,6 +124,8 @@ impl StrongNode {
             reserved,
             rounds: BTreeMap::new(),
             recent_proxied: VecDeque::new(),
+            touched: BTreeSet::new(),
+            volatile: BTreeMap::new(),
         }
     }
 }
@@ -266,15 +276,31 @@ impl<S: Storage> Node<S> {
     }
 
     fn record(&self, key: &[u8]) -> Record {
-        self.storage
+        let mut rec: Record = self
+            .storage
             .meta_get(&acceptor::record_name(key))
             .and_then(|b| super::decode(&b))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(b) = self.strong.volatile.get(key) {
+            rec.promised = rec.promised.max(*b);
+        }
+        rec
     }
 
     fn store_record(&mut self, key: &[u8], rec: &Record) {
+        let durable = if self.cfg.canary == Some(Canary::ForgetPromiseOnRestart) {
+            let key = Bytes::copy_from_slice(key);
+            self.strong.volatile.insert(key, rec.promised);
+            let promised = rec.accepted.as_ref().map_or(Ballot::ZERO, |(b, _)| *b);
+            &Record {
+                promised,
+                accepted: rec.accepted.clone(),
+            }
+        } else {
+            rec
+        };
         self.storage
-            .meta_put(&acceptor::record_name(key), &super::encode(rec));
+            .meta_put(&acceptor::record_name(key), &super::encode(durable));
         self.needs_sync = true;
     }
 
@@ -293,26 +319,66 @@ impl<S: Storage> Node<S> {
         }
     }
 
+    /// The acceptor's answer to a prepare or an accept: when this node votes for `key`, applies
+    /// `vote` to the key's record, stores the record if the vote was granted (synced before the
+    /// reply leaves) and sends `from` the reply `reply(identity, result)` builds.
+    fn vote<T>(
+        &mut self,
+        from: NodeId,
+        key: &[u8],
+        vote: impl FnOnce(&mut Record) -> Result<T, Ballot>,
+        reply: impl FnOnce(u64, Result<T, Ballot>) -> PeerMsg,
+    ) {
+        if !self.votes_for(key) {
+            return;
+        }
+        let mut rec = self.record(key);
+        let before_restart = rec != Record::default() && !self.strong.touched.contains(key);
+        let result = vote(&mut rec);
+        let synced_before = self.needs_sync;
+        if result.is_ok() {
+            self.store_record(key, &rec);
+            if self.strong.touched.len() < TOUCHED {
+                self.strong.touched.insert(Bytes::copy_from_slice(key));
+            }
+        }
+        let msg = reply(self.strong.identity, result);
+        if before_restart {
+            match &msg {
+                PeerMsg::StrongPromise { result: Err(_), .. }
+                | PeerMsg::StrongAccepted { result: Err(_), .. } => {
+                    self.probes.hit(crate::core::Probe::StrongPromiseKept);
+                }
+                PeerMsg::StrongPromise {
+                    result: Ok(Some(_)),
+                    ..
+                } => self.probes.hit(crate::core::Probe::StrongAcceptRecovered),
+                _ => {}
+            }
+        }
+        if self.cfg.canary == Some(Canary::ReplyBeforeAcceptDurable)
+            && matches!(msg, PeerMsg::StrongAccepted { .. })
+        {
+            self.needs_sync = synced_before;
+        }
+        self.send(&from, msg);
+    }
+
     /// Handles a strong-key peer message.
     pub(super) fn on_strong(&mut self, from: NodeId, msg: PeerMsg) {
         match msg {
             PeerMsg::StrongPrepare { rid, key, ballot } => {
-                if !self.votes_for(&key) {
-                    return;
-                }
-                let mut rec = self.record(&key);
-                let result = acceptor::prepare(&mut rec, ballot);
-                if result.is_ok() {
-                    self.store_record(&key, &rec);
-                }
-                let acceptor = self.strong.identity;
-                let reply = PeerMsg::StrongPromise {
-                    rid,
-                    ballot,
-                    acceptor,
-                    result,
-                };
-                self.send(&from, reply);
+                self.vote(
+                    from,
+                    &key,
+                    |rec| acceptor::prepare(rec, ballot),
+                    |acceptor, result| PeerMsg::StrongPromise {
+                        rid,
+                        ballot,
+                        acceptor,
+                        result,
+                    },
+                );
             }
             PeerMsg::StrongAccept {
                 rid,
@@ -320,22 +386,15 @@ impl<S: Storage> Node<S> {
                 ballot,
                 state,
             } => {
-                if !self.votes_for(&key) {
-                    return;
-                }
-                let mut rec = self.record(&key);
-                let result = acceptor::accept(&mut rec, ballot, state);
-                if result.is_ok() {
-                    self.store_record(&key, &rec);
-                }
-                let acceptor = self.strong.identity;
-                let reply = PeerMsg::StrongAccepted {
-                    rid,
-                    ballot,
-                    acceptor,
-                    result,
-                };
-                self.send(&from, reply);
+                let vote = |rec: &mut Record| acceptor::accept(rec, ballot, state);
+                self.vote(from, &key, vote, |acceptor, result| {
+                    PeerMsg::StrongAccepted {
+                        rid,
+                        ballot,
+                        acceptor,
+                        result,
+                    }
+                });
             }
             PeerMsg::StrongPromise {
                 rid,
