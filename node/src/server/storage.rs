@@ -26,8 +26,9 @@
 //! other I/O or decoding failure stops the process (fail-stop).
 //!
 //! With a [`Keyring`] (encryption at rest) every stored version set is sealed
-//! ([`super::seal`]) before it reaches fjall, with its key as associated data; keys and the meta
-//! records stay plaintext. A sealed `meta` record, [`META_SEAL_CHECK`], lets [`FjallStorage::open_sealed`]
+//! ([`super::seal`]) before it reaches fjall, with its key as associated data, and so is every
+//! strong key's acceptor record (`strong/…` in `meta`, which holds the key's value); keys and
+//! the other meta records stay plaintext. A sealed `meta` record, [`META_SEAL_CHECK`], lets [`FjallStorage::open_sealed`]
 //! refuse at start a directory sealed with a key the ring lacks, or an encrypted directory opened
 //! without a keyring. A record that does not open later stops the node (fail-stop), so a wrong
 //! key never returns garbage.
@@ -37,6 +38,7 @@
 
 use super::seal::{Keyring, is_sealed};
 use crate::core::storage::empty_range;
+use crate::core::strong;
 use crate::core::{IndexEntry, IndexWrite, Storage, Summary, VersionSet};
 use anyhow::Context;
 use bytes::Bytes;
@@ -307,6 +309,34 @@ impl FjallStorage {
         decode_record(plain).unwrap_or_else(|e| fail_stop(&format!("decode key {key:?}"), e))
     }
 
+    /// The stored form of meta record `name`: a strong key's acceptor record (it holds the
+    /// key's value) is sealed like a value when a keyring is set, with its name as associated
+    /// data; every other meta record stays plaintext.
+    fn seal_meta(&self, name: &str, value: &[u8]) -> Vec<u8> {
+        match &self.keyring {
+            Some(ring) if name.starts_with(strong::acceptor::RECORD_PREFIX) => {
+                ring.seal(name.as_bytes(), value)
+            }
+            _ => value.to_vec(),
+        }
+    }
+
+    /// Reads back a stored meta record: a sealed one is opened first (any failure stops the
+    /// node, as for values).
+    fn open_meta(&self, name: &str, stored: Vec<u8>) -> Vec<u8> {
+        if !(name.starts_with(strong::acceptor::RECORD_PREFIX) && is_sealed(&stored)) {
+            return stored;
+        }
+        let Some(ring) = &self.keyring else {
+            fail_stop(
+                &format!("read meta record {name}"),
+                "the record is encrypted and no --encryption-key-file is configured",
+            )
+        };
+        ring.open(name.as_bytes(), &stored)
+            .unwrap_or_else(|e| fail_stop(&format!("decrypt meta record {name}"), e))
+    }
+
     /// A handle that makes this database's committed writes durable from another thread.
     pub fn journal_syncer(&self) -> JournalSyncer {
         JournalSyncer {
@@ -343,7 +373,7 @@ impl FjallStorage {
             }
         }
         for (name, value) in &staged.meta {
-            batch.insert(&self.meta, name.as_bytes(), &**value);
+            batch.insert(&self.meta, name.as_bytes(), self.seal_meta(name, value));
         }
         match batch.commit() {
             Ok(()) => {
@@ -669,7 +699,7 @@ impl Storage for FjallStorage {
             return Some(value.to_vec());
         }
         match self.meta.get(name) {
-            Ok(v) => v.map(|v| v.to_vec()),
+            Ok(v) => v.map(|v| self.open_meta(name, v.to_vec())),
             Err(e) => fail_stop("meta get", e),
         }
     }
@@ -841,6 +871,35 @@ mod tests {
         assert!(wrong.to_string().contains("cannot open"), "{wrong}");
         let none = FjallStorage::open(&dir).err().expect("no key");
         assert!(none.to_string().contains("encrypted"), "{none}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sealed_strong_records_never_reach_disk_in_plaintext() {
+        let dir =
+            std::env::temp_dir().join(format!("causeway-sealed-strong-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let name = strong::acceptor::record_name(b"lock");
+        {
+            let mut s = FjallStorage::open_sealed(&dir, keyring(1)).expect("open");
+            s.meta_put(&name, b"strong-plaintext-marker-5678");
+            s.meta_put("other", b"plain-meta-marker");
+            s.sync();
+        }
+        let bytes = all_bytes(&dir);
+        let has = |m: &[u8]| bytes.windows(m.len()).any(|w| w == m);
+        assert!(!has(b"strong-plaintext-marker-5678"));
+        assert!(
+            has(b"plain-meta-marker"),
+            "other meta records stay plaintext"
+        );
+        let s = FjallStorage::open_sealed(&dir, keyring(1)).expect("reopen");
+        assert_eq!(
+            s.meta_get(&name),
+            Some(b"strong-plaintext-marker-5678".to_vec())
+        );
+        assert_eq!(s.meta_get("other"), Some(b"plain-meta-marker".to_vec()));
+        drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
