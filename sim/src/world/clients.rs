@@ -1,11 +1,18 @@
 //! Client sessions: each issues its planned operations one at a time through its entry node,
 //! carrying its causal context, and records every outcome in the history.
+//!
+//! A session holds its context the way a real client does: as the token text the server hands
+//! out (`causeway::core::token`), merged with `token::merge` and decoded for each request. So
+//! every seed sends its contexts through the token codec, and a codec that dropped or mangled an
+//! entry would surface as a causality violation (G1/G7), not pass unseen.
 
 use super::*;
+use causeway::core::token;
 
 #[derive(Default)]
 pub(super) struct Session {
-    pub(super) ctx: VersionVector,
+    /// The session's causal context, as token text (empty: no context).
+    pub(super) token: String,
     pub(super) next: usize,
     pub(super) next_probe: usize,
     pub(super) current: Option<u64>,
@@ -13,6 +20,26 @@ pub(super) struct Session {
     /// Drops its context before its next request (its token named writes lost for good).
     pub(super) reset: bool,
 }
+impl Session {
+    /// The context the session's token names.
+    fn context(&self) -> VersionVector {
+        token::decode(&self.token).expect("the session holds only tokens the codec made")
+    }
+
+    /// Joins a token received (or another session's) into the session's own, as a client does.
+    /// The joined token stays within the codec's size bound for the lineages it names.
+    fn join_token(&mut self, other: &str) {
+        self.token = token::merge([self.token.as_str(), other])
+            .expect("the session joins only tokens the codec made");
+        let entries = self.context().len();
+        assert!(
+            self.token.len() <= token::max_chars(entries),
+            "a token naming {entries} lineages is {} characters long",
+            self.token.len()
+        );
+    }
+}
+
 impl<A: FnMut(u64)> World<'_, A> {
     pub(super) fn session_next(&mut self, s: usize) {
         if self.sessions[s].current.is_some() || self.sessions[s].done {
@@ -65,8 +92,8 @@ impl<A: FnMut(u64)> World<'_, A> {
     pub(super) fn issue(&mut self, s: usize, p: &PlannedOp, value: String, probe: bool) {
         let node = self.entry(p.node);
         if let Some(m) = p.merge_from.filter(|&m| m < self.sessions.len()) {
-            let other = self.sessions[m].ctx.clone();
-            self.sessions[s].ctx.merge(&other);
+            let other = self.sessions[m].token.clone();
+            self.sessions[s].join_token(&other);
         }
         let id = self.history.ops.len() as u64;
         let key = Bytes::from(key_name(p.key));
@@ -75,7 +102,7 @@ impl<A: FnMut(u64)> World<'_, A> {
         let context = if blind {
             VersionVector::new()
         } else {
-            self.sessions[s].ctx.clone()
+            self.sessions[s].context()
         };
         let op = match p.kind {
             OpKind::Get => Op::Get {
@@ -160,11 +187,11 @@ impl<A: FnMut(u64)> World<'_, A> {
         if let Outcome::Ok(Response::Read { context, .. } | Response::Written { context, .. }) =
             &outcome
         {
-            self.sessions[s].ctx.merge(context);
+            self.sessions[s].join_token(&token::encode(context));
         }
         let unsatisfiable = matches!(&outcome, Outcome::Failed(e) | Outcome::Indeterminate(e)
             if *e == causeway::core::ReqError::Unsatisfiable.to_string());
-        let lost = unsatisfiable && self.names_lost_writes(&self.sessions[s].ctx);
+        let lost = unsatisfiable && self.names_lost_writes(&self.sessions[s].context());
         let rec = &mut self.history.ops[id as usize];
         let retry = rec.probe && !matches!(outcome, Outcome::Ok(_)) && self.now < self.liveness_end;
         if retry {
@@ -173,7 +200,7 @@ impl<A: FnMut(u64)> World<'_, A> {
         }
         if retry && lost {
             // The documented way out (docs/guarantees.md): start again without the token.
-            self.sessions[s].ctx = VersionVector::new();
+            self.sessions[s].token.clear();
             self.sessions[s].reset = true;
         }
         rec.outcome = outcome;
