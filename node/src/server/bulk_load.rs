@@ -1,21 +1,37 @@
-//! `causeway bulk-load`: writes keys straight into a stopped node's data directory through
-//! [`crate::core::node::bulk`] (the same indexed writes as the running node), for benchmarks
-//! that need millions of keys without minutes of HTTP load.
+//! `causeway bulk-load`: writes keys straight into a stopped node's data directory with fjall's
+//! sorted-table ingestion (no journal, no memtable, no compaction on the way in), storing what
+//! [`crate::core::node::bulk`] says a loaded key needs, so the node then serves, replicates and
+//! repairs them like keys written through the API.
+//!
+//! Two kinds of pass over the generated keys, which ascend (`{prefix}{i:010}`): one writes the
+//! data in key order, adding each key to the in-memory trees; then the index is written in its
+//! own order (partition, segment, key) by passes that each collect, sort and write the entries
+//! of a run of partitions holding at most [`INDEX_PASS_ENTRIES`] keys. Memory stays bounded
+//! whatever the key count (the trees are O(partitions × segments)). A directory that already
+//! holds keys is loaded over: each loaded key replacing a stored one takes that key's old digest
+//! out of its segment (a point read of the index, only when the index was not empty).
 
 use super::seal::Keyring;
 use super::storage::{FjallStorage, Tuning};
 use crate::core::Actor;
+use crate::core::merkle::{digest, segment_of};
 use crate::core::node::bulk::BulkLoad;
-use crate::core::ring::{DEFAULT_PARTITIONS, node_hash};
+use crate::core::ring::{DEFAULT_PARTITIONS, MAX_PARTITIONS, node_hash, partition_of};
+use crate::core::{Storage, VersionSet};
 use bytes::Bytes;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Keys staged between two storage syncs: bounds the loader's memory.
-const SYNC_EVERY: u64 = 50_000;
+/// Index entries one pass collects before sorting them (24 bytes each: ~24 MiB).
+const INDEX_PASS_ENTRIES: u64 = 1 << 20;
+/// Key indexes stay below this, so `{i:010}` has ten digits and keys ascend with `i`.
+const KEY_INDEX_LIMIT: u64 = 10_000_000_000;
 /// The node's default `max_value_bytes`.
 const MAX_VALUE_BYTES: usize = 8 << 20;
+/// The node's default `max_key_bytes`.
+const MAX_KEY_BYTES: usize = 1024;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BulkLoadArgs {
@@ -46,35 +62,123 @@ fn loader_actor() -> Actor {
     Actor::new(node_hash("causeway bulk-load"), 0, 1)
 }
 
+/// The key `{prefix}{i:010}`, written into one reused buffer.
+struct Keys {
+    buf: Vec<u8>,
+    prefix: usize,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Self {
+        Keys {
+            buf: prefix.as_bytes().to_vec(),
+            prefix: prefix.len(),
+        }
+    }
+
+    fn at(&mut self, i: u64) -> &[u8] {
+        self.buf.truncate(self.prefix);
+        write!(self.buf, "{i:010}").expect("writing to a Vec cannot fail");
+        &self.buf
+    }
+}
+
 pub fn run(args: &BulkLoadArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.partitions > 0, "--partitions must be positive");
+    anyhow::ensure!(
+        (1..=MAX_PARTITIONS).contains(&args.partitions),
+        "--partitions must be between 1 and {MAX_PARTITIONS}"
+    );
     anyhow::ensure!(
         args.value_bytes <= MAX_VALUE_BYTES,
         "--value-bytes exceeds the node's default value limit ({MAX_VALUE_BYTES})"
     );
+    anyhow::ensure!(
+        args.prefix.len() + 10 <= MAX_KEY_BYTES,
+        "--prefix makes keys longer than the node's default key limit ({MAX_KEY_BYTES})"
+    );
+    let end = args
+        .first
+        .checked_add(args.keys)
+        .filter(|e| *e <= KEY_INDEX_LIMIT)
+        .ok_or_else(|| anyhow::anyhow!("--first + --keys must be at most {KEY_INDEX_LIMIT}"))?;
     let keyring = match &args.encryption_key_file {
         Some(p) => Some(Arc::new(Keyring::load(p)?)),
         None => None,
     };
     let started = Instant::now();
     let mut storage = FjallStorage::open_tuned(&args.data_dir, keyring, Tuning::default())?;
-    let mut load = BulkLoad::new(&mut storage, args.partitions, loader_actor(), args.first);
+    let mut load = BulkLoad::begin(&mut storage, args.partitions, loader_actor(), args.first)
+        .map_err(anyhow::Error::msg)?;
     let value = Bytes::from(
         (0..args.value_bytes)
             .map(|i| b'a' + (i % 26) as u8)
             .collect::<Vec<u8>>(),
     );
-    for i in args.first..args.first + args.keys {
-        load.put(format!("{}{i:010}", args.prefix).as_bytes(), value.clone());
-        if (i + 1 - args.first).is_multiple_of(SYNC_EVERY) {
-            load.sync();
+    let replace = !load.started_empty();
+    let mut keys = Keys::new(&args.prefix);
+    let mut per_partition = vec![0u64; args.partitions as usize];
+    storage.ingest_data(|write| {
+        for i in args.first..end {
+            let key = keys.at(i);
+            let (_, set) = load.next_set(value.clone());
+            let slot = load.slot(key);
+            let old = if replace {
+                old_entry(&storage, slot.partition, slot.segment, key)
+            } else {
+                None
+            };
+            load.add(key, digest(&set), old);
+            per_partition[slot.partition as usize] += 1;
+            write(key, &set)?;
         }
-    }
-    load.finish();
+        Ok(())
+    })?;
+    let actor = load.actor();
+    storage.ingest_index(|write| {
+        let mut lo = 0;
+        while lo < per_partition.len() {
+            // A run of partitions lo..hi holding at most INDEX_PASS_ENTRIES keys (or one).
+            let mut hi = lo + 1;
+            let mut n = per_partition[lo];
+            while hi < per_partition.len() && n + per_partition[hi] <= INDEX_PASS_ENTRIES {
+                n += per_partition[hi];
+                hi += 1;
+            }
+            let mut entries: Vec<(u32, u16, u64)> = Vec::with_capacity(n as usize);
+            for i in args.first..end {
+                let key = keys.at(i);
+                let p = partition_of(key, args.partitions);
+                if (lo..hi).contains(&(p as usize)) {
+                    entries.push((p, segment_of(key), i));
+                }
+            }
+            entries.sort_unstable();
+            for (p, s, i) in entries {
+                let set = BulkLoad::set_of(actor, i + 1, value.clone());
+                write(p, s, keys.at(i), digest(&set))?;
+            }
+            lo = hi;
+        }
+        Ok(())
+    })?;
+    storage.put_summaries(&load.summaries());
+    load.finish(&mut storage);
     println!(
         "bulk-load: keys={} ms={}",
         args.keys,
         started.elapsed().as_millis()
     );
     Ok(())
+}
+
+/// The stored digest of `key` and whether its stored version set holds a value.
+fn old_entry(
+    storage: &FjallStorage,
+    partition: u32,
+    segment: u16,
+    key: &[u8],
+) -> Option<(u64, bool)> {
+    let d = storage.digest(partition, segment, key)?;
+    let live = storage.get(key).is_some_and(|s: VersionSet| s.has_value());
+    Some((d, live))
 }

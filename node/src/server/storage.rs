@@ -384,6 +384,50 @@ impl FjallStorage {
         }
     }
 
+    /// Writes the version sets `fill` passes to its writer, keys strictly ascending, straight
+    /// into new tables of the `data` keyspace (fjall's ingestion: no journal, no memtable), for
+    /// `causeway bulk-load` on a stopped node. The keys become visible, shadowing what they held,
+    /// once `fill` returns and the tables are registered. Panics on keys out of order (fjall's
+    /// check): callers generate them in order.
+    pub fn ingest_data<F>(&self, fill: F) -> anyhow::Result<()>
+    where
+        F: FnOnce(&mut dyn FnMut(&[u8], &VersionSet) -> anyhow::Result<()>) -> anyhow::Result<()>,
+    {
+        let mut ingestion = self.data.start_ingestion()?;
+        fill(&mut |key, set| {
+            anyhow::ensure!(!key.is_empty(), "an empty key");
+            Ok(ingestion.write(key, self.encode(key, set))?)
+        })?;
+        ingestion.finish()?;
+        Ok(())
+    }
+
+    /// [`FjallStorage::ingest_data`] for the anti-entropy `index` keyspace: `fill` passes
+    /// (partition, segment, key, digest) in (partition, segment, key) order.
+    pub fn ingest_index<F>(&self, fill: F) -> anyhow::Result<()>
+    where
+        F: FnOnce(&mut dyn FnMut(u32, u16, &[u8], u64) -> anyhow::Result<()>) -> anyhow::Result<()>,
+    {
+        let mut ingestion = self.index.start_ingestion()?;
+        fill(&mut |partition, segment, key, digest| {
+            anyhow::ensure!(!key.is_empty(), "an empty key");
+            let k = index_key(partition, segment, key);
+            Ok(ingestion.write(k, digest.to_le_bytes())?)
+        })?;
+        ingestion.finish()?;
+        Ok(())
+    }
+
+    /// Stages segment summaries alone (a bulk load writes the index entries by ingestion and
+    /// the summaries it computed after them); they reach fjall with the next commit.
+    pub fn put_summaries(&mut self, summaries: &[(u32, u16, Summary)]) {
+        let staged = self.staged.get_mut();
+        for (p, s, summary) in summaries {
+            let summary = (*summary != Summary::default()).then_some(*summary);
+            staged.segments.insert(segment_key(*p, *s), summary);
+        }
+    }
+
     /// Records a failed commit or sync; the staged writes stay for the next commit.
     fn fail(&self, what: &str, e: impl std::fmt::Display) {
         tracing::warn!("storage {what} failed: {e}; writes are refused until it succeeds");
