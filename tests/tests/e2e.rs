@@ -5,6 +5,7 @@
 mod admin;
 mod backup;
 mod batch;
+mod bulk_load;
 mod checked;
 mod cli;
 mod client;

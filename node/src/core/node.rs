@@ -70,6 +70,15 @@ const META_FLOORS: &str = "floors";
 const STRONG_FORWARD_SLACK: std::time::Duration = std::time::Duration::from_millis(500);
 /// The partition count the stored anti-entropy index was built under.
 const META_INDEX: &str = "index-partitions";
+/// (actor, counter): no dot of the actor above the counter was issued. Written before the
+/// write of the first dot above the previous reservation, so after a crash it covers every
+/// stored dot of the actor (storage is prefix-durable) and a restart needs no data scan.
+const META_RESERVED: &str = "reserved-dots";
+/// Keys [`Node::erase_keys`] reads from the index at a time.
+const ERASE_PAGE: usize = 1024;
+/// Dots one reservation covers: a reservation record per this many writes; an unclean restart
+/// skips at most this many counters.
+const DOT_LEASE: u64 = 1024;
 
 /// Who a node is: its address, and a random nonce from the driver (seeds the choice of a new
 /// incarnation and of jitter; the core draws no randomness of its own).
@@ -310,6 +319,8 @@ pub struct Node<S: Storage> {
     storage: S,
     clock: NodeClock,
     clock_dirty: bool,
+    /// The counter the stored [`META_RESERVED`] record covers for the current actor.
+    reserved: u64,
     needs_sync: bool,
     /// The node's jitter (retry backoff): ChaCha8, whose output is specified, seeded by the
     /// per-start nonce the driver chose — the core's only randomness.
@@ -471,6 +482,7 @@ impl<S: Storage> Node<S> {
             storage,
             clock,
             clock_dirty: true,
+            reserved: counter,
             needs_sync: true,
             rng,
             now,
@@ -664,6 +676,18 @@ impl<S: Storage> Node<S> {
             }
             _ => false,
         }
+    }
+
+    /// Issues the actor's next dot, first extending the stored reservation when the dot is
+    /// above it (so the reservation reaches storage before the dot's write).
+    fn next_dot(&mut self) -> Dot {
+        self.counter += 1;
+        if self.counter > self.reserved {
+            self.reserved = self.counter + DOT_LEASE - 1;
+            let record = (self.actor, self.reserved);
+            self.storage.meta_put(META_RESERVED, &encode(&record));
+        }
+        Dot::new(self.actor, self.counter)
     }
 
     fn persist_clock(&mut self) {
@@ -1245,8 +1269,7 @@ impl<S: Storage> Node<S> {
                 return;
             }
         }
-        self.counter += 1;
-        let dot = Dot::new(self.actor, self.counter);
+        let dot = self.next_dot();
         self.executed(dot, &key, &value, &ctx, &origin);
         let (set, had_value) = self.apply_new(dot, &key, current, value, &ctx);
         if blind {
@@ -1562,21 +1585,29 @@ impl<S: Storage> Node<S> {
         self.write_indexed(key, partition, None, had_value);
     }
 
-    /// Every key of `partition` held here, in index order (read from the stored index).
-    pub(super) fn partition_keys(&self, partition: u32) -> Vec<Bytes> {
+    /// Removes every key of `partition` held here, reading the stored index in pages of
+    /// [`ERASE_PAGE`] keys (never the whole key list at once).
+    pub(super) fn erase_keys(&mut self, partition: u32) {
         let last = (merkle::SEGMENTS - 1) as u16;
-        self.storage
-            .index_range(partition, 0..=last, None, usize::MAX)
-            .into_iter()
-            .map(|(_, k, _)| k)
-            .collect()
+        let mut after: Option<(u16, Bytes)> = None;
+        loop {
+            let from = after.as_ref().map(|(s, k)| (*s, &k[..]));
+            let page = self
+                .storage
+                .index_range(partition, 0..=last, from, ERASE_PAGE);
+            let Some((s, k, _)) = page.last() else {
+                return;
+            };
+            after = Some((*s, k.clone()));
+            for (_, k, _) in &page {
+                self.remove_key(k);
+            }
+        }
     }
 
     /// Removes every key of `partition` (its tree and live count go with them).
     pub(super) fn erase_partition(&mut self, partition: u32) {
-        for k in self.partition_keys(partition) {
-            self.remove_key(&k);
-        }
+        self.erase_keys(partition);
         self.live.remove(&partition);
         self.merkle.remove(partition);
     }
@@ -2212,7 +2243,16 @@ impl<S: Storage> Node<S> {
 /// data) does not record. Dots are issued, and their writes stored, in counter order: every dot
 /// of `actor` up to the highest one stored was applied. The clock records them, so the counter
 /// continues above them and no dot is issued twice (G7).
+///
+/// The stored reservation ([`META_RESERVED`]) bounds those dots without reading the data: the
+/// clock claims every reserved dot (the unused ones were never issued, so no write of them
+/// exists anywhere). Only a directory without one (written before reservations) is scanned.
 fn recover_torn_turn<S: Storage>(storage: &S, actor: Actor, clock: &mut NodeClock) {
+    let reserved: Option<(Actor, u64)> = storage.meta_get(META_RESERVED).and_then(|b| decode(&b));
+    if let Some((a, upto)) = reserved.filter(|(a, _)| *a == actor) {
+        clock.add_upto(a, upto);
+        return;
+    }
     let mut top = 0;
     storage.for_each(&mut |_, s| {
         let own = s.versions().iter().filter(|v| v.dot.actor == actor);

@@ -97,8 +97,7 @@ impl<S: Storage> Node<S> {
             .filter(|v| gone(v))
             .map(|v| v.dot)
             .collect();
-        self.counter += 1;
-        let dot = Dot::new(self.actor, self.counter);
+        let dot = self.next_dot();
         self.clock.add(dot);
         self.clock_dirty = true;
         self.hlc = (self.hlc + 1).max(self.wall.as_micros());

@@ -3,7 +3,9 @@
 //! A node that holds a partition it no longer owns (it is *retained*) streams it to every replica
 //! of the partition in its current view; a node that keeps a partition streams it to the replicas
 //! that gained it in the current view (a replication-factor increase, a reshuffled shard). Streams
-//! go one bounded batch at a time, stop-and-wait. The first
+//! go one bounded batch at a time, stop-and-wait, each batch read from the stored index with a
+//! range scan after the previous batch's last key (a stream holds a cursor, never the
+//! partition's key list, so memory does not grow with the partition). The first
 //! batch carries the sender's claims on the partition ([`Node::vouched`]), taken before any key
 //! is read: the keys sent afterwards reflect at least those writes. The receiver merges each
 //! batch like replication, syncs, and acknowledges; after the last batch it joins the claims into
@@ -25,12 +27,12 @@ pub(crate) struct Push {
     stream: u64,
     /// Next batch to send, or the one in flight.
     seq: u32,
-    /// Index in `keys` of batch `seq`'s first key.
-    pos: usize,
-    /// Index just past batch `seq`'s last key, once it was sent.
-    end: usize,
-    /// The partition's keys when the stream started, in send order.
-    keys: Vec<Bytes>,
+    /// Batch `seq` starts after this index position (segment, key); `None`: at the start.
+    pos: Option<(u16, Bytes)>,
+    /// The index position of batch `seq`'s last key, once it was sent.
+    end: Option<(u16, Bytes)>,
+    /// Batch `seq`, once sent, reached the end of the partition.
+    last: bool,
     clock: PartitionClock,
     /// When the batch in flight was sent.
     sent: Option<Time>,
@@ -38,6 +40,9 @@ pub(crate) struct Push {
     not_before: Time,
     pub(crate) done: bool,
 }
+
+/// The highest segment number of a partition's index.
+const LAST_SEGMENT: u16 = (merkle::SEGMENTS - 1) as u16;
 
 /// Most bytes of version sets one handoff batch carries (at least one key goes in every batch):
 /// far below the peer frame limit, so a partition of large values moves in many small batches.
@@ -118,13 +123,12 @@ impl<S: Storage> Node<S> {
     fn start_push(&mut self, partition: u32) -> Push {
         // Claims first, keys second: every write claimed is in the state read afterwards.
         let clock = self.partition_clock(partition);
-        let keys = self.partition_keys(partition);
         Push {
             stream: self.rid(),
             seq: 0,
-            pos: 0,
-            end: 0,
-            keys,
+            pos: None,
+            end: None,
+            last: false,
             clock,
             sent: None,
             not_before: self.now,
@@ -132,9 +136,9 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    /// Sends batch `seq` of the stream: keys from `pos` on, at most `handoff_batch` of them and
-    /// (after the first) no more than [`HANDOFF_BATCH_BYTES`] of version sets, or the peer's
-    /// replication budget if that is smaller.
+    /// Sends batch `seq` of the stream: the keys after `pos` in index order, at most
+    /// `handoff_batch` of them and (after the first) no more than [`HANDOFF_BATCH_BYTES`] of
+    /// version sets, or the peer's replication budget if that is smaller.
     fn send_batch(&mut self, partition: u32, target: &NodeId) {
         let batch = self.cfg.handoff_batch.max(1);
         let cap = HANDOFF_BATCH_BYTES.min(self.cfg.peer_buffer_bytes.max(1));
@@ -142,27 +146,32 @@ impl<S: Storage> Node<S> {
             .pushes
             .get(&(partition, target.clone()))
             .expect("caller made the stream");
+        let after = push.pos.as_ref().map(|(s, k)| (*s, &k[..]));
+        // One entry more than a batch takes tells whether the batch is the last.
+        let page = self
+            .storage
+            .index_range(partition, 0..=LAST_SEGMENT, after, batch + 1);
         let mut sets = Vec::new();
-        let (mut end, mut bytes) = (push.pos, 0u64);
-        while end < push.keys.len() && end - push.pos < batch && (end == push.pos || bytes < cap) {
-            let key = &push.keys[end];
+        let (mut end, mut bytes, mut taken) = (None, 0u64, 0);
+        for (segment, key, _) in page.iter().take(batch) {
             if let Some(set) = self.storage.get(key) {
                 let size = outbox::copy_bytes(key, &set);
-                if end > push.pos && bytes + size > cap {
+                if taken > 0 && bytes + size > cap {
                     break;
                 }
                 bytes += size;
                 sets.push((key.clone(), set));
             }
-            end += 1;
+            taken += 1;
+            end = Some((*segment, key.clone()));
         }
         let push = self
             .pushes
             .get_mut(&(partition, target.clone()))
             .expect("caller made the stream");
-        debug_assert!(end > push.pos || push.pos == push.keys.len());
-        push.end = end;
-        let last = end == push.keys.len();
+        let last = taken == page.len();
+        push.end = if taken == 0 { push.pos.clone() } else { end };
+        push.last = last;
         let clock = (push.seq == 0).then(|| push.clock.clone());
         let (stream, seq) = (push.stream, push.seq);
         push.sent = Some(self.now);
@@ -286,10 +295,10 @@ impl<S: Storage> Node<S> {
             self.pushes.insert((partition, from.clone()), push);
             return;
         }
-        if push.end == push.keys.len() {
+        if push.last {
             push.done = true;
         } else {
-            push.pos = push.end;
+            push.pos = push.end.take();
             push.seq += 1;
             self.send_batch(partition, &from);
         }
@@ -302,10 +311,7 @@ impl<S: Storage> Node<S> {
         if self.outbox.any_key(|k| view.partition_of(k) == partition) {
             return;
         }
-        let keys = self.partition_keys(partition);
-        for k in keys {
-            self.remove_key(&k);
-        }
+        self.erase_keys(partition);
         self.live.remove(&partition);
         self.handoff.remove(&partition);
         self.floors.remove(&partition);
