@@ -240,6 +240,8 @@ pub enum StrongPattern {
     Lock,
     /// Unique names: create keys with `If-None-Match: *`, read them now and then.
     Unique,
+    /// All three at once: client `c` follows the `c % 3`th of the above, on its own keys.
+    Mixed,
 }
 
 /// Strong-key clients: each issues one strong operation at a time to a random node (any node

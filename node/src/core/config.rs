@@ -82,6 +82,10 @@ pub enum Canary {
     /// accepted answer leaves before the state is durable, and a crash loses an accept that was
     /// counted.
     ReplyBeforeAcceptDurable,
+    /// A replica of a partition's new configuration becomes a strong-key acceptor at once,
+    /// without sealing the previous configuration or copying its records: the new majority
+    /// knows nothing of what the old one decided (and the old one keeps deciding).
+    HandoffWithoutCopy,
     /// A key's anti-entropy index entry is written in a storage write of its own, before its
     /// data: a crash between the two leaves the index describing data the disk lost, so
     /// anti-entropy believes the replicas agree where they differ (caught by G3).
@@ -99,7 +103,7 @@ pub enum Canary {
 }
 
 impl Canary {
-    pub const ALL: [Canary; 23] = [
+    pub const ALL: [Canary; 24] = [
         Canary::SkipCausalWait,
         Canary::NoReplicationRetry,
         Canary::NoAntiEntropy,
@@ -118,6 +122,7 @@ impl Canary {
         Canary::AcceptWithoutMajority,
         Canary::ForgetPromiseOnRestart,
         Canary::ReplyBeforeAcceptDurable,
+        Canary::HandoffWithoutCopy,
         Canary::IndexOutsideBatch,
         Canary::TtlIgnored,
         Canary::ExpireWithWideContext,
@@ -145,6 +150,7 @@ impl Canary {
             Canary::AcceptWithoutMajority => "accept-without-majority",
             Canary::ForgetPromiseOnRestart => "forget-promise-on-restart",
             Canary::ReplyBeforeAcceptDurable => "reply-before-accept-durable",
+            Canary::HandoffWithoutCopy => "strong-handoff-without-copy",
             Canary::IndexOutsideBatch => "index-outside-batch",
             Canary::TtlIgnored => "ttl-ignored",
             Canary::ExpireWithWideContext => "expire-with-wide-context",

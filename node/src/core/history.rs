@@ -94,6 +94,11 @@ impl History {
             .collect()
     }
 
+    /// Every view, oldest first, borrowed.
+    pub fn views(&self) -> impl Iterator<Item = &View> {
+        self.views.values().map(|k| &k.view)
+    }
+
     /// Every view, oldest first.
     pub fn all(&self) -> Vec<View> {
         self.views.values().map(|k| k.view.clone()).collect()

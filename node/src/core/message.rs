@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::request::Rid;
+use super::strong::acceptor::Record;
 use super::strong::{Ballot, StrongState};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +203,9 @@ pub enum PeerMsg {
     StrongPrepare {
         rid: Rid,
         key: Bytes,
+        /// The configuration of the key's partition the proposer addresses (its first epoch,
+        /// see `core::strong::handoff`); only its acceptors answer.
+        config: Epoch,
         ballot: Ballot,
     },
     /// `Ok`: promised, with the accepted state (if any) and its ballot; `Err`: a higher ballot
@@ -216,6 +220,7 @@ pub enum PeerMsg {
     StrongAccept {
         rid: Rid,
         key: Bytes,
+        config: Epoch,
         ballot: Ballot,
         state: StrongState,
     },
@@ -234,6 +239,21 @@ pub enum PeerMsg {
     StrongHelloReply {
         acceptor: u64,
         known: Option<u64>,
+    },
+    /// A replica of `partition`'s configuration `new` asks a member of its predecessor `old` to
+    /// stop voting in `old` and hand over its acceptor records of the partition. Answered with
+    /// `StrongSealed` once the seal is durable; a node that may not hand over does not answer.
+    StrongSeal {
+        partition: u32,
+        old: Epoch,
+        new: Epoch,
+    },
+    /// Every acceptor record of `partition` the sender holds, by key.
+    StrongSealed {
+        partition: u32,
+        new: Epoch,
+        acceptor: u64,
+        records: Vec<(Bytes, Record)>,
     },
 }
 
@@ -293,6 +313,8 @@ impl PeerMsg {
             PeerMsg::StrongAccepted { .. } => "strong_accepted",
             PeerMsg::StrongHello { .. } => "strong_hello",
             PeerMsg::StrongHelloReply { .. } => "strong_hello_reply",
+            PeerMsg::StrongSeal { .. } => "strong_seal",
+            PeerMsg::StrongSealed { .. } => "strong_sealed",
         }
     }
 }

@@ -1895,7 +1895,9 @@ impl<S: Storage> Node<S> {
             | PeerMsg::StrongAccept { .. }
             | PeerMsg::StrongAccepted { .. }
             | PeerMsg::StrongHello { .. }
-            | PeerMsg::StrongHelloReply { .. }) => self.on_strong(from, msg),
+            | PeerMsg::StrongHelloReply { .. }
+            | PeerMsg::StrongSeal { .. }
+            | PeerMsg::StrongSealed { .. }) => self.on_strong(from, msg),
         }
     }
 

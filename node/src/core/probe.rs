@@ -62,11 +62,14 @@ pub enum Probe {
     StrongPromiseKept,
     /// A restarted strong-key acceptor reported, in a promise, a state it accepted before.
     StrongAcceptRecovered,
+    /// A replica of a partition's new configuration became a strong-key acceptor with the
+    /// records a sealed majority of the previous one handed over.
+    StrongHandedOver,
 }
 
 impl Probe {
     /// Every probe, in report order.
-    pub const ALL: [Probe; 23] = [
+    pub const ALL: [Probe; 24] = [
         Probe::SiblingCreated,
         Probe::SiblingRefused,
         Probe::BlindDelete,
@@ -90,6 +93,7 @@ impl Probe {
         Probe::StrongAmnesiac,
         Probe::StrongPromiseKept,
         Probe::StrongAcceptRecovered,
+        Probe::StrongHandedOver,
     ];
 
     /// The kebab-case name used in scenario files and reports.
@@ -118,6 +122,7 @@ impl Probe {
             Probe::StrongAmnesiac => "strong-amnesiac",
             Probe::StrongPromiseKept => "strong-promise-kept",
             Probe::StrongAcceptRecovered => "strong-accept-recovered",
+            Probe::StrongHandedOver => "strong-handed-over",
         }
     }
 

@@ -257,6 +257,27 @@ pub fn validate(msg: &PeerMsg, limits: &Limits) -> Result<(), Rejection> {
             Ok(Some((_, state))) => c.value(&state.value),
             _ => Ok(()),
         },
+        PeerMsg::StrongSeal {
+            partition,
+            old,
+            new,
+        } => {
+            c.partition(*partition)?;
+            c.epoch(*old)?;
+            c.epoch(*new)
+        }
+        PeerMsg::StrongSealed {
+            partition, records, ..
+        } => {
+            c.partition(*partition)?;
+            c.count("records", records.len())?;
+            records.iter().try_for_each(|(key, rec)| {
+                c.key(key)?;
+                rec.accepted
+                    .as_ref()
+                    .map_or(Ok(()), |(_, state)| c.value(&state.value))
+            })
+        }
         PeerMsg::StrongAccepted { .. }
         | PeerMsg::StrongHello { .. }
         | PeerMsg::StrongHelloReply { .. } => Ok(()),

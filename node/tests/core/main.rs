@@ -3,5 +3,6 @@
 mod anti_entropy;
 mod cluster;
 mod membership;
+mod strong;
 mod ttl;
 mod world;

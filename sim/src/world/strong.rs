@@ -57,15 +57,31 @@ impl<A: FnMut(u64)> World<'_, A> {
         }
     }
 
-    /// The next call of client `c` by its pattern, and its key.
+    /// The next call of client `c` by its pattern, and its key. Under [`StrongPattern::Mixed`]
+    /// client `c` follows the `c % 3`th of counter, lock and unique names, on keys of its own
+    /// (those `≡ c % 3` modulo 3).
     fn strong_call(&mut self, c: usize, pattern: StrongPattern, keys: u32) -> (u32, StrongCall) {
         let e = c as u64;
+        let (pattern, stride, offset) = match pattern {
+            StrongPattern::Mixed => {
+                let all = [
+                    StrongPattern::Counter,
+                    StrongPattern::Lock,
+                    StrongPattern::Unique,
+                ];
+                (all[c % 3], 3, c as u32 % 3)
+            }
+            p => (p, 1, 0),
+        };
+        let fresh = |w: &mut Self| {
+            w.range(Purpose::Strong, e, 0, u64::from(keys) - 1) as u32 * stride + offset
+        };
         let value = Bytes::from(format!("c{c}.{}", self.strong[c].issued));
         let cl = &self.strong[c];
         match pattern {
             StrongPattern::Counter => match cl.version {
                 None => {
-                    let k = self.range(Purpose::Strong, e, 0, u64::from(keys) - 1) as u32;
+                    let k = fresh(self);
                     (k, StrongCall::Get)
                 }
                 Some(v) => {
@@ -81,13 +97,13 @@ impl<A: FnMut(u64)> World<'_, A> {
                     },
                 ),
                 None => {
-                    let k = self.range(Purpose::Strong, e, 0, u64::from(keys) - 1) as u32;
+                    let k = fresh(self);
                     let cond = Cond::IfAbsent;
                     (k, StrongCall::Put { value, cond })
                 }
             },
-            StrongPattern::Unique => {
-                let k = self.range(Purpose::Strong, e, 0, u64::from(keys) - 1) as u32;
+            StrongPattern::Unique | StrongPattern::Mixed => {
+                let k = fresh(self);
                 if self.chance(Purpose::Strong, e, 0.3) {
                     (k, StrongCall::Get)
                 } else if self.chance(Purpose::Strong, e, 0.1) {

@@ -3,10 +3,13 @@
 //! node from voting.
 //!
 //! Safety rules (see `docs/strong-keys.md`):
-//! - **Fixed acceptor sets.** A node acts as acceptor for a key, and proposes for it, only
-//!   while the replicas of the key's partition in its newest view are exactly those of the
-//!   cluster's first view. Every quorum is then a majority of that one set; a partition whose
-//!   replica set changed answers 503 for strong keys, so two majorities never coexist.
+//! - **Configurations, freeze and copy** (`core::strong::handoff`). A partition's acceptors are
+//!   the replicas of one configuration; proposers address the newest configuration their view
+//!   names, and a node votes only in the configuration it is active in. A replica of a new
+//!   configuration becomes active only once it sealed a majority of the previous one (they stop
+//!   voting in it) and stored the merge of their records; until then the partition's strong
+//!   keys wait (a round retries until its deadline, then 503). So two majorities never decide
+//!   independently.
 //! - **Amnesia.** Each node's acceptor has a random identity, stored with its state. Peers
 //!   record the identity they first see for each node (durably, before they act on it). A node
 //!   starting with no identity (a new or wiped disk) asks every member of its view; if any
@@ -21,9 +24,11 @@ use crate::core::config::Canary;
 use crate::core::message::PeerMsg;
 use crate::core::node::Origin;
 use crate::core::request::{ReqError, Response, Rid};
+use crate::core::ring::Epoch;
 use crate::core::ring::NodeId;
 use crate::core::storage::Storage;
 use crate::core::strong::acceptor::{self, Record};
+use crate::core::strong::handoff::{self, PartCfg};
 use crate::core::strong::proposer::{Phase, Round, Step};
 use crate::core::strong::{Ballot, StrongCall, StrongState};
 use crate::core::time::Time;
@@ -37,6 +42,14 @@ use std::time::Duration;
 const META_IDENTITY: &str = "strong_identity";
 const META_PEERS: &str = "strong_peers";
 const META_BALLOTS: &str = "strong_ballots";
+/// Every partition's [`PartCfg`] that differs from the implicit one.
+const META_CFGS: &str = "strong_cfgs";
+/// Prefix of the per-partition sets of keys that have an acceptor record (what a handoff copies).
+const META_KEYS: &str = "strong_keys/";
+/// How often a replica of a configuration it is not active in asks the previous one again.
+const HANDOFF_INTERVAL: Duration = Duration::from_millis(100);
+/// An attempt that gathered no majority of promises by then starts over with a new ballot.
+const STALL: Duration = Duration::from_millis(300);
 /// Ballot counters reserved per durable write of [`META_BALLOTS`].
 const BALLOT_BLOCK: u64 = 1 << 16;
 /// How often an unconfirmed acceptor asks its peers for its identity again.
@@ -84,6 +97,25 @@ pub(super) struct StrongNode {
     touched: BTreeSet<Bytes>,
     /// Promises kept in memory only (the `forget-promise-on-restart` canary).
     volatile: BTreeMap<Bytes, Ballot>,
+    /// This node's standing per partition, where it differs from the implicit one (see
+    /// [`Node::part_cfg`]); persisted whole in [`META_CFGS`].
+    cfgs: BTreeMap<u32, PartCfg>,
+    /// Per partition (loaded on first use), the keys with an acceptor record here.
+    keys: BTreeMap<u32, BTreeSet<Bytes>>,
+    /// Handoffs in progress into configurations this node is a replica of, by partition.
+    gathers: BTreeMap<u32, Gather>,
+    next_handoff: Time,
+}
+
+/// Collecting a partition's records from its previous configuration.
+#[derive(Debug)]
+struct Gather {
+    old: Epoch,
+    new: Epoch,
+    /// The previous configuration's replicas, and those that handed over.
+    members: Vec<NodeId>,
+    from: BTreeSet<NodeId>,
+    records: BTreeMap<Bytes, Record>,
 }
 
 /// How many keys [`StrongNode::touched`] tracks.
@@ -114,6 +146,10 @@ impl StrongNode {
             .unwrap_or(0);
         let reserved = counter + BALLOT_BLOCK;
         storage.meta_put(META_BALLOTS, &super::encode(&reserved));
+        let cfgs = storage
+            .meta_get(META_CFGS)
+            .and_then(|b| super::decode(&b))
+            .unwrap_or_default();
         StrongNode {
             identity: ident.id,
             standing: ident.standing,
@@ -126,34 +162,70 @@ impl StrongNode {
             recent_proxied: VecDeque::new(),
             touched: BTreeSet::new(),
             volatile: BTreeMap::new(),
+            cfgs,
+            keys: BTreeMap::new(),
+            gathers: BTreeMap::new(),
+            next_handoff: now,
         }
     }
 }
 
 impl<S: Storage> Node<S> {
-    /// The acceptors of `key` if strong operations on it may run: the replicas of its partition
-    /// in the newest view, when they are exactly those of the first view.
-    fn strong_acceptors(&self, key: &[u8]) -> Result<Vec<NodeId>, String> {
-        let p = self.cfg.view.partition_of(key);
-        let mut now: Vec<NodeId> = self.cfg.view.owners(p).to_vec();
-        let Some(genesis) = self.history.genesis() else {
-            return Err("this node does not know the cluster's first view".into());
-        };
-        let mut first: Vec<NodeId> = genesis.owners(genesis.partition_of(key)).to_vec();
-        now.sort();
-        first.sort();
-        if now != first || now.is_empty() {
-            return Err("the key's partition changed replicas since the cluster's first view; strong keys need its original replica set".into());
+    /// The configurations of partition `p` in the views up to the current one, oldest first:
+    /// each with the epoch of the first view of its run and its replicas (sorted).
+    fn configs(&self, p: u32) -> Vec<(Epoch, Vec<NodeId>)> {
+        let mut out: Vec<(Epoch, Vec<NodeId>)> = Vec::new();
+        let genesis = self.history.genesis().map_or(Epoch::MAX, |g| g.epoch);
+        for v in self.history.views() {
+            if v.is_joining() || v.epoch < genesis || v.epoch > self.cfg.view.epoch {
+                continue;
+            }
+            let mut owners = v.owners(p).to_vec();
+            owners.sort();
+            if out.last().is_none_or(|(_, o)| *o != owners) {
+                out.push((v.epoch, owners));
+            }
         }
-        Ok(now)
+        out
     }
 
-    /// Whether this node's acceptor may answer for `key` now.
-    fn votes_for(&self, key: &[u8]) -> bool {
+    /// The configuration strong operations on `key` address: the newest one of its partition.
+    fn strong_acceptors(&self, key: &[u8]) -> Result<(Epoch, Vec<NodeId>), String> {
+        let p = self.cfg.view.partition_of(key);
+        match self.configs(p).pop() {
+            Some((epoch, owners)) if !owners.is_empty() => Ok((epoch, owners)),
+            _ => Err("this node does not know the cluster's first view".into()),
+        }
+    }
+
+    /// This node's acceptor standing for partition `p`: as stored, or else active in the
+    /// partition's first configuration if it is one of its replicas.
+    fn part_cfg(&self, p: u32) -> PartCfg {
+        if let Some(c) = self.strong.cfgs.get(&p) {
+            return *c;
+        }
+        match self.history.genesis() {
+            Some(g) if g.owns(&self.me, p) => PartCfg {
+                active: g.epoch,
+                sealed_for: 0,
+            },
+            _ => PartCfg::default(),
+        }
+    }
+
+    fn set_part_cfg(&mut self, p: u32, c: PartCfg) {
+        self.strong.cfgs.insert(p, c);
+        let all = super::encode(&self.strong.cfgs);
+        self.storage.meta_put(META_CFGS, &all);
+        self.needs_sync = true;
+    }
+
+    /// Whether this node's acceptor may answer for `key` in configuration `config` now.
+    fn votes_for(&self, key: &[u8], config: Epoch) -> bool {
         self.strong.standing == Standing::Voter
             && self
-                .strong_acceptors(key)
-                .is_ok_and(|a| a.contains(&self.me))
+                .part_cfg(self.cfg.view.partition_of(key))
+                .votes_in(config)
     }
 
     /// Starts deciding a strong operation this node coordinates (it is a replica of the key).
@@ -166,15 +238,9 @@ impl<S: Storage> Node<S> {
                 return;
             }
         }
-        let acceptors = match self.strong_acceptors(&key) {
-            Ok(a) => a,
-            Err(why) => return self.finish(origin, Err(ReqError::Unavailable(why))),
-        };
-        let need = if self.cfg.canary == Some(Canary::AcceptWithoutMajority) {
-            1
-        } else {
-            acceptors.len() / 2 + 1
-        };
+        if let Err(why) = self.strong_acceptors(&key) {
+            return self.finish(origin, Err(ReqError::Unavailable(why)));
+        }
         let rid = self.rid();
         let busy = self.strong.rounds.values().any(|r| r.key == key);
         let round = Round {
@@ -182,14 +248,16 @@ impl<S: Storage> Node<S> {
             key,
             call,
             ballot: Ballot::ZERO,
-            acceptors,
-            need,
+            config: 0,
+            acceptors: Vec::new(),
+            need: 0,
             phase: if busy {
                 Phase::Queued
             } else {
                 Phase::Backoff { retry_at: self.now }
             },
             deadline: self.now + self.cfg.quorum_timeout,
+            started: self.now,
             highest_seen: Ballot::ZERO,
             attempts: 0,
             tag: rid,
@@ -251,14 +319,29 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    /// (Re)starts round `rid` with a new ballot: prepares at every acceptor.
+    /// (Re)starts round `rid` with a new ballot: prepares at every acceptor of the key's
+    /// newest configuration.
     fn prepare_round(&mut self, rid: Rid) {
-        let Some(seen) = self.strong.rounds.get(&rid).map(|r| r.highest_seen) else {
+        let Some(r) = self.strong.rounds.get(&rid) else {
             return;
         };
+        let seen = r.highest_seen;
+        let Ok((config, acceptors)) = self.strong_acceptors(&r.key) else {
+            return;
+        };
+        let need = if self.cfg.canary == Some(Canary::AcceptWithoutMajority) {
+            1
+        } else {
+            acceptors.len() / 2 + 1
+        };
         let ballot = self.next_ballot(seen);
+        let now = self.now;
         let r = self.strong.rounds.get_mut(&rid).expect("checked above");
         r.ballot = ballot;
+        r.config = config;
+        r.acceptors = acceptors;
+        r.need = need;
+        r.started = now;
         r.attempts += 1;
         r.phase = Phase::Prepare {
             promised: BTreeSet::new(),
@@ -269,6 +352,7 @@ impl<S: Storage> Node<S> {
             let msg = PeerMsg::StrongPrepare {
                 rid,
                 key: key.clone(),
+                config,
                 ballot,
             };
             self.send(&n, msg);
@@ -302,6 +386,24 @@ impl<S: Storage> Node<S> {
         self.storage
             .meta_put(&acceptor::record_name(key), &super::encode(durable));
         self.needs_sync = true;
+        let p = self.cfg.view.partition_of(key);
+        if !self.strong_keys_of(p).contains(key) {
+            let keys = self.strong.keys.get_mut(&p).expect("loaded above");
+            keys.insert(Bytes::copy_from_slice(key));
+            let keys = super::encode(keys);
+            self.storage.meta_put(&format!("{META_KEYS}{p}"), &keys);
+        }
+    }
+
+    /// The keys of partition `p` with an acceptor record here.
+    fn strong_keys_of(&mut self, p: u32) -> &BTreeSet<Bytes> {
+        let storage = &self.storage;
+        self.strong.keys.entry(p).or_insert_with(|| {
+            storage
+                .meta_get(&format!("{META_KEYS}{p}"))
+                .and_then(|b| super::decode(&b))
+                .unwrap_or_default()
+        })
     }
 
     /// Whether a vote from `from` under acceptor identity `id` counts: the identity first seen
@@ -325,11 +427,11 @@ impl<S: Storage> Node<S> {
     fn vote<T>(
         &mut self,
         from: NodeId,
-        key: &[u8],
+        (key, config): (&[u8], Epoch),
         vote: impl FnOnce(&mut Record) -> Result<T, Ballot>,
         reply: impl FnOnce(u64, Result<T, Ballot>) -> PeerMsg,
     ) {
-        if !self.votes_for(key) {
+        if !self.votes_for(key, config) {
             return;
         }
         let mut rec = self.record(key);
@@ -367,10 +469,15 @@ impl<S: Storage> Node<S> {
     /// Handles a strong-key peer message.
     pub(super) fn on_strong(&mut self, from: NodeId, msg: PeerMsg) {
         match msg {
-            PeerMsg::StrongPrepare { rid, key, ballot } => {
+            PeerMsg::StrongPrepare {
+                rid,
+                key,
+                config,
+                ballot,
+            } => {
                 self.vote(
                     from,
-                    &key,
+                    (&key, config),
                     |rec| acceptor::prepare(rec, ballot),
                     |acceptor, result| PeerMsg::StrongPromise {
                         rid,
@@ -383,11 +490,12 @@ impl<S: Storage> Node<S> {
             PeerMsg::StrongAccept {
                 rid,
                 key,
+                config,
                 ballot,
                 state,
             } => {
                 let vote = |rec: &mut Record| acceptor::accept(rec, ballot, state);
-                self.vote(from, &key, vote, |acceptor, result| {
+                self.vote(from, (&key, config), vote, |acceptor, result| {
                     PeerMsg::StrongAccepted {
                         rid,
                         ballot,
@@ -444,6 +552,17 @@ impl<S: Storage> Node<S> {
                     }
                 }
             }
+            PeerMsg::StrongSeal {
+                partition,
+                old,
+                new,
+            } => self.on_seal(from, partition, old, new),
+            PeerMsg::StrongSealed {
+                partition,
+                new,
+                acceptor,
+                records,
+            } => self.on_sealed(from, partition, (new, acceptor), records),
             _ => unreachable!("only strong-key messages are routed here"),
         }
     }
@@ -501,10 +620,12 @@ impl<S: Storage> Node<S> {
     fn send_accepts(&mut self, rid: Rid, state: StrongState) {
         let r = &self.strong.rounds[&rid];
         let (key, ballot, to) = (r.key.clone(), r.ballot, r.acceptors.clone());
+        let config = r.config;
         for n in to {
             let msg = PeerMsg::StrongAccept {
                 rid,
                 key: key.clone(),
+                config,
                 ballot,
                 state: state.clone(),
             };
@@ -537,11 +658,19 @@ impl<S: Storage> Node<S> {
             .strong
             .rounds
             .iter()
-            .filter(|(_, r)| matches!(r.phase, Phase::Backoff { retry_at } if retry_at <= now))
+            .filter(|(_, r)| match r.phase {
+                Phase::Backoff { retry_at } => retry_at <= now,
+                Phase::Prepare { .. } => r.started + STALL <= now,
+                _ => false,
+            })
             .map(|(rid, _)| *rid)
             .collect();
         for rid in due {
             self.prepare_round(rid);
+        }
+        if now >= self.strong.next_handoff && self.strong.standing != Standing::Amnesiac {
+            self.strong.next_handoff = now + HANDOFF_INTERVAL;
+            self.strong_handoff_tick();
         }
         if self.strong.standing == Standing::Probing
             && now >= self.strong.next_hello
@@ -557,5 +686,134 @@ impl<S: Storage> Node<S> {
                 }
             }
         }
+    }
+}
+
+impl<S: Storage> Node<S> {
+    /// Per [`HANDOFF_INTERVAL`]: for each partition with a configuration this node is a replica
+    /// of but not yet active in (the oldest such, so a chain of view changes is handed over in
+    /// order), asks the previous configuration's replicas that have not answered to seal.
+    fn strong_handoff_tick(&mut self) {
+        for p in 0..self.cfg.view.partitions {
+            let chain = self.configs(p);
+            let cfg = self.part_cfg(p);
+            let Some(k) = (1..chain.len())
+                .find(|&k| chain[k].1.contains(&self.me) && cfg.may_activate(chain[k].0))
+            else {
+                self.strong.gathers.remove(&p);
+                continue;
+            };
+            let ((old, members), new) = (chain[k - 1].clone(), chain[k].0);
+            if self.cfg.canary == Some(Canary::HandoffWithoutCopy) {
+                self.activate(p, new);
+                continue;
+            }
+            let g = self.strong.gathers.entry(p).or_insert_with(|| Gather {
+                old,
+                new,
+                members: Vec::new(),
+                from: BTreeSet::new(),
+                records: BTreeMap::new(),
+            });
+            if (g.old, g.new) != (old, new) {
+                *g = Gather {
+                    old,
+                    new,
+                    members: Vec::new(),
+                    from: BTreeSet::new(),
+                    records: BTreeMap::new(),
+                };
+            }
+            g.members = members.clone();
+            let ask: Vec<NodeId> = members
+                .into_iter()
+                .filter(|m| !g.from.contains(m))
+                .collect();
+            for m in ask {
+                let msg = PeerMsg::StrongSeal {
+                    partition: p,
+                    old,
+                    new,
+                };
+                self.send(&m, msg);
+            }
+        }
+    }
+
+    /// A replica of `new` asks this node, a replica of `old`, to seal partition `p` and hand
+    /// over its records (after the seal is durable: the answer leaves after the turn's sync).
+    fn on_seal(&mut self, from: NodeId, p: u32, old: Epoch, new: Epoch) {
+        if self.strong.standing != Standing::Voter || p >= self.cfg.view.partitions {
+            return;
+        }
+        let mut cfg = self.part_cfg(p);
+        match handoff::seal(&mut cfg, old, new) {
+            None => return,
+            Some(true) => self.set_part_cfg(p, cfg),
+            Some(false) => {}
+        }
+        let keys: Vec<Bytes> = self.strong_keys_of(p).iter().cloned().collect();
+        let records = keys
+            .into_iter()
+            .map(|k| {
+                let rec = self.record(&k);
+                (k, rec)
+            })
+            .collect();
+        let acceptor = self.strong.identity;
+        let msg = PeerMsg::StrongSealed {
+            partition: p,
+            new,
+            acceptor,
+            records,
+        };
+        self.send(&from, msg);
+    }
+
+    /// A sealed replica of the previous configuration handed over its records of `p`; with a
+    /// majority of them this node becomes an acceptor of `new`.
+    fn on_sealed(
+        &mut self,
+        from: NodeId,
+        p: u32,
+        (new, acceptor): (Epoch, u64),
+        records: Vec<(Bytes, Record)>,
+    ) {
+        let counts = match self.strong.gathers.get(&p) {
+            Some(g) => g.new == new && g.members.contains(&from) && !g.from.contains(&from),
+            None => false,
+        };
+        if !counts || !self.vote_counts(&from, acceptor) {
+            return;
+        }
+        let g = self.strong.gathers.get_mut(&p).expect("checked above");
+        for (key, rec) in records {
+            handoff::merge(g.records.entry(key).or_default(), &rec);
+        }
+        g.from.insert(from);
+        if g.from.len() <= g.members.len() / 2 {
+            return;
+        }
+        let g = self.strong.gathers.remove(&p).expect("checked above");
+        if !self.part_cfg(p).may_activate(new) {
+            return;
+        }
+        for (key, rec) in &g.records {
+            let mut mine = self.record(key);
+            handoff::merge(&mut mine, rec);
+            self.store_record(key, &mine);
+        }
+        self.activate(p, new);
+        self.probes.hit(crate::core::Probe::StrongHandedOver);
+    }
+
+    /// Makes this node an acceptor of configuration `new` of partition `p` (durable with the
+    /// records stored in the same turn, before any vote leaves).
+    fn activate(&mut self, p: u32, new: Epoch) {
+        let cfg = PartCfg {
+            active: new,
+            sealed_for: 0,
+        };
+        self.set_part_cfg(p, cfg);
     }
 }

@@ -8,12 +8,14 @@
 //! Acceptors (`acceptor.rs`) keep their promise and accepted state durable (synced) before any
 //! promise or accepted message leaves.
 //!
-//! Who may act as an acceptor (`docs/strong-keys.md`): only a replica that owned the partition
-//! in the cluster's first view and still does, with the same replica set, and whose acceptor
-//! identity no peer knows under another id (an amnesiac, wiped node never votes again). Every
-//! quorum is therefore a majority of one fixed replica set, so two majorities never coexist.
+//! Who may act as an acceptor (`docs/strong-keys.md`): a replica of the key's partition in the
+//! configuration the message names, once it holds that configuration's state (`handoff.rs`:
+//! the partition's first configuration starts with it; a later one copies it from a sealed
+//! majority of the previous one), until it is sealed for the next, and whose acceptor identity
+//! no peer knows under another id (an amnesiac, wiped node never votes again).
 
 pub mod acceptor;
+pub mod handoff;
 pub mod proposer;
 
 use bytes::Bytes;

@@ -8,7 +8,7 @@
 
 use super::{Ballot, StrongCall, StrongOutcome, StrongState, apply};
 use crate::core::node::Origin;
-use crate::core::ring::NodeId;
+use crate::core::ring::{Epoch, NodeId};
 use crate::core::time::Time;
 use bytes::Bytes;
 use std::collections::BTreeSet;
@@ -42,11 +42,17 @@ pub struct Round {
     pub key: Bytes,
     pub call: StrongCall,
     pub ballot: Ballot,
-    /// The acceptors of the key (the partition's replicas) and how many make a majority.
+    /// The configuration of the key's partition this attempt addresses, its acceptors (the
+    /// configuration's replicas) and how many make a majority. Each attempt takes them anew
+    /// from the node's newest view.
+    pub config: Epoch,
     pub acceptors: Vec<NodeId>,
     pub need: usize,
     pub phase: Phase,
     pub deadline: Time,
+    /// When the current attempt started (an attempt that gathers no majority of promises
+    /// within a while starts over: its acceptors may have been handing over).
+    pub started: Time,
     /// The highest ballot any acceptor reported: the next attempt goes above it.
     pub highest_seen: Ballot,
     /// Attempts started (for the backoff and the 503's detail).
@@ -182,6 +188,7 @@ mod tests {
                 counter: 5,
                 proposer: 1,
             },
+            config: 1,
             acceptors: vec!["a".into(), "b".into(), "c".into()],
             need: 2,
             phase: Phase::Prepare {
@@ -189,6 +196,7 @@ mod tests {
                 best: None,
             },
             deadline: Time::ZERO,
+            started: Time::ZERO,
             highest_seen: Ballot::ZERO,
             attempts: 1,
             tag: 77,
