@@ -263,7 +263,7 @@ fn damaged_backups_are_refused_and_restore_nothing() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().unwrap()["error"], "bad request");
-    // A frame claiming a million keys is refused before they are decoded.
+    // A frame claiming a million keys is refused (413) before they are decoded.
     let mut claim = vec![0xfc];
     claim.extend_from_slice(&1_000_000u32.to_le_bytes());
     claim.extend_from_slice(&[0; 64]);
@@ -272,8 +272,10 @@ fn damaged_backups_are_refused_and_restore_nothing() {
         .body(claim)
         .send()
         .unwrap();
-    assert_eq!(r.status(), 400);
-    let detail = r.json::<Value>().unwrap()["detail"].to_string();
+    assert_eq!(r.status(), 413);
+    let body = r.json::<Value>().unwrap();
+    assert_eq!(body["error"], "too large");
+    let detail = body["detail"].to_string();
     assert!(detail.contains("at most 10000"), "{detail}");
     let _ = std::fs::remove_dir_all(&dir);
 }

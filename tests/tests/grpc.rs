@@ -355,3 +355,123 @@ fn grpc_serves_the_v1_operations_behind_the_same_auth_and_limits() {
         );
     }
 }
+
+/// Strong keys over gRPC: a create-if-absent, compare-and-set by version, a failed condition
+/// answered with the current version, a delete, linearizable reads — the same key space and
+/// versions as `/v1/strong/{key}` — behind the same roles (a reader reads, cannot write).
+#[test]
+fn grpc_serves_strong_keys_with_compare_and_set_behind_the_same_auth() {
+    let opts = Opts {
+        grpc: true,
+        ..Opts::default()
+    };
+    let c = Cluster::start_with("grpc-strong", 3, 3, &[], opts);
+    let reader = add_token("read");
+    wait_token(&format!("{}/v1/cluster?scope=local", c.url(0)), &reader);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let http = client();
+    rt.block_on(async {
+        let mut n0 = Node::connect(&c.grpc[0]).await;
+        let mut n2 = Node::connect(&c.grpc[2]).await;
+        let admin = Some(n0.token.clone());
+        let put = |value: &str, if_version: Option<u64>, if_absent: bool| pb::StrongPutRequest {
+            key: b"lock".to_vec(),
+            value: value.as_bytes().to_vec(),
+            if_version,
+            if_absent,
+        };
+        let get = || pb::StrongGetRequest {
+            key: b"lock".to_vec(),
+        };
+
+        let g =
+            n0.c.strong_get(authed(get(), admin.as_deref()))
+                .await
+                .expect("get");
+        let g = g.into_inner();
+        assert!(
+            !g.found && g.version == 0 && !g.precondition_failed,
+            "{g:?}"
+        );
+
+        let w =
+            n0.c.strong_put(authed(put("me", None, true), admin.as_deref()))
+                .await;
+        let w = w.expect("create if absent").into_inner();
+        assert_eq!((w.version, w.precondition_failed), (1, false), "{w:?}");
+        // A second create-if-absent fails its condition: OK, with the current version.
+        let w =
+            n2.c.strong_put(authed(put("you", None, true), admin.as_deref()))
+                .await;
+        let w = w.expect("a failed condition is an answer").into_inner();
+        assert_eq!((w.version, w.precondition_failed), (1, true), "{w:?}");
+        // Compare-and-set: a stale version fails, the current one succeeds.
+        let w =
+            n2.c.strong_put(authed(put("x", Some(7), false), admin.as_deref()))
+                .await;
+        assert!(w.expect("cas").into_inner().precondition_failed);
+        let w =
+            n2.c.strong_put(authed(put("you", Some(1), false), admin.as_deref()))
+                .await;
+        let w = w.expect("cas").into_inner();
+        assert_eq!((w.version, w.precondition_failed), (2, false), "{w:?}");
+
+        // Read through another node, over gRPC and over HTTP: the same value and version.
+        let g =
+            n0.c.strong_get(authed(get(), Some(&reader)))
+                .await
+                .expect("a reader reads");
+        let g = g.into_inner();
+        assert_eq!(
+            (g.found, g.value.as_slice(), g.version),
+            (true, &b"you"[..], 2),
+            "{g:?}"
+        );
+        let r = http
+            .get(format!("{}/v1/strong/lock", c.url(1)))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["etag"], "\"2\"");
+        assert_eq!(r.bytes().unwrap().as_ref(), b"you");
+
+        // Roles: a reader cannot write; bad conditions are INVALID_ARGUMENT.
+        let e =
+            n0.c.strong_put(authed(put("r", None, false), Some(&reader)))
+                .await;
+        assert_eq!(e.unwrap_err().code(), Code::PermissionDenied);
+        let e =
+            n0.c.strong_put(authed(put("r", Some(2), true), admin.as_deref()))
+                .await;
+        assert_eq!(e.unwrap_err().code(), Code::InvalidArgument);
+        let e = n0.c.strong_get(authed(get(), None)).await;
+        assert_eq!(e.unwrap_err().code(), Code::Unauthenticated);
+
+        // Delete at the current version; the key then holds no value at version 3.
+        let del = pb::StrongDeleteRequest {
+            key: b"lock".to_vec(),
+            if_version: Some(2),
+            if_absent: false,
+        };
+        let d =
+            n2.c.strong_delete(authed(del, admin.as_deref()))
+                .await
+                .expect("delete");
+        assert_eq!(d.into_inner().version, 3);
+        let g =
+            n0.c.strong_get(authed(get(), admin.as_deref()))
+                .await
+                .expect("get");
+        let g = g.into_inner();
+        assert!(!g.found && g.version == 3, "{g:?}");
+        let r = http
+            .get(format!("{}/v1/strong/lock", c.url(2)))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    });
+}

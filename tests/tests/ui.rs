@@ -97,6 +97,15 @@ fn ui_shows_nodes_shards_and_keys() {
     }
     // Liveness is rendered per node ("up" or "unreachable"); which one depends on timing.
     assert!(dom.contains(">up<"), "the liveness column rendered");
+    // This node's load and anti-entropy progress.
+    for row in [
+        "live keys",
+        "forwarded requests",
+        "anti-entropy exchanges",
+        "keys repaired by anti-entropy",
+    ] {
+        assert!(dom.contains(row), "the node panel shows {row}");
+    }
 }
 
 /// A headless Chromium driven over the DevTools protocol (a WebSocket to one page target), for

@@ -60,6 +60,10 @@ pub enum PeerMsg {
         key: Bytes,
         set: VersionSet,
     },
+    /// [`PeerMsg::Repair`] of many keys at once (a restored batch); no answer.
+    RepairBatch {
+        sets: Vec<(Bytes, VersionSet)>,
+    },
     /// List up to `limit` live keys in `[start, end)` after `after` from your shard (with
     /// `full`, tombstone-only keys too).
     ListPart {
@@ -287,6 +291,7 @@ impl PeerMsg {
             PeerMsg::Fetch { .. } => "fetch",
             PeerMsg::FetchReply { .. } => "fetch_reply",
             PeerMsg::Repair { .. } => "repair",
+            PeerMsg::RepairBatch { .. } => "repair_batch",
             PeerMsg::ListPart { .. } => "list_part",
             PeerMsg::ListPartReply { .. } => "list_part_reply",
             PeerMsg::Reap { .. } => "reap",

@@ -35,7 +35,9 @@ pub use effects::{Effects, Late, Outputs, Persisted};
 pub use message::PeerMsg;
 pub use node::{Executed, Identity, Input, Node, NodeStatus, Origin, Ready};
 pub use probe::{Probe, Probes};
-pub use request::{ListEntry, MAX_TTL_SECS, Op, Quorum, Reply, ReqError, ReqId, Request, Response};
+pub use request::{
+    ListEntry, MAX_MERGE_BATCH, MAX_TTL_SECS, Op, Quorum, Reply, ReqError, ReqId, Request, Response,
+};
 pub use ring::{NodeId, ShardId, View};
 pub use storage::{IndexEntry, IndexWrite, MemStorage, Storage, Summary};
 pub use time::Time;

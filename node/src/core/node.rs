@@ -32,8 +32,8 @@ use super::outbox::{self, Outbox};
 use super::probe::{Probe, Probes};
 use super::proxy::{Forwarding, Proxy};
 use super::request::{
-    ListEntry, MAX_CONTENT_TYPE_BYTES, MAX_TTL_SECS, Op, Quorum, Reply, ReqError, ReqId, Request,
-    Response, Rid,
+    ListEntry, MAX_CONTENT_TYPE_BYTES, MAX_MERGE_BATCH, MAX_TTL_SECS, Op, Quorum, Reply, ReqError,
+    ReqId, Request, Response, Rid,
 };
 use super::ring::{Epoch, NodeId, ShardId, View, node_hash, partition_of};
 use super::storage::{IndexWrite, Storage};
@@ -52,6 +52,7 @@ mod floor;
 mod handoff;
 mod invariants;
 mod membership;
+mod restore;
 mod strong;
 
 use handoff::{Incoming, Push};
@@ -1012,6 +1013,7 @@ impl<S: Storage> Node<S> {
                     return bad(format!("malformed version set: {e}"));
                 }
             }
+            Op::MergeBatch { sets } => return self.check_merge_batch(sets),
             Op::KeyCount { shard } if *shard >= self.cfg.view.shard_count() => {
                 return bad(format!("no shard {shard}"));
             }
@@ -1031,6 +1033,7 @@ impl<S: Storage> Node<S> {
             | Op::Put { key, .. }
             | Op::Merge { key, .. }
             | Op::Strong { key, .. } => Some(self.cfg.view.shard_of_key(key)),
+            Op::MergeBatch { sets } => sets.first().map(|(k, _)| self.cfg.view.shard_of_key(k)),
             Op::KeyCount { shard } => Some(*shard),
             _ => None,
         }
@@ -1155,6 +1158,7 @@ impl<S: Storage> Node<S> {
                 }
             }
             Op::Merge { key, set } => self.merge_restored(origin, key, set),
+            Op::MergeBatch { sets } => self.merge_batch(origin, sets),
             Op::Strong { key, call } => self.start_strong(origin, key, call),
             Op::KeyCount { shard } => {
                 let partitions = self.cfg.view.partitions_of(shard);
@@ -1830,6 +1834,7 @@ impl<S: Storage> Node<S> {
                     self.absorb(&key, &set, None);
                 }
             }
+            PeerMsg::RepairBatch { sets } => self.on_repair_batch(sets),
             PeerMsg::Reap { key, dots } => {
                 let reapable = self.storage.get(&key).is_some_and(|s| {
                     s.is_deleted() && s.versions().iter().all(|v| dots.contains(&v.dot))

@@ -17,6 +17,9 @@ pub const MAX_CONTENT_TYPE_BYTES: usize = 256;
 /// Longest accepted time to live of a write, in seconds (10 years of 365 days).
 pub const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
 
+/// Most version sets one [`Op::MergeBatch`] carries.
+pub const MAX_MERGE_BATCH: usize = 10_000;
+
 /// Driver-chosen id that pairs a [`Reply`] with its [`Request`]; unique per node while pending.
 pub type ReqId = u64;
 
@@ -97,6 +100,11 @@ pub enum Op {
     /// Join `set` into the key's version set as is (never re-stamped: the DVV merge anti-entropy
     /// uses), at a replica of the key, which repairs the shard's other replicas (restores).
     Merge { key: Bytes, set: VersionSet },
+    /// [`Op::Merge`] for many keys of ONE shard in one request (a restore page's part of that
+    /// shard): every set is joined into its key exactly as a lone merge would join it, the
+    /// changes are stored in the same turn (one storage batch) and repaired to the shard's
+    /// other replicas batched per peer. At most [`MAX_MERGE_BATCH`] sets.
+    MergeBatch { sets: Vec<(Bytes, VersionSet)> },
     /// Number of live keys held by a shard (the compatibility API's key counts).
     KeyCount { shard: u32 },
     /// Run one anti-entropy exchange with `peer` now (it must share this node's shard).
@@ -129,6 +137,7 @@ impl Op {
             | Op::Put { key, .. }
             | Op::Merge { key, .. }
             | Op::Strong { key, .. } => Some(key),
+            Op::MergeBatch { sets } => sets.first().map(|(k, _)| k),
             _ => None,
         }
     }
@@ -189,6 +198,8 @@ pub enum Response {
     Strong(StrongOutcome),
     /// A [`Op::Merge`] was applied at `served_by`; `changed`: the key's version set grew.
     Merged { changed: bool },
+    /// A [`Op::MergeBatch`] was applied at `served_by`; `changed` of its keys' sets grew.
+    MergedBatch { changed: u64 },
     /// An anti-entropy exchange finished.
     AntiEntropy {
         peer: NodeId,

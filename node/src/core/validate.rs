@@ -140,7 +140,9 @@ pub fn validate(msg: &PeerMsg, limits: &Limits) -> Result<(), Rejection> {
             }
             Ok(())
         }
-        PeerMsg::ListPartReply { entries, .. } => c.keyed_sets(entries),
+        PeerMsg::ListPartReply { entries, .. } | PeerMsg::RepairBatch { sets: entries } => {
+            c.keyed_sets(entries)
+        }
         PeerMsg::AaeRoots {
             epoch,
             roots,
@@ -537,6 +539,7 @@ impl Checker<'_> {
                 self.key(key)?;
                 self.set(set)
             }
+            Op::MergeBatch { sets } => self.keyed_sets(sets),
             Op::Strong { key, call } => {
                 self.key(key)?;
                 self.value(&call.value().cloned())
@@ -571,9 +574,10 @@ impl Checker<'_> {
                 self.count("entries", entries.len())?;
                 next.as_ref().map_or(Ok(()), |n| self.bound(n))
             }
-            Response::KeyCount { .. } | Response::AntiEntropy { .. } | Response::Merged { .. } => {
-                Ok(())
-            }
+            Response::KeyCount { .. }
+            | Response::AntiEntropy { .. }
+            | Response::Merged { .. }
+            | Response::MergedBatch { .. } => Ok(()),
             Response::ViewChanged { view } => self.view(view),
             Response::Strong(StrongOutcome::Read { value, .. }) => self.value(value),
             Response::Strong(_) => Ok(()),

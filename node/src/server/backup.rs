@@ -6,10 +6,10 @@
 //!   number of keys in `X-Backup-Count` and, when more may follow, the cursor of the next page
 //!   in `X-Backup-Next` (the listing's cursor: pass it back unchanged as `after`).
 //! - `POST /v1/admin/restore` takes one frame and joins every set into its key, at a replica of
-//!   the key ([`Op::Merge`]: the DVV merge anti-entropy uses, so nothing newer is overwritten
-//!   and a restore applied twice changes nothing the second time). 200
-//!   `{"keys": n, "changed": m}`; the first failing key's error otherwise (nothing is undone:
-//!   merges are idempotent, so the frame can be sent again).
+//!   the key: one [`Op::MergeBatch`] per shard the frame's keys fall in (the DVV merge
+//!   anti-entropy uses, so nothing newer is overwritten and a restore applied twice changes
+//!   nothing the second time). 200 `{"keys": n, "changed": m}`; the first failing shard's error
+//!   otherwise (nothing is undone: merges are idempotent, so the frame can be sent again).
 
 use super::app::{AppState, MAX_LIST_LIMIT, req_error, unexpected};
 use super::backup_file::MAX_FRAME_BYTES;
@@ -19,11 +19,10 @@ use crate::core::{Op, Response as CoreResponse, VersionSet};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
+use std::collections::BTreeMap;
 
 pub const COUNT_HEADER: &str = "x-backup-count";
 pub const NEXT_HEADER: &str = "x-backup-next";
@@ -42,18 +41,27 @@ pub fn encode_entries(entries: &Entries) -> Vec<u8> {
 }
 
 /// Most keys in one frame (a backup page holds at most 1,000).
-pub const MAX_FRAME_KEYS: u64 = 10_000;
+pub const MAX_FRAME_KEYS: u64 = crate::core::MAX_MERGE_BATCH as u64;
 
-/// Decodes a frame, refusing trailing bytes. The key count (the encoding's length prefix) is
-/// checked against [`MAX_FRAME_KEYS`] before anything is decoded, and decoding is bounded by
-/// [`MAX_FRAME_BYTES`], so a hostile frame cannot make it allocate more than a real one.
-pub fn decode_entries(b: &[u8]) -> Result<Entries, String> {
+/// The number of keys a frame claims (the encoding's length prefix), read without decoding
+/// anything else.
+pub fn claimed_keys(b: &[u8]) -> Result<u64, String> {
     let (keys, _): (u64, usize) = bincode::serde::decode_from_slice(b, bincode_config())
         .map_err(|e| format!("not a backup frame: {e}"))?;
+    Ok(keys)
+}
+
+fn too_many_keys(keys: u64) -> String {
+    format!("the frame claims {keys} keys; a frame holds at most {MAX_FRAME_KEYS}")
+}
+
+/// Decodes a frame, refusing trailing bytes. The key count is checked against
+/// [`MAX_FRAME_KEYS`] ([`claimed_keys`]) before anything is decoded, and decoding is bounded by
+/// [`MAX_FRAME_BYTES`], so a hostile frame cannot make it allocate more than a real one.
+pub fn decode_entries(b: &[u8]) -> Result<Entries, String> {
+    let keys = claimed_keys(b)?;
     if keys > MAX_FRAME_KEYS {
-        return Err(format!(
-            "the frame claims {keys} keys; a frame holds at most {MAX_FRAME_KEYS}"
-        ));
+        return Err(too_many_keys(keys));
     }
     let (entries, used): (Entries, usize) = bincode::serde::decode_from_slice(b, bincode_config())
         .map_err(|e| format!("not a backup frame: {e}"))?;
@@ -100,6 +108,10 @@ pub async fn backup_page(State(st): State<AppState>, uri: Uri) -> Result<Respons
     Ok(resp)
 }
 
+/// Restores one frame: its keys grouped by shard (by this node's view), each group joined by
+/// ONE [`Op::MergeBatch`] (the core merges, stores and repairs the group in one turn), the
+/// groups in parallel. A frame of more than [`MAX_FRAME_KEYS`] keys or [`MAX_FRAME_BYTES`]
+/// bytes is refused with 413 before it is decoded.
 pub async fn restore_page(
     State(st): State<AppState>,
     uri: Uri,
@@ -108,29 +120,39 @@ pub async fn restore_page(
 ) -> Result<Response, ApiError> {
     parse_query(uri.query(), &[])?;
     let body = read_body(&headers, body, MAX_FRAME_BYTES).await?;
+    let claimed = claimed_keys(&body).map_err(ApiError::bad_request)?;
+    if claimed > MAX_FRAME_KEYS {
+        let why = too_many_keys(claimed);
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too large",
+            why,
+        ));
+    }
     let entries = decode_entries(&body).map_err(ApiError::bad_request)?;
     drop(body);
     let keys = entries.len();
-    let mut running = tokio::task::JoinSet::new();
+    let view = st.node.view();
+    let mut shards: BTreeMap<u32, Entries> = BTreeMap::new();
     for (key, set) in entries {
+        shards
+            .entry(view.shard_of_key(&key))
+            .or_default()
+            .push((key, set));
+    }
+    let mut running = tokio::task::JoinSet::new();
+    for sets in shards.into_values() {
         let st = st.clone();
-        running.spawn(async move {
-            let shown = B64.encode(&key);
-            (shown, st.node.call(Op::Merge { key, set }).await)
-        });
+        running.spawn(async move { st.node.call(Op::MergeBatch { sets }).await });
     }
     let mut changed = 0;
     let mut failure = None;
     while let Some(done) = running.join_next().await {
-        let (key, reply) = done.map_err(|_| unexpected())?;
+        let reply = done.map_err(|_| unexpected())?;
         match reply.result {
-            Ok(CoreResponse::Merged { changed: c }) => changed += usize::from(c),
+            Ok(CoreResponse::MergedBatch { changed: c }) => changed += c,
             Ok(_) => failure = failure.or(Some(unexpected())),
-            Err(e) => {
-                let mut e = req_error(e);
-                e.detail = format!("key (base64) {key}: {}", e.detail);
-                failure = failure.or(Some(e));
-            }
+            Err(e) => failure = failure.or(Some(req_error(e))),
         }
     }
     match failure {

@@ -1,5 +1,5 @@
-//! The gRPC API (`proto/causeway.proto`, docs/grpc.md): get, put, delete, list and batch, on
-//! their own listener (`--grpc-listen`).
+//! The gRPC API (`proto/causeway.proto`, docs/grpc.md): get, put, delete, list, batch and the
+//! strong-key get, put and delete, on their own listener (`--grpc-listen`).
 //!
 //! Every call goes into the core exactly as its `/v1` counterpart does: the same [`Op`]s, the
 //! same validation ([`parse_quorum`], [`decode_context`], [`listing::list_op`], the core's own
@@ -25,6 +25,7 @@ use super::tls::NodeTls;
 use super::transport::Accepted;
 use super::transport::{Accepting, Conn, ConnInfo, PeerSecurity, SplitListener};
 use super::values::{DEFAULT_CONTENT_TYPE, dot_token, live_versions};
+use crate::core::strong::{Cond, StrongCall, StrongOutcome};
 use crate::core::{Op, Quorum, Reply, Response as CoreResponse, Version, VersionVector, token};
 use axum::http::Method;
 use bytes::Bytes;
@@ -196,6 +197,46 @@ fn outcome(reply: Reply) -> Result<BatchOutcome, ApiError> {
     }
 }
 
+/// The condition of a strong write: at most one of `if_version` and `if_absent`.
+fn strong_cond(if_version: Option<u64>, if_absent: bool) -> Result<Cond, ApiError> {
+    match (if_version, if_absent) {
+        (Some(_), true) => Err(ApiError::bad_request(
+            "give if_version or if_absent, not both",
+        )),
+        (Some(v), false) => Ok(Cond::IfVersion(v)),
+        (None, true) => Ok(Cond::IfAbsent),
+        (None, false) => Ok(Cond::Always),
+    }
+}
+
+/// The answer to a strong operation the core decided.
+fn strong_outcome(reply: Reply) -> Result<proto::StrongResponse, ApiError> {
+    let served_by = reply.served_by;
+    let outcome = match reply.result {
+        Ok(CoreResponse::Strong(o)) => o,
+        Ok(_) => return Err(unexpected()),
+        Err(e) => return Err(req_error(e)),
+    };
+    let r = match outcome {
+        StrongOutcome::Read { value, version } => proto::StrongResponse {
+            version,
+            found: value.is_some(),
+            value: value.unwrap_or_default(),
+            ..Default::default()
+        },
+        StrongOutcome::Written { version } => proto::StrongResponse {
+            version,
+            ..Default::default()
+        },
+        StrongOutcome::PreconditionFailed { version } => proto::StrongResponse {
+            version,
+            precondition_failed: true,
+            ..Default::default()
+        },
+    };
+    Ok(proto::StrongResponse { served_by, ..r })
+}
+
 /// The context an outcome carries.
 fn outcome_context(o: &BatchOutcome) -> Option<&str> {
     match o {
@@ -330,6 +371,52 @@ impl Causeway for Service {
             results,
             context: token::encode(&merged),
         }))
+    }
+
+    async fn strong_get(
+        &self,
+        req: Request<proto::StrongGetRequest>,
+    ) -> Result<Response<proto::StrongResponse>, Status> {
+        self.allow(&req, Method::GET, "/v1/strong")?;
+        let key = req.into_inner().key;
+        self.strong(key, StrongCall::Get).await
+    }
+
+    async fn strong_put(
+        &self,
+        req: Request<proto::StrongPutRequest>,
+    ) -> Result<Response<proto::StrongResponse>, Status> {
+        self.allow(&req, Method::PUT, "/v1/strong")?;
+        let p = req.into_inner();
+        let max_value = self.st.node.max_value_bytes;
+        if p.value.len() > max_value {
+            return Err(status(too_large(max_value)));
+        }
+        let cond = strong_cond(p.if_version, p.if_absent).map_err(status)?;
+        let value = p.value;
+        self.strong(p.key, StrongCall::Put { value, cond }).await
+    }
+
+    async fn strong_delete(
+        &self,
+        req: Request<proto::StrongDeleteRequest>,
+    ) -> Result<Response<proto::StrongResponse>, Status> {
+        self.allow(&req, Method::DELETE, "/v1/strong")?;
+        let d = req.into_inner();
+        let cond = strong_cond(d.if_version, d.if_absent).map_err(status)?;
+        self.strong(d.key, StrongCall::Delete { cond }).await
+    }
+}
+
+impl Service {
+    /// Runs a strong operation as `/v1/strong/{key}` does (the core checks the key).
+    async fn strong(
+        &self,
+        key: Bytes,
+        call: StrongCall,
+    ) -> Result<Response<proto::StrongResponse>, Status> {
+        let reply = self.st.node.call(Op::Strong { key, call }).await;
+        strong_outcome(reply).map(Response::new).map_err(status)
     }
 }
 

@@ -28,6 +28,9 @@ impl Bounded for proto::GetRequest {}
 impl Bounded for proto::PutRequest {}
 impl Bounded for proto::DeleteRequest {}
 impl Bounded for proto::ListRequest {}
+impl Bounded for proto::StrongGetRequest {}
+impl Bounded for proto::StrongPutRequest {}
+impl Bounded for proto::StrongDeleteRequest {}
 
 impl Bounded for proto::BatchRequest {
     fn check(wire: &[u8]) -> Result<(), Status> {

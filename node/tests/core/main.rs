@@ -3,6 +3,7 @@
 mod anti_entropy;
 mod cluster;
 mod membership;
+mod restore;
 mod strong;
 mod ttl;
 mod world;
