@@ -52,6 +52,7 @@ mod floor;
 mod handoff;
 mod invariants;
 mod membership;
+pub mod mesh;
 mod strong;
 
 use handoff::{Incoming, Push};
@@ -241,6 +242,7 @@ pub struct NodeStatus {
     /// Client writes refused because they would exceed `max_siblings`.
     pub sibling_refusals: u64,
     pub aae: AaeStats,
+    pub mesh: mesh::MeshStatus,
     pub handoff: HandoffStatus,
     /// The rare paths this node took since it started ([`Probe`]).
     pub probes: Probes,
@@ -345,6 +347,8 @@ pub struct Node<S: Storage> {
     aae_stats: AaeStats,
     next_aae: Time,
     aae_turn: usize,
+    /// Replication with other clusters (`node/mesh.rs`).
+    mesh: mesh::Mesh,
     /// Expiry index (see `expiry`): (when to look at the key, µs on this node's clock; key) for
     /// every expiring version this node stored since start or found at start. Entries may be
     /// stale (the version was superseded since); popping one re-checks the key.
@@ -370,7 +374,7 @@ impl<S: Storage> Node<S> {
         let mut rng = ChaCha8Rng::seed_from_u64(id.nonce);
         let my_hash = node_hash(&id.node);
         let mut cfg = cfg;
-        let mut history = History::new(cfg.view.clone());
+        let mut history = History::new(cfg.view.clone(), cfg.cluster);
         let saved: Vec<View> = storage
             .meta_get(META_VIEWS)
             .and_then(|b| decode(&b))
@@ -392,7 +396,12 @@ impl<S: Storage> Node<S> {
         let trusted = cfg.sync == SyncMode::Always || clean;
         let (actor, counter) = match previous {
             Some(a) if cfg.canary == Some(Canary::ForgetCounterOnRestart) => (a, 0),
-            Some(a) if trusted && a.node() == my_hash && a.epoch() == epoch => {
+            Some(a)
+                if trusted
+                    && a.node() == my_hash
+                    && a.cluster() == cfg.cluster
+                    && a.epoch() == epoch =>
+            {
                 if !clean {
                     recover_torn_turn(&storage, a, &mut clock);
                 }
@@ -404,7 +413,7 @@ impl<S: Storage> Node<S> {
                 while previous.is_some_and(|p| p.incarnation() == inc) {
                     inc = rng.random();
                 }
-                (Actor::new(my_hash, epoch, inc), 0)
+                (Actor::new(my_hash, epoch, inc).in_cluster(cfg.cluster), 0)
             }
         };
         let floored: Option<Actor> = storage.meta_get(META_FLOORED).and_then(|b| decode(&b));
@@ -495,6 +504,7 @@ impl<S: Storage> Node<S> {
             aae_stats: AaeStats::default(),
             next_aae: now + cfg.aae_interval,
             aae_turn: 0,
+            mesh: mesh::Mesh::new(&cfg, now),
             expiring,
             tombstones: BTreeMap::new(),
             reaps: BTreeMap::new(),
@@ -618,6 +628,7 @@ impl<S: Storage> Node<S> {
             sibling_warnings: self.sibling_warnings,
             sibling_refusals: self.sibling_refusals,
             aae: self.aae_stats.clone(),
+            mesh: self.mesh_status(),
             handoff: HandoffStatus {
                 retained: self.retained.iter().copied().collect(),
                 // Feeds leave `feeds` when done; streams of retained partitions stay until the
@@ -791,6 +802,10 @@ impl<S: Storage> Node<S> {
     /// Whether this node's clock vouches for `actor`'s writes to `partition`: the actor's epoch
     /// lies in this node's current stretch of ownership of the partition.
     fn trusts(&self, partition: u32, actor: Actor) -> bool {
+        if self.foreign(actor) {
+            // Another cluster's epochs say nothing about this cluster's views.
+            return false;
+        }
         if actor.node() == self.actor.node() {
             // This node applied its own writes and hints first; those made since it last
             // dropped the partition are all in its storage.
@@ -826,6 +841,9 @@ impl<S: Storage> Node<S> {
     /// Whether this replica holds `actor`'s dots `1..=n` to `partition` (all of them when the
     /// actor did not write to it), by its node clock or the partition's handoff clock.
     fn holds(&self, partition: u32, actor: Actor, n: u64) -> bool {
+        if self.foreign(actor) {
+            return self.mesh_holds(partition, actor, n);
+        }
         n == 0
             || match self.history.relevant(actor, partition) {
                 Some(false) => true,
@@ -844,6 +862,9 @@ impl<S: Storage> Node<S> {
     /// its lineage (what a context entry of `actor` folds): a floor it verified, or a handoff
     /// claim. Hint actors fold nothing.
     fn holds_older(&self, partition: u32, actor: Actor) -> bool {
+        if self.foreign(actor) {
+            return self.mesh_holds(partition, actor, 0);
+        }
         actor.hinted_partition().is_some()
             || self.cfg.canary == Some(Canary::FoldWithoutFloor)
             || self
@@ -1508,6 +1529,7 @@ impl<S: Storage> Node<S> {
         }
         self.index_expiries(key, &set);
         self.write_indexed(key, partition, Some(&set), had_value);
+        self.mesh_note(key, partition);
     }
 
     /// Writes (or with `None` removes) `key`'s version set and its index entry and segment
@@ -1816,6 +1838,17 @@ impl<S: Storage> Node<S> {
             | PeerMsg::AaeKeys { .. }
             | PeerMsg::AaeDiff { .. }
             | PeerMsg::AaeFinish { .. }) => self.on_aae(from, msg),
+            msg @ (PeerMsg::MeshLayoutReq { .. }
+            | PeerMsg::MeshLayout { .. }
+            | PeerMsg::MeshSubscribe { .. }
+            | PeerMsg::MeshPush { .. }
+            | PeerMsg::MeshSyncRoot { .. }
+            | PeerMsg::MeshSyncBranches { .. }
+            | PeerMsg::MeshSyncRefused { .. }
+            | PeerMsg::MeshSyncSegReq { .. }
+            | PeerMsg::MeshSyncSegs { .. }
+            | PeerMsg::MeshSyncKeys { .. }
+            | PeerMsg::MeshSyncDiff { .. }) => self.on_mesh(from, msg),
             PeerMsg::ListPart {
                 rid,
                 start,
@@ -2179,6 +2212,7 @@ impl<S: Storage> Node<S> {
         self.reap_due();
         self.expiry_tick();
         self.anti_entropy_tick();
+        self.mesh_tick();
         self.membership_tick();
         self.join_tick();
         self.handoff_tick();

@@ -62,11 +62,19 @@ pub enum Probe {
     StrongPromiseKept,
     /// A restarted strong-key acceptor reported, in a promise, a state it accepted before.
     StrongAcceptRecovered,
+    /// A version set pushed by an upstream cluster's real-time feed changed a key here.
+    MeshFeedApplied,
+    /// A full sync with an upstream cluster covered every difference of a partition.
+    MeshFullSync,
+    /// A full sync with an upstream cluster repaired keys the real-time feed had missed.
+    MeshSyncRepaired,
+    /// A real-time feed queue was full and dropped a key (the full sync repairs it).
+    MeshQueueDropped,
 }
 
 impl Probe {
     /// Every probe, in report order.
-    pub const ALL: [Probe; 23] = [
+    pub const ALL: [Probe; 27] = [
         Probe::SiblingCreated,
         Probe::SiblingRefused,
         Probe::BlindDelete,
@@ -90,6 +98,10 @@ impl Probe {
         Probe::StrongAmnesiac,
         Probe::StrongPromiseKept,
         Probe::StrongAcceptRecovered,
+        Probe::MeshFeedApplied,
+        Probe::MeshFullSync,
+        Probe::MeshSyncRepaired,
+        Probe::MeshQueueDropped,
     ];
 
     /// The kebab-case name used in scenario files and reports.
@@ -118,6 +130,10 @@ impl Probe {
             Probe::StrongAmnesiac => "strong-amnesiac",
             Probe::StrongPromiseKept => "strong-promise-kept",
             Probe::StrongAcceptRecovered => "strong-accept-recovered",
+            Probe::MeshFeedApplied => "mesh-feed-applied",
+            Probe::MeshFullSync => "mesh-full-sync",
+            Probe::MeshSyncRepaired => "mesh-sync-repaired",
+            Probe::MeshQueueDropped => "mesh-queue-dropped",
         }
     }
 

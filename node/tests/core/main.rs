@@ -3,5 +3,6 @@
 mod anti_entropy;
 mod cluster;
 mod membership;
+mod mesh;
 mod ttl;
 mod world;
