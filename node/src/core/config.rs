@@ -105,7 +105,7 @@ pub enum Canary {
 }
 
 impl Canary {
-    pub const ALL: [Canary; 23] = [
+    pub const ALL: [Canary; 25] = [
         Canary::SkipCausalWait,
         Canary::NoReplicationRetry,
         Canary::NoAntiEntropy,
