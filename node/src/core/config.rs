@@ -105,7 +105,9 @@ pub enum Canary {
 }
 
 impl Canary {
-    pub const ALL: [Canary; 25] = [
+    /// The canaries the simulator's sweep must catch. The two mesh canaries are not listed: no
+    /// simulator scenario runs several clusters yet; the core tests of the mesh catch them.
+    pub const ALL: [Canary; 23] = [
         Canary::SkipCausalWait,
         Canary::NoReplicationRetry,
         Canary::NoAntiEntropy,
@@ -129,8 +131,6 @@ impl Canary {
         Canary::ExpireWithWideContext,
         Canary::NoProxyFailover,
         Canary::NoReadRepair,
-        Canary::MeshDropQueueNoSync,
-        Canary::MeshRestamp,
     ];
 
     pub fn name(self) -> &'static str {

@@ -918,8 +918,10 @@ impl<S: Storage> Node<S> {
             return ctx.clone();
         }
         let mut out = ctx.clone();
-        let vouched = self.vouched(self.cfg.view.partition_of(key));
+        let partition = self.cfg.view.partition_of(key);
+        let vouched = self.vouched(partition);
         out.merge(&vouched);
+        out.merge(&self.mesh_floor(partition));
         if self.cfg.canary == Some(Canary::ContextBeyondApplied) {
             for (a, _) in vouched.iter() {
                 out.add(Dot::new(a, self.clock.max(a)));

@@ -132,7 +132,7 @@ fn full_sync_repairs_what_a_cut_longer_than_the_queue_lost() {
 }
 
 #[test]
-#[ignore = "open: after heal the read at B still 503s within 5 s (floors come only from full syncs; see report)"]
+#[ignore = "open: after heal the read at B still 503s within 5 s (running more than one full sync per partition did not fix it; cause not found)"]
 fn a_token_from_the_other_cluster_waits_then_503s_never_stale() {
     let mut w = meshed(None, 64);
     cut_clusters(&mut w, true);
@@ -152,7 +152,6 @@ fn a_token_from_the_other_cluster_waits_then_503s_never_stale() {
 }
 
 #[test]
-#[ignore = "open bug: a read at B's token omits foreign dots (vouched() excludes other clusters), so a write with it leaves A's version as a sibling"]
 fn concurrent_writes_in_two_clusters_become_siblings_and_a_read_context_resolves_them() {
     let mut w = meshed(None, 64);
     cut_clusters(&mut w, true);

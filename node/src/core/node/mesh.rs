@@ -21,7 +21,8 @@
 //! re-stamped), stored and indexed like any copy, and sent to the shard's other replicas as a
 //! repair. Causality: a context entry of another cluster's actor is held for a partition only
 //! through the mesh floor ([`Node::mesh_holds`]), so a token from another cluster waits here
-//! until a full sync covered it, then 503s; never a stale answer. Floors live in memory only:
+//! until a full sync covered it, then 503s; never a stale answer. Tokens returned here name the
+//! floor ([`Node::mesh_floor`]), so a context read here supersedes the foreign versions it covers. Floors live in memory only:
 //! a restart or a view change forgets them (a later sync rebuilds them), which is conservative.
 
 use super::Node;
@@ -176,6 +177,17 @@ impl<S: Storage> Node<S> {
             .floors
             .get(&partition)
             .is_some_and(|f| f.covers_older(actor) && f.get(actor) >= n)
+    }
+
+    /// The dots of other clusters this replica holds to `partition` (its mesh floor), which
+    /// a token it returns names, so a write with a context read here supersedes those
+    /// clusters' versions it saw. Empty outside a mesh.
+    pub(super) fn mesh_floor(&self, partition: u32) -> VersionVector {
+        self.mesh
+            .floors
+            .get(&partition)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Tombstones are never reaped in a mesh: no node can tell that every cluster holds one.
