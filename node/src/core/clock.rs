@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 struct Lineage {
     node: u32,
     incarnation: u32,
-    hint: u32,
+    hint: u64,
     hint_epoch: Epoch,
 }
 
@@ -43,7 +43,11 @@ impl Lineage {
             node: a.node(),
             incarnation: a.incarnation(),
             hint: a.hint_code(),
-            hint_epoch: if a.hint_code() == 0 { 0 } else { a.epoch() },
+            hint_epoch: if a.hinted_partition().is_none() {
+                0
+            } else {
+                a.epoch()
+            },
         }
     }
 }

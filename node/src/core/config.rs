@@ -100,9 +100,17 @@ pub enum Canary {
     NoProxyFailover,
     /// A read of several replicas answers with their merged set but repairs none of them.
     NoReadRepair,
+    /// A mesh node never runs full syncs with its upstreams: what the real-time feed drops
+    /// (a full queue, a lapsed subscription, a partition between clusters) stays lost.
+    MeshDropQueueNoSync,
+    /// Version sets received from another cluster are re-stamped with dots of the receiving
+    /// node, as if they were its own writes: the same write then has two identities.
+    MeshRestamp,
 }
 
 impl Canary {
+    /// The canaries the simulator's sweep must catch. The two mesh canaries are not listed: no
+    /// simulator scenario runs several clusters yet; the core tests of the mesh catch them.
     pub const ALL: [Canary; 24] = [
         Canary::SkipCausalWait,
         Canary::NoReplicationRetry,
@@ -156,12 +164,23 @@ impl Canary {
             Canary::ExpireWithWideContext => "expire-with-wide-context",
             Canary::NoProxyFailover => "no-proxy-failover",
             Canary::NoReadRepair => "no-read-repair",
+            Canary::MeshDropQueueNoSync => "mesh-drop-queue-no-sync",
+            Canary::MeshRestamp => "mesh-restamp",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Canary> {
         Canary::ALL.into_iter().find(|c| c.name() == name)
     }
+}
+
+/// One upstream cluster of a mesh (docs/mesh.md): a name for status and the address of one of
+/// its nodes, which tells this node the upstream's layout; the partitions' owners there then
+/// feed this node and answer its full syncs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshUpstream {
+    pub name: String,
+    pub node: super::ring::NodeId,
 }
 
 /// A write that leaves a key with at least this many siblings logs a warning naming the key and
@@ -230,6 +249,19 @@ pub struct Config {
     pub hinted_handoff: bool,
     /// Most keys a node holds as hints; beyond it such writes are refused (503).
     pub max_hint_keys: usize,
+    /// This cluster's id, part of every actor it issues (see [`crate::core::Actor::cluster`]):
+    /// the clusters of a mesh must have distinct ids. 0 for a cluster outside any mesh.
+    pub cluster: u32,
+    /// Clusters whose writes this cluster receives (docs/mesh.md); none outside a mesh.
+    pub mesh_upstreams: Vec<MeshUpstream>,
+    /// This cluster is an upstream of another (or has upstreams): tombstones are never reaped,
+    /// since no node can tell that every cluster of the mesh holds them (G6 across clusters).
+    pub mesh_member: bool,
+    /// Cap on keys queued for one downstream subscriber's real-time feed; a key beyond it is
+    /// dropped (counted) and left to the full sync.
+    pub mesh_queue: usize,
+    /// Interval between full syncs (one partition against one upstream each, ±25%).
+    pub mesh_sync_interval: Duration,
     /// Planted bug for checker canaries. `None` in every real deployment.
     pub canary: Option<Canary>,
     /// Planted fault for the fail-stop test: a client request for this key panics the core.
@@ -268,6 +300,11 @@ impl Config {
             handoff_batch: 500,
             hinted_handoff: false,
             max_hint_keys: 100_000,
+            cluster: 0,
+            mesh_upstreams: Vec::new(),
+            mesh_member: false,
+            mesh_queue: 10_000,
+            mesh_sync_interval: Duration::from_millis(500),
             canary: None,
             panic_on_key: None,
         }

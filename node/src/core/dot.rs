@@ -23,8 +23,12 @@ pub struct Actor {
     node: u32,
     epoch: Epoch,
     incarnation: u32,
-    /// For a hint actor of partition `p`: `episode << 20 | (p + 1)`; 0 otherwise.
-    hint: u32,
+    /// Bits 0..32: for a hint actor of partition `p`, `episode << 20 | (p + 1)`; 0 otherwise.
+    /// Bits 32..64: the id of the actor's cluster (0, the default, for a cluster outside any
+    /// mesh and for every actor written before clusters had ids). Encoded as one varint, so an
+    /// actor of cluster 0 encodes byte for byte as the `u32` field stored before: old data and
+    /// tokens stay readable.
+    hint: u64,
 }
 
 impl Actor {
@@ -45,23 +49,38 @@ impl Actor {
     /// hints accepted after a drop never share an actor with hints already handed off.
     pub fn hint(self, partition: u32, episode: u32) -> Self {
         Actor {
-            hint: (episode << 20) | (partition + 1),
+            hint: (self.hint & !0xffff_ffff) | u64::from((episode << 20) | (partition + 1)),
             ..self
         }
     }
 
+    /// `self` as an actor of cluster `cluster` (see [`Actor::cluster`]).
+    pub fn in_cluster(self, cluster: u32) -> Self {
+        Actor {
+            hint: (u64::from(cluster) << 32) | (self.hint & 0xffff_ffff),
+            ..self
+        }
+    }
+
+    /// The id of the cluster whose node issued this actor's dots: dots of different clusters of
+    /// a mesh never collide, even between nodes of the same address.
+    pub fn cluster(self) -> u32 {
+        (self.hint >> 32) as u32
+    }
+
     /// The partition of a hint actor; `None` for an ordinary actor.
     pub fn hinted_partition(self) -> Option<u32> {
-        (self.hint & (MAX_PARTITIONS + 1)).checked_sub(1)
+        ((self.hint as u32) & (MAX_PARTITIONS + 1)).checked_sub(1)
     }
 
     /// The episode of a hint actor (0 for an ordinary actor).
     pub fn hint_episode(self) -> u32 {
-        self.hint >> 20
+        (self.hint as u32) >> 20
     }
 
-    /// Rebuilds an actor from its four fields as encoded in tokens (`hint` as stored).
-    pub fn from_parts(node: u32, epoch: Epoch, incarnation: u32, hint: u32) -> Self {
+    /// Rebuilds an actor from its four fields as encoded in tokens (`hint` as stored, cluster
+    /// included).
+    pub fn from_parts(node: u32, epoch: Epoch, incarnation: u32, hint: u64) -> Self {
         Actor {
             node,
             epoch,
@@ -70,8 +89,8 @@ impl Actor {
         }
     }
 
-    /// The `hint` field as encoded (`p + 1`, or 0).
-    pub fn hint_code(self) -> u32 {
+    /// The `hint` field as encoded: the cluster id above bit 32, the hint code below.
+    pub fn hint_code(self) -> u64 {
         self.hint
     }
 
@@ -100,6 +119,9 @@ impl fmt::Debug for Actor {
             super::ring::epoch_number(self.epoch),
             self.incarnation
         )?;
+        if self.cluster() != 0 {
+            write!(f, ".c{}", self.cluster())?;
+        }
         match self.hinted_partition() {
             Some(p) => write!(f, ".h{p}"),
             None => Ok(()),

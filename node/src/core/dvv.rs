@@ -53,7 +53,10 @@ impl Version {
         h.update(&a.node().to_le_bytes());
         h.update(&a.epoch().to_le_bytes());
         h.update(&a.incarnation().to_le_bytes());
-        h.update(&a.hint_code().to_le_bytes());
+        h.update(&(a.hint_code() as u32).to_le_bytes());
+        if a.cluster() != 0 {
+            h.update(&a.cluster().to_le_bytes());
+        }
         h.update(&self.dot.counter.to_le_bytes());
         URL_SAFE_NO_PAD.encode(h.digest().to_be_bytes())
     }

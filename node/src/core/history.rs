@@ -28,12 +28,15 @@ struct Known {
 #[derive(Debug, Clone)]
 pub struct History {
     views: BTreeMap<Epoch, Known>,
+    /// This cluster's id: actors of other clusters are in none of these views.
+    cluster: u32,
 }
 
 impl History {
-    pub fn new(view: View) -> Self {
+    pub fn new(view: View, cluster: u32) -> Self {
         let mut h = History {
             views: BTreeMap::new(),
+            cluster,
         };
         h.insert(view);
         h
@@ -107,6 +110,9 @@ impl History {
     /// Whether `actor`'s writes may include writes to `partition`: its node owned the partition
     /// in the view of its epoch. `None` when that view is unknown here.
     pub fn relevant(&self, actor: Actor, partition: u32) -> Option<bool> {
+        if actor.cluster() != self.cluster {
+            return None;
+        }
         if let Some(p) = actor.hinted_partition() {
             return Some(p == partition);
         }
@@ -123,7 +129,7 @@ impl History {
     /// some known view up to the actor's epoch. `None` when the actor's own view is unknown.
     /// Hint actors fold nothing: as [`History::relevant`].
     pub fn ever_relevant(&self, actor: Actor, partition: u32) -> Option<bool> {
-        if actor.hinted_partition().is_some() {
+        if actor.hinted_partition().is_some() || actor.cluster() != self.cluster {
             return self.relevant(actor, partition);
         }
         self.views.get(&actor.epoch())?;
@@ -177,7 +183,7 @@ mod tests {
     fn windows_and_relevance_follow_the_views() {
         let v1 = View::new(nodes(2), 1).unwrap();
         let v2 = v1.change(nodes(3), 1, &nodes(3)[0]).unwrap();
-        let mut h = History::new(v1.clone());
+        let mut h = History::new(v1.clone(), 0);
         let first = v1.epoch;
         assert_eq!(crate::core::ring::epoch_number(first), 1);
         let other = View::new(nodes(3), 1).unwrap();

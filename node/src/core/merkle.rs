@@ -69,7 +69,11 @@ fn hash_actor(h: &mut Xxh3, a: Actor) {
     h.update(&a.node().to_le_bytes());
     h.update(&a.epoch().to_le_bytes());
     h.update(&a.incarnation().to_le_bytes());
-    h.update(&a.hint_code().to_le_bytes());
+    h.update(&(a.hint_code() as u32).to_le_bytes());
+    if a.cluster() != 0 {
+        // Only a cluster's id extends the digest: versions of cluster 0 keep their stored digests.
+        h.update(&a.cluster().to_le_bytes());
+    }
 }
 
 /// Segment of `key` within its partition tree (bits independent of the partition choice).

@@ -3,9 +3,10 @@
 //! ignored when no longer pending).
 
 use super::aae::Claims;
-use super::clock::PartitionClock;
+use super::clock::{PartitionClock, VersionVector};
 use super::dot::{Actor, Dot};
 use super::dvv::VersionSet;
+use super::node::mesh::Layout;
 use super::request::{Op, ReqError, Response};
 use super::ring::{Epoch, NodeId, View};
 use bytes::Bytes;
@@ -259,6 +260,68 @@ pub enum PeerMsg {
         acceptor: u64,
         records: Vec<(Bytes, Record)>,
     },
+    /// Mesh (docs/mesh.md; `core/node/mesh.rs`), downstream to an upstream cluster's node: what
+    /// is your cluster's layout? Answered with `MeshLayout`.
+    MeshLayoutReq {
+        rid: Rid,
+    },
+    MeshLayout {
+        rid: Rid,
+        layout: Layout,
+    },
+    /// Feed the sender, for a lease, every key of `partitions` (those the receiver owns) that
+    /// the receiver stores.
+    MeshSubscribe {
+        partitions: Vec<u32>,
+    },
+    /// Real-time feed: current version sets of keys the sender stored.
+    MeshPush {
+        sets: Vec<(Bytes, VersionSet)>,
+    },
+    /// Full sync step 1: the downstream's partition count and root of `partition`.
+    MeshSyncRoot {
+        rid: Rid,
+        partitions: u32,
+        partition: u32,
+        root: u64,
+    },
+    /// Step 2: the upstream's vouched clock of the partition (taken before the comparison) and
+    /// its branch hashes, `None` when the roots agree.
+    MeshSyncBranches {
+        rid: Rid,
+        vouched: VersionVector,
+        branches: Option<Vec<u64>>,
+    },
+    /// The upstream cannot sync this partition (not an owner, or partition counts differ).
+    MeshSyncRefused {
+        rid: Rid,
+        reason: String,
+    },
+    /// Step 3: which branches differ.
+    MeshSyncSegReq {
+        rid: Rid,
+        partition: u32,
+        branches: Vec<u8>,
+    },
+    /// Step 4: the segment hashes under those branches.
+    MeshSyncSegs {
+        rid: Rid,
+        segments: Vec<(u8, Vec<u64>)>,
+    },
+    /// Step 5: the downstream's key digests of the differing segments.
+    MeshSyncKeys {
+        rid: Rid,
+        partition: u32,
+        segments: Vec<u16>,
+        keys: Vec<(Bytes, u64)>,
+    },
+    /// Step 6: the upstream's version sets of the keys that differ; `truncated` when the
+    /// per-round cap held some back (the sync then does not complete).
+    MeshSyncDiff {
+        rid: Rid,
+        sets: Vec<(Bytes, VersionSet)>,
+        truncated: bool,
+    },
 }
 
 /// Largest peer frame (the bincode body after the length prefix) accepted or sent.
@@ -320,6 +383,17 @@ impl PeerMsg {
             PeerMsg::StrongHelloReply { .. } => "strong_hello_reply",
             PeerMsg::StrongSeal { .. } => "strong_seal",
             PeerMsg::StrongSealed { .. } => "strong_sealed",
+            PeerMsg::MeshLayoutReq { .. } => "mesh_layout_req",
+            PeerMsg::MeshLayout { .. } => "mesh_layout",
+            PeerMsg::MeshSubscribe { .. } => "mesh_subscribe",
+            PeerMsg::MeshPush { .. } => "mesh_push",
+            PeerMsg::MeshSyncRoot { .. } => "mesh_sync_root",
+            PeerMsg::MeshSyncBranches { .. } => "mesh_sync_branches",
+            PeerMsg::MeshSyncRefused { .. } => "mesh_sync_refused",
+            PeerMsg::MeshSyncSegReq { .. } => "mesh_sync_seg_req",
+            PeerMsg::MeshSyncSegs { .. } => "mesh_sync_segs",
+            PeerMsg::MeshSyncKeys { .. } => "mesh_sync_keys",
+            PeerMsg::MeshSyncDiff { .. } => "mesh_sync_diff",
         }
     }
 }

@@ -52,6 +52,7 @@ mod floor;
 mod handoff;
 mod invariants;
 mod membership;
+pub mod mesh;
 mod restore;
 mod strong;
 
@@ -251,6 +252,7 @@ pub struct NodeStatus {
     /// Client writes refused because they would exceed `max_siblings`.
     pub sibling_refusals: u64,
     pub aae: AaeStats,
+    pub mesh: mesh::MeshStatus,
     pub handoff: HandoffStatus,
     /// The rare paths this node took since it started ([`Probe`]).
     pub probes: Probes,
@@ -357,6 +359,8 @@ pub struct Node<S: Storage> {
     aae_stats: AaeStats,
     next_aae: Time,
     aae_turn: usize,
+    /// Replication with other clusters (`node/mesh.rs`).
+    mesh: mesh::Mesh,
     /// Expiry index (see `expiry`): (when to look at the key, µs on this node's clock; key) for
     /// every expiring version this node stored since start or found at start. Entries may be
     /// stale (the version was superseded since); popping one re-checks the key.
@@ -382,7 +386,7 @@ impl<S: Storage> Node<S> {
         let mut rng = ChaCha8Rng::seed_from_u64(id.nonce);
         let my_hash = node_hash(&id.node);
         let mut cfg = cfg;
-        let mut history = History::new(cfg.view.clone());
+        let mut history = History::new(cfg.view.clone(), cfg.cluster);
         let saved: Vec<View> = storage
             .meta_get(META_VIEWS)
             .and_then(|b| decode(&b))
@@ -404,7 +408,12 @@ impl<S: Storage> Node<S> {
         let trusted = cfg.sync == SyncMode::Always || clean;
         let (actor, counter) = match previous {
             Some(a) if cfg.canary == Some(Canary::ForgetCounterOnRestart) => (a, 0),
-            Some(a) if trusted && a.node() == my_hash && a.epoch() == epoch => {
+            Some(a)
+                if trusted
+                    && a.node() == my_hash
+                    && a.cluster() == cfg.cluster
+                    && a.epoch() == epoch =>
+            {
                 if !clean {
                     recover_torn_turn(&storage, a, &mut clock);
                 }
@@ -416,7 +425,7 @@ impl<S: Storage> Node<S> {
                 while previous.is_some_and(|p| p.incarnation() == inc) {
                     inc = rng.random();
                 }
-                (Actor::new(my_hash, epoch, inc), 0)
+                (Actor::new(my_hash, epoch, inc).in_cluster(cfg.cluster), 0)
             }
         };
         let floored: Option<Actor> = storage.meta_get(META_FLOORED).and_then(|b| decode(&b));
@@ -508,6 +517,7 @@ impl<S: Storage> Node<S> {
             aae_stats: AaeStats::default(),
             next_aae: now + cfg.aae_interval,
             aae_turn: 0,
+            mesh: mesh::Mesh::new(&cfg, now),
             expiring,
             tombstones: BTreeMap::new(),
             reaps: BTreeMap::new(),
@@ -631,6 +641,7 @@ impl<S: Storage> Node<S> {
             sibling_warnings: self.sibling_warnings,
             sibling_refusals: self.sibling_refusals,
             aae: self.aae_stats.clone(),
+            mesh: self.mesh_status(),
             handoff: HandoffStatus {
                 retained: self.retained.iter().copied().collect(),
                 // Feeds leave `feeds` when done; streams of retained partitions stay until the
@@ -816,6 +827,10 @@ impl<S: Storage> Node<S> {
     /// Whether this node's clock vouches for `actor`'s writes to `partition`: the actor's epoch
     /// lies in this node's current stretch of ownership of the partition.
     fn trusts(&self, partition: u32, actor: Actor) -> bool {
+        if self.foreign(actor) {
+            // Another cluster's epochs say nothing about this cluster's views.
+            return false;
+        }
         if actor.node() == self.actor.node() {
             // This node applied its own writes and hints first; those made since it last
             // dropped the partition are all in its storage.
@@ -851,6 +866,9 @@ impl<S: Storage> Node<S> {
     /// Whether this replica holds `actor`'s dots `1..=n` to `partition` (all of them when the
     /// actor did not write to it), by its node clock or the partition's handoff clock.
     fn holds(&self, partition: u32, actor: Actor, n: u64) -> bool {
+        if self.foreign(actor) {
+            return self.mesh_holds(partition, actor, n);
+        }
         n == 0
             || match self.history.relevant(actor, partition) {
                 Some(false) => true,
@@ -869,6 +887,9 @@ impl<S: Storage> Node<S> {
     /// its lineage (what a context entry of `actor` folds): a floor it verified, or a handoff
     /// claim. Hint actors fold nothing.
     fn holds_older(&self, partition: u32, actor: Actor) -> bool {
+        if self.foreign(actor) {
+            return self.mesh_holds(partition, actor, 0);
+        }
         actor.hinted_partition().is_some()
             || self.cfg.canary == Some(Canary::FoldWithoutFloor)
             || self
@@ -922,8 +943,10 @@ impl<S: Storage> Node<S> {
             return ctx.clone();
         }
         let mut out = ctx.clone();
-        let vouched = self.vouched(self.cfg.view.partition_of(key));
+        let partition = self.cfg.view.partition_of(key);
+        let vouched = self.vouched(partition);
         out.merge(&vouched);
+        out.merge(&self.mesh_floor(partition));
         if self.cfg.canary == Some(Canary::ContextBeyondApplied) {
             for (a, _) in vouched.iter() {
                 out.add(Dot::new(a, self.clock.max(a)));
@@ -1535,6 +1558,7 @@ impl<S: Storage> Node<S> {
         }
         self.index_expiries(key, &set);
         self.write_indexed(key, partition, Some(&set), had_value);
+        self.mesh_note(key, partition);
     }
 
     /// Writes (or with `None` removes) `key`'s version set and its index entry and segment
@@ -1852,6 +1876,17 @@ impl<S: Storage> Node<S> {
             | PeerMsg::AaeKeys { .. }
             | PeerMsg::AaeDiff { .. }
             | PeerMsg::AaeFinish { .. }) => self.on_aae(from, msg),
+            msg @ (PeerMsg::MeshLayoutReq { .. }
+            | PeerMsg::MeshLayout { .. }
+            | PeerMsg::MeshSubscribe { .. }
+            | PeerMsg::MeshPush { .. }
+            | PeerMsg::MeshSyncRoot { .. }
+            | PeerMsg::MeshSyncBranches { .. }
+            | PeerMsg::MeshSyncRefused { .. }
+            | PeerMsg::MeshSyncSegReq { .. }
+            | PeerMsg::MeshSyncSegs { .. }
+            | PeerMsg::MeshSyncKeys { .. }
+            | PeerMsg::MeshSyncDiff { .. }) => self.on_mesh(from, msg),
             PeerMsg::ListPart {
                 rid,
                 start,
@@ -2217,6 +2252,7 @@ impl<S: Storage> Node<S> {
         self.reap_due();
         self.expiry_tick();
         self.anti_entropy_tick();
+        self.mesh_tick();
         self.membership_tick();
         self.join_tick();
         self.handoff_tick();

@@ -65,11 +65,19 @@ pub enum Probe {
     /// A replica of a partition's new configuration became a strong-key acceptor with the
     /// records a sealed majority of the previous one handed over.
     StrongHandedOver,
+    /// A version set pushed by an upstream cluster's real-time feed changed a key here.
+    MeshFeedApplied,
+    /// A full sync with an upstream cluster covered every difference of a partition.
+    MeshFullSync,
+    /// A full sync with an upstream cluster repaired keys the real-time feed had missed.
+    MeshSyncRepaired,
+    /// A real-time feed queue was full and dropped a key (the full sync repairs it).
+    MeshQueueDropped,
 }
 
 impl Probe {
     /// Every probe, in report order.
-    pub const ALL: [Probe; 24] = [
+    pub const ALL: [Probe; 28] = [
         Probe::SiblingCreated,
         Probe::SiblingRefused,
         Probe::BlindDelete,
@@ -94,6 +102,10 @@ impl Probe {
         Probe::StrongPromiseKept,
         Probe::StrongAcceptRecovered,
         Probe::StrongHandedOver,
+        Probe::MeshFeedApplied,
+        Probe::MeshFullSync,
+        Probe::MeshSyncRepaired,
+        Probe::MeshQueueDropped,
     ];
 
     /// The kebab-case name used in scenario files and reports.
@@ -123,6 +135,10 @@ impl Probe {
             Probe::StrongPromiseKept => "strong-promise-kept",
             Probe::StrongAcceptRecovered => "strong-accept-recovered",
             Probe::StrongHandedOver => "strong-handed-over",
+            Probe::MeshFeedApplied => "mesh-feed-applied",
+            Probe::MeshFullSync => "mesh-full-sync",
+            Probe::MeshSyncRepaired => "mesh-sync-repaired",
+            Probe::MeshQueueDropped => "mesh-queue-dropped",
         }
     }
 

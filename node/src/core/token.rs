@@ -29,11 +29,12 @@ pub enum TokenError {
     Malformed,
 }
 
-/// One token entry: an actor's node hash, epoch, incarnation and hint code, and its counter.
-type Entry = (u32, u64, u32, u32, u64);
+/// One token entry: an actor's node hash, epoch, incarnation and hint code (cluster id above
+/// bit 32: a varint, so tokens issued before clusters had ids decode unchanged), and its counter.
+type Entry = (u32, u64, u32, u64, u64);
 
 /// Most bytes one entry takes encoded (bincode varints: a `u32` at most 5, a `u64` at most 9).
-pub const MAX_ENTRY_BYTES: usize = 5 + 9 + 5 + 5 + 9;
+pub const MAX_ENTRY_BYTES: usize = 5 + 9 + 5 + 9 + 9;
 
 /// Longest token, in characters, of a context with `entries` entries (length prefix included).
 pub fn max_chars(entries: usize) -> usize {

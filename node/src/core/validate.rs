@@ -288,6 +288,55 @@ pub fn validate(msg: &PeerMsg, limits: &Limits) -> Result<(), Rejection> {
             c.count("partitions", partitions.len())?;
             partitions.iter().try_for_each(|p| c.partition(*p))
         }
+        // Mesh messages come from another cluster, whose partition count may differ: the
+        // handler refuses a mismatch; here only sizes and ranges are checked.
+        PeerMsg::MeshLayoutReq { .. } | PeerMsg::MeshSyncRoot { .. } => Ok(()),
+        PeerMsg::MeshLayout { layout, .. } => {
+            c.count("layout partitions", layout.owners.len())?;
+            for owners in &layout.owners {
+                c.count("owners", owners.len())?;
+                owners.iter().try_for_each(|n| c.node(n))?;
+            }
+            Ok(())
+        }
+        PeerMsg::MeshSubscribe { partitions } => c.count("partitions", partitions.len()),
+        PeerMsg::MeshPush { sets } | PeerMsg::MeshSyncDiff { sets, .. } => c.keyed_sets(sets),
+        PeerMsg::MeshSyncBranches {
+            vouched, branches, ..
+        } => {
+            c.context(vouched)?;
+            match branches {
+                Some(b) if b.len() > BRANCHES => {
+                    reject("mesh", format!("{} branch hashes", b.len()))
+                }
+                _ => Ok(()),
+            }
+        }
+        PeerMsg::MeshSyncRefused { reason, .. } => c.text(reason),
+        PeerMsg::MeshSyncSegReq { branches, .. } => {
+            if branches.len() > BRANCHES || branches.iter().any(|b| usize::from(*b) >= BRANCHES) {
+                return reject("mesh", "branch number out of range");
+            }
+            Ok(())
+        }
+        PeerMsg::MeshSyncSegs { segments, .. } => {
+            c.count("segments", segments.len())?;
+            if segments
+                .iter()
+                .any(|(b, h)| usize::from(*b) >= BRANCHES || h.len() > SEGMENTS / BRANCHES)
+            {
+                return reject("mesh", "branch number or segment count out of range");
+            }
+            Ok(())
+        }
+        PeerMsg::MeshSyncKeys { segments, keys, .. } => {
+            c.count("segments", segments.len())?;
+            if segments.iter().any(|s| usize::from(*s) >= SEGMENTS) {
+                return reject("mesh", "segment out of range");
+            }
+            c.count("keys", keys.len())?;
+            keys.iter().try_for_each(|(k, _)| c.key(k))
+        }
     }
 }
 

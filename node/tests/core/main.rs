@@ -3,6 +3,7 @@
 mod anti_entropy;
 mod cluster;
 mod membership;
+mod mesh;
 mod restore;
 mod strong;
 mod ttl;

@@ -377,6 +377,10 @@ impl<S: Storage> Node<S> {
             .collect();
         for dot in due {
             let (key, _) = self.reaps.remove(&dot).expect("listed above");
+            if self.mesh_keeps_tombstones() {
+                // In a mesh the tombstone stays: another cluster may still lack it (G6).
+                continue;
+            }
             let only_this = self.storage.get(&key).is_some_and(|s| {
                 s.versions().len() == 1 && s.versions()[0].dot == dot && s.is_deleted()
             });

@@ -161,7 +161,9 @@ impl<S: Storage> Node<S> {
         olds: &[(Actor, u64)],
         partitions: &[u32],
     ) -> Vec<u32> {
-        let base = since.map(|e| Actor::from_parts(actor.node(), e, actor.incarnation(), 0));
+        let base = since.map(|e| {
+            Actor::from_parts(actor.node(), e, actor.incarnation(), 0).in_cluster(actor.cluster())
+        });
         let ok: Vec<u32> = partitions
             .iter()
             .copied()

@@ -1,0 +1,721 @@
+//! The multi-cluster mesh (docs/mesh.md): this node's side of replication between clusters.
+//!
+//! Each node of a receiving cluster pulls, for every partition it owns, from each upstream
+//! cluster listed in [`crate::core::Config::mesh_upstreams`]:
+//! - **layout**: the configured upstream node tells its cluster id, partition count and each
+//!   partition's owners (`MeshLayoutReq`/`MeshLayout`). Partition counts must match (a key's
+//!   partition is then the same in both clusters, whatever their shard layouts); a mismatch is
+//!   refused, reported in [`MeshStatus`], and nothing is exchanged with that upstream.
+//! - **real-time feed**: the node subscribes (a lease, renewed every second) at one owner of each
+//!   of its partitions there; that owner queues every key of those partitions it stores, in a
+//!   bounded queue per subscriber (a key beyond [`crate::core::Config::mesh_queue`] is dropped and
+//!   counted, never blocking a write), and pushes the keys' current version sets each tick.
+//! - **full sync**: on a timer, one partition against one upstream owner, Merkle tree top-down
+//!   (root, branches, segments, key digests) over the same per-partition trees and stored digests
+//!   as the cluster's own anti-entropy, so traffic grows with the difference. The upstream's
+//!   vouched clock of the partition ([`Node::vouched`], plus its own mesh floor) is taken before
+//!   the comparison; once every difference was repaired, this node reflects all of it and joins
+//!   it into its *mesh floor* of the partition.
+//!
+//! Received version sets are merged with the DVV join as they are (their dots are never
+//! re-stamped), stored and indexed like any copy, and sent to the shard's other replicas as a
+//! repair. Causality: a context entry of another cluster's actor is held for a partition only
+//! through the mesh floor ([`Node::mesh_holds`]), so a token from another cluster waits here
+//! until a full sync covered it, then 503s; never a stale answer. Tokens returned here name the
+//! floor ([`Node::mesh_floor`]), so a context read here supersedes the foreign versions it covers. Floors live in memory only:
+//! a restart or a view change forgets them (a later sync rebuilds them), which is conservative.
+
+use super::Node;
+use crate::core::aae::encoded_len;
+use crate::core::clock::VersionVector;
+use crate::core::config::Canary;
+use crate::core::dot::Actor;
+use crate::core::dvv::VersionSet;
+use crate::core::merkle::{BRANCHES, PartitionTree, SEGMENTS, SEGMENTS_PER_BRANCH};
+use crate::core::message::PeerMsg;
+use crate::core::outbox;
+use crate::core::request::Rid;
+use crate::core::ring::{Epoch, NodeId};
+use crate::core::storage::Storage;
+use crate::core::time::Time;
+use bytes::Bytes;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// How long a subscription lasts unless renewed.
+const LEASE: Duration = Duration::from_secs(3);
+/// How often a node renews its subscriptions and refreshes upstream layouts.
+const RENEW: Duration = Duration::from_secs(1);
+/// Most keys one push carries.
+const PUSH_BATCH: usize = 256;
+/// Longest a full sync step may take before the sync is abandoned.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An upstream cluster's layout as its configured node reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    pub cluster: u32,
+    pub partitions: u32,
+    /// Owners of each partition, in the upstream's view order.
+    pub owners: Vec<Vec<NodeId>>,
+}
+
+/// Mesh counters of one upstream, as `GET /v1/mesh` shows them.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct UpstreamStatus {
+    pub name: String,
+    pub node: NodeId,
+    /// The upstream's cluster id, once its layout arrived.
+    pub cluster: Option<u32>,
+    /// Why the upstream is refused (a partition-count mismatch, a cluster id equal to ours).
+    pub refused: Option<String>,
+    /// Driver time (µs) of the last message received from the upstream; 0 for never.
+    pub last_heard_us: u64,
+    /// Keys received through the real-time feed.
+    pub keys_pushed: u64,
+    /// Keys the feed changed here.
+    pub keys_applied: u64,
+    pub full_syncs: u64,
+    pub full_syncs_failed: u64,
+    /// Keys a full sync repaired here (what the feed had missed).
+    pub keys_repaired: u64,
+    pub bytes: u64,
+    /// Driver time (µs) of the last completed full sync, per partition.
+    pub last_full_sync_us: BTreeMap<u32, u64>,
+}
+
+/// The mesh as this node sees it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MeshStatus {
+    pub cluster: u32,
+    pub upstreams: Vec<UpstreamStatus>,
+    /// Downstream subscribers fed from here, with the keys queued and dropped for each.
+    pub subscribers: BTreeMap<NodeId, (usize, u64)>,
+}
+
+/// A downstream node fed from here.
+#[derive(Debug)]
+struct Subscriber {
+    partitions: BTreeSet<u32>,
+    until: Time,
+    queue: BTreeSet<Bytes>,
+    drops: u64,
+}
+
+/// The full sync this node runs, if any.
+#[derive(Debug)]
+struct Sync {
+    upstream: usize,
+    peer: NodeId,
+    partition: u32,
+    deadline: Time,
+    /// The upstream's vouched clock of the partition as of its branch hashes.
+    vouched: Option<VersionVector>,
+    truncated: bool,
+}
+
+/// The node's mesh state (see the module documentation).
+#[derive(Debug, Default)]
+pub struct Mesh {
+    upstreams: Vec<(UpstreamStatus, Option<Layout>)>,
+    /// Per owned partition: every dot of other clusters this node holds (see [`Node::mesh_holds`]).
+    floors: BTreeMap<u32, VersionVector>,
+    /// The view epoch the floors were gathered under.
+    epoch: Epoch,
+    subscribers: BTreeMap<NodeId, Subscriber>,
+    /// Running full syncs, one per owned partition at most.
+    syncs: BTreeMap<Rid, Sync>,
+    next_renew: Time,
+    next_sync: Time,
+    turn: usize,
+}
+
+impl Mesh {
+    pub fn new(cfg: &crate::core::Config, now: Time) -> Self {
+        Mesh {
+            upstreams: cfg
+                .mesh_upstreams
+                .iter()
+                .map(|u| {
+                    let s = UpstreamStatus {
+                        name: u.name.clone(),
+                        node: u.node.clone(),
+                        ..UpstreamStatus::default()
+                    };
+                    (s, None)
+                })
+                .collect(),
+            epoch: cfg.view.epoch,
+            next_renew: now,
+            next_sync: now + cfg.mesh_sync_interval,
+            ..Mesh::default()
+        }
+    }
+
+    fn upstream_of(&self, from: &NodeId) -> Option<usize> {
+        self.upstreams.iter().position(|(s, l)| {
+            s.node == *from
+                || l.as_ref()
+                    .is_some_and(|l| l.owners.iter().flatten().any(|n| n == from))
+        })
+    }
+}
+
+impl<S: Storage> Node<S> {
+    /// Whether `actor` was issued by another cluster of the mesh.
+    pub(super) fn foreign(&self, actor: Actor) -> bool {
+        actor.cluster() != self.cfg.cluster
+    }
+
+    /// Whether this replica holds every dot of the foreign actor `actor` up to `n` (and, as a
+    /// context entry does, the older actors of its lineage) to `partition`: its mesh floor,
+    /// built only by completed full syncs, covers them.
+    pub(super) fn mesh_holds(&self, partition: u32, actor: Actor, n: u64) -> bool {
+        self.mesh
+            .floors
+            .get(&partition)
+            .is_some_and(|f| f.covers_older(actor) && f.get(actor) >= n)
+    }
+
+    /// The dots of other clusters this replica holds to `partition` (its mesh floor), which
+    /// a token it returns names, so a write with a context read here supersedes those
+    /// clusters' versions it saw. Empty outside a mesh.
+    pub(super) fn mesh_floor(&self, partition: u32) -> VersionVector {
+        self.mesh
+            .floors
+            .get(&partition)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Tombstones are never reaped in a mesh: no node can tell that every cluster holds one.
+    pub(super) fn mesh_keeps_tombstones(&self) -> bool {
+        self.cfg.mesh_member || !self.cfg.mesh_upstreams.is_empty()
+    }
+
+    pub(super) fn mesh_status(&self) -> MeshStatus {
+        MeshStatus {
+            cluster: self.cfg.cluster,
+            upstreams: self.mesh.upstreams.iter().map(|(s, _)| s.clone()).collect(),
+            subscribers: self
+                .mesh
+                .subscribers
+                .iter()
+                .map(|(n, s)| (n.clone(), (s.queue.len(), s.drops)))
+                .collect(),
+        }
+    }
+
+    /// Queues `key` (just stored) for every subscriber of its partition. Never blocks: a full
+    /// queue drops the key and counts it.
+    pub(super) fn mesh_note(&mut self, key: &[u8], partition: u32) {
+        if self.mesh.subscribers.is_empty() {
+            return;
+        }
+        let cap = self.cfg.mesh_queue;
+        let mut dropped = false;
+        for s in self.mesh.subscribers.values_mut() {
+            if !s.partitions.contains(&partition) || s.queue.contains(key) {
+                continue;
+            }
+            if s.queue.len() >= cap {
+                s.drops += 1;
+                dropped = true;
+            } else {
+                s.queue.insert(Bytes::copy_from_slice(key));
+            }
+        }
+        if dropped {
+            self.probes.hit(crate::core::Probe::MeshQueueDropped);
+        }
+    }
+
+    /// The clock this node vouches for on `partition` to a downstream cluster: its own vouched
+    /// clock and its mesh floor (so a chain of clusters passes coverage on).
+    fn mesh_vouched(&self, partition: u32) -> VersionVector {
+        let mut v = self.vouched(partition);
+        if let Some(f) = self.mesh.floors.get(&partition) {
+            v.merge(f);
+        }
+        v
+    }
+
+    pub(super) fn mesh_tick(&mut self) {
+        let now = self.now;
+        if self.mesh.epoch != self.cfg.view.epoch {
+            self.mesh.floors.clear();
+            self.mesh.epoch = self.cfg.view.epoch;
+        }
+        self.mesh.subscribers.retain(|_, s| s.until > now);
+        self.mesh_push();
+        if self.mesh.upstreams.is_empty() {
+            return;
+        }
+        if now >= self.mesh.next_renew {
+            self.mesh.next_renew = now + RENEW;
+            self.mesh_renew();
+        }
+        let late: Vec<Rid> = self
+            .mesh
+            .syncs
+            .iter()
+            .filter(|(_, s)| s.deadline <= now)
+            .map(|(r, _)| *r)
+            .collect();
+        for rid in late {
+            let s = self.mesh.syncs.remove(&rid).expect("listed above");
+            self.mesh.upstreams[s.upstream].0.full_syncs_failed += 1;
+        }
+        if now >= self.mesh.next_sync && self.mesh.syncs.is_empty() {
+            let interval = self.cfg.mesh_sync_interval.as_micros() as u64;
+            let jitter = self.rng.random_range(0..=interval / 2);
+            self.mesh.next_sync = now + Duration::from_micros(interval * 3 / 4 + jitter);
+            if self.cfg.canary != Some(Canary::MeshDropQueueNoSync) {
+                for p in self.shard_partitions() {
+                    self.mesh_start_sync(p);
+                }
+            }
+        }
+    }
+
+    /// Sends each subscriber up to a batch of its queued keys' current version sets.
+    fn mesh_push(&mut self) {
+        let names: Vec<NodeId> = self.mesh.subscribers.keys().cloned().collect();
+        for to in names {
+            let s = self.mesh.subscribers.get_mut(&to).expect("listed above");
+            let keys: Vec<Bytes> = (0..PUSH_BATCH).map_while(|_| s.queue.pop_first()).collect();
+            if keys.is_empty() {
+                continue;
+            }
+            let sets: Vec<(Bytes, VersionSet)> = keys
+                .into_iter()
+                .filter_map(|k| self.storage.get(&k).map(|s| (k, s)))
+                .collect();
+            if !sets.is_empty() {
+                self.send(&to, PeerMsg::MeshPush { sets });
+            }
+        }
+    }
+
+    /// Asks each upstream for its layout, and renews this node's subscriptions there: one owner
+    /// per owned partition (the first, rotating when syncs with it fail).
+    fn mesh_renew(&mut self) {
+        let mine = self.shard_partitions();
+        let mut asks = Vec::new();
+        let mut subs: BTreeMap<NodeId, Vec<u32>> = BTreeMap::new();
+        for (i, (s, layout)) in self.mesh.upstreams.iter().enumerate() {
+            asks.push(s.node.clone());
+            let Some(l) = layout.as_ref().filter(|_| s.refused.is_none()) else {
+                continue;
+            };
+            for p in &mine {
+                let owners = &l.owners[*p as usize];
+                if !owners.is_empty() {
+                    let pick = (s.full_syncs_failed as usize + i) % owners.len();
+                    subs.entry(owners[pick].clone()).or_default().push(*p);
+                }
+            }
+        }
+        for node in asks {
+            let rid = self.rid();
+            self.send(&node, PeerMsg::MeshLayoutReq { rid });
+        }
+        for (node, partitions) in subs {
+            self.send(&node, PeerMsg::MeshSubscribe { partitions });
+        }
+    }
+
+    /// Starts a full sync of `partition` against the next usable upstream.
+    fn mesh_start_sync(&mut self, partition: u32) {
+        let usable: Vec<usize> = (0..self.mesh.upstreams.len())
+            .filter(|i| {
+                let (s, l) = &self.mesh.upstreams[*i];
+                s.refused.is_none() && l.is_some()
+            })
+            .collect();
+        if usable.is_empty() {
+            return;
+        }
+        let turn = self.mesh.turn;
+        self.mesh.turn += 1;
+        let upstream = usable[turn % usable.len()];
+        let (s, l) = &self.mesh.upstreams[upstream];
+        let owners = &l.as_ref().expect("usable").owners[partition as usize];
+        if owners.is_empty() {
+            return;
+        }
+        let peer = owners[(turn + s.full_syncs_failed as usize) % owners.len()].clone();
+        let rid = self.rid();
+        let msg = PeerMsg::MeshSyncRoot {
+            rid,
+            partitions: self.cfg.view.partitions,
+            partition,
+            root: self.merkle.root(partition),
+        };
+        self.mesh.upstreams[upstream].0.bytes += encoded_len(&msg);
+        self.mesh.syncs.insert(
+            rid,
+            Sync {
+                upstream,
+                peer: peer.clone(),
+                partition,
+                deadline: self.now + SYNC_TIMEOUT,
+                vouched: None,
+                truncated: false,
+            },
+        );
+        self.send(&peer, msg);
+    }
+
+    /// The running sync if `rid` from `from` belongs to it; counts the message's bytes.
+    fn sync_matches(&mut self, from: &NodeId, rid: Rid, msg: &PeerMsg) -> bool {
+        let Some(s) = self.mesh.syncs.get(&rid) else {
+            return false;
+        };
+        if s.peer != *from {
+            return false;
+        }
+        let u = s.upstream;
+        self.mesh.upstreams[u].0.bytes += encoded_len(msg);
+        self.mesh.upstreams[u].0.last_heard_us = self.wall.as_micros();
+        true
+    }
+
+    fn mesh_send_sync(&mut self, rid: Rid, msg: PeerMsg) {
+        if let Some(s) = self.mesh.syncs.get(&rid) {
+            let (u, peer) = (s.upstream, s.peer.clone());
+            self.mesh.upstreams[u].0.bytes += encoded_len(&msg);
+            self.send(&peer, msg);
+        }
+    }
+
+    /// Merges version sets received from another cluster as they are, and repairs the shard's
+    /// other replicas with the result; returns how many keys changed here.
+    fn mesh_absorb(&mut self, sets: Vec<(Bytes, VersionSet)>) -> u64 {
+        let mut changed = 0;
+        for (key, set) in sets {
+            if !self.owns(&key) {
+                continue;
+            }
+            let set = if self.cfg.canary == Some(Canary::MeshRestamp) {
+                self.restamped(&set)
+            } else {
+                set
+            };
+            if self.absorb(&key, &set, None) {
+                changed += 1;
+                let merged = self.storage.get(&key).unwrap_or_default();
+                for peer in self.peers() {
+                    let msg = PeerMsg::Repair {
+                        key: key.clone(),
+                        set: merged.clone(),
+                    };
+                    self.send(&peer, msg);
+                }
+            }
+        }
+        changed
+    }
+
+    /// The planted bug of [`Canary::MeshRestamp`]: every foreign version is re-issued under a
+    /// fresh dot of this node's actor, as if it were a local write.
+    fn restamped(&mut self, set: &VersionSet) -> VersionSet {
+        let mut out = VersionSet::new();
+        for v in set.versions() {
+            let mut v = v.clone();
+            if self.foreign(v.dot.actor) {
+                self.counter += 1;
+                v.dot = crate::core::dot::Dot::new(self.actor, self.counter);
+                self.clock.add(v.dot);
+                self.clock_dirty = true;
+            }
+            out.write(&VersionVector::new(), v);
+        }
+        out
+    }
+
+    pub(super) fn on_mesh(&mut self, from: NodeId, msg: PeerMsg) {
+        match msg {
+            // Upstream side: stateless answers from this node's view, trees and storage.
+            PeerMsg::MeshLayoutReq { rid } => {
+                let v = &self.cfg.view;
+                let layout = Layout {
+                    cluster: self.cfg.cluster,
+                    partitions: v.partitions,
+                    owners: (0..v.partitions).map(|p| v.owners(p).to_vec()).collect(),
+                };
+                self.send(&from, PeerMsg::MeshLayout { rid, layout });
+            }
+            PeerMsg::MeshSubscribe { partitions } => {
+                let mine: BTreeSet<u32> = self.shard_partitions().into_iter().collect();
+                let partitions: BTreeSet<u32> = partitions
+                    .into_iter()
+                    .filter(|p| mine.contains(p))
+                    .collect();
+                if partitions.is_empty() {
+                    return;
+                }
+                let until = self.now + LEASE;
+                let s = self.mesh.subscribers.entry(from).or_insert(Subscriber {
+                    partitions: BTreeSet::new(),
+                    until,
+                    queue: BTreeSet::new(),
+                    drops: 0,
+                });
+                s.until = until;
+                s.partitions = partitions;
+            }
+            PeerMsg::MeshSyncRoot {
+                rid,
+                partitions,
+                partition,
+                root,
+            } => {
+                let reply = if partitions != self.cfg.view.partitions {
+                    PeerMsg::MeshSyncRefused {
+                        rid,
+                        reason: format!(
+                            "partition counts differ: {} here, {partitions} downstream",
+                            self.cfg.view.partitions
+                        ),
+                    }
+                } else if !self.shard_partitions().contains(&partition) {
+                    PeerMsg::MeshSyncRefused {
+                        rid,
+                        reason: format!("partition {partition} is not owned here"),
+                    }
+                } else {
+                    let branches = (self.merkle.root(partition) != root).then(|| {
+                        self.merkle
+                            .get(partition)
+                            .map_or_else(|| vec![0; BRANCHES], |t| t.branches().to_vec())
+                    });
+                    PeerMsg::MeshSyncBranches {
+                        rid,
+                        vouched: self.mesh_vouched(partition),
+                        branches,
+                    }
+                };
+                self.send(&from, reply);
+            }
+            PeerMsg::MeshSyncSegReq {
+                rid,
+                partition,
+                branches,
+            } => {
+                let empty = PartitionTree::default();
+                let tree = self.merkle.get(partition).unwrap_or(&empty);
+                let segments = branches
+                    .into_iter()
+                    .filter(|b| usize::from(*b) < BRANCHES)
+                    .map(|b| (b, tree.branch_segments(usize::from(b))))
+                    .collect();
+                self.send(&from, PeerMsg::MeshSyncSegs { rid, segments });
+            }
+            PeerMsg::MeshSyncKeys {
+                rid,
+                partition,
+                segments,
+                keys,
+            } => {
+                let theirs: BTreeMap<Bytes, u64> = keys.into_iter().collect();
+                let mut sets = Vec::new();
+                let mut truncated = false;
+                let mut bytes = 0;
+                for seg in segments.into_iter().filter(|s| usize::from(*s) < SEGMENTS) {
+                    for (_, k, d) in
+                        self.storage
+                            .index_range(partition, seg..=seg, None, usize::MAX)
+                    {
+                        if theirs.get(&k) == Some(&d) {
+                            continue;
+                        }
+                        if sets.len() >= self.cfg.aae_max_keys
+                            || bytes >= self.cfg.peer_buffer_bytes
+                        {
+                            truncated = true;
+                            break;
+                        }
+                        if let Some(s) = self.storage.get(&k) {
+                            bytes += outbox::copy_bytes(&k, &s);
+                            sets.push((k, s));
+                        }
+                    }
+                }
+                self.send(
+                    &from,
+                    PeerMsg::MeshSyncDiff {
+                        rid,
+                        sets,
+                        truncated,
+                    },
+                );
+            }
+            PeerMsg::MeshPush { sets } => {
+                let Some(u) = self.mesh.upstream_of(&from) else {
+                    return;
+                };
+                let n = sets.len() as u64;
+                let applied = self.mesh_absorb(sets);
+                let st = &mut self.mesh.upstreams[u].0;
+                st.keys_pushed += n;
+                st.keys_applied += applied;
+                self.probes
+                    .add(crate::core::Probe::MeshFeedApplied, applied);
+                st.last_heard_us = self.wall.as_micros();
+            }
+            // Downstream side.
+            PeerMsg::MeshLayout { rid: _, layout } => {
+                let Some(u) = self.mesh.upstreams.iter().position(|(s, _)| s.node == from) else {
+                    return;
+                };
+                let refused = if layout.partitions != self.cfg.view.partitions {
+                    Some(format!(
+                        "partition counts differ: {} upstream, {} here; a mesh needs equal counts",
+                        layout.partitions, self.cfg.view.partitions
+                    ))
+                } else if layout.cluster == self.cfg.cluster {
+                    Some(format!(
+                        "the upstream has this cluster's own id {}",
+                        layout.cluster
+                    ))
+                } else if layout.owners.len() != layout.partitions as usize {
+                    Some("malformed layout".to_string())
+                } else {
+                    None
+                };
+                let (st, l) = &mut self.mesh.upstreams[u];
+                st.cluster = Some(layout.cluster);
+                st.refused = refused;
+                st.last_heard_us = self.wall.as_micros();
+                *l = Some(layout);
+            }
+            ref m @ PeerMsg::MeshSyncRefused { rid, .. } if self.sync_matches(&from, rid, m) => {
+                let PeerMsg::MeshSyncRefused { reason, .. } = msg else {
+                    unreachable!("matched above")
+                };
+                let s = self.mesh.syncs.remove(&rid).expect("matched");
+                let st = &mut self.mesh.upstreams[s.upstream].0;
+                st.full_syncs_failed += 1;
+                if reason.starts_with("partition counts") {
+                    st.refused = Some(reason);
+                }
+            }
+            ref m @ PeerMsg::MeshSyncBranches { rid, .. } if self.sync_matches(&from, rid, m) => {
+                let PeerMsg::MeshSyncBranches {
+                    vouched, branches, ..
+                } = msg
+                else {
+                    unreachable!("matched above")
+                };
+                let s = self.mesh.syncs.get_mut(&rid).expect("matched");
+                s.vouched = Some(vouched);
+                let partition = s.partition;
+                let Some(theirs) = branches else {
+                    return self.mesh_finish_sync(rid);
+                };
+                let empty = PartitionTree::default();
+                let mine = self.merkle.get(partition).unwrap_or(&empty);
+                let want: Vec<u8> = (0..BRANCHES)
+                    .filter(|b| theirs.get(*b) != Some(&mine.branches()[*b]))
+                    .map(|b| b as u8)
+                    .collect();
+                if want.is_empty() {
+                    return self.mesh_finish_sync(rid);
+                }
+                self.mesh_send_sync(
+                    rid,
+                    PeerMsg::MeshSyncSegReq {
+                        rid,
+                        partition,
+                        branches: want,
+                    },
+                );
+            }
+            ref m @ PeerMsg::MeshSyncSegs { rid, .. } if self.sync_matches(&from, rid, m) => {
+                let PeerMsg::MeshSyncSegs { segments, .. } = msg else {
+                    unreachable!("matched above")
+                };
+                let partition = self.mesh.syncs.get(&rid).expect("matched").partition;
+                let empty = PartitionTree::default();
+                let tree = self.merkle.get(partition).unwrap_or(&empty);
+                let mut chosen = Vec::new();
+                let mut keys = Vec::new();
+                let mut truncated = false;
+                for (b, theirs) in segments {
+                    let mine = tree.branch_segments(usize::from(b));
+                    for (i, h) in theirs.iter().enumerate().take(SEGMENTS_PER_BRANCH) {
+                        if mine.get(i) == Some(h) {
+                            continue;
+                        }
+                        let seg = (usize::from(b) * SEGMENTS_PER_BRANCH + i) as u16;
+                        let len = tree.segment(seg).keys as usize;
+                        if !chosen.is_empty() && keys.len() + len > self.cfg.aae_max_keys {
+                            truncated = true;
+                            continue;
+                        }
+                        chosen.push(seg);
+                        keys.extend(
+                            self.storage
+                                .index_range(partition, seg..=seg, None, usize::MAX)
+                                .into_iter()
+                                .map(|(_, k, d)| (k, d)),
+                        );
+                    }
+                }
+                self.mesh.syncs.get_mut(&rid).expect("matched").truncated |= truncated;
+                if chosen.is_empty() {
+                    return self.mesh_finish_sync(rid);
+                }
+                self.mesh_send_sync(
+                    rid,
+                    PeerMsg::MeshSyncKeys {
+                        rid,
+                        partition,
+                        segments: chosen,
+                        keys,
+                    },
+                );
+            }
+            ref m @ PeerMsg::MeshSyncDiff { rid, .. } if self.sync_matches(&from, rid, m) => {
+                let PeerMsg::MeshSyncDiff {
+                    sets, truncated, ..
+                } = msg
+                else {
+                    unreachable!("matched above")
+                };
+                let repaired = self.mesh_absorb(sets);
+                let s = self.mesh.syncs.get_mut(&rid).expect("matched");
+                s.truncated |= truncated;
+                self.mesh.upstreams[s.upstream].0.keys_repaired += repaired;
+                self.probes
+                    .add(crate::core::Probe::MeshSyncRepaired, repaired);
+                self.mesh_finish_sync(rid);
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends the running sync; a complete one (every difference repaired) joins the upstream's
+    /// vouched clock into this partition's mesh floor.
+    fn mesh_finish_sync(&mut self, rid: Rid) {
+        let Some(s) = self.mesh.syncs.remove(&rid) else {
+            return;
+        };
+        let st = &mut self.mesh.upstreams[s.upstream].0;
+        if s.truncated {
+            st.full_syncs_failed += 1;
+            return;
+        }
+        st.full_syncs += 1;
+        st.last_full_sync_us
+            .insert(s.partition, self.wall.as_micros());
+        if let Some(v) = s.vouched {
+            self.mesh.floors.entry(s.partition).or_default().merge(&v);
+            self.probes.hit(crate::core::Probe::MeshFullSync);
+            self.wake_parked();
+        }
+    }
+}
