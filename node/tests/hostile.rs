@@ -94,7 +94,7 @@ fn key() -> impl Strategy<Value = Bytes> {
 
 fn actor() -> impl Strategy<Value = Actor> {
     (hostile_u32(), epoch(), hostile_u32(), hostile_u32())
-        .prop_map(|(n, e, i, h)| Actor::from_parts(n, e, i, h))
+        .prop_map(|(n, e, i, h)| Actor::from_parts(n, e, i, u64::from(h)))
 }
 
 fn dot() -> impl Strategy<Value = Dot> {

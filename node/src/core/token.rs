@@ -70,7 +70,11 @@ pub fn decode(token: &str) -> Result<VersionVector, TokenError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(token.trim_end_matches('='))
         .map_err(|_| TokenError::NotBase64)?;
-    let cfg = bincode::config::standard().with_limit::<{ MAX_TOKEN_CHARS }>();
+    // bincode's limit also counts what decoding allocates (a `Vec<Entry>` claims its length
+    // times the entry's in-memory size), so the bound is the most entries a token of
+    // `MAX_TOKEN_CHARS` can hold, at their in-memory size: not the text's length.
+    let cfg = bincode::config::standard()
+        .with_limit::<{ MAX_TOKEN_CHARS * std::mem::size_of::<Entry>() }>();
     let (entries, used): (Vec<Entry>, usize) =
         bincode::serde::decode_from_slice(&bytes, cfg).map_err(|_| TokenError::Malformed)?;
     if used != bytes.len() {
@@ -120,6 +124,14 @@ mod tests {
             floor,
             "a floor entry survives the trip"
         );
+    }
+
+    #[test]
+    fn a_token_of_many_lineages_within_the_length_limit_decodes() {
+        let many: VersionVector = (0..1_000u32).map(|n| (Actor::new(n, 1, 1), 1)).collect();
+        let token = encode(&many);
+        assert!(token.len() <= MAX_TOKEN_CHARS, "{} characters", token.len());
+        assert_eq!(decode(&token), Ok(many));
     }
 
     #[test]

@@ -21,22 +21,29 @@ pub(super) struct Session {
     pub(super) reset: bool,
 }
 impl Session {
-    /// The context the session's token names.
-    fn context(&self) -> VersionVector {
-        token::decode(&self.token).expect("the session holds only tokens the codec made")
+    /// The context the session's token names, or why a server would refuse the token (only a
+    /// token longer than the codec accepts: the session holds only tokens the codec made).
+    fn context(&self) -> Result<VersionVector, token::TokenError> {
+        token::decode(&self.token)
     }
 
     /// Joins a token received (or another session's) into the session's own, as a client does.
-    /// The joined token stays within the codec's size bound for the lineages it names.
+    /// A token the codec refuses (too long) cannot be joined: the session keeps its own, and its
+    /// next request fails as the server would refuse it. A joined token stays within the codec's
+    /// size bound for the lineages it names.
     fn join_token(&mut self, other: &str) {
-        self.token = token::merge([self.token.as_str(), other])
-            .expect("the session joins only tokens the codec made");
-        let entries = self.context().len();
-        assert!(
-            self.token.len() <= token::max_chars(entries),
-            "a token naming {entries} lineages is {} characters long",
-            self.token.len()
-        );
+        let Ok(joined) = token::merge([self.token.as_str(), other]) else {
+            return;
+        };
+        self.token = joined;
+        if let Ok(ctx) = self.context() {
+            assert!(
+                self.token.len() <= token::max_chars(ctx.len()),
+                "a token naming {} lineages is {} characters long",
+                ctx.len(),
+                self.token.len()
+            );
+        }
     }
 }
 
@@ -99,10 +106,13 @@ impl<A: FnMut(u64)> World<'_, A> {
         let key = Bytes::from(key_name(p.key));
         let value = (p.kind == OpKind::Put).then(|| Bytes::from(value));
         let blind = p.blind && p.kind != OpKind::Get;
-        let context = if blind {
-            VersionVector::new()
+        let (context, refused) = if blind {
+            (VersionVector::new(), None)
         } else {
-            self.sessions[s].context()
+            match self.sessions[s].context() {
+                Ok(c) => (c, None),
+                Err(e) => (VersionVector::new(), Some(e)),
+            }
         };
         let op = match p.kind {
             OpKind::Get => Op::Get {
@@ -142,6 +152,10 @@ impl<A: FnMut(u64)> World<'_, A> {
             let op = &w.history.ops[id as usize];
             format!("invoke {op} ctx {:?}", op.context)
         });
+        if let Some(e) = refused {
+            // What the server answers a token it cannot decode: 400, nothing done.
+            return self.complete(s, id, Outcome::Failed(format!("400: {e}")));
+        }
         if self.slots[node].node.is_none() {
             let o = Outcome::Failed("connection refused: node down".into());
             return self.complete(s, id, o);
@@ -191,7 +205,8 @@ impl<A: FnMut(u64)> World<'_, A> {
         }
         let unsatisfiable = matches!(&outcome, Outcome::Failed(e) | Outcome::Indeterminate(e)
             if *e == causeway::core::ReqError::Unsatisfiable.to_string());
-        let lost = unsatisfiable && self.names_lost_writes(&self.sessions[s].context());
+        let lost = unsatisfiable
+            && (self.sessions[s].context()).is_ok_and(|ctx| self.names_lost_writes(&ctx));
         let rec = &mut self.history.ops[id as usize];
         let retry = rec.probe && !matches!(outcome, Outcome::Ok(_)) && self.now < self.liveness_end;
         if retry {
