@@ -72,15 +72,8 @@ const META_FLOORS: &str = "floors";
 const STRONG_FORWARD_SLACK: std::time::Duration = std::time::Duration::from_millis(500);
 /// The partition count the stored anti-entropy index was built under.
 const META_INDEX: &str = "index-partitions";
-/// (actor, counter): no dot of the actor above the counter was issued. Written before the
-/// write of the first dot above the previous reservation, so after a crash it covers every
-/// stored dot of the actor (storage is prefix-durable) and a restart needs no data scan.
-const META_RESERVED: &str = "reserved-dots";
 /// Keys [`Node::erase_keys`] reads from the index at a time.
 const ERASE_PAGE: usize = 1024;
-/// Dots one reservation covers: a reservation record per this many writes; an unclean restart
-/// skips at most this many counters.
-const DOT_LEASE: u64 = 1024;
 
 /// Who a node is: its address, and a random nonce from the driver (seeds the choice of a new
 /// incarnation and of jitter; the core draws no randomness of its own).
@@ -322,8 +315,6 @@ pub struct Node<S: Storage> {
     storage: S,
     clock: NodeClock,
     clock_dirty: bool,
-    /// The counter the stored [`META_RESERVED`] record covers for the current actor.
-    reserved: u64,
     needs_sync: bool,
     /// The node's jitter (retry backoff): ChaCha8, whose output is specified, seeded by the
     /// per-start nonce the driver chose — the core's only randomness.
@@ -492,7 +483,6 @@ impl<S: Storage> Node<S> {
             storage,
             clock,
             clock_dirty: true,
-            reserved: counter,
             needs_sync: true,
             rng,
             now,
@@ -690,15 +680,9 @@ impl<S: Storage> Node<S> {
         }
     }
 
-    /// Issues the actor's next dot, first extending the stored reservation when the dot is
-    /// above it (so the reservation reaches storage before the dot's write).
+    /// Issues the actor's next dot.
     fn next_dot(&mut self) -> Dot {
         self.counter += 1;
-        if self.counter > self.reserved {
-            self.reserved = self.counter + DOT_LEASE - 1;
-            let record = (self.actor, self.reserved);
-            self.storage.meta_put(META_RESERVED, &encode(&record));
-        }
         Dot::new(self.actor, self.counter)
     }
 
@@ -2286,16 +2270,7 @@ impl<S: Storage> Node<S> {
 /// data) does not record. Dots are issued, and their writes stored, in counter order: every dot
 /// of `actor` up to the highest one stored was applied. The clock records them, so the counter
 /// continues above them and no dot is issued twice (G7).
-///
-/// The stored reservation ([`META_RESERVED`]) bounds those dots without reading the data: the
-/// clock claims every reserved dot (the unused ones were never issued, so no write of them
-/// exists anywhere). Only a directory without one (written before reservations) is scanned.
 fn recover_torn_turn<S: Storage>(storage: &S, actor: Actor, clock: &mut NodeClock) {
-    let reserved: Option<(Actor, u64)> = storage.meta_get(META_RESERVED).and_then(|b| decode(&b));
-    if let Some((a, upto)) = reserved.filter(|(a, _)| *a == actor) {
-        clock.add_upto(a, upto);
-        return;
-    }
     let mut top = 0;
     storage.for_each(&mut |_, s| {
         let own = s.versions().iter().filter(|v| v.dot.actor == actor);

@@ -267,7 +267,6 @@ impl<S: Storage> Node<S> {
             self.actor =
                 Actor::new(node_hash(&me), self.cfg.view.epoch, inc).in_cluster(self.cfg.cluster);
             self.counter = 0;
-            self.reserved = 0;
             self.storage.meta_put(META_ACTOR, &encode(&self.actor));
         }
         self.start_floor_check();
