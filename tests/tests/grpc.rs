@@ -100,13 +100,18 @@ fn put_op(key: String, value: &str) -> pb::BatchOp {
     }
 }
 
-#[test]
-fn grpc_serves_the_v1_operations_behind_the_same_auth_and_limits() {
+/// A 3-node cluster serving gRPC (replication factor `rf`, extra node flags `args`), a
+/// read-only token its nodes already accept, and a runtime for the async gRPC client.
+fn grpc_cluster(
+    name: &str,
+    rf: usize,
+    args: &[&str],
+) -> (Cluster, String, tokio::runtime::Runtime) {
     let opts = Opts {
         grpc: true,
         ..Opts::default()
     };
-    let c = Cluster::start_with("grpc", 3, 1, &["--max-value-bytes", "4096"], opts);
+    let c = Cluster::start_with(name, 3, rf, args, opts);
     let reader = add_token("read");
     wait_token(&format!("{}/v1/cluster?scope=local", c.url(0)), &reader);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -114,6 +119,12 @@ fn grpc_serves_the_v1_operations_behind_the_same_auth_and_limits() {
         .enable_all()
         .build()
         .expect("a runtime");
+    (c, reader, rt)
+}
+
+#[test]
+fn grpc_serves_the_v1_operations_behind_the_same_auth_and_limits() {
+    let (c, reader, rt) = grpc_cluster("grpc", 1, &["--max-value-bytes", "4096"]);
     let http = client();
     rt.block_on(async {
         let mut n0 = Node::connect(&c.grpc[0]).await;
@@ -361,18 +372,7 @@ fn grpc_serves_the_v1_operations_behind_the_same_auth_and_limits() {
 /// versions as `/v1/strong/{key}` — behind the same roles (a reader reads, cannot write).
 #[test]
 fn grpc_serves_strong_keys_with_compare_and_set_behind_the_same_auth() {
-    let opts = Opts {
-        grpc: true,
-        ..Opts::default()
-    };
-    let c = Cluster::start_with("grpc-strong", 3, 3, &[], opts);
-    let reader = add_token("read");
-    wait_token(&format!("{}/v1/cluster?scope=local", c.url(0)), &reader);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let (c, reader, rt) = grpc_cluster("grpc-strong", 3, &[]);
     let http = client();
     rt.block_on(async {
         let mut n0 = Node::connect(&c.grpc[0]).await;

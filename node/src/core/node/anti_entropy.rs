@@ -85,6 +85,38 @@ impl<S: Storage> Node<S> {
 
     /// The stored digests of one segment's keys (a range read of the index), in key order. A
     /// segment number out of range (from a peer) names no key.
+    /// Adds to `chosen` and `keys` the segments of `partition`'s branch `branch` whose hashes
+    /// differ from `theirs`, with their key digests, while the exchange stays within
+    /// `aae_max_keys` keys (its first segment always goes). Returns whether a differing segment
+    /// was left out. Shared by anti-entropy and the mesh's full sync.
+    pub(super) fn choose_differing(
+        &self,
+        partition: u32,
+        branch: u8,
+        theirs: &[u64],
+        chosen: &mut Vec<(u32, u16)>,
+        keys: &mut Vec<(Bytes, u64)>,
+    ) -> bool {
+        let empty = PartitionTree::default();
+        let tree = self.merkle.get(partition).unwrap_or(&empty);
+        let mine = tree.branch_segments(usize::from(branch));
+        let mut truncated = false;
+        for (i, h) in theirs.iter().enumerate().take(SEGMENTS_PER_BRANCH) {
+            if mine.get(i) == Some(h) {
+                continue;
+            }
+            let seg = (usize::from(branch) * SEGMENTS_PER_BRANCH + i) as u16;
+            let len = tree.segment(seg).keys as usize;
+            if !chosen.is_empty() && keys.len() + len > self.cfg.aae_max_keys {
+                truncated = true;
+                continue;
+            }
+            chosen.push((partition, seg));
+            keys.extend(self.segment_digests(partition, seg));
+        }
+        truncated
+    }
+
     fn segment_digests(&self, partition: u32, segment: u16) -> Vec<(Bytes, u64)> {
         if usize::from(segment) >= crate::core::merkle::SEGMENTS {
             return Vec::new();
@@ -307,23 +339,8 @@ impl<S: Storage> Node<S> {
         let mut chosen = Vec::new();
         let mut keys = Vec::new();
         let mut truncated = false;
-        let empty = PartitionTree::default();
         for (p, b, theirs) in segments {
-            let tree = self.merkle.get(p).unwrap_or(&empty);
-            let mine = tree.branch_segments(usize::from(b));
-            for (i, h) in theirs.iter().enumerate().take(SEGMENTS_PER_BRANCH) {
-                if mine[i] == *h {
-                    continue;
-                }
-                let seg = (usize::from(b) * SEGMENTS_PER_BRANCH + i) as u16;
-                let len = tree.segment(seg).keys as usize;
-                if !chosen.is_empty() && keys.len() + len > self.cfg.aae_max_keys {
-                    truncated = true;
-                    continue;
-                }
-                chosen.push((p, seg));
-                keys.extend(self.segment_digests(p, seg));
-            }
+            truncated |= self.choose_differing(p, b, &theirs, &mut chosen, &mut keys);
         }
         let ex = self.aae.as_mut().expect("caller matched the exchange");
         ex.truncated |= truncated;

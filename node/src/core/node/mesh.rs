@@ -31,7 +31,7 @@ use crate::core::clock::VersionVector;
 use crate::core::config::Canary;
 use crate::core::dot::Actor;
 use crate::core::dvv::VersionSet;
-use crate::core::merkle::{BRANCHES, PartitionTree, SEGMENTS, SEGMENTS_PER_BRANCH};
+use crate::core::merkle::{BRANCHES, PartitionTree, SEGMENTS};
 use crate::core::message::PeerMsg;
 use crate::core::outbox;
 use crate::core::request::Rid;
@@ -639,32 +639,14 @@ impl<S: Storage> Node<S> {
                     unreachable!("matched above")
                 };
                 let partition = self.mesh.syncs.get(&rid).expect("matched").partition;
-                let empty = PartitionTree::default();
-                let tree = self.merkle.get(partition).unwrap_or(&empty);
                 let mut chosen = Vec::new();
                 let mut keys = Vec::new();
                 let mut truncated = false;
                 for (b, theirs) in segments {
-                    let mine = tree.branch_segments(usize::from(b));
-                    for (i, h) in theirs.iter().enumerate().take(SEGMENTS_PER_BRANCH) {
-                        if mine.get(i) == Some(h) {
-                            continue;
-                        }
-                        let seg = (usize::from(b) * SEGMENTS_PER_BRANCH + i) as u16;
-                        let len = tree.segment(seg).keys as usize;
-                        if !chosen.is_empty() && keys.len() + len > self.cfg.aae_max_keys {
-                            truncated = true;
-                            continue;
-                        }
-                        chosen.push(seg);
-                        keys.extend(
-                            self.storage
-                                .index_range(partition, seg..=seg, None, usize::MAX)
-                                .into_iter()
-                                .map(|(_, k, d)| (k, d)),
-                        );
-                    }
+                    truncated |=
+                        self.choose_differing(partition, b, &theirs, &mut chosen, &mut keys);
                 }
+                let chosen: Vec<u16> = chosen.into_iter().map(|(_, seg)| seg).collect();
                 self.mesh.syncs.get_mut(&rid).expect("matched").truncated |= truncated;
                 if chosen.is_empty() {
                     return self.mesh_finish_sync(rid);
