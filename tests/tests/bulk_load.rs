@@ -1,8 +1,8 @@
 //! `causeway bulk-load` writes keys straight into a stopped node's data directory; the node then
-//! serves them and repairs a replica that lacks them by anti-entropy,
+//! serves them, takes writes over them, and repairs a replica that lacks them by anti-entropy,
 //! like keys written through the API.
 
-use causeway_e2e::{Cluster, run_cli};
+use causeway_e2e::{Cluster, context_of, run_cli};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,21 @@ fn bulk_loaded_keys_are_served_and_repaired_to_a_replica() {
         assert_eq!(r.status(), 200, "key {i}");
         assert_eq!(r.text().expect("body"), value(), "key {i}");
     }
+    // A write with the read's context replaces the loaded version: no sibling, at the loaded
+    // node now and at the replica once repaired.
+    let key = format!("{}/v1/kv/bench-{:010}", c.url(0), 777);
+    let ctx = context_of(&http.get(format!("{key}?r=1")).send().expect("get"));
+    let r = http
+        .put(&key)
+        .header("x-causal-context", ctx)
+        .body("new")
+        .send()
+        .expect("put");
+    assert!(r.status().is_success(), "{}", r.status());
+    let r = http.get(format!("{key}?r=1")).send().expect("get");
+    assert_eq!(r.status(), 200, "the overwritten key has one version");
+    assert_eq!(r.text().expect("body"), "new");
+
     // Anti-entropy repairs the replica that lacks them (the nodes' own exchanges may take part):
     // pulled until it holds every key.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -75,6 +90,7 @@ fn bulk_loaded_keys_are_served_and_repaired_to_a_replica() {
             .send()
             .expect("get");
         assert_eq!(r.status(), 200, "key {i} at the repaired replica");
-        assert_eq!(r.text().expect("body"), value(), "key {i}");
+        let want = if i == 777 { "new".to_owned() } else { value() };
+        assert_eq!(r.text().expect("body"), want, "key {i}");
     }
 }

@@ -94,6 +94,14 @@ impl Actor {
         self.hint
     }
 
+    /// Whether this is a bulk loader's actor ([`crate::core::node::bulk`]): an ordinary actor of
+    /// epoch 0, the epoch of [`crate::core::ring::View::joining`], under which no node owns a
+    /// partition and so no node coordinates a write. A loader writes keys of any partition, has
+    /// no older actors, and its dots reach a node only with the data they name.
+    pub fn is_loader(self) -> bool {
+        self.epoch == 0 && self.hinted_partition().is_none()
+    }
+
     /// Hash of the address of the node this actor belongs to.
     pub fn node(self) -> u32 {
         self.node

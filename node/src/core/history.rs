@@ -116,6 +116,9 @@ impl History {
         if let Some(p) = actor.hinted_partition() {
             return Some(p == partition);
         }
+        if actor.is_loader() {
+            return Some(true);
+        }
         let k = self.views.get(&actor.epoch())?;
         Some(
             k.shard_by_hash
@@ -129,7 +132,10 @@ impl History {
     /// some known view up to the actor's epoch. `None` when the actor's own view is unknown.
     /// Hint actors fold nothing: as [`History::relevant`].
     pub fn ever_relevant(&self, actor: Actor, partition: u32) -> Option<bool> {
-        if actor.hinted_partition().is_some() || actor.cluster() != self.cluster {
+        if actor.hinted_partition().is_some()
+            || actor.is_loader()
+            || actor.cluster() != self.cluster
+        {
             return self.relevant(actor, partition);
         }
         self.views.get(&actor.epoch())?;

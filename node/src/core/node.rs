@@ -682,6 +682,10 @@ impl<S: Storage> Node<S> {
 
     /// Issues the actor's next dot.
     fn next_dot(&mut self) -> Dot {
+        assert!(
+            !self.actor.is_loader(),
+            "a node of the joining view owns no partition, so it coordinates no write"
+        );
         self.counter += 1;
         Dot::new(self.actor, self.counter)
     }
@@ -815,6 +819,12 @@ impl<S: Storage> Node<S> {
             // Another cluster's epochs say nothing about this cluster's views.
             return false;
         }
+        if actor.is_loader() {
+            // A load wrote its keys into this node's storage with its dots in the clock; a
+            // partition dropped since then lost them (and one dropped before the load too, kept
+            // out for simplicity: distrust only makes reads wait).
+            return !self.dropped.contains_key(&partition);
+        }
         if actor.node() == self.actor.node() {
             // This node applied its own writes and hints first; those made since it last
             // dropped the partition are all in its storage.
@@ -875,6 +885,7 @@ impl<S: Storage> Node<S> {
             return self.mesh_holds(partition, actor, 0);
         }
         actor.hinted_partition().is_some()
+            || actor.is_loader()
             || self.cfg.canary == Some(Canary::FoldWithoutFloor)
             || self
                 .floors

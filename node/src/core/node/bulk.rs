@@ -261,6 +261,25 @@ mod tests {
         assert!(na.clock.contains(Dot::new(Actor::new(7, 0, 1), 300)));
     }
 
+    /// A read of a loaded key returns a token naming every loaded dot (the loader is vouched
+    /// for on every partition the node has not dropped), so a write with that token replaces
+    /// the loaded version instead of becoming its sibling; a node that was not loaded covers
+    /// no such token.
+    #[test]
+    fn read_tokens_over_loaded_keys_name_the_loaders_dots() {
+        let n = start(load(300));
+        let loader = Actor::new(7, 0, 1);
+        for key in ["k0000", "k0123", "k0299"] {
+            let ctx = n.reply_context(&VersionVector::new(), key.as_bytes());
+            assert_eq!(ctx.get(loader), 300, "{key}: {ctx:?}");
+            assert!(n.covers(&ctx, key.as_bytes()), "{key}");
+            assert!(
+                !start(MemStorage::new()).covers(&ctx, key.as_bytes()),
+                "{key}"
+            );
+        }
+    }
+
     /// A load over a store with a valid index, stopped after the data, before the index: the
     /// marker `begin` left makes the next start rebuild the index from the data, so the node's
     /// trees and counts match what it holds, and another load is refused until the node has
