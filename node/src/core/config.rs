@@ -260,7 +260,10 @@ pub struct Config {
     /// Cap on keys queued for one downstream subscriber's real-time feed; a key beyond it is
     /// dropped (counted) and left to the full sync.
     pub mesh_queue: usize,
-    /// Interval between full syncs (one partition against one upstream each, ±25%).
+    /// Interval between full syncs (one partition against one upstream each, ±25%); a sync step
+    /// unanswered for this long abandons the sync. Keep it well below `causal_wait`: a token
+    /// from another cluster waits for a full sync, which follows a heal within about 1.25 times
+    /// this interval.
     pub mesh_sync_interval: Duration,
     /// Planted bug for checker canaries. `None` in every real deployment.
     pub canary: Option<Canary>,

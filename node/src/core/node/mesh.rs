@@ -12,7 +12,9 @@
 //!   counted, never blocking a write), and pushes the keys' current version sets each tick.
 //! - **full sync**: on a timer, one partition against one upstream owner, Merkle tree top-down
 //!   (root, branches, segments, key digests) over the same per-partition trees and stored digests
-//!   as the cluster's own anti-entropy, so traffic grows with the difference. The upstream's
+//!   as the cluster's own anti-entropy, so traffic grows with the difference. A step left
+//!   unanswered for one `mesh_sync_interval` abandons the sync, so one lost in a cut never holds
+//!   back the next round past a heal for longer than that. The upstream's
 //!   vouched clock of the partition ([`Node::vouched`], plus its own mesh floor) is taken before
 //!   the comparison; once every difference was repaired, this node reflects all of it and joins
 //!   it into its *mesh floor* of the partition.
@@ -50,8 +52,6 @@ const LEASE: Duration = Duration::from_secs(3);
 const RENEW: Duration = Duration::from_secs(1);
 /// Most keys one push carries.
 const PUSH_BATCH: usize = 256;
-/// Longest a full sync step may take before the sync is abandoned.
-const SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An upstream cluster's layout as its configured node reported it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +110,8 @@ struct Sync {
     upstream: usize,
     peer: NodeId,
     partition: u32,
+    /// When the sync is abandoned: one `mesh_sync_interval` after its last step was sent, so a
+    /// sync whose messages a cut lost never holds back the next round for longer than that.
     deadline: Time,
     /// The upstream's vouched clock of the partition as of its branch hashes.
     vouched: Option<VersionVector>,
@@ -361,7 +363,7 @@ impl<S: Storage> Node<S> {
                 upstream,
                 peer: peer.clone(),
                 partition,
-                deadline: self.now + SYNC_TIMEOUT,
+                deadline: self.now + self.cfg.mesh_sync_interval,
                 vouched: None,
                 truncated: false,
             },
@@ -383,8 +385,10 @@ impl<S: Storage> Node<S> {
         true
     }
 
+    /// Sends the running sync's next step, which has one `mesh_sync_interval` to be answered.
     fn mesh_send_sync(&mut self, rid: Rid, msg: PeerMsg) {
-        if let Some(s) = self.mesh.syncs.get(&rid) {
+        if let Some(s) = self.mesh.syncs.get_mut(&rid) {
+            s.deadline = self.now + self.cfg.mesh_sync_interval;
             let (u, peer) = (s.upstream, s.peer.clone());
             self.mesh.upstreams[u].0.bytes += encoded_len(&msg);
             self.send(&peer, msg);
