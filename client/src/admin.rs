@@ -78,11 +78,17 @@ impl Client {
     }
 
     /// `POST /v1/admin/aae/pull` at `at` (`host:port` or a base URL; the configured nodes when
-    /// `None`): one anti-entropy exchange with `peer` now. An exchange only copies what one side
-    /// lacks, so it is safe to repeat.
-    pub async fn aae_pull(&self, at: Option<&str>, peer: &str) -> Result<serde_json::Value> {
+    /// `None`): one anti-entropy exchange with `peer` now, or with `until_complete` exchanges
+    /// until one completes (bounded by the node). An exchange only copies what one side lacks,
+    /// so it is safe to repeat.
+    pub async fn aae_pull(
+        &self,
+        at: Option<&str>,
+        peer: &str,
+        until_complete: bool,
+    ) -> Result<serde_json::Value> {
         let req = Request::new(reqwest::Method::POST, "/v1/admin/aae/pull", Retry::Safe)
-            .json(&serde_json::json!({ "peer": peer }));
+            .json(&serde_json::json!({ "peer": peer, "until_complete": until_complete }));
         let reply = match at {
             Some(n) => self.only(&self.url_like(n)?).send(&req).await?,
             None => self.send(&req).await?,

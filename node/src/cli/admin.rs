@@ -89,6 +89,10 @@ pub struct PullArgs {
     /// The member that runs the exchange (default: the first --node)
     #[arg(long)]
     pub at: Option<String>,
+    /// Run exchanges until one completes (one exchange repairs at most the node's
+    /// aae_max_keys keys' worth of differing segments)
+    #[arg(long)]
+    pub until_complete: bool,
     /// Print the node's JSON reply
     #[arg(long)]
     pub json: bool,
@@ -231,16 +235,30 @@ async fn settle(
     }
 }
 
-/// `aae pull`: one exchange between `--at` and `--peer`.
+/// `aae pull`: one exchange between `--at` and `--peer` (or, with `--until-complete`, as many
+/// as it takes).
 async fn pull(p: PullArgs) -> anyhow::Result<()> {
-    let client = p.conn.client(TIMEOUT, 3)?;
-    let reply = client.aae_pull(p.at.as_deref(), &p.peer).await?;
+    let timeout = if p.until_complete {
+        TIMEOUT * 10
+    } else {
+        TIMEOUT
+    };
+    let client = p.conn.client(timeout, 3)?;
+    let reply = client
+        .aae_pull(p.at.as_deref(), &p.peer, p.until_complete)
+        .await?;
     if p.json {
         println!("{}", serde_json::to_string_pretty(&reply)?);
     } else {
+        let done = if reply["complete"] == true {
+            "complete"
+        } else {
+            "incomplete: run it again"
+        };
         println!(
-            "exchanged with {}: {} keys repaired",
+            "exchanged with {} ({} exchanges): {} keys repaired, {done}",
             reply["peer"].as_str().unwrap_or(&p.peer),
+            reply["exchanges"],
             reply["keys_repaired"]
         );
     }

@@ -391,10 +391,20 @@ pub async fn merge_contexts(
 #[serde(deny_unknown_fields)]
 struct PullRequest {
     peer: String,
+    /// Run exchanges until one completes (at most [`MAX_PULL_EXCHANGES`]), not just one.
+    #[serde(default)]
+    until_complete: bool,
 }
 
-/// `POST /v1/admin/aae/pull` `{"peer": "host:port"}`: one anti-entropy exchange with a replica of
-/// this node's shard, now.
+/// Most exchanges one `until_complete` pull runs: each repairs up to the core's
+/// `aae_max_keys` keys' worth of differing segments, so a pull repairs at least this many
+/// times that before it answers.
+const MAX_PULL_EXCHANGES: u64 = 64;
+
+/// `POST /v1/admin/aae/pull` `{"peer": "host:port", "until_complete": false}`: one anti-entropy
+/// exchange with a replica of this node's shard, now; with `until_complete`, further exchanges
+/// while the last one was cut short by its key budget and still repaired something. Answers the
+/// sums over the exchanges run.
 pub(super) async fn aae_pull(
     State(st): State<AppState>,
     uri: Uri,
@@ -402,23 +412,50 @@ pub(super) async fn aae_pull(
     body: Body,
 ) -> Result<Response, ApiError> {
     let req: PullRequest = json_body(&uri, &headers, body, MAX_JSON_BYTES).await?;
-    let reply = st.node.call(Op::AntiEntropy { peer: req.peer }).await;
-    match reply.result {
-        Ok(CoreResponse::AntiEntropy {
-            peer,
-            keys_repaired,
-            bytes,
-            complete,
-        }) => Ok(Json(serde_json::json!({
-            "peer": peer,
-            "keys_repaired": keys_repaired,
-            "bytes": bytes,
-            "complete": complete,
-        }))
-        .into_response()),
-        Ok(_) => Err(unexpected()),
-        Err(e) => Err(req_error(e)),
+    let rounds = if req.until_complete {
+        MAX_PULL_EXCHANGES
+    } else {
+        1
+    };
+    let (mut repaired, mut sent, mut exchanges, mut complete) = (0u64, 0u64, 0u64, false);
+    let mut answered = req.peer.clone();
+    while exchanges < rounds {
+        let reply = st
+            .node
+            .call(Op::AntiEntropy {
+                peer: req.peer.clone(),
+            })
+            .await;
+        match reply.result {
+            Ok(CoreResponse::AntiEntropy {
+                peer,
+                keys_repaired,
+                bytes,
+                complete: last,
+            }) => {
+                exchanges += 1;
+                repaired += keys_repaired;
+                sent += bytes;
+                complete = last;
+                answered = peer;
+                if last || keys_repaired == 0 {
+                    break;
+                }
+            }
+            Ok(_) => return Err(unexpected()),
+            // A later exchange that fails leaves the sums of those that ran, incomplete.
+            Err(e) if exchanges == 0 => return Err(req_error(e)),
+            Err(_) => break,
+        }
     }
+    Ok(Json(serde_json::json!({
+        "peer": answered,
+        "keys_repaired": repaired,
+        "bytes": sent,
+        "complete": complete,
+        "exchanges": exchanges,
+    }))
+    .into_response())
 }
 
 /// Liveness: the process answers HTTP. It never asks the core, so a node that is starting,

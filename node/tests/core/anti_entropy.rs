@@ -209,3 +209,82 @@ fn tombstones_wait_for_every_replica() {
         assert!(w.nodes[&addr(i)].local_state(b"k").is_none());
     }
 }
+
+/// Anti-entropy answers only the replicas of the shard: a node outside it that asks for segment
+/// hashes or a segment's keys gets nothing (the keys' values would leak), and the version sets
+/// it offers are not merged. The shard's own replica, asking the same, gets its answers.
+#[test]
+fn anti_entropy_answers_and_merges_only_the_shards_replicas() {
+    use causeway::core::merkle::{BRANCHES, segment_of};
+    use causeway::core::{Dot, Version, VersionSet};
+    let mut w = trio(None);
+    w.call(
+        &addr(0),
+        put("secret", "v", &VersionVector::new(), Quorum::All),
+    );
+    w.run_for(Duration::from_millis(200));
+    let p = w.nodes[&addr(0)].view().partition_of(b"secret");
+    let seg = segment_of(b"secret");
+    let mut forged = VersionSet::new();
+    forged.write(
+        &VersionVector::new(),
+        Version {
+            dot: Dot::new(causeway::core::Actor::new(9, 1, 1), 1),
+            value: Some(Bytes::from_static(b"forged")),
+            ts: 0,
+            content_type: None,
+            expires: None,
+        },
+    );
+    let answers = |w: &mut World, from: &str| {
+        let now = w.clock(&addr(0));
+        let node = w.nodes.get_mut(&addr(0)).unwrap();
+        node.take_ready();
+        let asks = [
+            PeerMsg::AaeSegmentsReq {
+                rid: 77,
+                want: vec![(p, (0..BRANCHES as u8).collect())],
+            },
+            PeerMsg::AaeKeys {
+                rid: 78,
+                segments: vec![(p, seg)],
+                keys: Vec::new(),
+            },
+            PeerMsg::AaeFinish {
+                rid: 79,
+                sets: vec![(Bytes::from_static(b"secret"), forged.clone())],
+                clock: None,
+            },
+        ];
+        for msg in asks {
+            node.handle(
+                now,
+                Input::Peer {
+                    from: from.to_string(),
+                    msg,
+                },
+            );
+        }
+        let ready = node.take_ready();
+        let sent = ready
+            .early_messages
+            .iter()
+            .chain(&ready.messages)
+            .filter(|(to, m)| {
+                to == from && matches!(m, PeerMsg::AaeSegments { .. } | PeerMsg::AaeDiff { .. })
+            })
+            .count();
+        let merged = node.local_state(b"secret").is_some_and(|s| {
+            s.versions()
+                .iter()
+                .any(|v| v.value.as_deref() == Some(b"forged"))
+        });
+        (sent, merged)
+    };
+    assert_eq!(answers(&mut w, "10.9.9.9:7000"), (0, false), "an outsider");
+    assert_eq!(
+        answers(&mut w, &addr(1)),
+        (2, true),
+        "the shard's own replica"
+    );
+}
