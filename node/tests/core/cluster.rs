@@ -850,3 +850,27 @@ fn a_torn_turn_never_makes_a_restarted_node_reuse_a_stored_dot() {
     );
     assert!(next.counter > torn.counter, "{next:?} reuses a stored dot");
 }
+
+/// A node checks the floor of each of its actors once: a restart over its synced disk (the
+/// same actor, whose check passed) sends no floor check, a restart over an empty disk (a new
+/// actor) checks again. (The passed actor was stored as an `Option` and read back as an
+/// actor, so every restart checked again.)
+#[test]
+fn a_floor_check_runs_once_per_actor() {
+    let view = View::new((0..3).map(addr).collect(), 3).unwrap();
+    let mut cfg = Config::new(view);
+    cfg.sync = SyncMode::Always;
+    let mut w = World::with_config(cfg, 3);
+    w.run_for(Duration::from_secs(2));
+    let checks = |w: &World| w.sent.get(&(addr(0), "floor_check")).copied().unwrap_or(0);
+    let first = checks(&w);
+    assert!(first > 0, "the first actor's floor is checked");
+    let disk = w.crash(&addr(0));
+    w.start(&addr(0), disk);
+    w.run_for(Duration::from_secs(2));
+    assert_eq!(checks(&w), first, "the same actor is not checked again");
+    w.crash(&addr(0));
+    w.start(&addr(0), MemStorage::new());
+    w.run_for(Duration::from_secs(2));
+    assert!(checks(&w) > first, "a new actor is checked");
+}

@@ -40,6 +40,8 @@ pub struct World {
     pub max_handoff_batch_bytes: usize,
     /// Keys shipped in listing parts (`ListPartReply`), summed over every part sent.
     pub list_part_keys: usize,
+    /// Messages each node sent, by sender and [`PeerMsg::kind`] (dropped ones included).
+    pub sent: BTreeMap<(NodeId, &'static str), u64>,
 }
 
 pub fn addr(i: usize) -> NodeId {
@@ -71,6 +73,7 @@ impl World {
             delivered: 0,
             max_handoff_batch_bytes: 0,
             list_part_keys: 0,
+            sent: BTreeMap::new(),
         };
         for id in config.view.nodes.clone() {
             w.start(&id, MemStorage::new());
@@ -212,6 +215,7 @@ impl World {
             self.replies.insert(r.id, r);
         }
         for (to, msg) in out.messages {
+            *self.sent.entry((id.clone(), msg.kind())).or_default() += 1;
             if let PeerMsg::ListPartReply { entries, .. } = &msg {
                 self.list_part_keys += entries.len();
             }

@@ -206,7 +206,8 @@ impl<S: Storage> Node<S> {
         if round.pending.is_empty() {
             self.floor_round = None;
             self.floored = Some(actor);
-            self.storage.meta_put(META_FLOORED, &encode(&self.floored));
+            // Stored as the actor itself: what `Node::new` decodes.
+            self.storage.meta_put(META_FLOORED, &encode(&actor));
         }
     }
 }
