@@ -2,7 +2,7 @@
 //! other's upstream, with distinct cluster ids. Writes at either reach every node of both; a
 //! cluster stopped while the other takes writes catches up through full syncs once restarted.
 
-use causeway_e2e::{Client, Cluster, Opts, free_port};
+use causeway_e2e::{Client, Cluster, Opts, context_of, free_port};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -121,8 +121,18 @@ fn two_clusters_converge_and_a_stopped_one_catches_up() {
         std::thread::sleep(Duration::from_millis(20));
     }
     for (key, value) in want.iter_mut().take(100) {
+        let read = c
+            .get(format!("http://{}/v1/kv/{key}", a_addrs[0]))
+            .send()
+            .expect("GET");
         *value = format!("{value}-again");
-        put(&c, &a_addrs[0], key, value);
+        let r = c
+            .put(format!("http://{}/v1/kv/{key}", a_addrs[0]))
+            .header("x-causal-context", context_of(&read))
+            .body(value.clone())
+            .send()
+            .expect("PUT");
+        assert!(r.status().is_success(), "overwriting {key}: {}", r.status());
     }
     for i in 0..3 {
         b.start_again(i);
