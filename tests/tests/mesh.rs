@@ -44,7 +44,11 @@ fn put(c: &Client, node: &str, key: &str, value: &str) {
         .body(value.to_owned())
         .send()
         .expect("PUT");
-    assert!(r.status().is_success(), "PUT {key} at {node}: {}", r.status());
+    assert!(
+        r.status().is_success(),
+        "PUT {key} at {node}: {}",
+        r.status()
+    );
 }
 
 /// Waits until every key of `want` reads its value at every node of `nodes`; panics naming

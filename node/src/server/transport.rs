@@ -811,6 +811,96 @@ async fn handshake(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::certs;
+
+    /// Accepts one TLS connection on `listener` with `tls` and tells whether the client's
+    /// certificate is of `tls`'s cluster; `Err` when the handshake fails.
+    async fn accept_one(listener: TcpListener, tls: Arc<NodeTls>) -> std::io::Result<bool> {
+        let (tcp, _) = listener.accept().await?;
+        let s = TlsAcceptor::from(tls.server.clone()).accept(tcp).await?;
+        Ok(tls.client_of_cluster(s.get_ref().1.peer_certificates().unwrap_or_default()))
+    }
+
+    /// A link authenticated only by a mesh CA delivers mesh messages and is closed, counted
+    /// as `mesh_only`, at the first message of any other kind.
+    #[tokio::test]
+    async fn a_mesh_only_link_refuses_other_messages() {
+        let (near, far) = tokio::io::duplex(1 << 16);
+        let (tx, mut rx) = mpsc::channel(8);
+        let names = vec!["10.0.2.1:7000".to_string()];
+        let reader = tokio::spawn(read_frames(far, Some(names.clone()), true, tx));
+        let mut w = near;
+        let mut buf = Vec::new();
+        w.write_all(&preamble()).await.expect("preamble");
+        let ask = PeerMsg::MeshLayoutReq { rid: 1 };
+        write_frame(&mut w, &mut buf, &names[0], &ask)
+            .await
+            .expect("frame");
+        let ping = PeerMsg::Ping { epoch: 1, views: 1 };
+        write_frame(&mut w, &mut buf, &names[0], &ping)
+            .await
+            .expect("frame");
+        w.flush().await.expect("flush");
+        match rx.recv().await {
+            Some(Event::Peer { msg, .. }) => assert_eq!(msg, ask),
+            _ => panic!("the mesh message is delivered"),
+        }
+        let refused = reader.await.expect("task").expect_err("closed");
+        assert_eq!(refused.reason, "mesh_only");
+        assert!(
+            rx.recv().await.is_none(),
+            "the ping never reaches the driver"
+        );
+    }
+
+    /// Two clusters with their own CAs: with each other's CA as `--mesh-ca` a peer link opens
+    /// in both directions and each side sees the other as a peer of a mesh CA only (so the link
+    /// carries mesh messages only); without it the handshake fails, as before.
+    #[tokio::test]
+    async fn a_mesh_ca_admits_another_clusters_peers_as_mesh_only() {
+        super::super::tls::install_provider();
+        let dir = std::env::temp_dir().join(format!("causeway-mesh-tls-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let one_l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let two_l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let one = one_l.local_addr().expect("addr").to_string();
+        let two = two_l.local_addr().expect("addr").to_string();
+        let one_files = certs::issue(&dir.join("one"), &one).expect("CA one");
+        let two_files = certs::issue(&dir.join("two"), &two).expect("CA two");
+        let load =
+            |files: &super::super::tls::TlsFiles, me: &str, mesh: Vec<std::path::PathBuf>| {
+                let files = super::super::tls::TlsFiles {
+                    mesh_ca: mesh,
+                    ..files.clone()
+                };
+                Arc::new(NodeTls::load(&files, me).expect("loading TLS"))
+            };
+        let one_tls = load(&one_files, &one, vec![two_files.ca.clone()]);
+        let two_tls = load(&two_files, &two, vec![one_files.ca.clone()]);
+        let own = load(&one_files, &one, Vec::new());
+        assert!(
+            own.client_of_cluster(&[]),
+            "without a mesh CA every accepted peer is ours"
+        );
+
+        let server = tokio::spawn(accept_one(one_l, one_tls.clone()));
+        let tcp = dial_tcp(&one).await.expect("dial");
+        let (_, of_cluster) = dial_tls(&two_tls, &one, tcp).await.expect("mesh handshake");
+        assert!(!of_cluster, "cluster two sees one's node as a mesh peer");
+        let seen = server.await.expect("task").expect("accepted");
+        assert!(!seen, "cluster one sees two's node as a mesh peer");
+
+        let two_alone = load(&two_files, &two, Vec::new());
+        let server = tokio::spawn(accept_one(two_l, two_alone));
+        let tcp = dial_tcp(&two).await.expect("dial");
+        let _ = dial_tls(&one_tls, &two, tcp).await;
+        let accepted = server.await.expect("task");
+        assert!(
+            accepted.is_err(),
+            "a node without --mesh-ca refuses another CA's client certificate"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// A dialled peer socket aborts after [`UNACKED_TIMEOUT`] of unacknowledged data (the
     /// kernel enforces it; this checks the option reached the socket) and sends at once.
