@@ -1,8 +1,11 @@
 //! Two 3-node clusters meshed both ways through `causeway serve` (docs/mesh.md): each is the
 //! other's upstream, with distinct cluster ids. Writes at either reach every node of both; a
-//! cluster stopped while the other takes writes catches up through full syncs once restarted.
+//! cluster stopped while the other takes writes catches up through full syncs once restarted;
+//! over TLS, clusters with CAs of their own mesh through `--mesh-ca`.
 
-use causeway_e2e::{Client, Cluster, Opts, context_of, free_port};
+use causeway_e2e::{
+    Client, Cluster, Opts, context_of, credentials, free_port, run_cli, secure_flags,
+};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -181,4 +184,70 @@ fn two_clusters_converge_and_a_stopped_one_catches_up() {
         assert!(Instant::now() < deadline, "no mesh metrics:\n{metrics}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn clusters_with_their_own_cas_mesh_over_tls_through_mesh_ca() {
+    let a_addr = format!("127.0.0.1:{}", free_port());
+    let b_addr = format!("127.0.0.1:{}", free_port());
+    // A's certificate from the shared CA, B's from a CA of its own, both issued up front so
+    // each cluster can name the other's CA.
+    secure_flags(&a_addr);
+    let b_dir = std::env::temp_dir().join(format!("causeway-e2e-mesh-ca-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&b_dir);
+    let out = run_cli(&["certs", "--out", &b_dir.to_string_lossy(), &b_addr], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a_ca = credentials().tls_dir.join("ca.pem");
+    let b_ca = b_dir.join("ca.pem");
+    let start = |name: &str, id: &str, me: &str, upstream: &str, ca: &std::path::Path, dir| {
+        let up = format!("other={upstream}");
+        let ca = ca.to_string_lossy().into_owned();
+        let flags = [
+            "--cluster-id",
+            id,
+            "--mesh-member",
+            "--mesh-upstream",
+            &up,
+            "--mesh-ca",
+            &ca,
+            "--mesh-sync-interval-ms",
+            "200",
+        ];
+        let opts = Opts {
+            addrs: Some(vec![me.to_owned()]),
+            tls_dir: dir,
+            ..Opts::default()
+        };
+        Cluster::start_with(name, 1, 1, &flags, opts)
+    };
+    let a = start("mesh-tls-a", "1", &a_addr, &b_addr, &b_ca, None);
+    let b = start(
+        "mesh-tls-b",
+        "2",
+        &b_addr,
+        &a_addr,
+        &a_ca,
+        Some(b_dir.clone()),
+    );
+    assert!(a.secure && b.secure);
+    let c = a.client();
+    let mut want = Vec::new();
+    for k in 0..100 {
+        let (key, value) = (format!("t{k}"), format!("v{k}"));
+        put(&c, if k % 2 == 0 { &a_addr } else { &b_addr }, &key, &value);
+        want.push((key, value));
+    }
+    let took = converge(&c, &[a_addr.clone(), b_addr.clone()], &want);
+    eprintln!("100 keys at both TLS clusters {took:?} after the last write");
+    for (node, other) in [(&a_addr, 2), (&b_addr, 1)] {
+        let m = mesh_status(&c, node);
+        let up = &m["upstreams"][0];
+        assert_eq!(up["cluster"], other, "{m}");
+        assert!(up["full_syncs"].as_u64().unwrap_or(0) > 0, "{m}");
+    }
+    let _ = std::fs::remove_dir_all(&b_dir);
 }
