@@ -244,3 +244,18 @@ fn nodes_of_another_cluster_may_send_only_mesh_messages() {
         "not_in_mesh"
     );
 }
+
+#[test]
+fn a_data_directory_keeps_its_cluster_id() {
+    use causeway::core::{MemStorage, claim_cluster};
+    let mut fresh = MemStorage::new();
+    assert_eq!(claim_cluster(&mut fresh, 3), Ok(()));
+    assert_eq!(claim_cluster(&mut fresh, 3), Ok(()), "the same id again");
+    let why = claim_cluster(&mut fresh, 4).expect_err("another id");
+    assert!(why.contains("cluster id 3"), "{why}");
+    let mut w = super::world::World::new(1, 1, 3);
+    let mut old = w.crash(&super::world::addr(0));
+    let why = claim_cluster(&mut old, 5).expect_err("data written without an id is cluster 0");
+    assert!(why.contains("cluster id 0"), "{why}");
+    assert_eq!(claim_cluster(&mut old, 0), Ok(()));
+}
