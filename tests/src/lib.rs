@@ -171,9 +171,15 @@ pub fn wait_token(url: &str, token: &str) {
 /// Issues (once per address) a certificate of the shared CA for `addr`; returns the `serve`
 /// flags that use it and the tokens file.
 pub fn secure_flags(addr: &str) -> Vec<String> {
+    secure_flags_in(&credentials().tls_dir, addr)
+}
+
+/// Like [`secure_flags`] with the CA of `tls_dir` (`causeway certs --out`; created there on
+/// first use), e.g. another cluster's; the tokens file is the shared one.
+pub fn secure_flags_in(tls_dir: &Path, addr: &str) -> Vec<String> {
     let creds = credentials();
     let stem = format!("node-{}", addr.replace(':', "_"));
-    let cert = creds.tls_dir.join(format!("{stem}.pem"));
+    let cert = tls_dir.join(format!("{stem}.pem"));
     // One `causeway certs` at a time: parallel tests would otherwise race to create (and read
     // half-written) the shared CA.
     static ISSUING: Mutex<()> = Mutex::new(());
@@ -182,7 +188,7 @@ pub fn secure_flags(addr: &str) -> Vec<String> {
         let out = Command::new(binary())
             .arg("certs")
             .arg("--out")
-            .arg(&creds.tls_dir)
+            .arg(tls_dir)
             .arg(addr)
             .output()
             .expect("running causeway certs");
@@ -195,11 +201,11 @@ pub fn secure_flags(addr: &str) -> Vec<String> {
     let path = |p: PathBuf| p.to_string_lossy().into_owned();
     vec![
         "--tls-ca".into(),
-        path(creds.tls_dir.join("ca.pem")),
+        path(tls_dir.join("ca.pem")),
         "--tls-cert".into(),
         path(cert),
         "--tls-key".into(),
-        path(creds.tls_dir.join(format!("{stem}.key"))),
+        path(tls_dir.join(format!("{stem}.key"))),
         "--tokens-file".into(),
         path(creds.tokens_file.clone()),
     ]
@@ -293,6 +299,9 @@ pub struct Opts {
     pub wrappers: Vec<Vec<String>>,
     /// Serve the gRPC API too, each node on a fresh port ([`Cluster::grpc`]).
     pub grpc: bool,
+    /// The `causeway certs` directory of a secure cluster's CA and certificates (default: the
+    /// shared one of [`credentials`]).
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -420,7 +429,10 @@ impl Cluster {
         cmd.args(&line[1..]);
 
         let creds = if self.secure {
-            secure_flags(&self.addrs[i])
+            match &self.opts.tls_dir {
+                Some(dir) => secure_flags_in(dir, &self.addrs[i]),
+                None => secure_flags(&self.addrs[i]),
+            }
         } else {
             Vec::new()
         };

@@ -19,6 +19,7 @@ mod http_limits;
 mod input;
 mod listing;
 mod membership;
+mod mesh;
 mod metrics;
 mod overload;
 mod packaging;

@@ -344,6 +344,25 @@ pub fn encode_frame(from: &str, msg: &PeerMsg) -> Vec<u8> {
 
 impl PeerMsg {
     /// Short name for traces and metrics.
+    /// Whether this is one of the mesh messages (docs/mesh.md): the only messages a node of
+    /// another cluster may send (see [`crate::core::Node::admits`]).
+    pub fn is_mesh(&self) -> bool {
+        matches!(
+            self,
+            PeerMsg::MeshLayoutReq { .. }
+                | PeerMsg::MeshLayout { .. }
+                | PeerMsg::MeshSubscribe { .. }
+                | PeerMsg::MeshPush { .. }
+                | PeerMsg::MeshSyncRoot { .. }
+                | PeerMsg::MeshSyncBranches { .. }
+                | PeerMsg::MeshSyncRefused { .. }
+                | PeerMsg::MeshSyncSegReq { .. }
+                | PeerMsg::MeshSyncSegs { .. }
+                | PeerMsg::MeshSyncKeys { .. }
+                | PeerMsg::MeshSyncDiff { .. }
+        )
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             PeerMsg::Forward { .. } => "forward",

@@ -33,7 +33,7 @@ pub use dot::{Actor, Dot};
 pub use dvv::{Version, VersionSet};
 pub use effects::{Effects, Late, Outputs, Persisted};
 pub use message::PeerMsg;
-pub use node::{Executed, Identity, Input, Node, NodeStatus, Origin, Ready};
+pub use node::{Executed, Identity, Input, Node, NodeStatus, Origin, Ready, claim_cluster};
 pub use probe::{Probe, Probes};
 pub use request::{
     ListEntry, MAX_MERGE_BATCH, MAX_TTL_SECS, Op, Quorum, Reply, ReqError, ReqId, Request, Response,

@@ -72,6 +72,7 @@ const META_FLOORS: &str = "floors";
 const STRONG_FORWARD_SLACK: std::time::Duration = std::time::Duration::from_millis(500);
 /// The partition count the stored anti-entropy index was built under.
 const META_INDEX: &str = "index-partitions";
+const META_CLUSTER: &str = "cluster";
 /// Keys [`Node::erase_keys`] reads from the index at a time.
 const ERASE_PAGE: usize = 1024;
 
@@ -580,8 +581,10 @@ impl<S: Storage> Node<S> {
         match input {
             Input::Client(req) => self.on_client(req),
             Input::Peer { from, msg } => {
-                self.last_heard.insert(from.clone(), self.now);
-                self.on_peer(from, msg);
+                if self.admits(&from, &msg).is_ok() {
+                    self.last_heard.insert(from.clone(), self.now);
+                    self.on_peer(from, msg);
+                }
             }
             Input::Tick => {
                 self.ticks += 1;
@@ -2288,6 +2291,28 @@ fn recover_torn_turn<S: Storage>(storage: &S, actor: Actor, clock: &mut NodeCloc
         top = own.map(|v| v.dot.counter).fold(top, u64::max);
     });
     clock.add_upto(actor, top);
+}
+
+/// Records `cluster` as the cluster id of the data in `storage` at its first start, or checks
+/// it against the recorded one: a node's dots carry its cluster id, so a directory written under
+/// one id must never issue dots under another. A directory written before ids were recorded
+/// holds cluster-0 data if it holds an actor (and no data otherwise). The record is staged with
+/// the node's first turn.
+pub fn claim_cluster<S: Storage>(storage: &mut S, cluster: u32) -> Result<(), String> {
+    let recorded: Option<u32> = match storage.meta_get(META_CLUSTER) {
+        Some(b) => Some(decode(&b).ok_or("the recorded cluster id is unreadable")?),
+        None => storage.meta_get(META_ACTOR).map(|_| 0),
+    };
+    match recorded {
+        Some(r) if r != cluster => Err(format!(
+            "this data directory belongs to cluster id {r}, not {cluster}: its dots carry \
+             that id; start with --cluster-id {r} (0: no --cluster-id) or an empty data directory"
+        )),
+        _ => {
+            storage.meta_put(META_CLUSTER, &encode(&cluster));
+            Ok(())
+        }
+    }
 }
 
 /// The partition trees and live-key counts, from the stored segment summaries (no scan of the

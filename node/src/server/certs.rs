@@ -48,6 +48,7 @@ pub fn node_files(dir: &Path, node: &str) -> TlsFiles {
         cert: dir.join(format!("{stem}.pem")),
         key: dir.join(format!("{stem}.key")),
         client_cert: None,
+        mesh_ca: Vec::new(),
     }
 }
 

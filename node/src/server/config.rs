@@ -3,6 +3,7 @@
 //! command-line flags. clap merges the last two; [`ServeArgs::resolve`] applies the rest.
 
 use super::tls::TlsFiles;
+use crate::core::config::MeshUpstream;
 use crate::core::{Config, ConflictMode, SyncMode, View};
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -147,10 +148,32 @@ pub struct ServeArgs {
     /// Keyring for encryption at rest: every stored value is sealed with its newest key (XChaCha20-Poly1305); see docs/security-at-rest.md
     #[arg(long, env = "CAUSEWAY_ENCRYPTION_KEY_FILE")]
     pub encryption_key_file: Option<PathBuf>,
+    /// This cluster's id in a multi-cluster mesh (docs/mesh.md), 1 to 4294967295, distinct per cluster; recorded in the data directory at first start, and a restart with another id is refused [default: none, outside any mesh]
+    #[arg(long, env = "CAUSEWAY_CLUSTER_ID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub cluster_id: Option<u32>,
+    /// An upstream cluster this cluster receives the writes of, as NAME=HOST:PORT (one of its nodes); repeatable (env: comma-separated). Needs --cluster-id
+    #[arg(
+        long = "mesh-upstream",
+        env = "CAUSEWAY_MESH_UPSTREAM",
+        value_delimiter = ','
+    )]
+    pub mesh_upstream: Vec<String>,
+    /// Other clusters pull from this one: keep tombstones forever (no node can tell that every cluster holds them). Needs --cluster-id
+    #[arg(long, env = "CAUSEWAY_MESH_MEMBER")]
+    pub mesh_member: bool,
+    /// Keys queued per downstream subscriber before further ones are dropped (and left to the full sync) [default: 10000]
+    #[arg(long, env = "CAUSEWAY_MESH_QUEUE", value_parser = clap::value_parser!(u64).range(1..))]
+    pub mesh_queue: Option<u64>,
+    /// Milliseconds between full syncs with the upstreams, ±25% [default: 500]
+    #[arg(long, env = "CAUSEWAY_MESH_SYNC_INTERVAL_MS", value_parser = clap::value_parser!(u64).range(10..))]
+    pub mesh_sync_interval_ms: Option<u64>,
+    /// The CA certificate(s) of other clusters' nodes (PEM; repeatable, or one file of several): trusted for peer links that may carry mesh messages only. Needs TLS (env: comma-separated)
+    #[arg(long = "mesh-ca", env = "CAUSEWAY_MESH_CA", value_delimiter = ',')]
+    pub mesh_ca: Vec<PathBuf>,
     /// Test-only planted fault: a request for this key panics the node (proves fail-stop)
     #[arg(long, env = "CAUSEWAY_TEST_PANIC_ON_KEY", hide = true)]
     pub test_panic_on_key: Option<String>,
-    /// TOML file with any of the keys above (listen, grpc_listen, advertise, view, join, await_join, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, conflicts, hinted_handoff, encryption_key_file, max_siblings, max_sibling_bytes, peer_buffer_bytes, min_free_bytes, tls_ca, tls_cert, tls_key, tls_client_cert, tls_client_key, tokens_file, insecure)
+    /// TOML file with any of the keys above (listen, grpc_listen, advertise, view, join, await_join, repl_factor, data_dir, sync, batch_sync_ms, max_value_bytes, conflicts, hinted_handoff, encryption_key_file, max_siblings, max_sibling_bytes, peer_buffer_bytes, min_free_bytes, tls_ca, tls_cert, tls_key, tls_client_cert, tls_client_key, tokens_file, insecure, cluster_id; and a [mesh] table: member, queue, sync_interval_ms, ca = [PATH…], [[mesh.upstream]] name, addr)
     #[arg(long, env = "CAUSEWAY_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -184,6 +207,61 @@ struct FileConfig {
     tls_client_key: Option<PathBuf>,
     tokens_file: Option<PathBuf>,
     insecure: Option<bool>,
+    cluster_id: Option<u32>,
+    mesh: Option<MeshFile>,
+}
+
+/// The config file's `[mesh]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MeshFile {
+    member: Option<bool>,
+    queue: Option<u64>,
+    sync_interval_ms: Option<u64>,
+    #[serde(default)]
+    ca: Vec<PathBuf>,
+    #[serde(default)]
+    upstream: Vec<UpstreamFile>,
+}
+
+/// One `[[mesh.upstream]]` of the config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamFile {
+    name: String,
+    addr: String,
+}
+
+/// Longest accepted mesh upstream name.
+pub const MAX_UPSTREAM_NAME_BYTES: usize = 64;
+
+/// Parses a `--mesh-upstream` value `NAME=HOST:PORT`: NAME is 1 to
+/// [`MAX_UPSTREAM_NAME_BYTES`] of A-Z a-z 0-9 - _ . (it labels metrics), HOST:PORT a node
+/// address ([`check_address`]).
+pub fn parse_upstream(spec: &str) -> anyhow::Result<MeshUpstream> {
+    let Some((name, addr)) = spec.split_once('=') else {
+        bail!("--mesh-upstream {spec:?} must be NAME=HOST:PORT (e.g. east=10.0.1.1:13800)");
+    };
+    upstream(name.trim(), addr.trim()).with_context(|| format!("--mesh-upstream {spec:?}"))
+}
+
+fn upstream(name: &str, addr: &str) -> anyhow::Result<MeshUpstream> {
+    if name.is_empty()
+        || name.len() > MAX_UPSTREAM_NAME_BYTES
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        bail!(
+            "the upstream name {name:?} must be 1 to {MAX_UPSTREAM_NAME_BYTES} characters of \
+             A-Z a-z 0-9 - _ ."
+        );
+    }
+    check_address(addr)?;
+    Ok(MeshUpstream {
+        name: name.to_owned(),
+        node: addr.to_owned(),
+    })
 }
 
 /// How a node protects its port.
@@ -327,6 +405,7 @@ fn file_security(f: &FileConfig) -> ServeArgs {
         tls_client_key: f.tls_client_key.clone(),
         tokens_file: f.tokens_file.clone(),
         insecure: f.insecure.unwrap_or(false),
+        mesh_ca: f.mesh.as_ref().map(|m| m.ca.clone()).unwrap_or_default(),
         ..ServeArgs::default()
     }
 }
@@ -335,7 +414,15 @@ impl ServeArgs {
     /// Decides [`Security`]: flags over the file's keys; off loopback TLS and tokens are required
     /// unless `--insecure`.
     fn security(&self, file: ServeArgs, listen: &str) -> anyhow::Result<Security> {
+        let mesh_ca = if self.mesh_ca.is_empty() {
+            file.mesh_ca.clone()
+        } else {
+            self.mesh_ca.clone()
+        };
         if self.insecure || file.insecure {
+            if !mesh_ca.is_empty() {
+                bail!("--mesh-ca needs TLS: with --insecure peer links are plaintext");
+            }
             return Ok(Security::Insecure);
         }
         let ca = self.tls_ca.clone().or(file.tls_ca);
@@ -355,8 +442,9 @@ impl ServeArgs {
                 cert,
                 key,
                 client_cert,
+                mesh_ca,
             }),
-            (None, None, None) if client_cert.is_none() => None,
+            (None, None, None) if client_cert.is_none() && mesh_ca.is_empty() => None,
             _ => bail!("TLS needs all of --tls-ca, --tls-cert and --tls-key"),
         };
         let tokens = self.tokens_file.clone().or(file.tokens_file);
@@ -379,6 +467,70 @@ impl ServeArgs {
             (None, None) => Security::LoopbackDev,
             (tls, tokens) => Security::Secure { tls, tokens },
         })
+    }
+
+    /// Sets the mesh fields of `core` (flags over the file's `cluster_id` and `[mesh]`) and
+    /// checks them: upstreams and `--mesh-member` need a cluster id; upstream names are
+    /// distinct, and no upstream address is this node or a member of its view.
+    fn mesh(
+        &self,
+        file_cluster: Option<u32>,
+        file: MeshFile,
+        core: &mut Config,
+        advertise: &str,
+    ) -> anyhow::Result<()> {
+        let cluster = match self.cluster_id.or(file_cluster) {
+            Some(0) => bail!("cluster_id must be 1 to 4294967295 (0 means outside any mesh)"),
+            c => c,
+        };
+        let upstreams = if self.mesh_upstream.is_empty() {
+            file.upstream
+                .iter()
+                .map(|u| {
+                    upstream(u.name.trim(), u.addr.trim())
+                        .with_context(|| format!("[[mesh.upstream]] {:?}", u.name))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?
+        } else {
+            self.mesh_upstream
+                .iter()
+                .map(|u| parse_upstream(u))
+                .collect::<anyhow::Result<Vec<_>>>()?
+        };
+        for (i, u) in upstreams.iter().enumerate() {
+            if upstreams[..i].iter().any(|o| o.name == u.name) {
+                bail!("two mesh upstreams are named {:?}", u.name);
+            }
+            if u.node == advertise || core.view.nodes.contains(&u.node) {
+                bail!(
+                    "the mesh upstream {}={} is a node of this cluster; an upstream names a \
+                     node of another cluster",
+                    u.name,
+                    u.node
+                );
+            }
+        }
+        let member = self.mesh_member || file.member.unwrap_or(false);
+        if cluster.is_none() && (member || !upstreams.is_empty()) {
+            bail!(
+                "--mesh-upstream and --mesh-member need --cluster-id N (CAUSEWAY_CLUSTER_ID, file \
+                 key cluster_id): every cluster of a mesh needs a distinct nonzero id"
+            );
+        }
+        core.cluster = cluster.unwrap_or(0);
+        core.mesh_upstreams = upstreams;
+        core.mesh_member = member;
+        match self.mesh_queue.or(file.queue) {
+            Some(0) => bail!("mesh queue must be at least 1"),
+            Some(q) => core.mesh_queue = usize::try_from(q).context("mesh queue")?,
+            None => {}
+        }
+        match self.mesh_sync_interval_ms.or(file.sync_interval_ms) {
+            Some(ms) if ms < 10 => bail!("mesh sync_interval_ms must be at least 10"),
+            Some(ms) => core.mesh_sync_interval = Duration::from_millis(ms),
+            None => {}
+        }
+        Ok(())
     }
 
     /// Applies the precedence rules and checks the result.
@@ -490,6 +642,12 @@ impl ServeArgs {
         if let Some(b) = self.peer_buffer_bytes.or(file.peer_buffer_bytes) {
             core.peer_buffer_bytes = b;
         }
+        self.mesh(
+            file.cluster_id,
+            file.mesh.unwrap_or_default(),
+            &mut core,
+            &advertise,
+        )?;
         let batch_ms = self
             .batch_sync_ms
             .or(file.batch_sync_ms)
@@ -703,6 +861,136 @@ mod tests {
             ..ServeArgs::default()
         };
         assert!(conflicting.resolve(SeedEnv::default()).is_err());
+    }
+
+    #[test]
+    fn mesh_flags_map_into_the_core_config() {
+        let args = ServeArgs {
+            cluster_id: Some(7),
+            mesh_upstream: vec!["east=10.0.1.1:13800".into(), "west = 10.0.2.1:13800".into()],
+            mesh_queue: Some(50),
+            mesh_sync_interval_ms: Some(200),
+            ..ServeArgs::default()
+        };
+        let s = args.resolve(SeedEnv::default()).expect("mesh flags");
+        assert_eq!(s.core.cluster, 7);
+        assert_eq!(
+            s.core.mesh_upstreams,
+            vec![
+                MeshUpstream {
+                    name: "east".into(),
+                    node: "10.0.1.1:13800".into()
+                },
+                MeshUpstream {
+                    name: "west".into(),
+                    node: "10.0.2.1:13800".into()
+                }
+            ]
+        );
+        assert_eq!(s.core.mesh_queue, 50);
+        assert_eq!(s.core.mesh_sync_interval, Duration::from_millis(200));
+        assert!(!s.core.mesh_member);
+        let plain = ServeArgs::default()
+            .resolve(SeedEnv::default())
+            .expect("dev");
+        assert_eq!(plain.core.cluster, 0);
+        assert!(plain.core.mesh_upstreams.is_empty());
+        let err = |args: ServeArgs| {
+            args.resolve(SeedEnv::default())
+                .expect_err("refused")
+                .to_string()
+        };
+        let no_id = ServeArgs {
+            mesh_member: true,
+            ..ServeArgs::default()
+        };
+        assert!(err(no_id).contains("--cluster-id"));
+        let no_id = ServeArgs {
+            mesh_upstream: vec!["east=10.0.1.1:13800".into()],
+            ..ServeArgs::default()
+        };
+        assert!(err(no_id).contains("--cluster-id"));
+        for bad in [
+            "east",
+            "=10.0.1.1:1",
+            "east=10.0.1.1",
+            "e ast=10.0.1.1:1",
+            "east=h:0",
+        ] {
+            let a = ServeArgs {
+                cluster_id: Some(1),
+                mesh_upstream: vec![bad.into()],
+                ..ServeArgs::default()
+            };
+            let e = a.resolve(SeedEnv::default()).expect_err(bad);
+            assert!(format!("{e:#}").contains("--mesh-upstream"), "{bad}: {e:#}");
+        }
+        let twice = ServeArgs {
+            cluster_id: Some(1),
+            mesh_upstream: vec!["a=10.0.1.1:1".into(), "a=10.0.1.2:1".into()],
+            ..ServeArgs::default()
+        };
+        assert!(err(twice).contains("two mesh upstreams"));
+        let own = ServeArgs {
+            cluster_id: Some(1),
+            mesh_upstream: vec![format!("self={DEFAULT_LISTEN}")],
+            ..ServeArgs::default()
+        };
+        assert!(err(own).contains("a node of this cluster"));
+        let insecure_ca = ServeArgs {
+            insecure: true,
+            mesh_ca: vec!["other-ca.pem".into()],
+            ..ServeArgs::default()
+        };
+        assert!(err(insecure_ca).contains("--mesh-ca needs TLS"));
+        let ca_without_tls = ServeArgs {
+            mesh_ca: vec!["other-ca.pem".into()],
+            ..ServeArgs::default()
+        };
+        assert!(err(ca_without_tls).contains("TLS needs"));
+    }
+
+    #[test]
+    fn the_mesh_table_of_the_config_file() {
+        let path =
+            std::env::temp_dir().join(format!("causeway-mesh-config-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "cluster_id = 3\n[mesh]\nmember = true\nqueue = 9\nsync_interval_ms = 300\n\
+             [[mesh.upstream]]\nname = \"east\"\naddr = \"10.0.1.1:13800\"\n",
+        )
+        .expect("writing");
+        let from_file = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let s = from_file.resolve(SeedEnv::default()).expect("file");
+        assert_eq!(s.core.cluster, 3);
+        assert!(s.core.mesh_member);
+        assert_eq!(s.core.mesh_queue, 9);
+        assert_eq!(s.core.mesh_sync_interval, Duration::from_millis(300));
+        assert_eq!(s.core.mesh_upstreams[0].node, "10.0.1.1:13800");
+        let flagged = ServeArgs {
+            cluster_id: Some(4),
+            mesh_upstream: vec!["west=10.0.2.1:13800".into()],
+            ..from_file
+        };
+        let s = flagged.resolve(SeedEnv::default()).expect("flags");
+        assert_eq!(s.core.cluster, 4);
+        assert_eq!(s.core.mesh_upstreams[0].name, "west");
+        assert_eq!(s.core.mesh_upstreams.len(), 1);
+        std::fs::write(
+            &path,
+            "cluster_id = 3\n[[mesh.upstream]]\nname = \"east\"\naddr = \"nope\"\n",
+        )
+        .expect("writing");
+        let bad = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let e = bad.resolve(SeedEnv::default()).expect_err("bad address");
+        assert!(format!("{e:#}").contains("mesh.upstream"), "{e:#}");
+        let _ = std::fs::remove_file(path);
     }
 
     #[test]

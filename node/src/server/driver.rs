@@ -293,7 +293,9 @@ impl Driver {
                 self.pending.insert(id, reply);
                 self.node.handle(now, Input::Client(Request { id, op }));
             }
-            Event::Peer { from, msg } => match validate(&msg, &self.node.peer_limits()) {
+            Event::Peer { from, msg } => match validate(&msg, &self.node.peer_limits())
+                .and_then(|()| self.node.admits(&from, &msg))
+            {
                 Ok(()) => self.node.handle(now, Input::Peer { from, msg }),
                 Err(why) => self.rejections.record(&from, msg.kind(), &why),
             },
@@ -424,6 +426,27 @@ impl Driver {
         metrics::counter!("causeway_handoff_keys_received_total").absolute(h.keys_received);
         metrics::counter!("causeway_hints_accepted_total").absolute(h.hints_accepted);
         metrics::counter!("causeway_replication_resent_total").absolute(s.replication_resent);
+        let m = &s.mesh;
+        for u in &m.upstreams {
+            let name = || u.name.clone();
+            metrics::counter!("causeway_mesh_keys_pushed_total", "upstream" => name())
+                .absolute(u.keys_pushed);
+            metrics::counter!("causeway_mesh_keys_applied_total", "upstream" => name())
+                .absolute(u.keys_applied);
+            metrics::counter!("causeway_mesh_full_syncs_total", "upstream" => name())
+                .absolute(u.full_syncs);
+            metrics::counter!("causeway_mesh_full_syncs_failed_total", "upstream" => name())
+                .absolute(u.full_syncs_failed);
+            metrics::counter!("causeway_mesh_keys_repaired_total", "upstream" => name())
+                .absolute(u.keys_repaired);
+            metrics::counter!("causeway_mesh_bytes_total", "upstream" => name()).absolute(u.bytes);
+            metrics::gauge!("causeway_mesh_upstream_refused", "upstream" => name())
+                .set(if u.refused.is_some() { 1.0 } else { 0.0 });
+        }
+        metrics::gauge!("causeway_mesh_subscribers").set(m.subscribers.len() as f64);
+        metrics::gauge!("causeway_mesh_subscriber_queued")
+            .set(m.subscribers.values().map(|(q, _)| *q).sum::<usize>() as f64);
+        metrics::counter!("causeway_mesh_subscriber_queue_drops_total").absolute(m.queue_drops);
     }
 }
 

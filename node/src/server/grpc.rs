@@ -21,7 +21,6 @@ use super::http_server::{HttpLimits, StallLimited};
 use super::input::ApiError;
 use super::input::parse_quorum;
 use super::listing::{self, check_limit, encode_cursor};
-use super::tls::NodeTls;
 use super::transport::Accepted;
 use super::transport::{Accepting, Conn, ConnInfo, PeerSecurity, SplitListener};
 use super::values::{DEFAULT_CONTENT_TYPE, dot_token, live_versions};
@@ -466,15 +465,7 @@ impl AsyncWrite for Connection {
 pub fn accepting(http: &Accepting) -> Accepting {
     let security = match &http.security {
         PeerSecurity::Plain => PeerSecurity::Plain,
-        PeerSecurity::Tls(tls) => {
-            let mut server = (*tls.server).clone();
-            server.alpn_protocols = vec![b"h2".to_vec()];
-            PeerSecurity::Tls(Arc::new(NodeTls {
-                server: Arc::new(server),
-                peer_client: tls.peer_client.clone(),
-                node_http_client: tls.node_http_client.clone(),
-            }))
-        }
+        PeerSecurity::Tls(tls) => PeerSecurity::Tls(Arc::new(tls.offering(vec![b"h2".to_vec()]))),
     };
     Accepting {
         security,

@@ -458,6 +458,23 @@ pub(super) async fn aae_pull(
     .into_response())
 }
 
+/// `GET /v1/mesh`: this node's mesh status (docs/mesh.md): its cluster id, each upstream's
+/// counters, and the downstream subscribers it feeds. Role `read`, like `/v1/cluster`.
+#[utoipa::path(get, path = "/v1/mesh", tag = "cluster",
+    responses(
+        (status = 200, description = "the mesh as this node sees it", body = crate::server::schema::Mesh),
+        (status = 503, description = "the node is shutting down", body = crate::server::schema::ErrorBody)))]
+pub async fn mesh(State(st): State<AppState>) -> Result<Response, ApiError> {
+    let status = st.node.status().await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the node is shutting down",
+        )
+    })?;
+    Ok(Json(status.mesh).into_response())
+}
+
 /// Liveness: the process answers HTTP. It never asks the core, so a node that is starting,
 /// waiting to join or overloaded still answers 200.
 #[utoipa::path(get, path = "/healthz", tag = "health", security(()),

@@ -192,7 +192,12 @@ async fn probe(tls: &NodeTls, node: &str) -> Result<(), String> {
         let Ok(tcp) = tokio::net::TcpStream::connect(node).await else {
             return Ok(());
         };
-        let mut s = dial_tls(tls, node, tcp).await?;
+        let (mut s, of_cluster) = dial_tls(tls, node, tcp).await?;
+        if !of_cluster {
+            return Err(std::io::Error::other(
+                "its certificate is of a mesh CA, not of this cluster's CA",
+            ));
+        }
         s.write_all(&preamble()).await?;
         s.shutdown().await
     };

@@ -185,7 +185,7 @@ fn describe() {
     c(
         "causeway_peer_rejected_total",
         None,
-        "Peer links and messages refused (preamble, framing, sender or validation) before reaching the core, by reason.",
+        "Peer links and messages refused (preamble, framing, sender, validation, or a node of another cluster sending a non-mesh message: mesh_only, outsider, not_in_mesh) before reaching the core, by reason.",
     );
     c(
         "causeway_auth_rejected_total",
@@ -258,6 +258,57 @@ fn describe() {
         "causeway_tombstones_reaped_total",
         None,
         "Tombstones removed after every replica held them.",
+    );
+    // Mesh (docs/mesh.md); the upstream label is a configured name, fixed for the process.
+    c(
+        "causeway_mesh_keys_pushed_total",
+        None,
+        "Keys received from an upstream cluster's real-time feed.",
+    );
+    c(
+        "causeway_mesh_keys_applied_total",
+        None,
+        "Keys an upstream's real-time feed changed here.",
+    );
+    c(
+        "causeway_mesh_full_syncs_total",
+        None,
+        "Completed full syncs (one partition each) with an upstream cluster.",
+    );
+    c(
+        "causeway_mesh_full_syncs_failed_total",
+        None,
+        "Full syncs with an upstream that timed out, were refused or were truncated.",
+    );
+    c(
+        "causeway_mesh_keys_repaired_total",
+        None,
+        "Keys full syncs with an upstream repaired here (what the feed missed).",
+    );
+    c(
+        "causeway_mesh_bytes_total",
+        bytes,
+        "Bytes of full-sync messages exchanged with an upstream.",
+    );
+    g(
+        "causeway_mesh_upstream_refused",
+        None,
+        "1 while an upstream is refused (partition-count mismatch, this cluster's own id); see GET /v1/mesh.",
+    );
+    g(
+        "causeway_mesh_subscribers",
+        None,
+        "Downstream nodes this node feeds in real time.",
+    );
+    g(
+        "causeway_mesh_subscriber_queued",
+        None,
+        "Keys queued for downstream subscribers.",
+    );
+    c(
+        "causeway_mesh_subscriber_queue_drops_total",
+        None,
+        "Keys dropped from full downstream subscriber queues (left to the full sync).",
     );
     // Handoff.
     g(

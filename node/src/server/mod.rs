@@ -129,7 +129,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Some(path) => Some(std::sync::Arc::new(seal::Keyring::load(path)?)),
         None => None,
     };
-    let storage = storage::FjallStorage::open_tuned(&settings.data_dir, keyring, settings.storage)?;
+    let mut storage =
+        storage::FjallStorage::open_tuned(&settings.data_dir, keyring, settings.storage)?;
+    crate::core::claim_cluster(&mut storage, settings.core.cluster)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", settings.data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
@@ -170,6 +173,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         view = ?settings.core.view.nodes,
         repl_factor = settings.core.view.repl_factor,
         join = ?settings.core.join,
+        cluster_id = settings.core.cluster,
+        mesh_upstreams = ?settings.core.mesh_upstreams,
+        mesh_member = settings.core.mesh_member,
         sync = ?settings.core.sync,
         data = %settings.data_dir.display(),
         instance = %settings.instance,

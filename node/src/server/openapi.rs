@@ -41,6 +41,7 @@ impl Modify for BearerAuth {
         super::listing::kv_list,
         super::batch::batch,
         super::http::merge_contexts,
+        super::http::mesh,
         super::http::healthz,
         super::http::readyz,
         openapi_json,

@@ -26,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/batch", post(batch::batch))
         .route("/v1/openapi.json", get(openapi::openapi_json))
         .route("/v1/cluster", get(http::cluster))
+        .route("/v1/mesh", get(http::mesh))
         .route("/v1/context/merge", post(http::merge_contexts))
         .route("/v1/admin/aae/pull", post(http::aae_pull))
         .route("/v1/admin/backup", get(backup::backup_page))

@@ -176,3 +176,46 @@ pub struct PreconditionFailed {
     detail: String,
     version: u64,
 }
+
+/// `GET /v1/mesh`: this node's side of the multi-cluster mesh (docs/mesh.md), the core's
+/// `MeshStatus`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Mesh {
+    /// This cluster's id (0: outside any mesh).
+    cluster: u32,
+    upstreams: Vec<MeshUpstream>,
+    /// Downstream nodes fed from here: `[keys queued, keys dropped]` per node address.
+    subscribers: std::collections::HashMap<String, Vec<u64>>,
+    /// Keys dropped from full subscriber queues since this node started.
+    queue_drops: u64,
+}
+
+/// One upstream cluster in `GET /v1/mesh`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct MeshUpstream {
+    /// The name given with `--mesh-upstream NAME=HOST:PORT`.
+    name: String,
+    /// The configured upstream node.
+    node: String,
+    /// The upstream's cluster id, once its layout arrived.
+    cluster: Option<u32>,
+    /// Why the upstream is refused (a partition-count mismatch, this cluster's own id).
+    refused: Option<String>,
+    /// Wall-clock time (µs since the Unix epoch) of the last message from the upstream; 0: never.
+    last_heard_us: u64,
+    /// Keys received through the real-time feed.
+    keys_pushed: u64,
+    /// Keys the feed changed here.
+    keys_applied: u64,
+    /// Completed full syncs (one partition each).
+    full_syncs: u64,
+    full_syncs_failed: u64,
+    /// Keys full syncs repaired here (what the feed had missed).
+    keys_repaired: u64,
+    /// Bytes of full-sync messages exchanged.
+    bytes: u64,
+    /// Wall-clock time (µs) of the last completed full sync, per partition number.
+    last_full_sync_us: std::collections::HashMap<String, u64>,
+}

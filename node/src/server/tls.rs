@@ -12,12 +12,21 @@
 //! - anything else (`http/1.1`, none): HTTPS from a client, which authenticates with a token.
 //!
 //! Client certificates are optional at the handshake (HTTPS clients have none), but one that is
-//! presented must chain to the cluster CA or the handshake fails.
+//! presented must chain to the cluster CA (or a `--mesh-ca`) or the handshake fails.
+//!
+//! Mesh CAs (`--mesh-ca`, docs/mesh.md) are extra trust anchors of peer links in both
+//! directions. A peer whose certificate chains only to a mesh CA is a node of another cluster:
+//! its links carry mesh messages only, and its node HTTP is served as an anonymous client's
+//! ([`NodeTls::client_of_cluster`], [`NodeTls::server_of_cluster`]). Node HTTP this node makes
+//! trusts the cluster CA alone.
 
 use crate::core::NodeId;
 use anyhow::{Context, bail};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use std::path::{Path, PathBuf};
@@ -39,6 +48,9 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// A separate certificate and key for HTTPS clients (default: the node's).
     pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// CA certificates of other clusters' nodes (`--mesh-ca`): a peer authenticated through
+    /// one of them, and not through `ca`, may exchange mesh messages only.
+    pub mesh_ca: Vec<PathBuf>,
 }
 
 /// The loaded TLS configurations of a node.
@@ -49,6 +61,17 @@ pub struct NodeTls {
     pub peer_client: Arc<rustls::ClientConfig>,
     /// Makes HTTP requests to other nodes with this node's certificate.
     pub node_http_client: rustls::ClientConfig,
+    /// With `--mesh-ca`: verifiers trusting the cluster CA alone, which tell a peer of this
+    /// cluster from one that only a mesh CA vouches for. `None` without a mesh CA: then every
+    /// peer the handshake accepted is of this cluster.
+    cluster_only: Option<ClusterOnly>,
+}
+
+/// Verifiers that trust only the cluster CA.
+#[derive(Clone)]
+struct ClusterOnly {
+    clients: Arc<dyn ClientCertVerifier>,
+    servers: Arc<WebPkiServerVerifier>,
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -140,7 +163,33 @@ impl NodeTls {
     /// Loads the files and checks that the node certificate names `me` (its member address).
     pub fn load(files: &TlsFiles, me: &str) -> anyhow::Result<NodeTls> {
         install_provider();
-        let roots = Arc::new(roots(&files.ca)?);
+        let cluster_roots = Arc::new(roots(&files.ca)?);
+        let mut all = (*cluster_roots).clone();
+        for ca in &files.mesh_ca {
+            for c in read_certs(ca)? {
+                all.add(c).with_context(|| {
+                    format!("{} is not a usable mesh CA certificate", ca.display())
+                })?;
+            }
+        }
+        let roots = Arc::new(all);
+        let cluster_only = match files.mesh_ca.is_empty() {
+            true => None,
+            false => Some(ClusterOnly {
+                clients: WebPkiClientVerifier::builder_with_provider(
+                    cluster_roots.clone(),
+                    provider(),
+                )
+                .build()
+                .context("building the cluster client verifier")?,
+                servers: WebPkiServerVerifier::builder_with_provider(
+                    cluster_roots.clone(),
+                    provider(),
+                )
+                .build()
+                .context("building the cluster server verifier")?,
+            }),
+        };
         let node_chain = read_certs(&files.cert)?;
         let ids = identities(&node_chain[0]);
         if !ids.iter().any(|i| i == me) {
@@ -169,7 +218,9 @@ impl NodeTls {
             NODE_HTTP_ALPN.to_vec(),
             b"http/1.1".to_vec(),
         ];
-        let client_config = |alpn: &[u8]| -> anyhow::Result<rustls::ClientConfig> {
+        let client_config = |alpn: &[u8],
+                             roots: &Arc<rustls::RootCertStore>|
+         -> anyhow::Result<rustls::ClientConfig> {
             let mut c = rustls::ClientConfig::builder_with_provider(provider())
                 .with_safe_default_protocol_versions()?
                 .with_root_certificates(roots.clone())
@@ -180,8 +231,47 @@ impl NodeTls {
         };
         Ok(NodeTls {
             server: Arc::new(server),
-            peer_client: Arc::new(client_config(PEER_ALPN)?),
-            node_http_client: client_config(NODE_HTTP_ALPN)?,
+            peer_client: Arc::new(client_config(PEER_ALPN, &roots)?),
+            node_http_client: client_config(NODE_HTTP_ALPN, &cluster_roots)?,
+            cluster_only,
+        })
+    }
+
+    /// The same configurations with a server offering only the ALPN protocols `alpn`.
+    pub fn offering(&self, alpn: Vec<Vec<u8>>) -> NodeTls {
+        let mut server = (*self.server).clone();
+        server.alpn_protocols = alpn;
+        NodeTls {
+            server: Arc::new(server),
+            peer_client: self.peer_client.clone(),
+            node_http_client: self.node_http_client.clone(),
+            cluster_only: self.cluster_only.clone(),
+        }
+    }
+
+    /// Whether a client certificate chain the handshake accepted (`chain[0]` the peer's own)
+    /// chains to the cluster CA, not merely to a mesh CA.
+    pub fn client_of_cluster(&self, chain: &[CertificateDer<'_>]) -> bool {
+        let Some(only) = &self.cluster_only else {
+            return true;
+        };
+        chain.split_first().is_some_and(|(ee, rest)| {
+            only.clients
+                .verify_client_cert(ee, rest, UnixTime::now())
+                .is_ok()
+        })
+    }
+
+    /// Whether the certificate chain a dialled peer presented for `name` chains to the
+    /// cluster CA, not merely to a mesh CA.
+    pub fn server_of_cluster(&self, chain: &[CertificateDer<'_>], name: &ServerName<'_>) -> bool {
+        let Some(only) = &self.cluster_only else {
+            return true;
+        };
+        chain.split_first().is_some_and(|(ee, rest)| {
+            only.servers
+                .verify_server_cert(ee, rest, name, &[], UnixTime::now())
+                .is_ok()
         })
     }
 }

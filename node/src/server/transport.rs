@@ -6,7 +6,11 @@
 //! - `0x16` (a TLS ClientHello) with a TLS configuration: the handshake runs first; ALPN
 //!   [`PEER_ALPN`] with a certificate of the cluster CA makes a peer link, [`NODE_HTTP_ALPN`]
 //!   with one makes HTTP from another node, anything else is client HTTPS. A presented
-//!   certificate of another CA fails the handshake, so nothing from it is ever decoded.
+//!   certificate of another CA fails the handshake, so nothing from it is ever decoded —
+//!   unless that CA is a `--mesh-ca` (docs/mesh.md): then a peer link carries mesh messages only
+//!   (any other frame is refused and the link closed, and an outbound link to such a peer
+//!   drops any other message; both counted as `reason="mesh_only"`), and its node HTTP is
+//!   served as an anonymous client's.
 //! - NUL: a plaintext peer link, accepted only by an `--insecure` node (refused and counted
 //!   otherwise);
 //! - anything else: plaintext HTTP, served unless TLS is configured and the node listens on a
@@ -164,29 +168,27 @@ impl Transport {
     }
 }
 
-/// Opens a TLS peer link to `to` and checks that the certificate it presents names `to`.
+/// Opens a TLS peer link to `to` and checks that the certificate it presents names `to`; also
+/// tells whether that certificate chains to the cluster CA (`false`: only to a mesh CA, so the
+/// link may carry mesh messages only).
 pub async fn dial_tls(
     tls: &NodeTls,
     to: &str,
     tcp: TcpStream,
-) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+) -> std::io::Result<(tokio_rustls::client::TlsStream<TcpStream>, bool)> {
     let name = server_name(to).map_err(std::io::Error::other)?;
     let stream = TlsConnector::from(tls.peer_client.clone())
-        .connect(name, tcp)
+        .connect(name.clone(), tcp)
         .await?;
-    let names = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(identities)
-        .unwrap_or_default();
+    let chain = stream.get_ref().1.peer_certificates().unwrap_or_default();
+    let names = chain.first().map(identities).unwrap_or_default();
     if !names.iter().any(|n| n == to) {
         return Err(std::io::Error::other(format!(
             "{to} presented a certificate for {names:?}"
         )));
     }
-    Ok(stream)
+    let of_cluster = tls.server_of_cluster(chain, &name);
+    Ok((stream, of_cluster))
 }
 
 /// Keeps a connection to `to` open and writes every queued message to it. Ends when the queue
@@ -202,13 +204,13 @@ async fn run_link(me: NodeId, to: NodeId, security: PeerSecurity, mut rx: mpsc::
         let connect = async {
             let tcp = dial_tcp(&to).await?;
             match &security {
-                PeerSecurity::Plain => Ok(Link::Plain(tcp)),
+                PeerSecurity::Plain => Ok((Link::Plain(tcp), false)),
                 PeerSecurity::Tls(tls) => dial_tls(tls, &to, tcp)
                     .await
-                    .map(|s| Link::Tls(Box::new(s))),
+                    .map(|(s, of_cluster)| (Link::Tls(Box::new(s)), !of_cluster)),
             }
         };
-        let link = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        let (link, mesh_only) = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok(link)) => link,
             Ok(Err(e)) => {
                 tracing::debug!(peer = %to, "connect failed: {e}");
@@ -223,10 +225,10 @@ async fn run_link(me: NodeId, to: NodeId, security: PeerSecurity, mut rx: mpsc::
             }
         };
         backoff = MIN_BACKOFF;
-        tracing::debug!(peer = %to, "connected");
+        tracing::debug!(peer = %to, mesh_only, "connected");
         let written = match link {
-            Link::Plain(s) => write_frames(&me, s, &mut rx).await,
-            Link::Tls(s) => write_frames(&me, *s, &mut rx).await,
+            Link::Plain(s) => write_frames(&me, s, mesh_only, &mut rx).await,
+            Link::Tls(s) => write_frames(&me, *s, mesh_only, &mut rx).await,
         };
         match written {
             Ok(()) => return,
@@ -249,7 +251,9 @@ pub fn preamble() -> [u8; 9] {
     p
 }
 
-/// Writes queued messages until the queue closes (`Ok`) or the connection fails (`Err`).
+/// Writes queued messages until the queue closes (`Ok`) or the connection fails (`Err`). On a
+/// `mesh_only` link (the peer's certificate is of a mesh CA) only mesh messages are written;
+/// any other is dropped and counted (`reason="mesh_only"`).
 ///
 /// The peer never writes on this connection, so a read that returns means the peer closed it
 /// (e.g. its process died and the kernel sent FIN). Watching for that while idle lets the link
@@ -258,6 +262,7 @@ pub fn preamble() -> [u8; 9] {
 async fn write_frames<S: AsyncRead + AsyncWrite + Unpin>(
     me: &str,
     stream: S,
+    mesh_only: bool,
     rx: &mut mpsc::Receiver<PeerMsg>,
 ) -> std::io::Result<()> {
     let (mut rd, wr) = tokio::io::split(stream);
@@ -277,9 +282,15 @@ async fn write_frames<S: AsyncRead + AsyncWrite + Unpin>(
             }
         };
         let Some(msg) = msg else { return Ok(()) };
-        write_frame(&mut w, &mut buf, me, &msg).await?;
-        while let Ok(msg) = rx.try_recv() {
-            write_frame(&mut w, &mut buf, me, &msg).await?;
+        let mut next = Some(msg);
+        while let Some(msg) = next {
+            if mesh_only && !msg.is_mesh() {
+                reject("mesh_only");
+                tracing::debug!(kind = msg.kind(), "not sent to a peer of a mesh CA");
+            } else {
+                write_frame(&mut w, &mut buf, me, &msg).await?;
+            }
+            next = rx.try_recv().ok();
         }
         w.flush().await?;
     }
@@ -362,9 +373,12 @@ async fn read_frame<R: AsyncRead + Unpin>(
 
 /// Reads frames from an accepted peer link and hands them to the driver. `sender` is the set
 /// of addresses the link's certificate names (`None` on a plaintext link: anything goes).
+/// `mesh_only` when that certificate chains only to a mesh CA: a frame that is not a mesh
+/// message is refused and the link closed.
 async fn read_frames<R: AsyncRead + Unpin>(
     stream: R,
     sender: Option<Vec<NodeId>>,
+    mesh_only: bool,
     inbox: mpsc::Sender<Event>,
 ) -> Result<(), Refused> {
     let mut r = tokio::io::BufReader::with_capacity(READ_CHUNK, stream);
@@ -401,6 +415,15 @@ async fn read_frames<R: AsyncRead + Unpin>(
             .map_err(|e| Refused::new("malformed", e.to_string()))?;
         if buf.capacity() > KEEP_BUFFER {
             buf = Vec::new();
+        }
+        if mesh_only && !msg.is_mesh() {
+            return Err(Refused::new(
+                "mesh_only",
+                format!(
+                    "{from}, authenticated by a mesh CA only, sent a {} message",
+                    msg.kind()
+                ),
+            ));
         }
         if let Some(names) = &sender {
             if !names.contains(&from) {
@@ -692,7 +715,7 @@ fn plain_link(
                 let read = match TcpStream::from_std(stream) {
                     Ok(stream) => {
                         let _ = stream.set_nodelay(true);
-                        read_frames(stream, None, inbox).await
+                        read_frames(stream, None, false, inbox).await
                     }
                     Err(e) => Err(Refused::new("io", e.to_string())),
                 };
@@ -739,12 +762,12 @@ async fn handshake(
     };
     let conn = stream.get_ref().1;
     let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
-    let names = conn
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(identities);
+    let chain = conn.peer_certificates().unwrap_or_default();
+    let names = chain.first().map(identities);
+    let of_cluster = tls.client_of_cluster(chain);
     match (alpn.as_deref(), names) {
         (Some(PEER_ALPN), Some(names)) if !names.is_empty() => {
+            let mesh_only = !of_cluster;
             let mut stream = stream;
             links.spawn(async move {
                 let _permit = permit;
@@ -753,7 +776,7 @@ async fn handshake(
                         if let Ok(s) = stream.get_mut().0.io() {
                             let _ = s.set_nodelay(true);
                         }
-                        read_frames(stream, Some(names), inbox).await
+                        read_frames(stream, Some(names), mesh_only, inbox).await
                     }
                     Err(e) => Err(Refused::new("io", e.to_string())),
                 };
@@ -766,7 +789,7 @@ async fn handshake(
             tracing::debug!(%addr, "refused a peer link without a node certificate");
             None
         }
-        (Some(NODE_HTTP_ALPN), Some(names)) if !names.is_empty() => {
+        (Some(NODE_HTTP_ALPN), Some(names)) if !names.is_empty() && of_cluster => {
             let info = ConnInfo {
                 remote: addr,
                 node: Some(names.into()),
@@ -788,6 +811,96 @@ async fn handshake(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::certs;
+
+    /// Accepts one TLS connection on `listener` with `tls` and tells whether the client's
+    /// certificate is of `tls`'s cluster; `Err` when the handshake fails.
+    async fn accept_one(listener: TcpListener, tls: Arc<NodeTls>) -> std::io::Result<bool> {
+        let (tcp, _) = listener.accept().await?;
+        let s = TlsAcceptor::from(tls.server.clone()).accept(tcp).await?;
+        Ok(tls.client_of_cluster(s.get_ref().1.peer_certificates().unwrap_or_default()))
+    }
+
+    /// A link authenticated only by a mesh CA delivers mesh messages and is closed, counted
+    /// as `mesh_only`, at the first message of any other kind.
+    #[tokio::test]
+    async fn a_mesh_only_link_refuses_other_messages() {
+        let (near, far) = tokio::io::duplex(1 << 16);
+        let (tx, mut rx) = mpsc::channel(8);
+        let names = vec!["10.0.2.1:7000".to_string()];
+        let reader = tokio::spawn(read_frames(far, Some(names.clone()), true, tx));
+        let mut w = near;
+        let mut buf = Vec::new();
+        w.write_all(&preamble()).await.expect("preamble");
+        let ask = PeerMsg::MeshLayoutReq { rid: 1 };
+        write_frame(&mut w, &mut buf, &names[0], &ask)
+            .await
+            .expect("frame");
+        let ping = PeerMsg::Ping { epoch: 1, views: 1 };
+        write_frame(&mut w, &mut buf, &names[0], &ping)
+            .await
+            .expect("frame");
+        w.flush().await.expect("flush");
+        match rx.recv().await {
+            Some(Event::Peer { msg, .. }) => assert_eq!(msg, ask),
+            _ => panic!("the mesh message is delivered"),
+        }
+        let refused = reader.await.expect("task").expect_err("closed");
+        assert_eq!(refused.reason, "mesh_only");
+        assert!(
+            rx.recv().await.is_none(),
+            "the ping never reaches the driver"
+        );
+    }
+
+    /// Two clusters with their own CAs: with each other's CA as `--mesh-ca` a peer link opens
+    /// in both directions and each side sees the other as a peer of a mesh CA only (so the link
+    /// carries mesh messages only); without it the handshake fails, as before.
+    #[tokio::test]
+    async fn a_mesh_ca_admits_another_clusters_peers_as_mesh_only() {
+        super::super::tls::install_provider();
+        let dir = std::env::temp_dir().join(format!("causeway-mesh-tls-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let one_l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let two_l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let one = one_l.local_addr().expect("addr").to_string();
+        let two = two_l.local_addr().expect("addr").to_string();
+        let one_files = certs::issue(&dir.join("one"), &one).expect("CA one");
+        let two_files = certs::issue(&dir.join("two"), &two).expect("CA two");
+        let load =
+            |files: &super::super::tls::TlsFiles, me: &str, mesh: Vec<std::path::PathBuf>| {
+                let files = super::super::tls::TlsFiles {
+                    mesh_ca: mesh,
+                    ..files.clone()
+                };
+                Arc::new(NodeTls::load(&files, me).expect("loading TLS"))
+            };
+        let one_tls = load(&one_files, &one, vec![two_files.ca.clone()]);
+        let two_tls = load(&two_files, &two, vec![one_files.ca.clone()]);
+        let own = load(&one_files, &one, Vec::new());
+        assert!(
+            own.client_of_cluster(&[]),
+            "without a mesh CA every accepted peer is ours"
+        );
+
+        let server = tokio::spawn(accept_one(one_l, one_tls.clone()));
+        let tcp = dial_tcp(&one).await.expect("dial");
+        let (_, of_cluster) = dial_tls(&two_tls, &one, tcp).await.expect("mesh handshake");
+        assert!(!of_cluster, "cluster two sees one's node as a mesh peer");
+        let seen = server.await.expect("task").expect("accepted");
+        assert!(!seen, "cluster one sees two's node as a mesh peer");
+
+        let two_alone = load(&two_files, &two, Vec::new());
+        let server = tokio::spawn(accept_one(two_l, two_alone));
+        let tcp = dial_tcp(&two).await.expect("dial");
+        let _ = dial_tls(&one_tls, &two, tcp).await;
+        let accepted = server.await.expect("task");
+        assert!(
+            accepted.is_err(),
+            "a node without --mesh-ca refuses another CA's client certificate"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// A dialled peer socket aborts after [`UNACKED_TIMEOUT`] of unacknowledged data (the
     /// kernel enforces it; this checks the option reached the socket) and sends at once.

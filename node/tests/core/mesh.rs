@@ -198,3 +198,63 @@ fn a_partition_count_mismatch_is_refused() {
     assert!(why.contains("partition counts differ"), "{why}");
     assert_eq!(st.upstreams[0].full_syncs, 0);
 }
+
+#[test]
+fn nodes_of_another_cluster_may_send_only_mesh_messages() {
+    let mut w = meshed(None, 64);
+    let r = w.call(&b(0), put("k", "v", &VersionVector::new(), Quorum::N(1)));
+    let Ok(Response::Written { dot, .. }) = r.result else {
+        panic!("{r:?}")
+    };
+    let set = w.nodes[&b(0)].local_state(b"k").expect("written");
+    cut_clusters(&mut w, true);
+    let replicate = causeway::core::PeerMsg::Replicate {
+        key: bytes::Bytes::from_static(b"other"),
+        set: set.clone(),
+        dots: vec![dot],
+    };
+    let why = w.nodes[&a(0)]
+        .admits(&b(0), &replicate)
+        .expect_err("a node of B is in none of A's views");
+    assert_eq!(why.reason, "outsider");
+    w.deliver(&b(0), &a(0), replicate.clone());
+    assert!(
+        w.nodes[&a(0)].local_state(b"other").is_none(),
+        "refused replication is not stored"
+    );
+    let push = causeway::core::PeerMsg::MeshPush {
+        sets: vec![(bytes::Bytes::from_static(b"other"), set)],
+    };
+    assert_eq!(w.nodes[&a(0)].admits(&b(0), &push), Ok(()));
+    w.deliver(&b(0), &a(0), push);
+    assert!(
+        w.nodes[&a(0)].local_state(b"other").is_some(),
+        "a push from the upstream is taken"
+    );
+    assert_eq!(w.nodes[&a(0)].admits(&a(1), &replicate), Ok(()));
+
+    // Outside a mesh nothing changes for non-mesh messages, and mesh messages are refused.
+    let plain = super::world::World::new(3, 3, 5);
+    let node = &plain.nodes[&super::world::addr(0)];
+    assert_eq!(node.admits(&b(0), &replicate), Ok(()));
+    let ask = causeway::core::PeerMsg::MeshLayoutReq { rid: 1 };
+    assert_eq!(
+        node.admits(&b(0), &ask).expect_err("no mesh").reason,
+        "not_in_mesh"
+    );
+}
+
+#[test]
+fn a_data_directory_keeps_its_cluster_id() {
+    use causeway::core::{MemStorage, claim_cluster};
+    let mut fresh = MemStorage::new();
+    assert_eq!(claim_cluster(&mut fresh, 3), Ok(()));
+    assert_eq!(claim_cluster(&mut fresh, 3), Ok(()), "the same id again");
+    let why = claim_cluster(&mut fresh, 4).expect_err("another id");
+    assert!(why.contains("cluster id 3"), "{why}");
+    let mut w = super::world::World::new(1, 1, 3);
+    let mut old = w.crash(&super::world::addr(0));
+    let why = claim_cluster(&mut old, 5).expect_err("data written without an id is cluster 0");
+    assert!(why.contains("cluster id 0"), "{why}");
+    assert_eq!(claim_cluster(&mut old, 0), Ok(()));
+}

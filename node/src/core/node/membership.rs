@@ -23,6 +23,11 @@ pub(super) struct PendingJoin {
 }
 
 impl<S: Storage> Node<S> {
+    /// Whether a join probe this node sent to `node` awaits its answer.
+    pub(super) fn probing(&self, node: &NodeId) -> bool {
+        self.joins.values().any(|j| j.node == *node)
+    }
+
     /// Sends `to` the views newer than `epoch`.
     pub(super) fn send_views(&mut self, to: &NodeId, epoch: Epoch) {
         let views = self.history.after(epoch);

@@ -40,6 +40,7 @@ use crate::core::request::Rid;
 use crate::core::ring::{Epoch, NodeId};
 use crate::core::storage::Storage;
 use crate::core::time::Time;
+use crate::core::validate::Rejection;
 use bytes::Bytes;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -93,6 +94,9 @@ pub struct MeshStatus {
     pub upstreams: Vec<UpstreamStatus>,
     /// Downstream subscribers fed from here, with the keys queued and dropped for each.
     pub subscribers: BTreeMap<NodeId, (usize, u64)>,
+    /// Keys dropped from every subscriber's full queue since this node started (never
+    /// decreases, unlike the per-subscriber counts, which go with an expired subscription).
+    pub queue_drops: u64,
 }
 
 /// A downstream node fed from here.
@@ -127,6 +131,8 @@ pub struct Mesh {
     /// The view epoch the floors were gathered under.
     epoch: Epoch,
     subscribers: BTreeMap<NodeId, Subscriber>,
+    /// Keys dropped from full subscriber queues since start.
+    queue_drops: u64,
     /// Running full syncs, one per owned partition at most.
     syncs: BTreeMap<Rid, Sync>,
     next_renew: Time,
@@ -166,6 +172,52 @@ impl Mesh {
 }
 
 impl<S: Storage> Node<S> {
+    /// Whether this node takes `msg` from `from` (docs/mesh.md, "Security"); [`Node::handle`]
+    /// drops what it refuses, and a driver may ask first to count and log the refusal.
+    /// - A mesh message only in a mesh (`mesh_member` or upstreams set): a cluster outside any
+    ///   mesh reaps tombstones, so feeding another cluster from it would resurrect deleted keys.
+    /// - In a mesh, a node outside every view this node knows (a node of another cluster, as far
+    ///   as this node can tell) may send only mesh messages and the join handshake: a `Join`
+    ///   naming itself, or the `JoinAnswer` to a probe this node sent it. A node in no view
+    ///   (joining) takes everything, as outside a mesh.
+    pub fn admits(&self, from: &NodeId, msg: &PeerMsg) -> Result<(), Rejection> {
+        let in_mesh = self.mesh_keeps_tombstones();
+        if msg.is_mesh() {
+            if in_mesh {
+                return Ok(());
+            }
+            return Err(Rejection {
+                reason: "not_in_mesh",
+                detail: format!(
+                    "a {} message, but this node is in no mesh (no --mesh-member or --mesh-upstream)",
+                    msg.kind()
+                ),
+            });
+        }
+        if !in_mesh || self.cfg.view.is_joining() || *from == self.me {
+            return Ok(());
+        }
+        if self.history.views().any(|v| v.nodes.contains(from)) {
+            return Ok(());
+        }
+        let handshake = match msg {
+            PeerMsg::Join { node } => node == from,
+            PeerMsg::JoinAnswer { .. } => self.probing(from),
+            _ => false,
+        };
+        if handshake {
+            return Ok(());
+        }
+        Err(Rejection {
+            reason: "outsider",
+            detail: format!(
+                "a {} message from {from}, which is in none of this node's views: a node of \
+                 another cluster may send only mesh messages",
+                msg.kind()
+            ),
+        })
+    }
+
     /// Whether `actor` was issued by another cluster of the mesh.
     pub(super) fn foreign(&self, actor: Actor) -> bool {
         actor.cluster() != self.cfg.cluster
@@ -207,6 +259,7 @@ impl<S: Storage> Node<S> {
                 .iter()
                 .map(|(n, s)| (n.clone(), (s.queue.len(), s.drops)))
                 .collect(),
+            queue_drops: self.mesh.queue_drops,
         }
     }
 
@@ -217,19 +270,20 @@ impl<S: Storage> Node<S> {
             return;
         }
         let cap = self.cfg.mesh_queue;
-        let mut dropped = false;
+        let mut dropped = 0;
         for s in self.mesh.subscribers.values_mut() {
             if !s.partitions.contains(&partition) || s.queue.contains(key) {
                 continue;
             }
             if s.queue.len() >= cap {
                 s.drops += 1;
-                dropped = true;
+                dropped += 1;
             } else {
                 s.queue.insert(Bytes::copy_from_slice(key));
             }
         }
-        if dropped {
+        self.mesh.queue_drops += dropped;
+        if dropped > 0 {
             self.probes.hit(crate::core::Probe::MeshQueueDropped);
         }
     }
