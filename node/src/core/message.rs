@@ -343,7 +343,6 @@ pub fn encode_frame(from: &str, msg: &PeerMsg) -> Vec<u8> {
 }
 
 impl PeerMsg {
-    /// Short name for traces and metrics.
     /// Whether this is one of the mesh messages (docs/mesh.md): the only messages a node of
     /// another cluster may send (see [`crate::core::Node::admits`]).
     pub fn is_mesh(&self) -> bool {
@@ -363,6 +362,7 @@ impl PeerMsg {
         )
     }
 
+    /// Short name for traces and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
             PeerMsg::Forward { .. } => "forward",

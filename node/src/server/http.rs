@@ -15,7 +15,7 @@ use super::input::{
 use super::membership;
 use super::planted;
 use super::values::{dot_token, render_read, select_vtag};
-use crate::core::{Op, Quorum, Response as CoreResponse, VersionVector, token};
+use crate::core::{NodeStatus, Op, Quorum, Response as CoreResponse, VersionVector, token};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
@@ -285,6 +285,17 @@ pub fn encode_component(b: &[u8]) -> String {
     percent_encoding::percent_encode(b, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// The core's status, or 503 once the node is shutting down.
+async fn node_status(st: &AppState) -> Result<NodeStatus, ApiError> {
+    st.node.status().await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the node is shutting down",
+        )
+    })
+}
+
 /// `GET /v1/cluster[?scope=local|cluster]`: this node's view (epoch, members, shards and their
 /// partitions) and status; with `scope=cluster` (the default) also every member's epoch and
 /// handoff state, asked concurrently (an unreachable member is listed as such).
@@ -295,13 +306,7 @@ pub(super) async fn cluster(State(st): State<AppState>, uri: Uri) -> Result<Resp
         Some(b"local") => false,
         Some(_) => return Err(ApiError::bad_request("scope must be local or cluster")),
     };
-    let status = st.node.status().await.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the node is shutting down",
-        )
-    })?;
+    let status = node_status(&st).await?;
     let view = &status.view;
     let shards: Vec<_> = (0..if view.is_joining() { 0 } else { view.shard_count() })
         .map(|s| {
@@ -465,13 +470,7 @@ pub(super) async fn aae_pull(
         (status = 200, description = "the mesh as this node sees it", body = crate::server::schema::Mesh),
         (status = 503, description = "the node is shutting down", body = crate::server::schema::ErrorBody)))]
 pub async fn mesh(State(st): State<AppState>) -> Result<Response, ApiError> {
-    let status = st.node.status().await.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the node is shutting down",
-        )
-    })?;
+    let status = node_status(&st).await?;
     Ok(Json(status.mesh).into_response())
 }
 

@@ -1,6 +1,6 @@
 //! Anti-entropy and tombstone reaping in the in-process world (issue 4).
 
-use super::world::{World, addr, del, get, put};
+use super::world::{World, addr, ctx_of, del, get, put};
 use bytes::Bytes;
 use causeway::core::{
     Canary, Config, Input, Op, PeerMsg, Quorum, Response, SyncMode, VersionVector, View,
@@ -17,13 +17,6 @@ fn trio(canary: Option<Canary>) -> World {
     World::with_config(cfg, 5)
 }
 
-fn written_ctx(r: &causeway::core::Reply) -> VersionVector {
-    match &r.result {
-        Ok(Response::Written { context, .. } | Response::Read { context, .. }) => context.clone(),
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
 /// Writes acknowledged by a coordinator that crashed before replicating them (its retry queue
 /// died with it) reach the other replicas through anti-entropy alone, and the sessions holding
 /// tokens for them can read at those replicas (clock adoption ends the causal wait).
@@ -38,7 +31,7 @@ fn crash_lost_replication_is_repaired_by_anti_entropy() {
                 &addr(0),
                 put(&format!("k{i}"), "v", &VersionVector::new(), Quorum::N(2)),
             );
-            ctx.merge(&written_ctx(&r));
+            ctx.merge(&ctx_of(&r));
         }
         let disk = w.crash(&addr(0));
         w.start(&addr(0), disk);
@@ -150,7 +143,7 @@ fn reaped_tombstones_do_not_resurrect() {
         let Ok(Response::Written { dot, .. }) = v.result else {
             panic!()
         };
-        let d = w.call(&addr(0), del("gone", &written_ctx(&v)));
+        let d = w.call(&addr(0), del("gone", &ctx_of(&v)));
         assert!(d.result.is_ok());
         w.run_for(Duration::from_secs(4));
         if canary.is_none() {
@@ -195,7 +188,7 @@ fn tombstones_wait_for_every_replica() {
     let mut w = trio(None);
     let v = w.call(&addr(0), put("k", "v", &VersionVector::new(), Quorum::All));
     w.isolate(&addr(2), true);
-    w.call(&addr(0), del("k", &written_ctx(&v)));
+    w.call(&addr(0), del("k", &ctx_of(&v)));
     w.run_for(Duration::from_secs(5));
     assert!(
         w.nodes[&addr(0)].local_state(b"k").is_some(),

@@ -1,10 +1,10 @@
 //! Multi-node behaviour of the core in the in-process test world (issue 2 acceptance).
 
-use super::world::{Faults, World, addr, del, get, put};
+use super::world::{Faults, World, addr, ctx_of, del, get, put, values};
 use causeway::core::ring::node_hash;
 use causeway::core::{
     Config, Identity, Input, MemStorage, Node, NodeId, PeerMsg, ReqError, Request, Response,
-    SyncMode, Time, Version, VersionSet, VersionVector, View,
+    SyncMode, Time, VersionSet, VersionVector, View,
 };
 use causeway::core::{Quorum, Reply};
 use std::time::Duration;
@@ -12,24 +12,6 @@ use std::time::Duration;
 /// Six nodes, replication factor 3: two shards {0,1,2} and {3,4,5}.
 fn six() -> World {
     World::new(6, 3, 7)
-}
-
-fn ctx_of(r: &Reply) -> VersionVector {
-    match r.result.as_ref().expect("request succeeded") {
-        Response::Read { context, .. } | Response::Written { context, .. } => context.clone(),
-        other => panic!("unexpected response {other:?}"),
-    }
-}
-
-fn values(r: &Reply) -> Vec<String> {
-    match r.result.as_ref().expect("read succeeded") {
-        Response::Read { versions, .. } => versions
-            .iter()
-            .filter_map(|v: &Version| v.value.as_ref())
-            .map(|b| String::from_utf8(b.to_vec()).unwrap())
-            .collect(),
-        other => panic!("unexpected response {other:?}"),
-    }
 }
 
 /// A key stored by the shard of `addr(owner_index)`.

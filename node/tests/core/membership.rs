@@ -2,32 +2,14 @@
 //! changes move partitions to their new replicas without losing a write, and causal contexts
 //! from before a change stay valid after it.
 
-use super::world::{World, addr, get, put};
+use super::world::{World, addr, ctx_of, get, put, values};
 use causeway::core::{
-    Canary, Config, MemStorage, NodeId, Op, PeerMsg, Quorum, Reply, ReqError, Response,
-    VersionVector, View,
+    Canary, Config, MemStorage, NodeId, Op, PeerMsg, Quorum, ReqError, Response, VersionVector,
+    View,
 };
 use std::time::Duration;
 
 const KEYS: usize = 300;
-
-fn ctx_of(r: &Reply) -> VersionVector {
-    match &r.result {
-        Ok(Response::Written { context, .. } | Response::Read { context, .. }) => context.clone(),
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-fn values(r: &Reply) -> Vec<String> {
-    match &r.result {
-        Ok(Response::Read { versions, .. }) => versions
-            .iter()
-            .filter_map(|v| v.value.as_ref())
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .collect(),
-        other => panic!("unexpected {other:?}"),
-    }
-}
 
 /// A world of `n` nodes with replication factor `rf` holding `KEYS` keys (`k{i}` = `v{i}`),
 /// written through every node; returns the merged session context.

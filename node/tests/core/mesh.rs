@@ -2,7 +2,7 @@
 //! after a cut longer than the queue holds, tokens carried between clusters, siblings across
 //! clusters, kept tombstones and a refused partition-count mismatch.
 
-use super::world::{World, del, get, put};
+use super::world::{World, ctx_of, del, get, put, values};
 use causeway::core::config::MeshUpstream;
 use causeway::core::{
     Canary, Config, NodeId, Quorum, ReqError, Response, SyncMode, VersionVector, View,
@@ -42,24 +42,6 @@ fn meshed(canary: Option<Canary>, b_partitions: u32) -> World {
     }
     w.run_for(Duration::from_secs(2));
     w
-}
-
-fn ctx_of(r: &causeway::core::Reply) -> VersionVector {
-    match &r.result {
-        Ok(Response::Written { context, .. } | Response::Read { context, .. }) => context.clone(),
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-fn values(r: &causeway::core::Reply) -> Vec<String> {
-    match &r.result {
-        Ok(Response::Read { versions, .. }) => versions
-            .iter()
-            .filter_map(|v| v.value.as_ref())
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .collect(),
-        other => panic!("unexpected {other:?}"),
-    }
 }
 
 fn cut_clusters(w: &mut World, cut: bool) {

@@ -3,7 +3,7 @@
 
 use super::world::{World, addr, get, put};
 use causeway::core::merkle::digest;
-use causeway::core::{Config, Op, Quorum, Response, SyncMode, VersionVector, View};
+use causeway::core::{Config, Op, Quorum, SyncMode, VersionVector, View};
 use std::time::Duration;
 
 fn trio() -> World {
@@ -36,17 +36,8 @@ fn put_ttl(key: &str, value: &str, ctx: &VersionVector, ttl: u64) -> Op {
 }
 
 fn values(w: &mut World, node: usize, key: &str) -> Vec<String> {
-    match w
-        .call(&addr(node), get(key, &VersionVector::new(), Quorum::N(1)))
-        .result
-    {
-        Ok(Response::Read { versions, .. }) => versions
-            .iter()
-            .filter_map(|v| v.value.as_ref())
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .collect(),
-        other => panic!("unexpected {other:?}"),
-    }
+    let r = w.call(&addr(node), get(key, &VersionVector::new(), Quorum::N(1)));
+    super::world::values(&r)
 }
 
 /// A TTL write is readable at every replica until it expires, with the same digest everywhere;

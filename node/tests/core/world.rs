@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use causeway::core::{
     Config, Identity, Input, MemStorage, Node, NodeId, Op, PeerMsg, Quorum, Reply, ReqId, Request,
-    Time, VersionVector, View,
+    Response, Time, VersionVector, View,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -276,5 +276,25 @@ pub fn get(key: &str, ctx: &VersionVector, r: Quorum) -> Op {
         key: Bytes::copy_from_slice(key.as_bytes()),
         context: ctx.clone(),
         r,
+    }
+}
+
+/// The causal context a write's or read's reply returns; panics on any other reply.
+pub fn ctx_of(r: &Reply) -> VersionVector {
+    match &r.result {
+        Ok(Response::Written { context, .. } | Response::Read { context, .. }) => context.clone(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// The values a read returned (tombstones left out); panics on any other reply.
+pub fn values(r: &Reply) -> Vec<String> {
+    match &r.result {
+        Ok(Response::Read { versions, .. }) => versions
+            .iter()
+            .filter_map(|v| v.value.as_ref())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect(),
+        other => panic!("unexpected {other:?}"),
     }
 }

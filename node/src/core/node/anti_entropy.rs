@@ -83,6 +83,17 @@ impl<S: Storage> Node<S> {
         self.send(&peer, msg);
     }
 
+    /// The branches of `partition` whose hashes differ from `theirs` (a peer's branch hashes of
+    /// it; missing ones count as differing). Shared by anti-entropy and the mesh's full sync.
+    pub(super) fn differing_branches(&self, partition: u32, theirs: &[u64]) -> Vec<u8> {
+        let empty = PartitionTree::default();
+        let mine = self.merkle.get(partition).unwrap_or(&empty);
+        (0..BRANCHES)
+            .filter(|b| theirs.get(*b) != Some(&mine.branches()[*b]))
+            .map(|b| b as u8)
+            .collect()
+    }
+
     /// The stored digests of one segment's keys (a range read of the index), in key order. A
     /// segment number out of range (from a peer) names no key.
     /// Adds to `chosen` and `keys` the segments of `partition`'s branch `branch` whose hashes
@@ -317,13 +328,8 @@ impl<S: Storage> Node<S> {
         ex.peer_clock = Some(clock);
         ex.partitions = branches.iter().map(|(p, _)| *p).collect();
         let mut want = Vec::new();
-        let empty = PartitionTree::default();
         for (p, theirs) in branches {
-            let mine = self.merkle.get(p).unwrap_or(&empty);
-            let differing: Vec<u8> = (0..BRANCHES)
-                .filter(|b| theirs.get(*b) != Some(&mine.branches()[*b]))
-                .map(|b| b as u8)
-                .collect();
+            let differing = self.differing_branches(p, &theirs);
             if !differing.is_empty() {
                 want.push((p, differing));
             }

@@ -674,12 +674,7 @@ impl<S: Storage> Node<S> {
                 let Some(theirs) = branches else {
                     return self.mesh_finish_sync(rid);
                 };
-                let empty = PartitionTree::default();
-                let mine = self.merkle.get(partition).unwrap_or(&empty);
-                let want: Vec<u8> = (0..BRANCHES)
-                    .filter(|b| theirs.get(*b) != Some(&mine.branches()[*b]))
-                    .map(|b| b as u8)
-                    .collect();
+                let want = self.differing_branches(partition, &theirs);
                 if want.is_empty() {
                     return self.mesh_finish_sync(rid);
                 }
