@@ -5,11 +5,13 @@
 
 use causeway_e2e::{Cluster, client, free_port};
 use serde_json::Value;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use tungstenite::{Message, WebSocket};
 
 fn chromium() -> String {
     let path = std::env::var("CAUSEWAY_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -98,6 +100,18 @@ fn ui_shows_nodes_shards_and_keys() {
     // Liveness is rendered per node ("up" or "unreachable"); which one depends on timing.
     assert!(dom.contains(">up<"), "the liveness column rendered");
     // This node's load and anti-entropy progress.
+    // Every node's load, as that node reported it: nodes 0 and 1 routed the writes above.
+    for (node, at_least) in [(0, 3), (1, 1), (2, 0), (3, 0)] {
+        let row = load_row(&dom, &c.addrs[node]);
+        assert_eq!(row.len(), 8, "node, keys and six load figures: {row:?}");
+        let requests: u64 = row[2].parse().expect("a request count");
+        assert!(
+            requests >= at_least,
+            "{} routed at least {at_least} requests: {row:?}",
+            c.addrs[node]
+        );
+        assert!(row[5].ends_with(" B"), "replication in flight in bytes");
+    }
     for row in [
         "live keys",
         "forwarded requests",
@@ -108,77 +122,104 @@ fn ui_shows_nodes_shards_and_keys() {
     }
 }
 
+/// The cells of `node`'s row in the rendered Load table.
+fn load_row(dom: &str, node: &str) -> Vec<String> {
+    let table = dom
+        .split_once(r#"<table id="load">"#)
+        .and_then(|(_, t)| t.split_once("</table>"))
+        .expect("the page has a Load table")
+        .0;
+    let row = table
+        .split("<tr>")
+        .find(|r| r.contains(&format!(">{node}</td>")))
+        .unwrap_or_else(|| panic!("the Load table has a row for {node}: {table}"));
+    row.split("</td>")
+        .filter_map(|c| c.rsplit_once('>').map(|(_, v)| v.to_owned()))
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
 /// A headless Chromium driven over the DevTools protocol (a WebSocket to one page target), for
 /// tests that click: `--dump-dom` only renders. Killed on drop.
 struct Browser {
     child: std::process::Child,
-    ws: TcpStream,
+    ws: WebSocket<TcpStream>,
     next_id: u64,
     profile: PathBuf,
 }
 
 impl Browser {
     /// Starts Chromium and opens `url` in a new page.
+    ///
+    /// Chromium picks its own DevTools port (`--remote-debugging-port=0`) and names it on stderr
+    /// ("DevTools listening on ws://127.0.0.1:PORT/…"): a port chosen here could be taken by a
+    /// node another test starts before Chromium binds it.
     fn open(url: &str) -> Browser {
-        let port = free_port();
-        let profile =
-            std::env::temp_dir().join(format!("causeway-ui-cdp-{}-{port}", std::process::id()));
-        let child = Command::new(chromium())
+        let profile = std::env::temp_dir().join(format!(
+            "causeway-ui-cdp-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        let mut child = Command::new(chromium())
             .args([
                 "--headless",
                 "--no-sandbox",
                 "--disable-gpu",
                 "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--remote-debugging-port=0",
             ])
-            .arg(format!("--remote-debugging-port={port}"))
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("about:blank")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("starting chromium");
-        let http = client();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let target: Value = loop {
-            let r = http
-                .put(format!("http://127.0.0.1:{port}/json/new?{url}"))
-                .send();
-            if let Ok(r) = r.and_then(|r| r.error_for_status()) {
-                break r.json().expect("DevTools target JSON");
+        let (lines, line) = mpsc::channel();
+        let stderr = child.stderr.take().expect("chromium's stderr");
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if lines.send(l).is_err() {
+                    return;
+                }
             }
-            assert!(
-                Instant::now() < deadline,
-                "Chromium's DevTools did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        });
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut said = Vec::new();
+        let port = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match line.recv_timeout(left) {
+                Ok(l) => match l.strip_prefix("DevTools listening on ws://127.0.0.1:") {
+                    Some(rest) => {
+                        break rest
+                            .split_once('/')
+                            .and_then(|(p, _)| p.parse::<u16>().ok())
+                            .expect("a DevTools port");
+                    }
+                    None => said.push(l),
+                },
+                Err(e) => panic!(
+                    "Chromium's DevTools did not come up ({e}; exit: {:?}); it said:\n{}",
+                    child.try_wait(),
+                    said.join("\n")
+                ),
+            }
         };
+        let target: Value = client()
+            .put(format!("http://127.0.0.1:{port}/json/new?{url}"))
+            .send()
+            .and_then(|r| r.error_for_status())
+            .expect("DevTools opens a page")
+            .json()
+            .expect("DevTools target JSON");
         let ws_url = target["webSocketDebuggerUrl"]
             .as_str()
             .expect("page WebSocket URL");
-        let path = ws_url
-            .split_once(&format!("127.0.0.1:{port}"))
-            .map(|(_, p)| p.to_owned())
-            .expect("a local DevTools URL");
-        let mut ws = TcpStream::connect(("127.0.0.1", port)).expect("DevTools connect");
-        ws.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        write!(
-            ws,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-             Sec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            ws.read_exact(&mut byte).expect("WebSocket handshake");
-            head.push(byte[0]);
-        }
-        assert!(
-            head.starts_with(b"HTTP/1.1 101"),
-            "{}",
-            String::from_utf8_lossy(&head)
-        );
+        let tcp = TcpStream::connect(("127.0.0.1", port)).expect("DevTools connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let (ws, _) = tungstenite::client(ws_url, tcp).expect("DevTools WebSocket handshake");
         Browser {
             child,
             ws,
@@ -196,60 +237,18 @@ impl Browser {
             "method": "Runtime.evaluate",
             "params": {"expression": expr, "awaitPromise": true, "returnByValue": true},
         });
-        self.send(msg.to_string().as_bytes());
+        self.ws
+            .send(Message::text(msg.to_string()))
+            .expect("DevTools send");
         loop {
-            let reply: Value = serde_json::from_slice(&self.recv()).expect("DevTools JSON");
+            let Message::Text(text) = self.ws.read().expect("DevTools reply") else {
+                continue;
+            };
+            let reply: Value = serde_json::from_str(&text).expect("DevTools JSON");
             if reply["id"] == id {
                 assert!(reply["error"].is_null(), "{reply}");
                 assert!(reply["result"]["exceptionDetails"].is_null(), "{reply}");
                 return reply["result"]["result"]["value"].clone();
-            }
-        }
-    }
-
-    /// Sends one masked text frame (clients must mask; the zero mask keeps the bytes as they are).
-    fn send(&mut self, payload: &[u8]) {
-        let mut frame = vec![0x81];
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n if n <= u16::MAX as usize => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&[0; 4]);
-        frame.extend_from_slice(payload);
-        self.ws.write_all(&frame).expect("DevTools send");
-    }
-
-    /// Reads one message (joining continuation frames).
-    fn recv(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        loop {
-            let mut h = [0u8; 2];
-            self.ws.read_exact(&mut h).expect("DevTools frame");
-            let len = match h[1] & 0x7f {
-                126 => {
-                    let mut b = [0u8; 2];
-                    self.ws.read_exact(&mut b).unwrap();
-                    u64::from(u16::from_be_bytes(b))
-                }
-                127 => {
-                    let mut b = [0u8; 8];
-                    self.ws.read_exact(&mut b).unwrap();
-                    u64::from_be_bytes(b)
-                }
-                n => u64::from(n),
-            };
-            let mut payload = vec![0u8; len as usize];
-            self.ws.read_exact(&mut payload).expect("DevTools payload");
-            out.extend_from_slice(&payload);
-            if h[0] & 0x80 != 0 {
-                return out;
             }
         }
     }
@@ -278,14 +277,14 @@ fn ui_delete_button_deletes_a_key_written_elsewhere() {
     // Delete, and read what the page then shows for the key.
     let token = &causeway_e2e::credentials().admin_token;
     let mut b = Browser::open(&format!("{}/ui/#token={token}", c.url(1)));
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while b.eval(r#"document.readyState === "complete" && location.pathname === "/ui/""#) != true {
         assert!(Instant::now() < deadline, "the UI page did not load");
         std::thread::sleep(Duration::from_millis(100));
     }
     let shown = b.eval(
         &r#"(async () => {
-            const until = async (f) => { for (let i = 0; i < 200 && !f(); i++) await new Promise(r => setTimeout(r, 50)); };
+            const until = async (f) => { for (let i = 0; i < 600 && !f(); i++) await new Promise(r => setTimeout(r, 50)); };
             await until(() => document.getElementById("del"));
             document.getElementById("token").value = "TOKEN";
             document.getElementById("login").click();

@@ -53,7 +53,21 @@ pub fn status_summary(v: &Value) -> String {
             "up"
         };
         let here = if node == me { "  (this node)" } else { "" };
-        s.push_str(&format!("  {node}  shard {}  {state}{here}\n", m["shard"]));
+        let load = v["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["node"] == node && n["load"].is_object())
+            .map_or(String::new(), |n| {
+                format!(
+                    "  {} keys, {} requests",
+                    n["live_keys"], n["load"]["requests"]
+                )
+            });
+        s.push_str(&format!(
+            "  {node}  shard {}  {state}{load}{here}\n",
+            m["shard"]
+        ));
     }
     s.push_str("shards:\n");
     for sh in v["shards"].as_array().into_iter().flatten() {
@@ -129,12 +143,15 @@ mod tests {
             "status": {"aae": {"exchanges": 5, "exchanges_in_sync": 4, "exchanges_failed": 1,
                                "keys_repaired": 7, "bytes": 900}},
             "cluster_settled": false,
-            "nodes": [{"node": "b:1", "reachable": false, "error": "refused"}],
+            "nodes": [
+                {"node": "a:1", "reachable": true, "live_keys": 12, "load": {"requests": 40}},
+                {"node": "b:1", "reachable": false, "error": "refused"},
+            ],
         });
         let s = status_summary(&v);
         for want in [
             "node a:1: epoch 3, 2 members, 1 shard(s) x 2 replicas, 4 partitions",
-            "  a:1  shard 0  up  (this node)",
+            "  a:1  shard 0  up  12 keys, 40 requests  (this node)",
             "  b:1  shard 0  SUSPECT",
             "  0: a:1, b:1 (4 partitions)",
             "handoff: 1 partitions retained for new owners, 1 streams pushing, 0 partitions awaited",

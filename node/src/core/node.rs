@@ -237,6 +237,8 @@ pub struct NodeStatus {
     pub clock_gaps: usize,
     pub causal_waits: usize,
     pub pending_writes: usize,
+    /// Keyed client requests this node routed since start (served here, hinted or forwarded).
+    pub requests: u64,
     pub forwarded: u64,
     pub failovers: u64,
     pub suspects: Vec<NodeId>,
@@ -620,6 +622,7 @@ impl<S: Storage> Node<S> {
             clock_gaps: self.clock.gaps(),
             causal_waits: self.parked.len(),
             pending_writes: self.writes.len(),
+            requests: self.proxy.routed,
             forwarded: self.proxy.forwarded,
             failovers: self.proxy.failovers,
             suspects: self
@@ -1088,6 +1091,7 @@ impl<S: Storage> Node<S> {
                     _ => self.cfg.request_timeout,
                 };
                 let deadline = self.now + wait;
+                self.proxy.routed += 1;
                 self.route(req.id, req.op, deadline);
             }
         }

@@ -38,6 +38,9 @@ impl Forwarding {
 #[derive(Debug, Default)]
 pub struct Proxy {
     pub pending: BTreeMap<Rid, Forwarding>,
+    /// Keyed client requests this node routed (executed here, written as a hint or forwarded),
+    /// in total: the node's request load.
+    pub routed: u64,
     /// Requests forwarded to another node, in total.
     pub forwarded: u64,
     /// Attempts abandoned for the next replica.

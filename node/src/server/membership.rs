@@ -24,9 +24,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
@@ -217,6 +217,21 @@ pub struct NodeState {
     pub shard: Option<u32>,
     pub live_keys: u64,
     pub handoff: HandoffState,
+    pub load: NodeLoad,
+}
+
+/// A node's load, counted since it started: what the web UI and `causeway status` show for
+/// every member, so an operator sees which node takes the traffic or the repair work.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct NodeLoad {
+    /// Keyed client requests the node routed (served there, hinted or forwarded).
+    pub requests: u64,
+    /// Of those, forwarded to another node's replicas.
+    pub forwarded: u64,
+    /// Bytes of replication sent and not yet acknowledged, over all its peers.
+    pub replication_in_flight_bytes: u64,
+    pub aae_exchanges: u64,
+    pub aae_keys_repaired: u64,
 }
 
 /// A node's partitions on the move (the core's `HandoffStatus`).
@@ -239,6 +254,13 @@ impl NodeState {
                 pushing: s.handoff.pushing,
                 awaiting: s.handoff.awaiting.clone(),
             },
+            load: NodeLoad {
+                requests: s.requests,
+                forwarded: s.forwarded,
+                replication_in_flight_bytes: s.unacked_bytes.values().sum(),
+                aae_exchanges: s.aae.exchanges,
+                aae_keys_repaired: s.aae.keys_repaired,
+            },
         }
     }
 
@@ -260,6 +282,21 @@ struct RemoteStatus {
     shard: Option<u32>,
     live_keys: u64,
     handoff: HandoffState,
+    // The load fields default to zero: a node of an older release does not report them.
+    #[serde(default)]
+    requests: u64,
+    #[serde(default)]
+    forwarded: u64,
+    #[serde(default)]
+    unacked_bytes: BTreeMap<String, u64>,
+    #[serde(default)]
+    aae: RemoteAae,
+}
+
+#[derive(Default, Deserialize)]
+struct RemoteAae {
+    exchanges: u64,
+    keys_repaired: u64,
 }
 
 #[derive(Deserialize)]
@@ -292,6 +329,7 @@ impl NodeReport {
                 "shard": s.shard,
                 "live_keys": s.live_keys,
                 "settled": s.settled(),
+                "load": s.load,
                 "handoff": {
                     "retained": s.handoff.retained,
                     "pushing": s.handoff.pushing,
@@ -347,6 +385,13 @@ async fn fetch_state(
         shard: c.status.shard,
         live_keys: c.status.live_keys,
         handoff: c.status.handoff,
+        load: NodeLoad {
+            requests: c.status.requests,
+            forwarded: c.status.forwarded,
+            replication_in_flight_bytes: c.status.unacked_bytes.values().sum(),
+            aae_exchanges: c.status.aae.exchanges,
+            aae_keys_repaired: c.status.aae.keys_repaired,
+        },
     })
 }
 
