@@ -41,6 +41,7 @@ use super::time::Time;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use requests::{Parked, PendingList, PendingRead, PendingWrite, Requests};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
@@ -53,6 +54,7 @@ mod handoff;
 mod invariants;
 mod membership;
 pub mod mesh;
+mod requests;
 mod restore;
 mod strong;
 
@@ -148,76 +150,6 @@ type NewValue = (Bytes, Option<Bytes>, Option<u64>);
 pub enum Origin {
     Client(ReqId),
     Proxy { from: NodeId, rid: Rid },
-}
-
-/// A read or write waiting for this replica to apply the writes its context names.
-#[derive(Debug)]
-struct Parked {
-    origin: Origin,
-    op: Op,
-    deadline: Time,
-}
-
-#[derive(Debug)]
-struct PendingWrite {
-    origin: Origin,
-    need: usize,
-    acked: BTreeSet<NodeId>,
-    reply: Response,
-    deadline: Time,
-}
-
-#[derive(Debug)]
-struct PendingRead {
-    origin: Origin,
-    key: Bytes,
-    context: VersionVector,
-    need: usize,
-    got: Vec<(NodeId, VersionSet)>,
-    /// Previous owners of a partition still being handed to this node; one of them must answer
-    /// too, so the read sees data the handoff has not delivered yet.
-    old: Vec<NodeId>,
-    deadline: Time,
-}
-
-impl PendingRead {
-    fn complete(&self) -> bool {
-        let from_old = self
-            .got
-            .iter()
-            .filter(|(n, _)| self.old.contains(n))
-            .count();
-        let ok_old = self.old.is_empty() || from_old > 0;
-        self.got.len() - from_old >= self.need && ok_old
-    }
-}
-
-#[derive(Debug)]
-struct PendingList {
-    client: ReqId,
-    limit: u32,
-    /// Whole version sets, tombstone-only keys included ([`Op::List`]).
-    full: bool,
-    waiting: BTreeSet<Rid>,
-    entries: Vec<(Bytes, VersionSet)>,
-    more: bool,
-    /// The smallest last key of the shard parts that stopped early: such a part may lack keys
-    /// after its last one, so the page ends there.
-    cutoff: Option<Bytes>,
-    deadline: Time,
-}
-
-impl PendingList {
-    fn add(&mut self, entries: Vec<(Bytes, VersionSet)>, more: bool) {
-        if more
-            && let Some((last, _)) = entries.last()
-            && self.cutoff.as_ref().is_none_or(|c| last < c)
-        {
-            self.cutoff = Some(last.clone());
-        }
-        self.more |= more;
-        self.entries.extend(entries);
-    }
 }
 
 /// Counters and queue depths, for `/v1/cluster` and metrics.
@@ -336,10 +268,7 @@ pub struct Node<S: Storage> {
     /// Set by the driver while storage is (nearly) full: client writes are refused.
     storage_full: bool,
     proxy: Proxy,
-    parked: Vec<Parked>,
-    writes: BTreeMap<Dot, PendingWrite>,
-    reads: BTreeMap<Rid, PendingRead>,
-    lists: BTreeMap<ReqId, PendingList>,
+    requests: Requests,
     last_heard: BTreeMap<NodeId, Time>,
     /// For each member of the view: since when this node expects to hear from it (it started,
     /// or the member joined). A member not heard from for `suspect_after` since then is
@@ -497,10 +426,7 @@ impl<S: Storage> Node<S> {
             outbox: Outbox::default(),
             storage_full: false,
             proxy: Proxy::default(),
-            parked: Vec::new(),
-            writes: BTreeMap::new(),
-            reads: BTreeMap::new(),
-            lists: BTreeMap::new(),
+            requests: Requests::default(),
             last_heard: BTreeMap::new(),
             expecting: BTreeMap::new(),
             joins: BTreeMap::new(),
@@ -620,8 +546,8 @@ impl<S: Storage> Node<S> {
             unacked_bytes: self.outbox.bytes(),
             replication_resent: self.outbox.resent,
             clock_gaps: self.clock.gaps(),
-            causal_waits: self.parked.len(),
-            pending_writes: self.writes.len(),
+            causal_waits: self.requests.causal_waits(),
+            pending_writes: self.requests.pending_writes(),
             requests: self.proxy.routed,
             forwarded: self.proxy.forwarded,
             failovers: self.proxy.failovers,
@@ -1175,7 +1101,7 @@ impl<S: Storage> Node<S> {
                 } else {
                     let deadline = self.now + self.cfg.causal_wait;
                     self.probes.hit(Probe::CausalWait);
-                    self.parked.push(Parked {
+                    self.requests.park(Parked {
                         origin,
                         op,
                         deadline,
@@ -1336,7 +1262,7 @@ impl<S: Storage> Node<S> {
                 reply,
                 deadline: self.now + self.cfg.quorum_timeout,
             };
-            self.writes.insert(dot, pending);
+            self.requests.await_acks(dot, pending);
         }
         self.wake_parked();
     }
@@ -1722,7 +1648,7 @@ impl<S: Storage> Node<S> {
             old,
             deadline: self.now + self.cfg.quorum_timeout,
         };
-        self.reads.insert(rid, pending);
+        self.requests.await_copies(rid, pending);
     }
 
     fn complete_read(&mut self, p: PendingRead) {
@@ -1758,11 +1684,7 @@ impl<S: Storage> Node<S> {
 
     /// Runs parked operations whose context is now covered.
     fn wake_parked(&mut self) {
-        if self.parked.is_empty() {
-            return;
-        }
-        let parked = std::mem::take(&mut self.parked);
-        for p in parked {
+        for p in self.requests.take_parked() {
             let covered = match (p.op.context(), p.op.key()) {
                 (Some(c), Some(k)) => self.covers(c, k),
                 _ => false,
@@ -1773,7 +1695,7 @@ impl<S: Storage> Node<S> {
             if (skip || covered) && writable {
                 self.run(p.origin, p.op);
             } else {
-                self.parked.push(p);
+                self.requests.park(p);
             }
         }
     }
@@ -1827,12 +1749,7 @@ impl<S: Storage> Node<S> {
                     }
                 }
                 for d in dots {
-                    let Some(w) = self.writes.get_mut(&d) else {
-                        continue;
-                    };
-                    w.acked.insert(from.clone());
-                    if w.acked.len() >= w.need {
-                        let w = self.writes.remove(&d).expect("present");
+                    if let Some(w) = self.requests.ack(d, &from) {
                         self.finish_early(w.origin, Ok(w.reply));
                     }
                 }
@@ -1844,14 +1761,7 @@ impl<S: Storage> Node<S> {
                 }
             }
             PeerMsg::FetchReply { rid, set } => {
-                let Some(p) = self.reads.get_mut(&rid) else {
-                    return;
-                };
-                if p.got.iter().all(|(n, _)| *n != from) {
-                    p.got.push((from, set));
-                }
-                if p.complete() {
-                    let p = self.reads.remove(&rid).expect("present");
+                if let Some(p) = self.requests.copy(rid, from, set) {
                     self.complete_read(p);
                 }
             }
@@ -2033,24 +1943,12 @@ impl<S: Storage> Node<S> {
         if pending.waiting.is_empty() {
             self.complete_list(pending);
         } else {
-            self.lists.insert(req.id, pending);
+            self.requests.await_pages(req.id, pending);
         }
     }
 
     fn on_list_part(&mut self, rid: Rid, entries: Vec<(Bytes, VersionSet)>, more: bool) {
-        let Some(id) = self
-            .lists
-            .iter()
-            .find(|(_, l)| l.waiting.contains(&rid))
-            .map(|(id, _)| *id)
-        else {
-            return;
-        };
-        let l = self.lists.get_mut(&id).expect("found above");
-        l.waiting.remove(&rid);
-        l.add(entries, more);
-        if l.waiting.is_empty() {
-            let l = self.lists.remove(&id).expect("found above");
+        if let Some(l) = self.requests.page(rid, entries, more) {
             self.complete_list(l);
         }
     }
@@ -2157,24 +2055,14 @@ impl<S: Storage> Node<S> {
 
     fn on_tick(&mut self) {
         let now = self.now;
+        let expired = self.requests.expire(now);
         // Causal waits that ran out.
-        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
-            .into_iter()
-            .partition(|p| p.deadline <= now);
-        self.parked = kept;
-        for p in expired {
+        for p in expired.parked {
             self.probes.hit(Probe::CausalWaitExpired);
             self.finish(p.origin, Err(ReqError::Unsatisfiable));
         }
         // Writes still short of `w` acknowledgements: indeterminate.
-        let late: Vec<Dot> = self
-            .writes
-            .iter()
-            .filter(|(_, w)| w.deadline <= now)
-            .map(|(d, _)| *d)
-            .collect();
-        for d in late {
-            let w = self.writes.remove(&d).expect("listed above");
+        for w in expired.writes {
             self.probes.hit(Probe::WriteIndeterminate);
             let msg = format!(
                 "only {} of {} replicas acknowledged in time; the write may still apply",
@@ -2183,14 +2071,7 @@ impl<S: Storage> Node<S> {
             );
             self.finish(w.origin, Err(ReqError::Unavailable(msg)));
         }
-        let late: Vec<Rid> = self
-            .reads
-            .iter()
-            .filter(|(_, r)| r.deadline <= now)
-            .map(|(r, _)| *r)
-            .collect();
-        for rid in late {
-            let r = self.reads.remove(&rid).expect("listed above");
+        for r in expired.reads {
             let msg = format!(
                 "only {} of {} replicas answered in time",
                 r.got.len(),
@@ -2198,14 +2079,7 @@ impl<S: Storage> Node<S> {
             );
             self.finish(r.origin, Err(ReqError::Unavailable(msg)));
         }
-        let late: Vec<ReqId> = self
-            .lists
-            .iter()
-            .filter(|(_, l)| l.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in late {
-            self.lists.remove(&id);
+        for id in expired.lists {
             self.out.replies.push(Reply {
                 id,
                 served_by: self.me.clone(),

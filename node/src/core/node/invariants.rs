@@ -47,7 +47,11 @@ impl<S: Storage> Node<S> {
                 self.actor, self.counter
             ));
         }
-        if let Some(d) = self.writes.keys().find(|d| !self.clock.contains(**d)) {
+        if let Some(d) = self
+            .requests
+            .awaited_dots()
+            .find(|d| !self.clock.contains(**d))
+        {
             return Err(format!("pending write {d:?} is not in the clock"));
         }
         let not_answer = |m: &&(_, PeerMsg)| !matches!(m.1, PeerMsg::ForwardReply { .. });

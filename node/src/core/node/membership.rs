@@ -311,11 +311,10 @@ impl<S: Storage> Node<S> {
     /// Routes again what waited under the previous view: parked operations on keys this node no
     /// longer serves, and forwards a replica refused.
     fn reroute_all(&mut self) {
-        let parked = std::mem::take(&mut self.parked);
-        for p in parked {
+        for p in self.requests.take_parked() {
             let mine = p.op.key().is_some_and(|k| self.owns(k));
             match p.origin {
-                _ if mine => self.parked.push(p),
+                _ if mine => self.requests.park(p),
                 Origin::Client(id) => {
                     let deadline = p.deadline.max(self.now + self.cfg.causal_wait);
                     self.route(id, p.op, deadline);
