@@ -83,7 +83,8 @@ pub struct MemberArgs {
 pub struct PullArgs {
     #[command(flatten)]
     pub conn: ClientOpts,
-    /// The replica to exchange with (host:port, of the same shard as --at)
+    /// The replica to exchange with (host:port, of the same shard as --at); or a node of a mesh
+    /// upstream of --at's cluster, to pull every partition --at owns from that cluster
     #[arg(long)]
     pub peer: String,
     /// The member that runs the exchange (default: the first --node)

@@ -22,6 +22,15 @@
 //! - `strong`: `GET /v1/strong/{key}` (value and `ETag`), then `PUT` with `If-Match`; a 412 retries;
 //! - `etcd`: `POST /v3/kv/range` (value and `mod_revision`), then `POST /v3/kv/txn` comparing
 //!   `mod_revision` (0 for a missing key) and putting on success; `"succeeded"` absent retries.
+//!
+//! The `lag` workload measures replication lag between clusters (docs/mesh.md), open loop:
+//! `--rate` writes per second of new keys to the targets (at most `--concurrency` in flight),
+//! and one observer per `--observe` node that asks its node, every [`LAG_POLL`], for the keys
+//! it still waits for (one `POST /v1/batch` of `r=1` gets, answered from that node's own
+//! replica). A key's lag runs from its write's acknowledgement to the first answer that holds
+//! it, so it overstates the true lag by up to one poll and one batch round trip. The summary's
+//! percentiles are lags; `ops` counts keys seen, `errors` failed writes and keys still unseen
+//! [`LAG_GRACE`] after the last write, and `ops_per_sec` is the acknowledged write rate.
 
 use super::resp;
 use anyhow::{Context, bail};
@@ -32,8 +41,9 @@ use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Which HTTP API the targets speak.
@@ -61,6 +71,9 @@ pub enum Workload {
     Load,
     /// Compare-and-set increments of random counters (strong and etcd only; see the module doc).
     Cas,
+    /// New keys at `--rate` per second, each timed until `--observe` nodes read it (causeway
+    /// only; see the module doc).
+    Lag,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -108,10 +121,24 @@ pub struct BenchArgs {
     /// Print the summary as JSON
     #[arg(long)]
     pub json: bool,
-    /// Seed of the key choice
+    /// Seed of the key choice (and, for the lag workload, part of its key names)
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Lag workload: writes offered per second
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// Lag workload: base URLs of the nodes that must read each key, comma separated (each key
+    /// is watched at one of them, round-robin)
+    #[arg(long, value_delimiter = ',')]
+    pub observe: Vec<String>,
 }
+
+/// How often a lag observer asks its node for the keys it waits for.
+const LAG_POLL: Duration = Duration::from_millis(2);
+/// How long lag observers keep asking after the last write; keys unseen by then are errors.
+const LAG_GRACE: Duration = Duration::from_secs(10);
+/// Most keys one observer poll asks for (the batch API's limit).
+const LAG_BATCH: usize = 1000;
 
 /// What one run measured.
 #[derive(Debug, Clone, Serialize)]
@@ -339,24 +366,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Summary> {
     if args.workload == Workload::Cas && !matches!(args.api, Api::Strong | Api::Etcd) {
         bail!("the cas workload needs --api strong or --api etcd");
     }
+    if args.workload == Workload::Lag
+        && (args.api != Api::Causeway || args.observe.is_empty() || args.rate == 0)
+    {
+        bail!("the lag workload needs --api causeway, --observe and a --rate of at least 1");
+    }
     let value = bytes::Bytes::from(vec![b'x'; args.value_size]);
     let mut clients = Vec::with_capacity(args.target.len());
     for t in &args.target {
         // A Redis target (`redis://host:port` or `host:port`) gets an unused HTTP client too,
         // built from its bare address so the builder accepts it.
-        let mut b = causeway_client::Client::builder()
-            .node(t.trim_start_matches("redis://").to_string())
-            .attempts(1)
-            .pool_max_idle_per_host(args.concurrency)
-            .timeout(Duration::from_secs(30));
-        if let Some(token) = &args.token {
-            b = b.token(token.clone());
-        }
-        if let Some(ca) = &args.ca_cert {
-            b = b.ca_file(ca)?;
-        }
         clients.push(Arc::new(Target {
-            client: b.build().context("building the HTTP client")?,
+            client: http_client(&args, t.trim_start_matches("redis://"))?,
             addr: t.clone(),
             redis_wait: (args.redis_wait, args.redis_wait_ms),
             api: args.api,
@@ -372,7 +393,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Summary> {
         eprintln!("loading {} keys before the read phase…", args.keys);
         drive(&load, &clients).await?;
     }
-    let summary = drive(&args, &clients).await?;
+    let summary = if args.workload == Workload::Lag {
+        lag(&args, &clients).await?
+    } else {
+        drive(&args, &clients).await?
+    };
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
@@ -393,6 +418,165 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Summary> {
         }
     }
     Ok(summary)
+}
+
+/// A client of `node` that makes one attempt per request, with the token and CA of `args`.
+fn http_client(args: &BenchArgs, node: &str) -> anyhow::Result<causeway_client::Client> {
+    let mut b = causeway_client::Client::builder()
+        .node(node.to_string())
+        .attempts(1)
+        .pool_max_idle_per_host(args.concurrency)
+        .timeout(Duration::from_secs(30));
+    if let Some(token) = &args.token {
+        b = b.token(token.clone());
+    }
+    if let Some(ca) = &args.ca_cert {
+        b = b.ca_file(ca)?;
+    }
+    b.build().context("building the HTTP client")
+}
+
+/// Keys an observer waits for, with when their writes were acknowledged.
+type Watched = Arc<Mutex<BTreeMap<String, Instant>>>;
+
+/// The lag workload (see the module doc).
+async fn lag(args: &BenchArgs, clients: &[Arc<Target>]) -> anyhow::Result<Summary> {
+    let writing = Arc::new(AtomicBool::new(true));
+    let mut watched: Vec<Watched> = Vec::new();
+    let mut observers = Vec::new();
+    for node in &args.observe {
+        let client = http_client(args, node)?;
+        let keys: Watched = Arc::default();
+        watched.push(keys.clone());
+        observers.push(tokio::spawn(observe(client, keys, writing.clone())));
+    }
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
+    let failed = Arc::new(Mutex::new((0u64, None::<String>)));
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(args.duration);
+    let mut writes = tokio::task::JoinSet::new();
+    let mut i = 0u64;
+    while Instant::now() < deadline {
+        ticks.tick().await;
+        let permit = in_flight.clone().acquire_owned().await?;
+        let target = clients[i as usize % clients.len()].clone();
+        let keys = watched[i as usize % watched.len()].clone();
+        let (failed, acked) = (failed.clone(), acked.clone());
+        let key = format!("lag-{}-{i:010}", args.seed);
+        let mut path = format!("/v1/kv/{key}");
+        if let Some(w) = target.w {
+            path.push_str(&format!("?w={w}"));
+        }
+        writes.spawn(async move {
+            let req = Request::new(causeway_client::Method::PUT, path, Retry::Never)
+                .body(target.value.clone());
+            match target.client.send(&req).await.and_then(|r| r.success()) {
+                Ok(_) => {
+                    let now = Instant::now();
+                    keys.lock().expect("not poisoned").insert(key, now);
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    let mut f = failed.lock().expect("not poisoned");
+                    f.0 += 1;
+                    f.1.get_or_insert_with(|| e.to_string());
+                }
+            }
+            drop(permit);
+        });
+        // Reaps finished writes so the set holds only those in flight.
+        while writes.try_join_next().is_some() {}
+        i += 1;
+    }
+    while writes.join_next().await.is_some() {}
+    let seconds = start.elapsed().as_secs_f64();
+    writing.store(false, Ordering::Relaxed);
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let (mut errors, mut first_error) = std::mem::take(&mut *failed.lock().expect("not poisoned"));
+    for o in observers {
+        let (h, unseen, e) = o.await?;
+        hist.add(h).expect("same bounds");
+        errors += unseen;
+        if first_error.is_none() {
+            first_error = e;
+        }
+    }
+    Ok(Summary {
+        api: args.api,
+        workload: args.workload,
+        concurrency: args.concurrency,
+        ops: hist.len(),
+        errors,
+        seconds,
+        ops_per_sec: acked.load(Ordering::Relaxed) as f64 / seconds,
+        p50_us: hist.value_at_quantile(0.50),
+        p99_us: hist.value_at_quantile(0.99),
+        p999_us: hist.value_at_quantile(0.999),
+        max_us: hist.max(),
+        first_error,
+    })
+}
+
+/// One lag observer: every [`LAG_POLL`], reads the keys of `keys` at its node and records each
+/// one found (and stops waiting for it). Ends once `writing` is over and no key is left, or
+/// [`LAG_GRACE`] after it ended; returns the lags, the keys never seen and the first failed
+/// poll's error.
+async fn observe(
+    client: causeway_client::Client,
+    keys: Watched,
+    writing: Arc<AtomicBool>,
+) -> (Histogram<u64>, u64, Option<String>) {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut first_error = None;
+    let mut stopped: Option<Instant> = None;
+    loop {
+        if stopped.is_none() && !writing.load(Ordering::Relaxed) {
+            stopped = Some(Instant::now());
+        }
+        let asked: Vec<String> = keys
+            .lock()
+            .expect("not poisoned")
+            .keys()
+            .take(LAG_BATCH)
+            .cloned()
+            .collect();
+        let over = stopped.is_some_and(|t| t.elapsed() >= LAG_GRACE);
+        if over || (asked.is_empty() && stopped.is_some()) {
+            break;
+        }
+        if !asked.is_empty() {
+            let ops: Vec<serde_json::Value> = asked
+                .iter()
+                .map(|k| serde_json::json!({"op": "get", "key": k, "r": "1"}))
+                .collect();
+            let req = Request::new(causeway_client::Method::POST, "/v1/batch", Retry::Never)
+                .json(&serde_json::json!({ "ops": ops }));
+            let reply = client.send(&req).await.and_then(|r| r.success());
+            match reply.and_then(|r| r.json()) {
+                Ok(body) => {
+                    let now = Instant::now();
+                    let results = body["results"].as_array().cloned().unwrap_or_default();
+                    let mut keys = keys.lock().expect("not poisoned");
+                    for (k, r) in asked.iter().zip(results) {
+                        if r["status"] == 200
+                            && let Some(acked) = keys.remove(k)
+                        {
+                            let us = now.saturating_duration_since(acked).as_micros() as u64;
+                            hist.saturating_record(us.max(1));
+                        }
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert_with(|| format!("observer poll: {e}"));
+                }
+            }
+        }
+        tokio::time::sleep(LAG_POLL).await;
+    }
+    let unseen = keys.lock().expect("not poisoned").len() as u64;
+    (hist, unseen, first_error)
 }
 
 /// One measured phase: `concurrency` closed loops until the deadline (or the key space, for
@@ -441,6 +625,7 @@ async fn drive(args: &BenchArgs, clients: &[Arc<Target>]) -> anyhow::Result<Summ
                     }
                     Workload::Mixed => Call::Put(rng.random_range(0..keys)),
                     Workload::Cas => Call::Cas(rng.random_range(0..keys)),
+                    Workload::Lag => unreachable!("the lag workload runs in lag(), not here"),
                 };
                 let began = Instant::now();
                 match client.call(&call, &mut link).await {

@@ -967,9 +967,12 @@ impl<S: Storage> Node<S> {
             Op::KeyCount { shard } if *shard >= self.cfg.view.shard_count() => {
                 return bad(format!("no shard {shard}"));
             }
-            Op::AntiEntropy { peer } if !self.peers().contains(peer) => {
+            Op::AntiEntropy { peer }
+                if !self.peers().contains(peer) && !self.mesh_upstream_of(peer) =>
+            {
                 return bad(format!(
-                    "{peer} is not another replica of this node's shard"
+                    "{peer} is neither another replica of this node's shard nor a node of a \
+                     mesh upstream"
                 ));
             }
             _ => {}
@@ -1002,7 +1005,10 @@ impl<S: Storage> Node<S> {
             return self.finish(Origin::Client(req.id), Err(e));
         }
         match req.op {
-            Op::AntiEntropy { peer } => return self.request_exchange(req.id, peer),
+            Op::AntiEntropy { peer } if self.peers().contains(&peer) => {
+                return self.request_exchange(req.id, peer);
+            }
+            Op::AntiEntropy { peer } => return self.mesh_pull(req.id, peer),
             Op::ChangeView { nodes, repl_factor } => {
                 return self.change_view(req.id, nodes, repl_factor);
             }

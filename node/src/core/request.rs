@@ -107,7 +107,9 @@ pub enum Op {
     MergeBatch { sets: Vec<(Bytes, VersionSet)> },
     /// Number of live keys held by a shard (the compatibility API's key counts).
     KeyCount { shard: u32 },
-    /// Run one anti-entropy exchange with `peer` now (it must share this node's shard).
+    /// Run one anti-entropy exchange with `peer` now, when it shares this node's shard; when it
+    /// is a node of a mesh upstream, one full sync of every partition this node owns against
+    /// that upstream (docs/mesh.md, "Bootstrapping a cluster").
     AntiEntropy { peer: NodeId },
     /// Install a new view with these nodes (and replication factor, default unchanged); the
     /// partitions that change shard are handed off to their new replicas in the background.

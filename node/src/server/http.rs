@@ -407,9 +407,11 @@ struct PullRequest {
 const MAX_PULL_EXCHANGES: u64 = 64;
 
 /// `POST /v1/admin/aae/pull` `{"peer": "host:port", "until_complete": false}`: one anti-entropy
-/// exchange with a replica of this node's shard, now; with `until_complete`, further exchanges
-/// while the last one was cut short by its key budget and still repaired something. Answers the
-/// sums over the exchanges run.
+/// exchange with a replica of this node's shard, now; or, when `peer` is a node of a mesh
+/// upstream, one full sync of every partition this node owns against that cluster (how a new
+/// cluster bootstraps, docs/mesh.md). With `until_complete`, further rounds while the last one
+/// was cut short by its key budget and still repaired something. Answers the sums over the
+/// rounds run.
 pub(super) async fn aae_pull(
     State(st): State<AppState>,
     uri: Uri,

@@ -5,7 +5,7 @@
 use super::world::{World, ctx_of, del, get, put, values};
 use causeway::core::config::MeshUpstream;
 use causeway::core::{
-    Canary, Config, NodeId, Quorum, ReqError, Response, SyncMode, VersionVector, View,
+    Canary, Config, NodeId, Op, Quorum, ReqError, Response, SyncMode, VersionVector, View,
 };
 use std::time::Duration;
 
@@ -239,4 +239,89 @@ fn a_data_directory_keeps_its_cluster_id() {
     let why = claim_cluster(&mut old, 5).expect_err("data written without an id is cluster 0");
     assert!(why.contains("cluster id 0"), "{why}");
     assert_eq!(claim_cluster(&mut old, 0), Ok(()));
+}
+
+fn c(i: usize) -> NodeId {
+    format!("10.0.3.{}:7000", i + 1)
+}
+
+#[test]
+fn a_new_cluster_bootstraps_by_pulling_from_its_upstream() {
+    let mut ca = cluster_cfg((0..3).map(a).collect(), 1, b(0), 64);
+    ca.mesh_upstreams.clear();
+    let mut w = World::with_config(ca, 5);
+    for k in 0..300 {
+        w.call(
+            &a(k % 3),
+            put(&format!("k{k}"), "v", &VersionVector::new(), Quorum::All),
+        );
+    }
+    // Cluster C: its periodic full syncs are an hour apart, so only the pull brings the keys.
+    let mut cc = cluster_cfg((0..3).map(c).collect(), 3, a(0), 64);
+    cc.mesh_sync_interval = Duration::from_secs(3600);
+    for i in 0..3 {
+        w.start_with(&c(i), causeway::core::MemStorage::new(), cc.clone());
+    }
+    w.run_for(Duration::from_secs(2));
+    let held = |w: &World| {
+        (0..300)
+            .flat_map(|k| (0..3).map(move |i| (k, i)))
+            .filter(|(k, i)| {
+                w.nodes[&c(*i)]
+                    .local_state(format!("k{k}").as_bytes())
+                    .is_some()
+            })
+            .count()
+    };
+    assert_eq!(held(&w), 0, "nothing arrives before the pull");
+
+    let unknown = w.call(&c(0), Op::AntiEntropy { peer: b(0) });
+    assert!(
+        matches!(&unknown.result, Err(ReqError::BadRequest(m)) if m.contains("mesh upstream")),
+        "{unknown:?}"
+    );
+    let first = w.submit(&c(0), Op::AntiEntropy { peer: a(1) });
+    let second = w.submit(&c(0), Op::AntiEntropy { peer: a(1) });
+    let busy = w.wait(second, Duration::from_secs(5)).unwrap();
+    assert!(
+        matches!(&busy.result, Err(ReqError::Unavailable(m)) if m.contains("already running")),
+        "{busy:?}"
+    );
+    let r = w.wait(first, Duration::from_secs(10)).unwrap();
+    let Ok(Response::AntiEntropy {
+        keys_repaired,
+        bytes,
+        complete,
+        ..
+    }) = r.result
+    else {
+        panic!("{r:?}")
+    };
+    assert!(complete);
+    assert_eq!(keys_repaired, 300);
+    assert!(bytes > 0);
+    w.run_for(Duration::from_secs(1));
+    assert_eq!(
+        held(&w),
+        900,
+        "the puller repaired its shard's other replicas"
+    );
+    let st = w.nodes[&c(0)].status().mesh;
+    assert_eq!(
+        st.upstreams[0].full_syncs, 64,
+        "one full sync per partition"
+    );
+
+    let again = w.call(&c(0), Op::AntiEntropy { peer: a(2) });
+    assert!(
+        matches!(
+            again.result,
+            Ok(Response::AntiEntropy {
+                keys_repaired: 0,
+                complete: true,
+                ..
+            })
+        ),
+        "{again:?}"
+    );
 }

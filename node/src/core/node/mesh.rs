@@ -19,6 +19,10 @@
 //!   the comparison; once every difference was repaired, this node reflects all of it and joins
 //!   it into its *mesh floor* of the partition.
 //!
+//! - **pull**: an operator's `POST /v1/admin/aae/pull` naming a node of an upstream
+//!   ([`Node::mesh_pull`], e.g. to bootstrap a new cluster) runs one full sync of every
+//!   partition this node owns against that upstream at once, and answers the sums once all ended.
+//!
 //! Received version sets are merged with the DVV join as they are (their dots are never
 //! re-stamped), stored and indexed like any copy, and sent to the shard's other replicas as a
 //! repair. Causality: a context entry of another cluster's actor is held for a partition only
@@ -27,7 +31,7 @@
 //! floor ([`Node::mesh_floor`]), so a context read here supersedes the foreign versions it covers. Floors live in memory only:
 //! a restart or a view change forgets them (a later sync rebuilds them), which is conservative.
 
-use super::Node;
+use super::{Node, Origin};
 use crate::core::aae::encoded_len;
 use crate::core::clock::VersionVector;
 use crate::core::config::Canary;
@@ -36,7 +40,7 @@ use crate::core::dvv::VersionSet;
 use crate::core::merkle::{BRANCHES, PartitionTree, SEGMENTS};
 use crate::core::message::PeerMsg;
 use crate::core::outbox;
-use crate::core::request::Rid;
+use crate::core::request::{ReqError, ReqId, Response, Rid};
 use crate::core::ring::{Epoch, NodeId};
 use crate::core::storage::Storage;
 use crate::core::time::Time;
@@ -120,6 +124,24 @@ struct Sync {
     /// The upstream's vouched clock of the partition as of its branch hashes.
     vouched: Option<VersionVector>,
     truncated: bool,
+    /// Bytes of the sync's messages both ways.
+    bytes: u64,
+    /// Keys the sync changed here.
+    repaired: u64,
+}
+
+/// A pull an operator asked for ([`Node::mesh_pull`]): one full sync of every partition this
+/// node owns against one upstream, answered once every one of them ended.
+#[derive(Debug)]
+struct Pull {
+    id: ReqId,
+    peer: NodeId,
+    /// The pull's syncs still running (a subset of [`Mesh::syncs`]).
+    running: BTreeSet<Rid>,
+    keys_repaired: u64,
+    bytes: u64,
+    /// False once one of its syncs failed or was cut short by its key budget.
+    complete: bool,
 }
 
 /// The node's mesh state (see the module documentation).
@@ -133,8 +155,10 @@ pub struct Mesh {
     subscribers: BTreeMap<NodeId, Subscriber>,
     /// Keys dropped from full subscriber queues since start.
     queue_drops: u64,
-    /// Running full syncs, one per owned partition at most.
+    /// Running full syncs: one per owned partition at most, and those of a pull.
     syncs: BTreeMap<Rid, Sync>,
+    /// The operator's pull, if one runs (one at a time).
+    pull: Option<Pull>,
     next_renew: Time,
     next_sync: Time,
     turn: usize,
@@ -216,6 +240,12 @@ impl<S: Storage> Node<S> {
                 msg.kind()
             ),
         })
+    }
+
+    /// Whether `node` is a node of an upstream cluster: its configured node, or an owner in the
+    /// layout it reported.
+    pub(super) fn mesh_upstream_of(&self, node: &NodeId) -> bool {
+        self.mesh.upstream_of(node).is_some()
     }
 
     /// Whether `actor` was issued by another cluster of the mesh.
@@ -322,7 +352,7 @@ impl<S: Storage> Node<S> {
             .collect();
         for rid in late {
             let s = self.mesh.syncs.remove(&rid).expect("listed above");
-            self.mesh.upstreams[s.upstream].0.full_syncs_failed += 1;
+            self.mesh_end_sync(rid, &s, false);
         }
         if now >= self.mesh.next_sync && self.mesh.syncs.is_empty() {
             let interval = self.cfg.mesh_sync_interval.as_micros() as u64;
@@ -403,6 +433,11 @@ impl<S: Storage> Node<S> {
             return;
         }
         let peer = owners[(turn + s.full_syncs_failed as usize) % owners.len()].clone();
+        self.mesh_sync_with(upstream, partition, peer);
+    }
+
+    /// Starts a full sync of `partition` against `peer`, an owner of it at `upstream`.
+    fn mesh_sync_with(&mut self, upstream: usize, partition: u32, peer: NodeId) -> Rid {
         let rid = self.rid();
         let msg = PeerMsg::MeshSyncRoot {
             rid,
@@ -410,41 +445,149 @@ impl<S: Storage> Node<S> {
             partition,
             root: self.merkle.root(partition),
         };
-        self.mesh.upstreams[upstream].0.bytes += encoded_len(&msg);
+        let bytes = encoded_len(&msg);
+        self.mesh.upstreams[upstream].0.bytes += bytes;
         self.mesh.syncs.insert(
             rid,
             Sync {
                 upstream,
                 peer: peer.clone(),
                 partition,
-                deadline: self.now + self.cfg.mesh_sync_interval,
+                deadline: self.now + self.mesh_step(),
                 vouched: None,
                 truncated: false,
+                bytes,
+                repaired: 0,
             },
         );
         self.send(&peer, msg);
+        rid
+    }
+
+    /// How long a sync's step waits for its answer: one `mesh_sync_interval`, at most
+    /// `aae_timeout` (a long interval must not hold a pull whose message was lost).
+    fn mesh_step(&self) -> Duration {
+        self.cfg.mesh_sync_interval.min(self.cfg.aae_timeout)
+    }
+
+    /// Starts the operator's pull (`Op::AntiEntropy` naming `peer`, a node of an upstream, see
+    /// [`Node::mesh_upstream_of`]): a full sync of every partition this node owns against that
+    /// upstream, at `peer` for the partitions it owns there and at their first owner otherwise.
+    /// Answers [`Response::AntiEntropy`] with the sums once every sync ended; `complete` when
+    /// each repaired every difference it found. A pull while another runs, or before the
+    /// upstream's layout arrived, or from a refused upstream, is answered `Unavailable`.
+    pub(super) fn mesh_pull(&mut self, id: ReqId, peer: NodeId) {
+        let unavailable = |msg: String| Err(ReqError::Unavailable(msg));
+        if let Some(p) = &self.mesh.pull {
+            let msg = format!("a mesh pull from {} is already running", p.peer);
+            return self.finish(Origin::Client(id), unavailable(msg));
+        }
+        let u = self
+            .mesh
+            .upstream_of(&peer)
+            .expect("validated: a node of an upstream");
+        let (s, layout) = &self.mesh.upstreams[u];
+        let layout = match (layout, &s.refused) {
+            (_, Some(why)) => {
+                let msg = format!("upstream {} is refused: {why}", s.name);
+                return self.finish(Origin::Client(id), unavailable(msg));
+            }
+            (None, None) => {
+                let msg = format!("upstream {} has not told its layout yet", s.name);
+                return self.finish(Origin::Client(id), unavailable(msg));
+            }
+            (Some(l), None) => l,
+        };
+        let mut picks = Vec::new();
+        let mut complete = true;
+        for p in self.shard_partitions() {
+            let owners = &layout.owners[p as usize];
+            match owners.iter().find(|o| **o == peer).or(owners.first()) {
+                Some(o) => picks.push((p, o.clone())),
+                None => complete = false,
+            }
+        }
+        let running = picks
+            .into_iter()
+            .map(|(p, o)| self.mesh_sync_with(u, p, o))
+            .collect();
+        self.mesh.pull = Some(Pull {
+            id,
+            peer,
+            running,
+            keys_repaired: 0,
+            bytes: 0,
+            complete,
+        });
+        self.mesh_answer_pull();
+    }
+
+    /// Answers the pull once none of its syncs runs any more.
+    fn mesh_answer_pull(&mut self) {
+        if !self
+            .mesh
+            .pull
+            .as_ref()
+            .is_some_and(|p| p.running.is_empty())
+        {
+            return;
+        }
+        let p = self.mesh.pull.take().expect("checked above");
+        let resp = Response::AntiEntropy {
+            peer: p.peer,
+            keys_repaired: p.keys_repaired,
+            bytes: p.bytes,
+            complete: p.complete,
+        };
+        self.finish(Origin::Client(p.id), Ok(resp));
+    }
+
+    /// Counts the ended sync `s` (`complete`: it repaired every difference it found) in its
+    /// upstream's counters and in the pull it belongs to, if any.
+    fn mesh_end_sync(&mut self, rid: Rid, s: &Sync, complete: bool) {
+        let st = &mut self.mesh.upstreams[s.upstream].0;
+        if complete {
+            st.full_syncs += 1;
+            st.last_full_sync_us
+                .insert(s.partition, self.wall.as_micros());
+        } else {
+            st.full_syncs_failed += 1;
+        }
+        if let Some(p) = self.mesh.pull.as_mut()
+            && p.running.remove(&rid)
+        {
+            p.keys_repaired += s.repaired;
+            p.bytes += s.bytes;
+            p.complete &= complete;
+            self.mesh_answer_pull();
+        }
     }
 
     /// The running sync if `rid` from `from` belongs to it; counts the message's bytes.
     fn sync_matches(&mut self, from: &NodeId, rid: Rid, msg: &PeerMsg) -> bool {
-        let Some(s) = self.mesh.syncs.get(&rid) else {
+        let Some(s) = self.mesh.syncs.get_mut(&rid) else {
             return false;
         };
         if s.peer != *from {
             return false;
         }
+        let bytes = encoded_len(msg);
+        s.bytes += bytes;
         let u = s.upstream;
-        self.mesh.upstreams[u].0.bytes += encoded_len(msg);
+        self.mesh.upstreams[u].0.bytes += bytes;
         self.mesh.upstreams[u].0.last_heard_us = self.wall.as_micros();
         true
     }
 
-    /// Sends the running sync's next step, which has one `mesh_sync_interval` to be answered.
+    /// Sends the running sync's next step, which has one [`Node::mesh_step`] to be answered.
     fn mesh_send_sync(&mut self, rid: Rid, msg: PeerMsg) {
+        let step = self.mesh_step();
         if let Some(s) = self.mesh.syncs.get_mut(&rid) {
-            s.deadline = self.now + self.cfg.mesh_sync_interval;
+            s.deadline = self.now + step;
+            let bytes = encoded_len(&msg);
+            s.bytes += bytes;
             let (u, peer) = (s.upstream, s.peer.clone());
-            self.mesh.upstreams[u].0.bytes += encoded_len(&msg);
+            self.mesh.upstreams[u].0.bytes += bytes;
             self.send(&peer, msg);
         }
     }
@@ -655,11 +798,10 @@ impl<S: Storage> Node<S> {
                     unreachable!("matched above")
                 };
                 let s = self.mesh.syncs.remove(&rid).expect("matched");
-                let st = &mut self.mesh.upstreams[s.upstream].0;
-                st.full_syncs_failed += 1;
                 if reason.starts_with("partition counts") {
-                    st.refused = Some(reason);
+                    self.mesh.upstreams[s.upstream].0.refused = Some(reason);
                 }
+                self.mesh_end_sync(rid, &s, false);
             }
             ref m @ PeerMsg::MeshSyncBranches { rid, .. } if self.sync_matches(&from, rid, m) => {
                 let PeerMsg::MeshSyncBranches {
@@ -724,6 +866,7 @@ impl<S: Storage> Node<S> {
                 let repaired = self.mesh_absorb(sets);
                 let s = self.mesh.syncs.get_mut(&rid).expect("matched");
                 s.truncated |= truncated;
+                s.repaired += repaired;
                 self.mesh.upstreams[s.upstream].0.keys_repaired += repaired;
                 self.probes
                     .add(crate::core::Probe::MeshSyncRepaired, repaired);
@@ -736,21 +879,15 @@ impl<S: Storage> Node<S> {
     /// Ends the running sync; a complete one (every difference repaired) joins the upstream's
     /// vouched clock into this partition's mesh floor.
     fn mesh_finish_sync(&mut self, rid: Rid) {
-        let Some(s) = self.mesh.syncs.remove(&rid) else {
+        let Some(mut s) = self.mesh.syncs.remove(&rid) else {
             return;
         };
-        let st = &mut self.mesh.upstreams[s.upstream].0;
-        if s.truncated {
-            st.full_syncs_failed += 1;
-            return;
-        }
-        st.full_syncs += 1;
-        st.last_full_sync_us
-            .insert(s.partition, self.wall.as_micros());
-        if let Some(v) = s.vouched {
+        let complete = !s.truncated;
+        if complete && let Some(v) = s.vouched.take() {
             self.mesh.floors.entry(s.partition).or_default().merge(&v);
             self.probes.hit(crate::core::Probe::MeshFullSync);
             self.wake_parked();
         }
+        self.mesh_end_sync(rid, &s, complete);
     }
 }
