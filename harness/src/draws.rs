@@ -44,6 +44,11 @@ pub enum Purpose {
     Pick = 10,
     /// Simulator: a strong-key client's choices of node, key and pause (entity: client).
     Strong = 11,
+    /// Plan: a whole cluster's clock offset in a mesh (entity: cluster).
+    ClusterClock = 12,
+    /// Simulator: the WAN latency between two clusters of a mesh (entity: the cluster pair's
+    /// `link`).
+    Wan = 13,
 }
 
 /// The entity id of the directed link `from → to`.

@@ -9,9 +9,15 @@ use causeway::core::View;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-/// The cluster's first view (addresses `10.0.<i>.1:7000`); spare slots follow its nodes.
+/// The cluster's first view (addresses `10.0.<i>.1:7000`); spare slots follow its nodes. In a
+/// mesh, the first cluster's.
 pub fn view_of(s: &Scenario) -> View {
-    let nodes = (0..s.cluster.nodes).map(node_addr).collect();
+    cluster_view(s, 0)
+}
+
+/// The first view of cluster `c` (of a mesh; cluster 0 is the only one otherwise).
+pub fn cluster_view(s: &Scenario, c: usize) -> View {
+    let nodes = s.cluster.members_of(c).map(node_addr).collect();
     View::with_partitions(nodes, s.cluster.rf, s.cluster.partitions)
         .expect("generated addresses form a valid view")
 }
@@ -25,11 +31,22 @@ pub fn generate(s: &Scenario, seed: u64) -> Plan {
     // changing one scenario knob (say, the fault rate) leaves the other streams' draws as they were.
     let mut draws = Draws::new(seed);
     let n = s.cluster.slots();
+    // In a mesh each cluster's clock is off by its own offset too (drawn only in a mesh).
+    let cluster_offset: Vec<i64> = (0..s.cluster.clusters)
+        .map(|c| match s.cluster.is_mesh() {
+            true => signed(
+                draws.stream(Purpose::ClusterClock, c as u64),
+                s.mesh.skew_ms,
+            ),
+            false => 0,
+        })
+        .collect();
     let clocks = (0..n)
         .map(|i| {
             let rng = draws.stream(Purpose::Clock, i as u64);
             NodeClockPlan {
-                offset_ms: signed(rng, s.clocks.offset_ms),
+                offset_ms: signed(rng, s.clocks.offset_ms)
+                    + cluster_offset[s.cluster.cluster_of(i)],
                 drift_ppm: signed(rng, s.clocks.drift_ppm),
             }
         })
@@ -132,7 +149,7 @@ fn gen_faults(s: &Scenario, rng: &mut ChaCha8Rng) -> Vec<TimedFault> {
     let mut out: Vec<TimedFault> = f.events.clone();
     // Random membership changes: current members, and spares that never ran.
     let mut members: Vec<usize> = (0..s.cluster.nodes).collect();
-    let mut spares: Vec<usize> = (s.cluster.nodes..n)
+    let mut spares: Vec<usize> = (s.cluster.nodes * s.cluster.clusters..n)
         .filter(|i| !f.events.iter().any(|e| e.fault.nodes().contains(i)))
         .collect();
     // Per node: until when it is down (crashed, wiped or paused).
@@ -244,6 +261,27 @@ fn gen_faults(s: &Scenario, rng: &mut ChaCha8Rng) -> Vec<TimedFault> {
                     }
                 }
             }
+            FaultKind::ClusterPartition if s.cluster.is_mesh() => {
+                let c = rng.random_range(0..s.cluster.clusters);
+                let inside: Vec<usize> = s.cluster.members_of(c).collect();
+                let outside: Vec<usize> = (0..n).filter(|i| !inside.contains(i)).collect();
+                let groups = vec![inside, outside];
+                out.push(at(t, Fault::Partition { groups }));
+                out.push(at(end, Fault::HealNet));
+            }
+            FaultKind::ClusterCrash if s.cluster.is_mesh() => {
+                let down = down_until.iter().filter(|&&u| u > t).count();
+                let c = rng.random_range(0..s.cluster.clusters);
+                let nodes: Vec<usize> = s.cluster.members_of(c).collect();
+                if down + nodes.len() <= f.max_down && nodes.iter().all(|&i| down_until[i] <= t) {
+                    for &node in &nodes {
+                        let back = (end + rng.random_range(0..1000)).min(chaos_ms);
+                        down_until[node] = back + 1;
+                        out.push(at(t, Fault::Crash { node }));
+                        out.push(at(back, Fault::Restart { node }));
+                    }
+                }
+            }
             FaultKind::Jump => {
                 let node = rng.random_range(0..n);
                 let ms = signed(rng, s.clocks.jump_ms.max(1));
@@ -277,7 +315,12 @@ fn gen_faults(s: &Scenario, rng: &mut ChaCha8Rng) -> Vec<TimedFault> {
                 };
                 out.push(at(t, fault));
             }
-            FaultKind::Partition | FaultKind::Asymmetric | FaultKind::Join | FaultKind::Leave => {}
+            FaultKind::Partition
+            | FaultKind::Asymmetric
+            | FaultKind::Join
+            | FaultKind::Leave
+            | FaultKind::ClusterPartition
+            | FaultKind::ClusterCrash => {}
         }
         t += secs(rng, f.every_s).max(1);
     }

@@ -45,7 +45,8 @@ pub struct OpRecord {
     /// liveness bound is recorded as an ordinary operation (`false`); its retry is the probe.
     pub probe: bool,
     /// What the node that delivered the reply had applied when it did: its applied clock
-    /// (contiguous counters per actor) joined with its copy of the key's context, if that node
+    /// (contiguous counters per actor) joined with its copy of the key's context and, in a mesh,
+    /// the other clusters' dots its full syncs vouched for (its mesh floor), if that node
     /// owned the key then and no view had changed yet (so it answered from its own state, not a
     /// previous owner's or a handoff's). `None` otherwise, or when unknown (a real cluster).
     pub replier_applied: Option<VersionVector>,

@@ -84,6 +84,9 @@ pub struct Scenario {
     pub faults: Faults,
     #[serde(default)]
     pub expect: Expect,
+    /// How the clusters of a mesh (`cluster.clusters` above one) reach each other.
+    #[serde(default)]
+    pub mesh: Mesh,
     /// A recorded workload and fault schedule; when present it replaces generation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Plan>,
@@ -93,7 +96,15 @@ pub struct Scenario {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
+    /// Nodes of each cluster's first view.
     pub nodes: usize,
+    /// Clusters in the run (docs/mesh.md): above one, cluster `c` is the node slots
+    /// `c * nodes .. (c + 1) * nodes`, its id is `c + 1`, and every cluster is a mesh member and
+    /// lists every other as an upstream (through its first node). Each has its own view of
+    /// `nodes` nodes with this `rf` and `partitions`. No spares, membership faults, strong
+    /// clients or `non-owner` clients in a mesh.
+    #[serde(default = "one_cluster")]
+    pub clusters: usize,
     pub rf: usize,
     #[serde(default = "default_partitions")]
     pub partitions: u32,
@@ -122,9 +133,68 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Every node slot: the first view's nodes, then the spares.
+    /// Every node slot: each cluster's first view's nodes, then the spares.
     pub fn slots(&self) -> usize {
-        self.nodes + self.spares
+        self.nodes * self.clusters + self.spares
+    }
+
+    /// The cluster (0-based) node slot `n` belongs to; spares belong to cluster 0.
+    pub fn cluster_of(&self, n: usize) -> usize {
+        if n < self.nodes * self.clusters {
+            n / self.nodes
+        } else {
+            0
+        }
+    }
+
+    /// The node slots of cluster `c`'s first view.
+    pub fn members_of(&self, c: usize) -> std::ops::Range<usize> {
+        if self.clusters == 1 {
+            0..self.nodes
+        } else {
+            c * self.nodes..(c + 1) * self.nodes
+        }
+    }
+
+    /// Several clusters meshed in one run.
+    pub fn is_mesh(&self) -> bool {
+        self.clusters > 1
+    }
+}
+
+fn one_cluster() -> usize {
+    1
+}
+
+/// The links between the clusters of a mesh and the mesh settings of every node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mesh {
+    /// Each pair of clusters gets a one-way WAN latency drawn once per seed from
+    /// `[min, max]` ms (the same both ways); inside a cluster `net.delay_us` applies.
+    pub wan_delay_ms: [u64; 2],
+    /// Each message between clusters takes up to this many ms more than its pair's latency
+    /// (jitter, which reorders).
+    pub wan_jitter_ms: u64,
+    /// Keys queued per downstream subscriber (`Config::mesh_queue`): small, so a cut between
+    /// clusters overflows it and only the full sync can repair what it dropped.
+    pub queue: usize,
+    /// Between full syncs (`Config::mesh_sync_interval`), seconds.
+    pub sync_interval_s: f64,
+    /// Largest absolute clock offset of a whole cluster, ms, on top of each node's own
+    /// (`clocks`): clusters whose clocks disagree by seconds.
+    pub skew_ms: u64,
+}
+
+impl Default for Mesh {
+    fn default() -> Self {
+        Mesh {
+            wan_delay_ms: [50, 200],
+            wan_jitter_ms: 20,
+            queue: 16,
+            sync_interval_s: 0.5,
+            skew_ms: 0,
+        }
     }
 }
 
@@ -360,6 +430,12 @@ pub enum FaultKind {
     /// A view change that keeps the members but shuffles their order and picks a random
     /// replication factor: shards reshape and partitions move, and every node takes a new actor.
     Reshape,
+    /// Mesh: one random cluster is cut off from every other (its own links stay up), healed
+    /// later; long enough, it overflows the feed queues and outlasts the subscriptions.
+    ClusterPartition,
+    /// Mesh: every node of one random cluster crashes at the same instant and restarts later
+    /// (its nodes restart one by one within a second). Counts as that many against `max_down`.
+    ClusterCrash,
 }
 
 /// The fault schedule.
@@ -521,6 +597,9 @@ impl Scenario {
         if w.clients == Clients::NonOwner && c.nodes / c.rf < 2 {
             return Err("clients = \"non-owner\" needs at least two shards".into());
         }
+        if c.is_mesh() {
+            self.validate_mesh()?;
+        }
         let node_ok = |n: usize| n < c.slots();
         for e in self
             .faults
@@ -568,6 +647,44 @@ impl Scenario {
             .any(|e| matches!(e.fault, Fault::Loss { rate } | Fault::Dup { rate } if !(0.0..=1.0).contains(&rate)))
         {
             return Err("loss and dup rates must be within [0, 1]".into());
+        }
+        Ok(())
+    }
+
+    /// What a run of several clusters supports (docs/simulator.md, "Meshes").
+    fn validate_mesh(&self) -> Result<(), String> {
+        let (c, m) = (&self.cluster, &self.mesh);
+        let membership = |f: &Fault| {
+            matches!(
+                f,
+                Fault::Join { .. }
+                    | Fault::View { .. }
+                    | Fault::Remove { .. }
+                    | Fault::ForceRemove { .. }
+            )
+        };
+        let membership_kind = self.faults.kinds.iter().any(|k| {
+            matches!(
+                k,
+                FaultKind::Join | FaultKind::Leave | FaultKind::Reshape | FaultKind::CrashPair
+            )
+        });
+        if c.spares > 0
+            || self.strong.is_some()
+            || self.workload.clients == Clients::NonOwner
+            || membership_kind
+            || self.faults.events.iter().any(|e| membership(&e.fault))
+        {
+            return Err(
+                "a mesh (cluster.clusters > 1) runs no spares, membership faults, crash-pair, strong clients or non-owner clients"
+                    .into(),
+            );
+        }
+        if m.wan_delay_ms[0] > m.wan_delay_ms[1] || m.queue == 0 || m.sync_interval_s <= 0.0 {
+            return Err(
+                "mesh.wan_delay_ms must be [min, max], mesh.queue and sync_interval_s positive"
+                    .into(),
+            );
         }
         Ok(())
     }

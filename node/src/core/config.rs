@@ -109,9 +109,8 @@ pub enum Canary {
 }
 
 impl Canary {
-    /// The canaries the simulator's sweep must catch. The two mesh canaries are not listed: no
-    /// simulator scenario runs several clusters yet; the core tests of the mesh catch them.
-    pub const ALL: [Canary; 24] = [
+    /// The canaries the simulator's sweep must catch (the mesh ones by the `mesh-*` scenarios).
+    pub const ALL: [Canary; 26] = [
         Canary::SkipCausalWait,
         Canary::NoReplicationRetry,
         Canary::NoAntiEntropy,
@@ -136,6 +135,8 @@ impl Canary {
         Canary::ExpireWithWideContext,
         Canary::NoProxyFailover,
         Canary::NoReadRepair,
+        Canary::MeshDropQueueNoSync,
+        Canary::MeshRestamp,
     ];
 
     pub fn name(self) -> &'static str {

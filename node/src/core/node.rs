@@ -593,6 +593,13 @@ impl<S: Storage> Node<S> {
         self.storage.get(key)
     }
 
+    /// The dots of other clusters this replica holds to `key`'s partition through completed full
+    /// syncs (its mesh floor, docs/mesh.md), which its reply contexts name; empty outside a mesh.
+    /// The simulator's G1 check judges reply contexts against it with [`Node::applied`].
+    pub fn mesh_floor_of(&self, key: &[u8]) -> VersionVector {
+        self.mesh_floor(self.cfg.view.partition_of(key))
+    }
+
     /// The contiguous applied counters this replica can vouch for.
     pub fn applied(&self) -> VersionVector {
         self.clock.bases(|_| true)

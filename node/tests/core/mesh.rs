@@ -17,8 +17,14 @@ fn b(i: usize) -> NodeId {
     format!("10.0.2.{}:7000", i + 1)
 }
 
-fn cluster_cfg(nodes: Vec<NodeId>, id: u32, upstream: NodeId, partitions: u32) -> Config {
-    let mut cfg = Config::new(View::with_partitions(nodes, 3, partitions).unwrap());
+fn cluster_cfg(
+    nodes: Vec<NodeId>,
+    rf: usize,
+    id: u32,
+    upstream: NodeId,
+    partitions: u32,
+) -> Config {
+    let mut cfg = Config::new(View::with_partitions(nodes, rf, partitions).unwrap());
     cfg.sync = SyncMode::Always;
     cfg.cluster = id;
     cfg.mesh_member = true;
@@ -32,12 +38,23 @@ fn cluster_cfg(nodes: Vec<NodeId>, id: u32, upstream: NodeId, partitions: u32) -
 
 /// Cluster A (id 1, `a(0..3)`) and cluster B (id 2, `b(0..3)`), each the other's upstream.
 fn meshed(canary: Option<Canary>, b_partitions: u32) -> World {
-    let mut ca = cluster_cfg((0..3).map(a).collect(), 1, b(0), 64);
-    ca.canary = canary;
+    meshed_with(3, 3, |c| {
+        c.canary = canary;
+        if c.cluster == 2 {
+            c.view = View::with_partitions((0..3).map(b).collect(), 3, b_partitions).unwrap();
+        }
+    })
+}
+
+/// Cluster A (id 1, `a(0..n)`) and cluster B (id 2, `b(0..n)`) with replication factor `rf`,
+/// each the other's upstream, every configuration passed through `tune` first.
+fn meshed_with(n: usize, rf: usize, tune: impl Fn(&mut Config)) -> World {
+    let mut ca = cluster_cfg((0..n).map(a).collect(), rf, 1, b(0), 64);
+    tune(&mut ca);
     let mut w = World::with_config(ca, 11);
-    let mut cb = cluster_cfg((0..3).map(b).collect(), 2, a(0), b_partitions);
-    cb.canary = canary;
-    for i in 0..3 {
+    let mut cb = cluster_cfg((0..n).map(b).collect(), rf, 2, a(0), 64);
+    tune(&mut cb);
+    for i in 0..n {
         w.start_with(&b(i), causeway::core::MemStorage::new(), cb.clone());
     }
     w.run_for(Duration::from_secs(2));
@@ -130,6 +147,57 @@ fn a_token_from_the_other_cluster_waits_then_503s_never_stale() {
     let id = w.submit(&b(1), get("k", &token, Quorum::N(1)));
     let r = w.wait(id, Duration::from_secs(5)).unwrap();
     assert_eq!(values(&r), vec!["new"]);
+}
+
+/// Found by the simulator (`mesh-3`): an upstream vouches, for a partition, only the actors that
+/// wrote to it, so a token naming a write of another shard's node never reached the floor of
+/// the partitions that node does not own, and every read with it there 503ed, forever.
+#[test]
+fn a_token_is_served_in_partitions_its_writer_never_wrote_to() {
+    let mut w = meshed_with(4, 2, |_| {});
+    let view = w.nodes[&a(0)].view().clone();
+    let shard = view.shard_of_node(&a(0)).unwrap();
+    let key = |mine: bool| {
+        (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| (view.shard_of_key(k.as_bytes()) == shard) == mine)
+            .unwrap()
+    };
+    let (written, other) = (key(true), key(false));
+    let r = w.call(
+        &a(0),
+        put(&written, "x", &VersionVector::new(), Quorum::N(1)),
+    );
+    let token = ctx_of(&r);
+    w.run_for(Duration::from_secs(3));
+    for i in 0..4 {
+        let r = w.call(&b(i), get(&other, &token, Quorum::N(1)));
+        assert!(r.result.is_ok(), "at {}: {:?}", b(i), r.result);
+        let r = w.call(&b(i), get(&written, &token, Quorum::N(1)));
+        assert_eq!(values(&r), vec!["x"], "at {}", b(i));
+    }
+}
+
+/// Found by the simulator (`mesh-2`, 50–200 ms each way): a full-sync step had one
+/// `mesh_sync_interval` to be answered, so over a round trip longer than that every sync with
+/// a difference to repair was abandoned, and what a cut had lost stayed lost.
+#[test]
+fn full_syncs_complete_over_a_round_trip_longer_than_the_sync_interval() {
+    let mut w = meshed_with(3, 3, |c| c.mesh_sync_interval = Duration::from_millis(60));
+    w.faults.jitter_ms = 120;
+    cut_clusters(&mut w, true);
+    for k in 0..40 {
+        w.call(
+            &a(k % 3),
+            put(&format!("k{k}"), "v", &VersionVector::new(), Quorum::N(1)),
+        );
+    }
+    w.run_for(Duration::from_secs(5));
+    cut_clusters(&mut w, false);
+    w.run_for(Duration::from_secs(30));
+    assert_eq!(missing_at_b(&w, 40), 0);
+    let st = w.nodes[&b(0)].status().mesh;
+    assert!(st.upstreams[0].keys_repaired > 0, "{:?}", st.upstreams[0]);
 }
 
 #[test]
@@ -247,7 +315,7 @@ fn c(i: usize) -> NodeId {
 
 #[test]
 fn a_new_cluster_bootstraps_by_pulling_from_its_upstream() {
-    let mut ca = cluster_cfg((0..3).map(a).collect(), 1, b(0), 64);
+    let mut ca = cluster_cfg((0..3).map(a).collect(), 3, 1, b(0), 64);
     ca.mesh_upstreams.clear();
     let mut w = World::with_config(ca, 5);
     for k in 0..300 {
@@ -257,7 +325,7 @@ fn a_new_cluster_bootstraps_by_pulling_from_its_upstream() {
         );
     }
     // Cluster C: its periodic full syncs are an hour apart, so only the pull brings the keys.
-    let mut cc = cluster_cfg((0..3).map(c).collect(), 3, a(0), 64);
+    let mut cc = cluster_cfg((0..3).map(c).collect(), 3, 3, a(0), 64);
     cc.mesh_sync_interval = Duration::from_secs(3600);
     for i in 0..3 {
         w.start_with(&c(i), causeway::core::MemStorage::new(), cc.clone());

@@ -59,7 +59,7 @@ impl<A: FnMut(u64)> World<'_, A> {
             Op::Put { key, w, .. } => (key, *w),
             _ => return,
         };
-        let view = &self.config.view;
+        let view = &self.configs[e.cluster].view;
         let members = view.shard_members(view.shard_of_key(key));
         if quorum.resolve(members.len()) != Some(1) {
             return;

@@ -27,13 +27,14 @@ mod strong;
 
 use crate::disk::SimDisk;
 use bytes::Bytes;
+use causeway::core::config::MeshUpstream;
 use causeway::core::{
     Canary, Config, Dot, Effects, Executed, Identity, Input, Node, NodeId, Op, Origin, PeerMsg,
     Persisted, Probes, Quorum, Reply, Request, Response, SyncMode, Time, VersionSet, VersionVector,
     View,
 };
 use causeway_harness::draws::{Draws, Purpose, link};
-use causeway_harness::generate::view_of;
+use causeway_harness::generate::cluster_view;
 use causeway_harness::history::{History, OpRecord, Outcome, WriteRecord};
 use causeway_harness::plan::{Fault, OpKind, Plan, PlannedOp, key_name, node_addr};
 use causeway_harness::scenario::Scenario;
@@ -192,7 +193,12 @@ pub struct RunOutput {
 pub struct World<'a, A: FnMut(u64)> {
     scenario: &'a Scenario,
     plan: &'a Plan,
+    /// The first cluster's configuration; its timings are every cluster's.
     config: Config,
+    /// Each cluster's configuration (one entry outside a mesh): its view, id and upstreams.
+    configs: Vec<Config>,
+    /// One-way WAN latency between clusters `(a, b)`, `a < b`, µs (empty outside a mesh).
+    wan_us: BTreeMap<(usize, usize), u64>,
     index: BTreeMap<NodeId, usize>,
     /// Every random decision, keyed by purpose and entity (see `causeway_harness::draws`).
     draws: Draws,
@@ -282,7 +288,7 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
         advance: A,
         trace: bool,
     ) -> Self {
-        let view = view_of(scenario);
+        let view = cluster_view(scenario, 0);
         let mut config = Config::new(view.clone());
         config.sync = scenario.cluster.sync;
         config.conflicts = scenario.cluster.conflicts;
@@ -294,11 +300,14 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
         if let Some(i) = scenario.cluster.aae_interval_s {
             config.aae_interval = Duration::from_secs_f64(i);
         }
+        let (configs, wan_us) = mesh_configs(scenario, &config, seed);
+        let members = view.nodes.len() * scenario.cluster.clusters;
         let slots = (0..scenario.cluster.slots())
             .map(|i| {
                 let c = plan.clocks.get(i).copied().unwrap_or_default();
-                let member = i < view.nodes.len();
+                let member = i < members;
                 Slot {
+                    cluster: scenario.cluster.cluster_of(i),
                     id: node_addr(i),
                     node: None,
                     disk: Some(SimDisk::new()),
@@ -330,6 +339,8 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
         let max_ahead = avail::max_ahead(&config, deadline_us, scenario.net.delay_us[1]);
         World {
             config,
+            configs,
+            wan_us,
             index: slots.iter().map(|s| s.id.clone()).zip(0..).collect(),
             draws: Draws::new(seed),
             advance,
@@ -601,6 +612,48 @@ impl<'a, A: FnMut(u64)> World<'a, A> {
         }
         self.watch_fault(&applied);
     }
+}
+
+/// Each cluster's configuration, from the first cluster's `base`, and the WAN latency between
+/// each pair of clusters (drawn from the seed's `Wan` streams). Outside a mesh: `base` alone.
+fn mesh_configs(
+    scenario: &Scenario,
+    base: &Config,
+    seed: u64,
+) -> (Vec<Config>, BTreeMap<(usize, usize), u64>) {
+    let c = &scenario.cluster;
+    if !c.is_mesh() {
+        return (vec![base.clone()], BTreeMap::new());
+    }
+    let m = &scenario.mesh;
+    let configs = (0..c.clusters)
+        .map(|k| {
+            let mut cfg = base.clone();
+            cfg.view = cluster_view(scenario, k);
+            cfg.cluster = k as u32 + 1;
+            cfg.mesh_member = true;
+            cfg.mesh_queue = m.queue;
+            cfg.mesh_sync_interval = Duration::from_secs_f64(m.sync_interval_s);
+            cfg.mesh_upstreams = (0..c.clusters)
+                .filter(|&u| u != k)
+                .map(|u| MeshUpstream {
+                    name: format!("c{}", u + 1),
+                    node: node_addr(c.members_of(u).start),
+                })
+                .collect();
+            cfg
+        })
+        .collect();
+    let mut draws = Draws::new(seed);
+    let [lo, hi] = m.wan_delay_ms;
+    let mut wan = BTreeMap::new();
+    for a in 0..c.clusters {
+        for b in a + 1..c.clusters {
+            let ms = draws.range(Purpose::Wan, link(a, b), lo, hi);
+            wan.insert((a, b), ms * 1000);
+        }
+    }
+    (configs, wan)
 }
 
 /// The entity whose streams a message's network draws (loss, duplication, delay) come from: its

@@ -4,6 +4,16 @@
 use super::*;
 
 impl<A: FnMut(u64)> World<'_, A> {
+    /// The one-way delay range of the link `from → to`, µs: `net.delay_us` inside a cluster,
+    /// the clusters' WAN latency plus up to `mesh.wan_jitter_ms` between clusters.
+    fn delay_range(&self, from: usize, to: usize) -> [u64; 2] {
+        let (a, b) = (self.slots[from].cluster, self.slots[to].cluster);
+        match self.wan_us.get(&(a.min(b), a.max(b))) {
+            Some(&base) if a != b => [base, base + self.scenario.mesh.wan_jitter_ms * 1000],
+            _ => self.scenario.net.delay_us,
+        }
+    }
+
     pub(super) fn deliver(&mut self, from: usize, to: usize, msg: PeerMsg) {
         let slot = &self.slots[to];
         if slot.node.is_none() {
@@ -60,7 +70,7 @@ impl<A: FnMut(u64)> World<'_, A> {
             });
             return;
         }
-        let [lo, hi] = self.scenario.net.delay_us;
+        let [lo, hi] = self.delay_range(from, to);
         if self.chance(Purpose::Dup, l, self.dup) {
             let d = self.range(Purpose::Dup, l, lo, hi);
             self.schedule(

@@ -188,6 +188,9 @@ impl<A: FnMut(u64)> World<'_, A> {
             if let Some(set) = node.local_state(&rec.key) {
                 applied.merge(set.context());
             }
+            // In a mesh: the other clusters' dots its full syncs vouched for (a floor that
+            // claimed too much would fail G1's read checks at this cluster).
+            applied.merge(&node.mesh_floor_of(&rec.key));
             rec.replier_applied = Some(applied);
         }
     }

@@ -32,14 +32,33 @@ impl<A: FnMut(u64)> World<'_, A> {
             .filter_map(|(i, s)| {
                 let n = s.node.as_ref()?;
                 let st = n.status();
+                // In a mesh: per upstream, its cluster, refusal and full syncs done / failed.
+                let mesh: Vec<String> = st
+                    .mesh
+                    .upstreams
+                    .iter()
+                    .map(|u| {
+                        format!(
+                            " mesh {} cluster {:?} refused {:?} syncs {}/{} failed, pushed {} repaired {}",
+                            u.name,
+                            u.cluster,
+                            u.refused,
+                            u.full_syncs,
+                            u.full_syncs_failed,
+                            u.keys_pushed,
+                            u.keys_repaired
+                        )
+                    })
+                    .collect();
                 Some(format!(
-                    "{:>12} n{i} view {:#x} shard {:?} actor {} handoff {:?} applied {:?}",
+                    "{:>12} n{i} view {:#x} shard {:?} actor {} handoff {:?} applied {:?}{}",
                     self.now,
                     st.view.epoch,
                     st.shard,
                     st.actor,
                     st.handoff,
-                    n.applied()
+                    n.applied(),
+                    mesh.concat()
                 ))
             })
             .collect();
@@ -48,23 +67,33 @@ impl<A: FnMut(u64)> World<'_, A> {
         }
     }
 
-    /// The final view: the newest view any running node holds (after heal every node must
-    /// learn it by gossip).
-    pub(super) fn final_view(&self) -> View {
+    /// The final view of cluster `c`: the newest view any of its running nodes holds (after heal
+    /// every node must learn it by gossip).
+    pub(super) fn final_view(&self, c: usize) -> View {
         self.slots
             .iter()
+            .filter(|s| s.cluster == c)
             .filter_map(|s| s.node.as_ref().map(|n| n.view()))
             .max_by_key(|v| v.epoch)
             .cloned()
             .unwrap_or_else(View::joining)
     }
 
-    /// Running nodes that have not installed `fv`, or have not settled their handoffs (they
-    /// hold partitions they no longer own, or await partitions they gained), with why.
-    pub(super) fn unsettled(&self, fv: &View) -> Vec<String> {
+    /// Every cluster's final view, by cluster (one outside a mesh).
+    pub(super) fn final_views(&self) -> Vec<View> {
+        (0..self.configs.len())
+            .map(|c| self.final_view(c))
+            .collect()
+    }
+
+    /// Running nodes that have not installed their cluster's final view (`fvs`), or have not
+    /// settled their handoffs (they hold partitions they no longer own, or await partitions
+    /// they gained), with why.
+    pub(super) fn unsettled(&self, fvs: &[View]) -> Vec<String> {
         let mut out = Vec::new();
         for (i, slot) in self.slots.iter().enumerate() {
             let Some(node) = &slot.node else { continue };
+            let fv = &fvs[slot.cluster];
             let epoch = node.view().epoch;
             if epoch != fv.epoch {
                 out.push(format!(
@@ -84,11 +113,12 @@ impl<A: FnMut(u64)> World<'_, A> {
         out
     }
 
-    /// Every key's replicas in the final view, and each one's version set (from its disk when
-    /// the node is down). Copies at nodes that no longer own a key are not final states.
-    pub(super) fn replica_states(&self, fv: &View, key: &Bytes) -> Vec<(usize, VersionSet)> {
-        fv.owners(fv.partition_of(key))
-            .iter()
+    /// Every key's replicas in the final views (in a mesh: those of every cluster, which must all
+    /// agree), and each one's version set (from its disk when the node is down). Copies at nodes
+    /// that no longer own a key are not final states.
+    pub(super) fn replica_states(&self, fvs: &[View], key: &Bytes) -> Vec<(usize, VersionSet)> {
+        fvs.iter()
+            .flat_map(|fv| fv.owners(fv.partition_of(key)))
             .filter_map(|id| self.index.get(id))
             .map(|&n| {
                 let slot = &self.slots[n];
@@ -102,35 +132,37 @@ impl<A: FnMut(u64)> World<'_, A> {
             .collect()
     }
 
-    /// Whether the run may end: every running node has installed the final view and settled its
-    /// handoffs, and every replica of every key (in the final view) holds the same versions.
+    /// Whether the run may end: every running node has installed its cluster's final view and
+    /// settled its handoffs, and every replica of every key (in the final views, of every
+    /// cluster) holds the same versions.
     pub(super) fn converged(&self) -> bool {
-        let fv = self.final_view();
-        let same_view = self
-            .slots
-            .iter()
-            .all(|s| s.node.as_ref().is_none_or(|n| n.view().epoch == fv.epoch));
+        let fvs = self.final_views();
+        let same_view = self.slots.iter().all(|s| {
+            s.node
+                .as_ref()
+                .is_none_or(|n| n.view().epoch == fvs[s.cluster].epoch)
+        });
         same_view
             && (0..self.scenario.workload.keys).all(|k| {
-                let states = self.replica_states(&fv, &Bytes::from(key_name(k)));
+                let states = self.replica_states(&fvs, &Bytes::from(key_name(k)));
                 states
                     .split_first()
                     .is_none_or(|(a, rest)| rest.iter().all(|b| b.1.versions() == a.1.versions()))
             })
-            && self.unsettled(&fv).is_empty()
+            && self.unsettled(&fvs).is_empty()
     }
 
     /// Final states for the checkers, by the final view, and the nodes that never settled.
     pub(super) fn capture_finals(&mut self) {
-        let fv = self.final_view();
+        let fvs = self.final_views();
         for k in 0..self.scenario.workload.keys {
             let key = Bytes::from(key_name(k));
-            let reps = self.replica_states(&fv, &key);
+            let reps = self.replica_states(&fvs, &key);
             self.history.finals.insert(key, reps);
         }
         let bound = self.scenario.phases.liveness_s;
         self.history.unsettled = self
-            .unsettled(&fv)
+            .unsettled(&fvs)
             .into_iter()
             .map(|u| format!("{u} {bound}s after heal"))
             .collect();

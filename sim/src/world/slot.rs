@@ -8,6 +8,8 @@ use super::*;
 /// One node: its core while up, its disk while down.
 pub(super) struct Slot {
     pub(super) id: NodeId,
+    /// The cluster it belongs to (always 0 outside a mesh).
+    pub(super) cluster: usize,
     pub(super) node: Option<Node<SimDisk>>,
     pub(super) disk: Option<SimDisk>,
     pub(super) paused: bool,
@@ -244,7 +246,7 @@ impl<A: FnMut(u64)> World<'_, A> {
             node: slot.id.clone(),
             nonce,
         };
-        let mut config = self.config.clone();
+        let mut config = self.configs[slot.cluster].clone();
         if slot.spare {
             // Outside the cluster until admitted (a restart over a disk that recorded a view
             // resumes from that view instead).

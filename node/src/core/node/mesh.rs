@@ -13,8 +13,9 @@
 //! - **full sync**: on a timer, one partition against one upstream owner, Merkle tree top-down
 //!   (root, branches, segments, key digests) over the same per-partition trees and stored digests
 //!   as the cluster's own anti-entropy, so traffic grows with the difference. A step left
-//!   unanswered for one `mesh_sync_interval` abandons the sync, so one lost in a cut never holds
-//!   back the next round past a heal for longer than that. The upstream's
+//!   unanswered for one `mesh_sync_interval` (or three measured round trips to that cluster,
+//!   when longer) abandons the sync, so one lost in a cut never holds back the next round past a
+//!   heal for longer than that. The upstream's
 //!   vouched clock of the partition ([`Node::vouched`], plus its own mesh floor) is taken before
 //!   the comparison; once every difference was repaired, this node reflects all of it and joins
 //!   it into its *mesh floor* of the partition.
@@ -62,6 +63,9 @@ const PUSH_BATCH: usize = 256;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layout {
     pub cluster: u32,
+    /// The epoch of the upstream view the owners are of: an actor of that cluster issued under
+    /// it wrote only to the partitions its node owns there ([`Node::mesh_never_wrote`]).
+    pub epoch: Epoch,
     pub partitions: u32,
     /// Owners of each partition, in the upstream's view order.
     pub owners: Vec<Vec<NodeId>>,
@@ -118,9 +122,12 @@ struct Sync {
     upstream: usize,
     peer: NodeId,
     partition: u32,
-    /// When the sync is abandoned: one `mesh_sync_interval` after its last step was sent, so a
-    /// sync whose messages a cut lost never holds back the next round for longer than that.
+    /// When the sync is abandoned: a step timeout ([`Node::mesh_step_timeout`]) after its last
+    /// step was sent, so a sync whose messages a cut lost never holds back the next round for
+    /// longer than that.
     deadline: Time,
+    /// When its last step was sent (an answer measures the round trip).
+    sent: Time,
     /// The upstream's vouched clock of the partition as of its branch hashes.
     vouched: Option<VersionVector>,
     truncated: bool,
@@ -144,10 +151,31 @@ struct Pull {
     complete: bool,
 }
 
+/// The measured round trip to one upstream cluster (see [`Node::mesh_step_timeout`]).
+#[derive(Debug, Default)]
+struct RoundTrip {
+    /// The layout request in flight: its rid and when it left.
+    asked: Option<(Rid, Time)>,
+    /// Smoothed round trip (RFC 6298's SRTT), µs; 0 until one is measured.
+    srtt_us: u64,
+}
+
+impl RoundTrip {
+    fn sample(&mut self, rtt: Duration) {
+        let us = rtt.as_micros() as u64;
+        self.srtt_us = match self.srtt_us {
+            0 => us.max(1),
+            s => (7 * s + us) / 8,
+        };
+    }
+}
+
 /// The node's mesh state (see the module documentation).
 #[derive(Debug, Default)]
 pub struct Mesh {
     upstreams: Vec<(UpstreamStatus, Option<Layout>)>,
+    /// Round trips to each upstream, by the index of `upstreams`.
+    rtt: Vec<RoundTrip>,
     /// Per owned partition: every dot of other clusters this node holds (see [`Node::mesh_holds`]).
     floors: BTreeMap<u32, VersionVector>,
     /// The view epoch the floors were gathered under.
@@ -161,6 +189,11 @@ pub struct Mesh {
     pull: Option<Pull>,
     next_renew: Time,
     next_sync: Time,
+    /// Full-sync rounds started: partition `p` of round `turn` syncs against usable upstream
+    /// `(turn + p) % usable`, so every partition meets every upstream in turn (a counter bumped
+    /// per partition instead gave a partition the same upstream every round whenever a round
+    /// started as many syncs as a multiple of the upstream count, and a cluster it reached
+    /// only through another one's floor never synced it directly).
     turn: usize,
 }
 
@@ -178,6 +211,11 @@ impl Mesh {
                     };
                     (s, None)
                 })
+                .collect(),
+            rtt: cfg
+                .mesh_upstreams
+                .iter()
+                .map(|_| RoundTrip::default())
                 .collect(),
             epoch: cfg.view.epoch,
             next_renew: now,
@@ -256,11 +294,38 @@ impl<S: Storage> Node<S> {
     /// Whether this replica holds every dot of the foreign actor `actor` up to `n` (and, as a
     /// context entry does, the older actors of its lineage) to `partition`: its mesh floor,
     /// built only by completed full syncs, covers them.
+    /// An actor that never wrote to `partition` holds nothing there: once the floor covers its
+    /// lineage's older actors, any counter of it is held ([`Node::mesh_never_wrote`]). Without
+    /// that, a token naming a write of another cluster to one partition could never be served
+    /// for a key of a partition the writing node does not own: the upstream's vouched clock
+    /// names only the actors that wrote to a partition, so the floor never reached the token.
     pub(super) fn mesh_holds(&self, partition: u32, actor: Actor, n: u64) -> bool {
-        self.mesh
-            .floors
-            .get(&partition)
-            .is_some_and(|f| f.covers_older(actor) && f.get(actor) >= n)
+        self.mesh.floors.get(&partition).is_some_and(|f| {
+            f.covers_older(actor) && (f.get(actor) >= n || self.mesh_never_wrote(partition, actor))
+        })
+    }
+
+    /// Whether the foreign `actor` wrote nothing to `partition`, by the layout of its cluster
+    /// when that is a direct upstream: an actor is issued under one view and coordinates writes
+    /// only to the partitions its node owns in it, so an actor of the layout's epoch whose node
+    /// is not among the partition's owners there never wrote to it. Unknown (false) for an
+    /// actor of another epoch or of a cluster this node does not pull from directly, for hint
+    /// and loader actors, and when a node's address hash matches an owner's.
+    pub(super) fn mesh_never_wrote(&self, partition: u32, actor: Actor) -> bool {
+        if actor.hinted_partition().is_some() || actor.is_loader() {
+            return false;
+        }
+        self.mesh.upstreams.iter().any(|(s, l)| {
+            l.as_ref().is_some_and(|l| {
+                s.refused.is_none()
+                    && l.cluster == actor.cluster()
+                    && l.epoch == actor.epoch()
+                    && l.owners.get(partition as usize).is_some_and(|o| {
+                        !o.iter()
+                            .any(|n| crate::core::ring::node_hash(n) == actor.node())
+                    })
+            })
+        })
     }
 
     /// The dots of other clusters this replica holds to `partition` (its mesh floor), which
@@ -358,6 +423,7 @@ impl<S: Storage> Node<S> {
             let interval = self.cfg.mesh_sync_interval.as_micros() as u64;
             let jitter = self.rng.random_range(0..=interval / 2);
             self.mesh.next_sync = now + Duration::from_micros(interval * 3 / 4 + jitter);
+            self.mesh.turn = self.mesh.turn.wrapping_add(1);
             if self.cfg.canary != Some(Canary::MeshDropQueueNoSync) {
                 for p in self.shard_partitions() {
                     self.mesh_start_sync(p);
@@ -392,7 +458,7 @@ impl<S: Storage> Node<S> {
         let mut asks = Vec::new();
         let mut subs: BTreeMap<NodeId, Vec<u32>> = BTreeMap::new();
         for (i, (s, layout)) in self.mesh.upstreams.iter().enumerate() {
-            asks.push(s.node.clone());
+            asks.push((i, s.node.clone()));
             let Some(l) = layout.as_ref().filter(|_| s.refused.is_none()) else {
                 continue;
             };
@@ -404,8 +470,9 @@ impl<S: Storage> Node<S> {
                 }
             }
         }
-        for node in asks {
+        for (i, node) in asks {
             let rid = self.rid();
+            self.mesh.rtt[i].asked = Some((rid, self.now));
             self.send(&node, PeerMsg::MeshLayoutReq { rid });
         }
         for (node, partitions) in subs {
@@ -424,8 +491,7 @@ impl<S: Storage> Node<S> {
         if usable.is_empty() {
             return;
         }
-        let turn = self.mesh.turn;
-        self.mesh.turn += 1;
+        let turn = self.mesh.turn.wrapping_add(partition as usize);
         let upstream = usable[turn % usable.len()];
         let (s, l) = &self.mesh.upstreams[upstream];
         let owners = &l.as_ref().expect("usable").owners[partition as usize];
@@ -453,7 +519,8 @@ impl<S: Storage> Node<S> {
                 upstream,
                 peer: peer.clone(),
                 partition,
-                deadline: self.now + self.mesh_step(),
+                deadline: self.now + self.mesh_step_timeout(upstream),
+                sent: self.now,
                 vouched: None,
                 truncated: false,
                 bytes,
@@ -462,12 +529,6 @@ impl<S: Storage> Node<S> {
         );
         self.send(&peer, msg);
         rid
-    }
-
-    /// How long a sync's step waits for its answer: one `mesh_sync_interval`, at most
-    /// `aae_timeout` (a long interval must not hold a pull whose message was lost).
-    fn mesh_step(&self) -> Duration {
-        self.cfg.mesh_sync_interval.min(self.cfg.aae_timeout)
     }
 
     /// Starts the operator's pull (`Op::AntiEntropy` naming `peer`, a node of an upstream, see
@@ -574,16 +635,36 @@ impl<S: Storage> Node<S> {
         let bytes = encoded_len(msg);
         s.bytes += bytes;
         let u = s.upstream;
+        let rtt = self.now.since(s.sent);
+        self.mesh.rtt[u].sample(rtt);
         self.mesh.upstreams[u].0.bytes += bytes;
         self.mesh.upstreams[u].0.last_heard_us = self.wall.as_micros();
         true
     }
 
-    /// Sends the running sync's next step, which has one [`Node::mesh_step`] to be answered.
+    /// How long a full-sync step against upstream `u` may go unanswered before the sync is
+    /// abandoned: one `mesh_sync_interval` (at most `aae_timeout`, so an operator's pull with
+    /// rare periodic syncs is not stalled by one lost message), or three measured round trips
+    /// to that cluster when longer. A fixed interval alone abandoned every sync over a WAN whose
+    /// round trip exceeds it (the simulator's `mesh-*` scenarios, 50–200 ms each way), so the
+    /// floors never grew and every token from that cluster 503ed.
+    fn mesh_step_timeout(&self, u: usize) -> Duration {
+        let rtt = Duration::from_micros(3 * self.mesh.rtt[u].srtt_us);
+        self.cfg
+            .mesh_sync_interval
+            .min(self.cfg.aae_timeout)
+            .max(rtt)
+    }
+
+    /// Sends the running sync's next step, which has one step timeout to be answered.
     fn mesh_send_sync(&mut self, rid: Rid, msg: PeerMsg) {
-        let step = self.mesh_step();
+        let timeout = match self.mesh.syncs.get(&rid) {
+            Some(s) => self.mesh_step_timeout(s.upstream),
+            None => return,
+        };
         if let Some(s) = self.mesh.syncs.get_mut(&rid) {
-            s.deadline = self.now + step;
+            s.deadline = self.now + timeout;
+            s.sent = self.now;
             let bytes = encoded_len(&msg);
             s.bytes += bytes;
             let (u, peer) = (s.upstream, s.peer.clone());
@@ -644,6 +725,7 @@ impl<S: Storage> Node<S> {
                 let v = &self.cfg.view;
                 let layout = Layout {
                     cluster: self.cfg.cluster,
+                    epoch: v.epoch,
                     partitions: v.partitions,
                     owners: (0..v.partitions).map(|p| v.owners(p).to_vec()).collect(),
                 };
@@ -768,10 +850,17 @@ impl<S: Storage> Node<S> {
                 st.last_heard_us = self.wall.as_micros();
             }
             // Downstream side.
-            PeerMsg::MeshLayout { rid: _, layout } => {
+            PeerMsg::MeshLayout { rid, layout } => {
                 let Some(u) = self.mesh.upstreams.iter().position(|(s, _)| s.node == from) else {
                     return;
                 };
+                if let Some((asked, at)) = self.mesh.rtt[u].asked
+                    && asked == rid
+                {
+                    self.mesh.rtt[u].asked = None;
+                    let rtt = self.now.since(at);
+                    self.mesh.rtt[u].sample(rtt);
+                }
                 let refused = if layout.partitions != self.cfg.view.partitions {
                     Some(format!(
                         "partition counts differ: {} upstream, {} here; a mesh needs equal counts",
