@@ -234,6 +234,24 @@ pub struct NodeLoad {
     pub aae_keys_repaired: u64,
 }
 
+impl NodeLoad {
+    /// From a node's status counters, its own or a remote node's report: `(requests, forwarded)`,
+    /// its unacknowledged replication bytes per peer, and `(aae exchanges, keys repaired)`.
+    fn counted(
+        (requests, forwarded): (u64, u64),
+        unacked_bytes: &BTreeMap<NodeId, u64>,
+        (aae_exchanges, aae_keys_repaired): (u64, u64),
+    ) -> Self {
+        NodeLoad {
+            requests,
+            forwarded,
+            replication_in_flight_bytes: unacked_bytes.values().sum(),
+            aae_exchanges,
+            aae_keys_repaired,
+        }
+    }
+}
+
 /// A node's partitions on the move (the core's `HandoffStatus`).
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct HandoffState {
@@ -254,13 +272,11 @@ impl NodeState {
                 pushing: s.handoff.pushing,
                 awaiting: s.handoff.awaiting.clone(),
             },
-            load: NodeLoad {
-                requests: s.requests,
-                forwarded: s.forwarded,
-                replication_in_flight_bytes: s.unacked_bytes.values().sum(),
-                aae_exchanges: s.aae.exchanges,
-                aae_keys_repaired: s.aae.keys_repaired,
-            },
+            load: NodeLoad::counted(
+                (s.requests, s.forwarded),
+                &s.unacked_bytes,
+                (s.aae.exchanges, s.aae.keys_repaired),
+            ),
         }
     }
 
@@ -385,13 +401,11 @@ async fn fetch_state(
         shard: c.status.shard,
         live_keys: c.status.live_keys,
         handoff: c.status.handoff,
-        load: NodeLoad {
-            requests: c.status.requests,
-            forwarded: c.status.forwarded,
-            replication_in_flight_bytes: c.status.unacked_bytes.values().sum(),
-            aae_exchanges: c.status.aae.exchanges,
-            aae_keys_repaired: c.status.aae.keys_repaired,
-        },
+        load: NodeLoad::counted(
+            (c.status.requests, c.status.forwarded),
+            &c.status.unacked_bytes,
+            (c.status.aae.exchanges, c.status.aae.keys_repaired),
+        ),
     })
 }
 
